@@ -1,0 +1,228 @@
+//! Build script: derives Kamailio's compile defines from `kamailio -V`, checks them with a
+//! C probe (version strings, struct sizes/offsets), builds the C shim and generates the
+//! bindings. Without a Kamailio installation (or headers) it only sets `cfg(no_kamailio)`
+//! so that the pure core can still be built and unit-tested.
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Defines Makefile.defs always sets on linux/x86_64/gcc that `kamailio -V` does not show.
+const HIDDEN_DEFINES: &[&str] = &[
+    "WITH_XAVP", "MEM_JOIN_FREE", "USE_CORE_STATS", "STATISTICS", "MALLOC_STATS",
+    "CC_GCC_LIKE_ASM", "HAVE_GETHOSTBYNAME2", "HAVE_UNION_SEMUN", "HAVE_SCHED_YIELD",
+    "HAVE_MSG_NOSIGNAL", "HAVE_MSGHDR_MSG_CONTROL", "HAVE_ALLOCA_H", "HAVE_TIMEGM",
+    "HAVE_SCHED_SETSCHEDULER", "HAVE_IP_MREQN", "HAVE_EPOLL", "HAVE_SIGIO_RT",
+    "SIGINFO64_WORKARROUND", "HAVE_SELECT",
+];
+
+struct KamVersion {
+    full_version: String, // "kamailio 5.6.3 (x86_64/linux)"
+    flags: String,
+    defines: Vec<String>,
+}
+
+fn parse_kamailio_v(out: &str) -> Result<KamVersion, String> {
+    let mut full_version = None;
+    let mut flags = None;
+    let mut loops = None;
+    for line in out.lines() {
+        if let Some(v) = line.strip_prefix("version: ") {
+            let end = v.find(')').ok_or("no ')' in version line")?;
+            full_version = Some(v[..=end].to_string());
+        } else if let Some(f) = line.strip_prefix("flags: ") {
+            flags = Some(f.trim_end().to_string());
+        } else if line.contains("ADAPTIVE_WAIT_LOOPS") {
+            loops = line.split_whitespace().skip_while(|t| *t != "ADAPTIVE_WAIT_LOOPS").nth(1)
+                .map(|s| s.trim_end_matches(',').to_string());
+        }
+    }
+    let full_version = full_version.ok_or("no version: line in kamailio -V")?;
+    let flags = flags.ok_or("no flags: line in kamailio -V")?;
+    // "kamailio 5.6.3 (x86_64/linux)"
+    let mut it = full_version.split_whitespace();
+    let name = it.next().ok_or("bad version")?.to_string();
+    let ver = it.next().ok_or("bad version")?.to_string();
+    let archos = it.next().ok_or("bad version")?.trim_matches(|c| c == '(' || c == ')').to_string();
+    let (arch, os) = archos.split_once('/').ok_or("bad arch/os")?;
+    let nums: Vec<u32> = ver.split('.').map(|p| p.parse::<u32>().unwrap_or(0)).collect();
+    let versionval = nums.first().copied().unwrap_or(0) * 1_000_000
+        + nums.get(1).copied().unwrap_or(0) * 1000 + nums.get(2).copied().unwrap_or(0);
+    let mut defines = vec![
+        format!("NAME=\"{name}\""), format!("VERSION=\"{ver}\""), format!("ARCH=\"{arch}\""),
+        format!("OS={os}_"), format!("OS_QUOTED=\"{os}\""), format!("__CPU_{arch}"),
+        format!("__OS_{os}"), format!("VERSIONVAL={versionval}"), "MOD_NAME=\"dispatcher\"".into(),
+    ];
+    defines.extend(HIDDEN_DEFINES.iter().map(|s| s.to_string()));
+    for tok in flags.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match tok {
+            "TLS_PTHREAD_MUTEX_SHARED" => defines.push("KSR_PTHREAD_MUTEX_SHARED".into()),
+            t if t.starts_with("FAST_LOCK") => {
+                defines.push("FAST_LOCK".into());
+                for part in t.split('-').skip(1) {
+                    match part {
+                        "ADAPTIVE_WAIT" => {
+                            defines.push("ADAPTIVE_WAIT".into());
+                            defines.push(format!("ADAPTIVE_WAIT_LOOPS={}", loops.clone().unwrap_or_else(|| "1024".into())));
+                        }
+                        "BUSY_WAIT" => defines.push("BUSY_WAIT".into()),
+                        "NOSMP" => defines.push("NOSMP".into()),
+                        other => defines.push(other.to_string()),
+                    }
+                }
+            }
+            t => defines.push(t.to_string()),
+        }
+    }
+    Ok(KamVersion { full_version, flags, defines })
+}
+
+fn no_kamailio(reason: &str) {
+    println!("cargo:warning=building without Kamailio bindings ({reason}); only the pure core is usable");
+    println!("cargo:rustc-cfg=no_kamailio");
+}
+
+fn main() {
+    println!("cargo:rustc-check-cfg=cfg(no_kamailio)");
+    println!("cargo:rerun-if-env-changed=KAMAILIO_BIN");
+    println!("cargo:rerun-if-env-changed=KAMAILIO_SRC");
+    println!("cargo:rerun-if-changed=kamailio-headers/wrapper.h");
+    println!("cargo:rerun-if-changed=kamailio-headers/shim.c");
+    println!("cargo:rerun-if-changed=kamailio-headers/probe.c");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let kbin = env::var("KAMAILIO_BIN").unwrap_or_else(|_| "/usr/sbin/kamailio".into());
+    let ksrc = env::var("KAMAILIO_SRC").map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("kamailio-headers/current/src"));
+
+    let out = match Command::new(&kbin).arg("-V").output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => return no_kamailio(&format!("cannot run `{kbin} -V`")),
+    };
+    if !ksrc.join("core/sr_module.h").exists() {
+        if env::var("DS_REQUIRE_KAMAILIO").is_ok() {
+            panic!("Kamailio headers not found in {} (run kamailio-headers/fetch.sh)", ksrc.display());
+        }
+        return no_kamailio(&format!("no headers in {} — run kamailio-headers/fetch.sh", ksrc.display()));
+    }
+    println!("cargo:rerun-if-changed={}", ksrc.join("core/sr_module.h").display());
+    let kv = parse_kamailio_v(&out).unwrap_or_else(|e| panic!("cannot parse `{kbin} -V`: {e}"));
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    let hdr_dir = root.join("kamailio-headers");
+
+    // (1) C probe: version strings and layouts as gcc sees them.
+    let probe = run_probe(&ksrc, &hdr_dir, &kv, &out_dir);
+    let mut sizes = Vec::new();
+    let mut offs = Vec::new();
+    for line in probe.lines() {
+        if let Some(v) = line.strip_prefix("version ") {
+            assert_eq!(v, kv.full_version, "SER_FULL_VERSION from headers differs from `kamailio -V`");
+        } else if let Some(f) = line.strip_prefix("flags ") {
+            assert_eq!(f, kv.flags, "SER_COMPILE_FLAGS from headers+defines differs from `kamailio -V`: wrong -D set");
+        } else if let Some(s) = line.strip_prefix("size ") {
+            let (t, n) = s.rsplit_once(' ').expect("probe size line");
+            sizes.push((t.to_string(), n.to_string()));
+        } else if let Some(s) = line.strip_prefix("off ") {
+            let mut p = s.rsplitn(3, ' ');
+            let n = p.next().expect("probe").to_string();
+            let f = p.next().expect("probe").to_string();
+            let t = p.next().expect("probe").to_string();
+            offs.push((t, f, n));
+        }
+    }
+
+    // (2) shim
+    let mut b = cc::Build::new();
+    b.file(hdr_dir.join("shim.c")).include(&ksrc).flag("-pthread").flag("-fPIC").warnings(false);
+    for d in &kv.defines {
+        let (k, v) = match d.split_once('=') { Some((k, v)) => (k, Some(v)), None => (d.as_str(), None) };
+        b.define(k, v);
+    }
+    b.compile("dsshim");
+
+    // (3) bindings
+    let mut bg = bindgen::Builder::default()
+        .header(hdr_dir.join("wrapper.h").to_string_lossy())
+        .clang_arg(format!("-I{}", ksrc.display()))
+        .clang_args(kv.defines.iter().map(|d| format!("-D{d}")))
+        .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)
+        .derive_default(true)
+        .layout_tests(false)
+        .generate_comments(false);
+    for f in ALLOW_FUNCS { bg = bg.allowlist_function(f); }
+    for t in ALLOW_TYPES { bg = bg.allowlist_type(t); }
+    for v in ALLOW_VARS { bg = bg.allowlist_var(v); }
+    bg = bg.blocklist_function("fixup_get_svalue").blocklist_function("fixup_get_ivalue");
+    let bindings = bg.generate().expect("bindgen failed");
+    bindings.write_to_file(out_dir.join("bindings.rs")).expect("write bindings");
+
+    // (4) layout asserts against the probe
+    let mut asserts = String::from("// generated by build.rs from the C probe\n");
+    for (t, n) in &sizes {
+        asserts.push_str(&format!("const _: () = assert!(::core::mem::size_of::<{}>() == {n}, \"size of {t}\");\n", rust_type(t)));
+    }
+    for (t, f, n) in &offs {
+        asserts.push_str(&format!("const _: () = assert!(::core::mem::offset_of!({}, {}) == {n}, \"offset of {t}.{f}\");\n", rust_type(t), f));
+    }
+    fs::write(out_dir.join("layout_asserts.rs"), asserts).expect("write asserts");
+
+    println!("cargo:rustc-env=KAMAILIO_FULL_VERSION={}", kv.full_version);
+    println!("cargo:rustc-env=KAMAILIO_COMPILE_FLAGS={}", kv.flags);
+}
+
+fn rust_type(c: &str) -> String {
+    let t = c.trim_start_matches("struct ").trim();
+    match t {
+        "str" => "str_".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn run_probe(ksrc: &Path, hdr_dir: &Path, kv: &KamVersion, out_dir: &Path) -> String {
+    let compiler = cc::Build::new().get_compiler();
+    let exe = out_dir.join("kam_probe");
+    let mut cmd = compiler.to_command();
+    cmd.arg("-o").arg(&exe).arg(hdr_dir.join("probe.c"))
+        .arg(format!("-I{}", ksrc.display())).arg(format!("-I{}", hdr_dir.display())).arg("-pthread").arg("-w");
+    for d in &kv.defines { cmd.arg(format!("-D{d}")); }
+    let st = cmd.status().expect("run C compiler for the probe");
+    assert!(st.success(), "C probe failed to compile");
+    let o = Command::new(&exe).output().expect("run probe");
+    assert!(o.status.success(), "C probe failed");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const ALLOW_FUNCS: &[&str] = &[
+    "set_dst_uri", "reset_dst_uri", "rewrite_uri", "append_branch", "get_str_fparam", "get_int_fparam",
+    "fixup_spve_null", "fixup_free_spve_null", "fixup_igp_null", "fixup_free_igp_null",
+    "fixup_igp_igp", "fixup_free_igp_igp", "fixup_spve_all", "fixup_free_spve_all",
+    "fixup_igp_all", "fixup_free_igp_all", "fixup_spve_spve", "fixup_free_spve_spve",
+    "fix_param", "fix_param_types", "fixup_free_fparam_all",
+    "parse_headers", "parse_from_header", "parse_to_header", "parse_sip_msg_uri",
+    "xavp_add_value", "xavp_add_value_after", "xavp_get", "xavp_get_by_index", "xavp_get_child",
+    "xavp_rm_by_name", "xavp_rm_by_index", "xavp_destroy_list", "xavp_rm", "xavp_get_crt_list",
+    "pv_cache_get", "pv_get_spec_value", "pv_parse_spec2", "pv_spec_free", "pv_printf_s",
+    "pv_parse_format", "pv_elem_free_all", "pv_value_destroy",
+    "str2ip", "str2ip6", "ip_addr2a", "ip_addr2sbuf", "grep_sock_info", "parse_phostport",
+    "ksr_get_socket_by_name", "socket2str", "get_max_procs", "rpc_register_array", "get_ticks",
+    "get_ticks_raw", "my_pid", "dns_resolvehost", "dns_sip_resolvehost", "find_export",
+    "register_basic_timers", "fork_basic_timer", "sr_wtimer_add", "register_timer",
+    "route_lookup", "faked_msg_init", "faked_msg_next", "run_top_route", "sr_kemi_modules_add",
+    "sr_kemi_eng_get", "sr_kemi_route", "cfg_declare", "fastrand", "fastrand_max", "ksr_module_set_flag",
+    "rds_.*",
+];
+const ALLOW_TYPES: &[&str] = &[
+    "sip_msg", "sip_msg_t", "module_exports", "cmd_export_t", "param_export_t", "rpc_export_t", "rpc_t",
+    "gen_lock_t", "fparam_t", "sr_shm_api_t", "sr_pkg_api_t", "tm_binds", "sip_uri", "to_body",
+    "sr_xavp_t", "sr_xval_t", "hdr_field", "pv_spec_t", "pv_value_t", "pv_elem_t", "receive_info",
+    "ip_addr", "socket_info", "str", "dest_info", "auth_body_t", "dig_cred_t", "sr_kemi_t",
+    "run_act_ctx", "route_list", "cfg_def_t", "uac_req_t", "tmcb_params", "cell", "load_tm_f",
+    "hostent",
+];
+const ALLOW_VARS: &[&str] = &[
+    "_shm_root", "_pkg_root", "process_no", "ruri_is_new", "route_type", "event_rt",
+    "default_core_cfg", "core_cfg", "dprint_crit",
+    "PROC_.*", "PARAM_.*", "L_.*", ".*_ROUTE", "MODULE_INTERFACE_VER", "DEFAULT_DLFLAGS",
+    "VAR_PARAM_NO", "PV_.*", "SR_KEMIP_.*", "TMCB_.*", "HDR_.*", "E_.*", "FPARAM_.*",
+];
