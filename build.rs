@@ -194,23 +194,22 @@ fn run_probe(ksrc: &Path, hdr_dir: &Path, kv: &KamVersion, out_dir: &Path) -> St
 }
 
 const ALLOW_FUNCS: &[&str] = &[
-    "set_dst_uri", "reset_dst_uri", "rewrite_uri", "append_branch", "get_str_fparam", "get_int_fparam",
+    "set_dst_uri", "reset_dst_uri", "rewrite_uri", "append_branch", "get_str_fparam", "get_int_fparam", "get_is_fparam",
     "fixup_spve_null", "fixup_free_spve_null", "fixup_igp_null", "fixup_free_igp_null",
     "fixup_igp_igp", "fixup_free_igp_igp", "fixup_spve_all", "fixup_free_spve_all",
-    "fixup_igp_all", "fixup_free_igp_all", "fixup_spve_spve", "fixup_free_spve_spve",
+    "fixup_igp_all", "fixup_free_igp_all", "fixup_spve_spve", "fixup_free_spve_spve", "fixup_igp_spve", "fixup_free_igp_spve", "fixup_spve_spve_igp",
     "fix_param", "fix_param_types", "fixup_free_fparam_all",
     "parse_headers", "parse_from_header", "parse_to_header", "parse_sip_msg_uri",
-    "xavp_add_value", "xavp_add_value_after", "xavp_get", "xavp_get_by_index", "xavp_get_child",
+    "xavp_add_value", "xavp_add_value_after", "xavp_add_xavp_value", "xavp_get", "xavp_get_by_index", "xavp_get_child",
     "xavp_rm_by_name", "xavp_rm_by_index", "xavp_destroy_list", "xavp_rm", "xavp_get_crt_list",
     "pv_cache_get", "pv_get_spec_value", "pv_parse_spec2", "pv_spec_free", "pv_printf_s",
     "pv_parse_format", "pv_elem_free_all", "pv_value_destroy",
-    "str2ip", "str2ip6", "ip_addr2a", "ip_addr2sbuf", "grep_sock_info", "parse_phostport",
+    "str2ip", "str2ip6", "ip_addr2a", "ip_addr2sbuf", "ip_addr2sbufz", "grep_sock_info", "parse_phostport",
     "ksr_get_socket_by_name", "socket2str", "get_max_procs", "rpc_register_array", "get_ticks",
     "get_ticks_raw", "my_pid", "dns_resolvehost", "dns_sip_resolvehost", "find_export",
     "register_basic_timers", "fork_basic_timer", "sr_wtimer_add", "register_timer",
     "route_lookup", "faked_msg_init", "faked_msg_next", "run_top_route", "sr_kemi_modules_add",
-    "sr_kemi_eng_get", "sr_kemi_route", "cfg_declare", "fastrand", "fastrand_max", "ksr_module_set_flag",
-    "rds_.*",
+    "sr_kemi_eng_get", "sr_kemi_route", "cfg_declare", "fastrand", "fastrand_max", "ksr_module_set_flag", "do_action", "pv_cache_get",
 ];
 const ALLOW_TYPES: &[&str] = &[
     "sip_msg", "sip_msg_t", "module_exports", "cmd_export_t", "param_export_t", "rpc_export_t", "rpc_t",
@@ -218,7 +217,7 @@ const ALLOW_TYPES: &[&str] = &[
     "sr_xavp_t", "sr_xval_t", "hdr_field", "pv_spec_t", "pv_value_t", "pv_elem_t", "receive_info",
     "ip_addr", "socket_info", "str", "dest_info", "auth_body_t", "dig_cred_t", "sr_kemi_t",
     "run_act_ctx", "route_list", "cfg_def_t", "uac_req_t", "tmcb_params", "cell", "load_tm_f",
-    "hostent",
+    "hostent", "action", "action_type", "_operators", "route_struct.*",
 ];
 const ALLOW_VARS: &[&str] = &[
     "_shm_root", "_pkg_root", "process_no", "ruri_is_new", "route_type", "event_rt",

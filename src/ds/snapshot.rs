@@ -1,1 +1,480 @@
-//! placeholder
+//! The destination list as one immutable, self-contained memory block (a *snapshot*).
+//!
+//! The block is written once by the process that (re)loads the list and then only read by
+//! every Kamailio process: it lives in Kamailio's shared memory, which is mapped at the same
+//! address in all processes, so plain pointers inside it are valid everywhere. Per-destination
+//! runtime state (state flags, failure counter, call load) and per-set selection cursors are
+//! atomics inside the block, so readers never take a global lock.
+//!
+//! This module has no FFI: the memory comes from an allocator callback (Kamailio's shm in the
+//! module, the Rust heap in unit tests).
+//!
+//! Layout of one block: `[Header][SetRec; nsets][u32; nsets (ids sorted)][DestRec; ndests][strings]`.
+
+use std::mem::{align_of, size_of};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+
+use crate::ds::order::DestSet;
+
+/// Destination state bits (spec §4.2).
+pub const DS_INACTIVE: i32 = 1;
+pub const DS_TRYING: i32 = 2;
+pub const DS_DISABLED: i32 = 4;
+pub const DS_PROBING: i32 = 8;
+pub const DS_NODNS: i32 = 16;
+/// Bits replaced by a state change.
+pub const DS_STATES_ALL: i32 = 31;
+
+const MAGIC: u32 = 0x4453_4e50; // "DSNP"
+
+/// A string stored in the block's string area. `ptr` is null for "not set".
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ShStr {
+    ptr: *const u8,
+    len: u32,
+}
+
+impl ShStr {
+    const NULL: ShStr = ShStr { ptr: std::ptr::null(), len: 0 };
+    /// The bytes, or `None` when the value is not set.
+    pub fn get(&self) -> Option<&[u8]> {
+        if self.ptr.is_null() {
+            None
+        } else {
+            // SAFETY: ptr/len were written by `build` and point into the same immutable block,
+            // which outlives every reader (see `rcu`).
+            Some(unsafe { std::slice::from_raw_parts(self.ptr, self.len as usize) })
+        }
+    }
+    /// The bytes, empty when not set.
+    pub fn bytes(&self) -> &[u8] {
+        self.get().unwrap_or(&[])
+    }
+}
+
+#[repr(C)]
+pub struct Header {
+    magic: u32,
+    pub nsets: u32,
+    pub ndests: u32,
+    _pad: u32,
+    pub total_size: usize,
+    /// Load generation (1, 2, ...).
+    pub generation: u64,
+    sets: *mut SetRec,
+    ids_sorted: *const u32,
+    dests: *mut DestRec,
+}
+
+/// One destination set. `dests` is a range of the block's destination array.
+#[repr(C)]
+pub struct SetRec {
+    pub id: i32,
+    pub nr: u32,
+    first: u32,
+    /// Round-robin cursor (`last` in the C module).
+    pub last: AtomicU32,
+    pub wlast: AtomicU32,
+    pub rwlast: AtomicU32,
+}
+
+/// One destination: the configured values plus its shared runtime state.
+#[repr(C)]
+pub struct DestRec {
+    pub uri: ShStr,
+    pub host: ShStr,
+    pub attrs_body: ShStr,
+    pub duid: ShStr,
+    pub socket: ShStr,
+    pub sockname: ShStr,
+    pub ping_from: ShStr,
+    pub obproxy: ShStr,
+    pub ping_socket: ShStr,
+    /// Runtime state bits (spec §4.2), shared by all processes.
+    pub flags: AtomicI32,
+    /// The flags as configured in the file/DB.
+    pub cfg_flags: i32,
+    pub priority: i32,
+    pub maxload: i32,
+    pub weight: i32,
+    pub rweight: i32,
+    pub cc: i32,
+    pub latency: i32,
+    pub ocmin: i32,
+    pub ocmax: i32,
+    pub ocrate: i32,
+    /// Consecutive failures/successes counter of the state machine (spec §7.2).
+    pub fail_cnt: AtomicI32,
+    /// Active calls (alg 10).
+    pub dload: AtomicI32,
+    pub port: u16,
+    pub proto: u8,
+    pub scheme: u8,
+    /// 0: no address, 4: IPv4, 6: IPv6.
+    pub af: u8,
+    _pad: [u8; 3],
+    pub ip: [u8; 16],
+    /// Opaque sending socket handle (a `socket_info*` in the module), 0 = none.
+    pub sock: usize,
+    pub dnstime_sec: u64,
+    pub dnstime_usec: u64,
+}
+
+impl DestRec {
+    /// Usable = neither inactive nor disabled (trying destinations are still selected).
+    pub fn usable(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & (DS_INACTIVE | DS_DISABLED) == 0
+    }
+    pub fn ip_addr(&self) -> Option<IpAddr> {
+        match self.af {
+            4 => Some(IpAddr::from([self.ip[0], self.ip[1], self.ip[2], self.ip[3]])),
+            6 => Some(IpAddr::from(self.ip)),
+            _ => None,
+        }
+    }
+}
+
+/// Read access to a snapshot block.
+#[derive(Clone, Copy)]
+pub struct Snap<'a> {
+    h: &'a Header,
+}
+
+/// Read access to one set of a snapshot.
+#[derive(Clone, Copy)]
+pub struct SetView<'a> {
+    pub rec: &'a SetRec,
+    pub dests: &'a [DestRec],
+}
+
+impl<'a> Snap<'a> {
+    /// # Safety
+    /// `p` must point to a block produced by [`build`] that stays alive for `'a`.
+    pub unsafe fn from_ptr(p: *const Header) -> Option<Snap<'a>> {
+        // SAFETY: guaranteed by the caller.
+        let h = unsafe { p.as_ref()? };
+        if h.magic != MAGIC {
+            return None;
+        }
+        Some(Snap { h })
+    }
+    pub fn header(&self) -> &'a Header {
+        self.h
+    }
+    pub fn nsets(&self) -> usize {
+        self.h.nsets as usize
+    }
+    fn set_recs(&self) -> &'a [SetRec] {
+        // SAFETY: `sets` points to `nsets` initialised records inside the block.
+        unsafe { std::slice::from_raw_parts(self.h.sets, self.h.nsets as usize) }
+    }
+    fn all_dests(&self) -> &'a [DestRec] {
+        // SAFETY: `dests` points to `ndests` initialised records inside the block.
+        unsafe { std::slice::from_raw_parts(self.h.dests, self.h.ndests as usize) }
+    }
+    fn view(&self, rec: &'a SetRec) -> SetView<'a> {
+        let all = self.all_dests();
+        let first = rec.first as usize;
+        let dests = all.get(first..first + rec.nr as usize).unwrap_or(&[]);
+        SetView { rec, dests }
+    }
+    /// Sets in iteration order (the C module's AVL post-order).
+    pub fn sets(&self) -> impl Iterator<Item = SetView<'a>> + 'a {
+        let s = *self;
+        self.set_recs().iter().map(move |r| s.view(r))
+    }
+    /// Look a set up by id (binary search over the sorted id index).
+    pub fn set(&self, id: i32) -> Option<SetView<'a>> {
+        // SAFETY: `ids_sorted` points to `nsets` u32 indexes inside the block.
+        let idx = unsafe { std::slice::from_raw_parts(self.h.ids_sorted, self.h.nsets as usize) };
+        let recs = self.set_recs();
+        let pos = idx
+            .binary_search_by(|&i| recs.get(i as usize).map(|r| r.id).unwrap_or(i32::MAX).cmp(&id))
+            .ok()?;
+        let rec = recs.get(*idx.get(pos)? as usize)?;
+        Some(self.view(rec))
+    }
+}
+
+/// Runtime state carried from the previous snapshot into a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CarriedState {
+    pub flags: i32,
+    pub fail_cnt: i32,
+    pub dload: i32,
+}
+
+fn align_up(n: usize, a: usize) -> usize {
+    n.div_ceil(a) * a
+}
+
+/// Error building a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    TooLarge,
+    NoMemory(usize),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::TooLarge => write!(f, "destination list too large"),
+            BuildError::NoMemory(n) => write!(f, "out of shared memory ({n} bytes needed)"),
+        }
+    }
+}
+
+fn dest_strings(d: &crate::ds::dest::Dest) -> [Option<&[u8]>; 9] {
+    let a = &d.attrs;
+    let body: Option<&[u8]> = if a.body.is_empty() { None } else { Some(&a.body) };
+    [
+        Some(&d.uri),
+        Some(&d.host),
+        body,
+        a.duid.as_deref(),
+        a.socket.as_deref(),
+        a.sockname.as_deref(),
+        a.ping_from.as_deref(),
+        a.obproxy.as_deref(),
+        a.ping_socket.as_deref(),
+    ]
+}
+
+/// Builds a snapshot block for `sets` (already in iteration order, destinations in array order).
+/// `carry(setid, uri, cfg_flags)` returns runtime state to keep for a destination that exists in
+/// the previous list. `alloc(size)` returns memory aligned to 16 bytes, or null.
+/// `now` is (sec, usec) stored as DNS time.
+pub fn build(
+    sets: &[DestSet],
+    generation: u64,
+    now: (u64, u64),
+    carry: &mut dyn FnMut(i32, &[u8], i32) -> Option<CarriedState>,
+    alloc: &mut dyn FnMut(usize) -> *mut u8,
+) -> Result<*mut Header, BuildError> {
+    let nsets = sets.len();
+    let ndests: usize = sets.iter().map(|s| s.dests.len()).sum();
+    if nsets > u32::MAX as usize / 2 || ndests > u32::MAX as usize / 2 {
+        return Err(BuildError::TooLarge);
+    }
+    let mut strbytes = 0usize;
+    for s in sets {
+        for d in &s.dests {
+            for v in dest_strings(d).iter().flatten() {
+                if v.len() > u32::MAX as usize {
+                    return Err(BuildError::TooLarge);
+                }
+                strbytes += v.len() + 1;
+            }
+        }
+    }
+    let off_sets = align_up(size_of::<Header>(), align_of::<SetRec>().max(8));
+    let off_ids = align_up(off_sets + nsets * size_of::<SetRec>(), 8);
+    let off_dests = align_up(off_ids + nsets * size_of::<u32>(), align_of::<DestRec>().max(8));
+    let off_str = off_dests + ndests * size_of::<DestRec>();
+    let total = align_up(off_str + strbytes, 16);
+
+    let base = alloc(total);
+    if base.is_null() {
+        return Err(BuildError::NoMemory(total));
+    }
+    // SAFETY: `base` is a fresh allocation of `total` bytes, 16-aligned; every write below stays
+    // inside it (offsets computed above) and uses properly aligned typed pointers.
+    unsafe {
+        std::ptr::write_bytes(base, 0, total);
+        let hdr = base as *mut Header;
+        let set_ptr = base.add(off_sets) as *mut SetRec;
+        let ids_ptr = base.add(off_ids) as *mut u32;
+        let dest_ptr = base.add(off_dests) as *mut DestRec;
+        let mut sp = base.add(off_str);
+        let mut put = |v: Option<&[u8]>| -> ShStr {
+            match v {
+                None => ShStr::NULL,
+                Some(b) => {
+                    std::ptr::copy_nonoverlapping(b.as_ptr(), sp, b.len());
+                    *sp.add(b.len()) = 0;
+                    let s = ShStr { ptr: sp, len: b.len() as u32 };
+                    sp = sp.add(b.len() + 1);
+                    s
+                }
+            }
+        };
+        let mut di = 0usize;
+        for (si, s) in sets.iter().enumerate() {
+            set_ptr.add(si).write(SetRec {
+                id: s.id,
+                nr: s.dests.len() as u32,
+                first: di as u32,
+                last: AtomicU32::new(0),
+                wlast: AtomicU32::new(0),
+                rwlast: AtomicU32::new(0),
+            });
+            for d in &s.dests {
+                let st = dest_strings(d);
+                let carried = carry(s.id, &d.uri, d.flags);
+                let (af, ip) = match d.ip {
+                    Some(IpAddr::V4(v4)) => {
+                        let mut ip = [0u8; 16];
+                        ip[..4].copy_from_slice(&v4.octets());
+                        (4u8, ip)
+                    }
+                    Some(IpAddr::V6(v6)) => (6u8, v6.octets()),
+                    None => (0u8, [0u8; 16]),
+                };
+                let a = &d.attrs;
+                dest_ptr.add(di).write(DestRec {
+                    uri: put(st[0]),
+                    host: put(st[1]),
+                    attrs_body: put(st[2]),
+                    duid: put(st[3]),
+                    socket: put(st[4]),
+                    sockname: put(st[5]),
+                    ping_from: put(st[6]),
+                    obproxy: put(st[7]),
+                    ping_socket: put(st[8]),
+                    flags: AtomicI32::new(carried.map(|c| c.flags).unwrap_or(d.flags)),
+                    cfg_flags: d.flags,
+                    priority: d.priority,
+                    maxload: a.maxload,
+                    weight: a.weight,
+                    rweight: a.rweight,
+                    cc: a.cc,
+                    latency: a.latency,
+                    ocmin: a.ocmin,
+                    ocmax: a.ocmax,
+                    ocrate: a.ocrate,
+                    fail_cnt: AtomicI32::new(carried.map(|c| c.fail_cnt).unwrap_or(0)),
+                    dload: AtomicI32::new(carried.map(|c| c.dload).unwrap_or(0)),
+                    port: d.port,
+                    proto: d.proto as u8,
+                    scheme: d.scheme as u8,
+                    af,
+                    _pad: [0; 3],
+                    ip,
+                    sock: d.sock,
+                    dnstime_sec: if af != 0 { now.0 } else { 0 },
+                    dnstime_usec: if af != 0 { now.1 } else { 0 },
+                });
+                di += 1;
+            }
+        }
+        let mut ids: Vec<u32> = (0..nsets as u32).collect();
+        ids.sort_by_key(|&i| sets.get(i as usize).map(|s| s.id).unwrap_or(0));
+        std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_ptr, nsets);
+        hdr.write(Header {
+            magic: MAGIC,
+            nsets: nsets as u32,
+            ndests: ndests as u32,
+            _pad: 0,
+            total_size: total,
+            generation,
+            sets: set_ptr,
+            ids_sorted: ids_ptr,
+            dests: dest_ptr,
+        });
+        Ok(hdr)
+    }
+}
+
+/// Finds the runtime state of `(setid, uri)` in `old` to carry into a new list. The state is
+/// kept only when the configured flags did not change (a changed file flag wins).
+pub fn find_carry(old: Option<Snap<'_>>, setid: i32, uri: &[u8], cfg_flags: i32) -> Option<CarriedState> {
+    let set = old?.set(setid)?;
+    let d = set.dests.iter().find(|d| d.uri.bytes() == uri && d.cfg_flags == cfg_flags)?;
+    Some(CarriedState {
+        flags: d.flags.load(Ordering::Relaxed),
+        fail_cnt: d.fail_cnt.load(Ordering::Relaxed),
+        dload: d.dload.load(Ordering::Relaxed),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::alloc::{alloc, dealloc, Layout};
+    pub fn heap_alloc(n: usize) -> *mut u8 {
+        // SAFETY: non-zero size with a valid alignment.
+        unsafe { alloc(Layout::from_size_align(n.max(16), 16).expect("layout")) }
+    }
+    pub fn heap_free(p: *mut u8, n: usize) {
+        // SAFETY: `p` came from `heap_alloc(n)`.
+        unsafe { dealloc(p, Layout::from_size_align(n.max(16), 16).expect("layout")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ds::attrs::Attrs;
+    use crate::ds::dest::Dest;
+    use crate::ds::uri::{Proto, Scheme};
+
+    fn dest(setid: i32, uri: &str, flags: i32, prio: i32, attrs: &str) -> Dest {
+        Dest {
+            setid,
+            uri: uri.as_bytes().to_vec(),
+            flags,
+            priority: prio,
+            attrs: Attrs { body: attrs.as_bytes().to_vec(), ..Default::default() },
+            scheme: Scheme::Sip,
+            host: b"127.0.0.1".to_vec(),
+            port: 5060,
+            proto: Proto::None,
+            ip: Some("127.0.0.1".parse().expect("ip")),
+            sock: 0,
+            line: 1,
+            col: 1,
+        }
+    }
+
+    fn sample() -> Vec<DestSet> {
+        vec![
+            DestSet { id: 3, dests: vec![dest(3, "sip:a", 0, 0, "x=1"), dest(3, "sip:b", 1, 0, "")] },
+            DestSet { id: 1, dests: vec![dest(1, "sip:c", 0, 5, "duid=c")] },
+            DestSet { id: 2, dests: vec![] },
+        ]
+    }
+
+    #[test]
+    fn build_and_read_back() {
+        let sets = sample();
+        let p = build(&sets, 7, (1, 2), &mut |_, _, _| None, &mut testutil::heap_alloc).expect("build");
+        let snap = unsafe { Snap::from_ptr(p) }.expect("snap");
+        assert_eq!(snap.nsets(), 3);
+        assert_eq!(snap.header().generation, 7);
+        let order: Vec<i32> = snap.sets().map(|s| s.rec.id).collect();
+        assert_eq!(order, vec![3, 1, 2]);
+        let s3 = snap.set(3).expect("set 3");
+        assert_eq!(s3.dests.len(), 2);
+        assert_eq!(s3.dests[0].uri.bytes(), b"sip:a");
+        assert_eq!(s3.dests[0].attrs_body.get(), Some(&b"x=1"[..]));
+        assert_eq!(s3.dests[1].attrs_body.get(), None);
+        assert!(!s3.dests[1].usable());
+        assert!(s3.dests[0].usable());
+        assert_eq!(snap.set(1).expect("set 1").dests[0].priority, 5);
+        assert_eq!(snap.set(1).expect("set 1").dests[0].ip_addr(), Some("127.0.0.1".parse().expect("ip")));
+        assert!(snap.set(2).expect("set 2").dests.is_empty());
+        assert!(snap.set(4).is_none());
+        testutil::heap_free(p as *mut u8, snap.header().total_size);
+    }
+
+    #[test]
+    fn carry_keeps_runtime_state_unless_flags_changed() {
+        let sets = sample();
+        let p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc).expect("build");
+        let old = unsafe { Snap::from_ptr(p) }.expect("snap");
+        old.set(3).expect("3").dests[0].flags.store(DS_INACTIVE | DS_PROBING, Ordering::Relaxed);
+        old.set(3).expect("3").dests[0].dload.store(4, Ordering::Relaxed);
+        let mut sets2 = sample();
+        sets2[0].dests[1].flags = 0; // changed in the file: file wins
+        let p2 = build(&sets2, 2, (0, 0), &mut |id, uri, fl| find_carry(Some(old), id, uri, fl), &mut testutil::heap_alloc)
+            .expect("build");
+        let new = unsafe { Snap::from_ptr(p2) }.expect("snap");
+        let d = &new.set(3).expect("3").dests;
+        assert_eq!(d[0].flags.load(Ordering::Relaxed), DS_INACTIVE | DS_PROBING);
+        assert_eq!(d[0].dload.load(Ordering::Relaxed), 4);
+        assert_eq!(d[1].flags.load(Ordering::Relaxed), 0);
+        testutil::heap_free(p as *mut u8, old.header().total_size);
+        testutil::heap_free(p2 as *mut u8, new.header().total_size);
+    }
+}

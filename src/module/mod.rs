@@ -1,1 +1,96 @@
+//! Glue: the `exports` table Kamailio loads, the init/child_init/destroy hooks, and the
+//! wrappers that turn cfg-function and RPC calls into calls of the pure core.
+//! Every entry point from C goes through [`guard`], so a panic never crosses the boundary.
+#![allow(non_upper_case_globals)]
 
+pub mod cmds;
+pub mod params;
+pub mod rpc;
+pub mod state;
+
+use std::os::raw::{c_char, c_int, c_uint};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::null_mut;
+
+use crate::sys;
+use crate::{ds_err, ds_warn};
+
+/// Runs `f`, turning a panic into an error log and `err`.
+pub fn guard<R>(what: &str, err: R, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(e) => {
+            let m = e
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            ds_err!("internal error in {what}: {m}");
+            err
+        }
+    }
+}
+
+/// `char*` variables the loader compares with the core's strings (they must be pointers).
+#[repr(transparent)]
+pub struct SyncPtr(*const c_char);
+// SAFETY: points to immutable static string data.
+unsafe impl Sync for SyncPtr {}
+
+#[no_mangle]
+pub static module_version: SyncPtr = SyncPtr(concat!(env!("KAMAILIO_FULL_VERSION"), "\0").as_ptr() as *const c_char);
+#[no_mangle]
+pub static module_flags: SyncPtr = SyncPtr(concat!(env!("KAMAILIO_COMPILE_FLAGS"), "\0").as_ptr() as *const c_char);
+#[no_mangle]
+pub static module_interface_ver: c_uint = 4;
+
+#[no_mangle]
+pub static mut exports: sys::module_exports = sys::module_exports {
+    name: c"dispatcher".as_ptr() as *mut c_char,
+    dlflags: 0,
+    cmds: &raw mut cmds::CMDS as *mut sys::cmd_export_t,
+    params: &raw mut params::PARAMS as *mut sys::param_export_t,
+    rpc_methods: &raw mut rpc::RPCS as *mut sys::rpc_export_t,
+    pv_items: null_mut(),
+    response_f: None,
+    init_mod_f: Some(mod_init),
+    init_child_f: Some(child_init),
+    destroy_mod_f: Some(mod_destroy),
+};
+
+unsafe extern "C" fn mod_init() -> c_int {
+    guard("mod_init", -1, || {
+        for p in params::Config::unsupported_in_use() {
+            ds_warn!("modparam '{p}' is accepted but its feature is not implemented yet in this module: ignored");
+        }
+        let cfg = params::Config::from_params();
+        if (cfg.flags & 2) != 0 && (cfg.xavp_dst.is_empty()) {
+            ds_err!("failover support enabled (flags=2) but xavp_dst is empty: feature disabled");
+        }
+        match state::init(cfg) {
+            Ok(()) => 0,
+            Err(e) => {
+                ds_err!("initialisation failed: {e}");
+                -1
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn child_init(rank: c_int) -> c_int {
+    guard("child_init", -1, || {
+        if rank == sys::PROC_INIT {
+            // SAFETY: plain core call; the process table size is final at PROC_INIT.
+            let n = unsafe { sys::get_max_procs() };
+            if n as usize > crate::ds::rcu::MAX_SLOTS {
+                ds_err!("{n} processes exceed the {} reader slots of this module", crate::ds::rcu::MAX_SLOTS);
+                return -1;
+            }
+        }
+        0
+    })
+}
+
+unsafe extern "C" fn mod_destroy() {
+    guard("destroy", (), state::destroy)
+}

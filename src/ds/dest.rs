@@ -1,0 +1,543 @@
+//! Turning a raw list entry into a destination, like the C `add_dest2list` + `pack_dest`.
+//!
+//! Steps, in the C order (the first failing step rejects the entry):
+//! 1. parse the URI; when that fails and the URI does not start with `sip:` (case-sensitive)
+//!    and its length is 5..=499, retry with `sip:` in front (INFO "uri without sip scheme -
+//!    fixing it"); the stored URI is the fixed one;
+//! 2. reject a host longer than 254 bytes;
+//! 3. reject an IPv6 reference (`[...]`) when the core has `dns_try_ipv6=0`;
+//! 4. parse the attrs;
+//! 5. choose the sending socket: `sockname` attr, else `socket` attr (both must name a local
+//!    socket), else the module default;
+//! 6. unless flag 16 (no DNS) is set, and only when `ds_dns_mode` has the INIT (1) or TIMER (4)
+//!    bit, resolve the host: an IP literal is converted like the core `str2ip`/`str2ip6`
+//!    (which accept some sloppy forms, see [`str2ip`]), anything else goes to the resolver.
+//!    With the QSRV bit (8) the C code uses `sip_resolvehost`, which fills in a missing
+//!    protocol (UDP) and port (5060, or 5061 for TLS); that defaulting is reproduced here
+//!    (an SRV-provided port cannot be, as [`LoadEnv::resolve_host`] returns only an address).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::ds::attrs::{parse_attrs, Attrs};
+use crate::ds::listfile::RawEntry;
+use crate::ds::uri::{parse_uri, Proto, Scheme};
+
+/// Destination flag: no DNS resolution at load (`DS_NODNSARES_DST`).
+pub const DS_NODNSARES_DST: i32 = 16;
+/// `ds_dns_mode` bits.
+pub const DS_DNS_MODE_INIT: i32 = 1;
+pub const DS_DNS_MODE_ALWAYS: i32 = 2;
+pub const DS_DNS_MODE_TIMER: i32 = 4;
+pub const DS_DNS_MODE_QSRV: i32 = 8;
+/// Longest accepted host (C: `DS_HN_SIZE - 2`).
+pub const MAX_HOST_LEN: usize = 254;
+
+/// What the loader needs from the running Kamailio.
+pub trait LoadEnv {
+    /// resolve a host name (not an IP literal); None = unresolvable
+    fn resolve_host(&mut self, host: &[u8], scheme: Scheme, proto: Proto, port: u16) -> Option<IpAddr>;
+    /// "proto:host:port" socket attr → opaque socket handle (0 = not a local socket)
+    fn socket_by_addr(&mut self, spec: &[u8]) -> usize;
+    /// sockname attr → opaque handle (0 = unknown)
+    fn socket_by_name(&mut self, name: &[u8]) -> usize;
+    /// ds_default_sockname/ds_default_socket handle, 0 if none
+    fn default_socket(&self) -> usize;
+    /// core dns_try_ipv6
+    fn allow_ipv6(&self) -> bool;
+}
+
+/// A validated destination, ready to be put in a set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dest {
+    pub setid: i32,
+    /// The URI as stored (with the `sip:` prefix when it was added).
+    pub uri: Vec<u8>,
+    /// Flags as given, including bit 16.
+    pub flags: i32,
+    pub priority: i32,
+    pub attrs: Attrs,
+    pub scheme: Scheme,
+    /// Host as written in the URI (IPv6 keeps its brackets; empty for `tel:`).
+    pub host: Vec<u8>,
+    /// URI port, 0 when absent (QSRV mode fills in the default).
+    pub port: u16,
+    /// Protocol from the URI `transport` parameter (5.6.3 rules, see `UriParts::transport`).
+    pub proto: Proto,
+    /// Address resolved at load; `None` with flag 16 or when the DNS mode does not resolve at
+    /// load (`ds_dns_mode` without the INIT and TIMER bits).
+    pub ip: Option<IpAddr>,
+    /// Sending socket handle (0 = none).
+    pub sock: usize,
+    pub line: usize,
+    pub col: usize,
+}
+
+/// Why an entry was rejected. With `ds_load_mode=0` the caller skips the entry with a warning
+/// ("unable to add destination ... -- skipping"); with 1 the whole load fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestError {
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+impl std::fmt::Display for DestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.col, self.msg)
+    }
+}
+
+impl std::error::Error for DestError {}
+
+/// IPv4 literal, converted like the core `str2ip`: exactly 3 dots, only digits and dots;
+/// an empty group counts as 0 and a group wraps modulo 256 (`1..2.300` → 1.0.2.44).
+pub fn str2ip(s: &[u8]) -> Option<Ipv4Addr> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut o = [0u8; 4];
+    let mut i = 0usize;
+    for &c in s {
+        match c {
+            b'.' => {
+                i += 1;
+                if i > 3 {
+                    return None;
+                }
+            }
+            b'0'..=b'9' => {
+                let slot = o.get_mut(i)?;
+                *slot = slot.wrapping_mul(10).wrapping_add(c - b'0');
+            }
+            _ => return None,
+        }
+    }
+    if i < 3 {
+        return None;
+    }
+    Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
+}
+
+/// IPv6 literal (optionally in `[ ]`), converted like the core `str2ip6`: hex groups wrap
+/// modulo 2^16, at most 7 colons, one `::`; no embedded IPv4 form.
+pub fn str2ip6(s: &[u8]) -> Option<Ipv6Addr> {
+    if s.is_empty() {
+        return None;
+    }
+    let body = if s.first() == Some(&b'[') {
+        if s.last() != Some(&b']') || s.len() < 2 {
+            return None;
+        }
+        s.get(1..s.len() - 1)?
+    } else {
+        s
+    };
+    let mut head = [0u16; 8];
+    let mut tail = [0u16; 8];
+    let mut in_tail = false;
+    let mut idx = 0usize; // current group index in the active array
+    let mut head_len = 0usize; // groups before '::'
+    let mut colons = 0usize;
+    let mut last_colon = false;
+    for &c in body {
+        if c == b':' {
+            colons += 1;
+            if colons > 7 {
+                return None;
+            }
+            if last_colon {
+                // '::'
+                if in_tail {
+                    return None;
+                }
+                head_len = idx;
+                idx = 0;
+                in_tail = true;
+            } else {
+                last_colon = true;
+                idx += 1;
+            }
+        } else {
+            let h = (c as char).to_digit(16)? as u16;
+            let arr = if in_tail { &mut tail } else { &mut head };
+            let g = arr.get_mut(idx)?;
+            *g = g.wrapping_mul(16).wrapping_add(h);
+            last_colon = false;
+        }
+    }
+    if !last_colon {
+        idx += 1;
+    }
+    let mut out = [0u16; 8];
+    if in_tail {
+        let rest = 8usize.checked_sub(idx + head_len)?;
+        for (k, v) in head.iter().take(head_len).enumerate() {
+            *out.get_mut(k)? = *v;
+        }
+        for (k, v) in tail.iter().take(idx).enumerate() {
+            *out.get_mut(head_len + rest + k)? = *v;
+        }
+    } else {
+        if colons < 7 {
+            return None;
+        }
+        out = head;
+    }
+    Some(Ipv6Addr::new(out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]))
+}
+
+/// IP literal as the core resolver sees it (IPv4 first, then IPv6).
+pub fn ip_literal(host: &[u8]) -> Option<IpAddr> {
+    str2ip(host).map(IpAddr::V4).or_else(|| str2ip6(host).map(IpAddr::V6))
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Validates one list entry and builds the destination (C `pack_dest`).
+/// Returns the destination and the messages to log (INFO for the `sip:` fix-up, the attrs
+/// weight warnings).
+pub fn prepare_dest(
+    e: &RawEntry,
+    attrs_none: bool,
+    dns_mode: i32,
+    env: &mut dyn LoadEnv,
+) -> Result<(Dest, Vec<String>), DestError> {
+    let fail = |msg: String| DestError { line: e.line, col: e.col, msg };
+    let mut notes = Vec::new();
+
+    // 1. URI, with the "sip:" fix-up
+    let (uri, parts) = match parse_uri(&e.uri) {
+        Ok(p) => (e.uri.clone(), p),
+        Err(first) => {
+            let n = e.uri.len();
+            if n > 4 && !e.uri.starts_with(b"sip:") && n < 500 {
+                let mut fixed = b"sip:".to_vec();
+                fixed.extend_from_slice(&e.uri);
+                match parse_uri(&fixed) {
+                    Ok(p) => {
+                        notes.push(format!("uri without sip scheme - fixing it: {}", show(&e.uri)));
+                        (fixed, p)
+                    }
+                    Err(second) => return Err(fail(format!("bad uri [{}]: {}", show(&e.uri), second))),
+                }
+            } else {
+                return Err(fail(format!("bad uri [{}]: {}", show(&e.uri), first)));
+            }
+        }
+    };
+    let host = uri.get(parts.host.clone()).unwrap_or_default().to_vec();
+
+    // 2. host length
+    if host.len() > MAX_HOST_LEN {
+        return Err(fail(format!("hostname in uri is too long [{}]", show(&uri))));
+    }
+
+    // 3. IPv6 references when IPv6 is off
+    if !env.allow_ipv6() && host.first() == Some(&b'[') && host.last() == Some(&b']') {
+        return Err(fail(format!("skipping IPv6 record {} (dns_try_ipv6 is off)", show(&host))));
+    }
+
+    // 4. attrs
+    let (attrs, warnings) = parse_attrs(&e.attrs, attrs_none)
+        .map_err(|ae| fail(format!("cannot set attributes [{}]: {}", show(&e.attrs), ae)))?;
+    notes.extend(warnings);
+
+    // 5. sending socket
+    let sock = match (&attrs.sockname, &attrs.socket) {
+        (Some(name), _) if !name.is_empty() => {
+            let s = env.socket_by_name(name);
+            if s == 0 {
+                return Err(fail(format!("non-local socket name <{}>", show(name))));
+            }
+            s
+        }
+        (_, Some(spec)) if !spec.is_empty() => {
+            let s = env.socket_by_addr(spec);
+            if s == 0 {
+                return Err(fail(format!("non-local socket <{}>", show(spec))));
+            }
+            s
+        }
+        _ => env.default_socket(),
+    };
+
+    // 6. address
+    let mut port = parts.port;
+    let mut proto = parts.transport;
+    let ip = if e.flags & DS_NODNSARES_DST != 0 {
+        None
+    } else if dns_mode & (DS_DNS_MODE_INIT | DS_DNS_MODE_TIMER) != 0 {
+        let qsrv = dns_mode & DS_DNS_MODE_QSRV != 0;
+        let resolved = match ip_literal(&host) {
+            Some(ip) => Some(ip),
+            None => env.resolve_host(&host, parts.scheme, proto, port),
+        };
+        match resolved {
+            None => {
+                return Err(fail(format!(
+                    "could not resolve {} (missing no-probing flag?!?)",
+                    show(&host)
+                )))
+            }
+            Some(ip) => {
+                if qsrv {
+                    if proto == Proto::None {
+                        proto = Proto::Udp;
+                    }
+                    if port == 0 {
+                        port = if proto == Proto::Tls { 5061 } else { 5060 };
+                    }
+                }
+                Some(ip)
+            }
+        }
+    } else {
+        None
+    };
+
+    Ok((
+        Dest {
+            setid: e.setid,
+            uri,
+            flags: e.flags,
+            priority: e.priority,
+            attrs,
+            scheme: parts.scheme,
+            host,
+            port,
+            proto,
+            ip,
+            sock,
+            line: e.line,
+            col: e.col,
+        },
+        notes,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakeEnv {
+        hosts: HashMap<Vec<u8>, IpAddr>,
+        socks: HashMap<Vec<u8>, usize>,
+        names: HashMap<Vec<u8>, usize>,
+        default_sock: usize,
+        ipv6: bool,
+        resolve_calls: Vec<(Vec<u8>, Scheme, Proto, u16)>,
+    }
+
+    impl LoadEnv for FakeEnv {
+        fn resolve_host(&mut self, host: &[u8], scheme: Scheme, proto: Proto, port: u16) -> Option<IpAddr> {
+            self.resolve_calls.push((host.to_vec(), scheme, proto, port));
+            self.hosts.get(host).copied()
+        }
+        fn socket_by_addr(&mut self, spec: &[u8]) -> usize {
+            self.socks.get(spec).copied().unwrap_or(0)
+        }
+        fn socket_by_name(&mut self, name: &[u8]) -> usize {
+            self.names.get(name).copied().unwrap_or(0)
+        }
+        fn default_socket(&self) -> usize {
+            self.default_sock
+        }
+        fn allow_ipv6(&self) -> bool {
+            self.ipv6
+        }
+    }
+
+    fn env() -> FakeEnv {
+        let mut f = FakeEnv { ipv6: true, default_sock: 0, ..Default::default() };
+        f.hosts.insert(b"gw.example".to_vec(), "10.0.0.7".parse().expect("ip"));
+        f.socks.insert(b"udp:192.168.0.125:5060".to_vec(), 11);
+        f.names.insert(b"s1".to_vec(), 22);
+        f
+    }
+
+    fn raw(uri: &str, flags: i32, attrs: &str) -> RawEntry {
+        RawEntry {
+            setid: 1,
+            uri: uri.as_bytes().to_vec(),
+            flags,
+            priority: 0,
+            attrs: attrs.as_bytes().to_vec(),
+            line: 4,
+            col: 3,
+        }
+    }
+
+    fn prep(f: &mut FakeEnv, uri: &str, flags: i32, attrs: &str) -> Result<(Dest, Vec<String>), DestError> {
+        prepare_dest(&raw(uri, flags, attrs), false, DS_DNS_MODE_INIT, f)
+    }
+
+    #[test]
+    fn ip_literal_destination() {
+        let mut f = env();
+        let (d, notes) = prep(&mut f, "sip:127.0.0.1:5080;transport=tcp", 8, "weight=5").expect("ok");
+        assert!(notes.is_empty());
+        assert_eq!(d.uri, b"sip:127.0.0.1:5080;transport=tcp");
+        assert_eq!(d.host, b"127.0.0.1");
+        assert_eq!(d.port, 5080);
+        assert_eq!(d.proto, Proto::Tcp);
+        assert_eq!(d.ip, Some("127.0.0.1".parse().expect("ip")));
+        assert_eq!(d.flags, 8);
+        assert_eq!(d.attrs.weight, 5);
+        assert_eq!((d.line, d.col, d.setid), (4, 3, 1));
+        assert!(f.resolve_calls.is_empty());
+    }
+
+    #[test]
+    fn hostname_resolution() {
+        let mut f = env();
+        let (d, _) = prep(&mut f, "sips:gw.example", 0, "").expect("ok");
+        assert_eq!(d.ip, Some("10.0.0.7".parse().expect("ip")));
+        assert_eq!(d.scheme, Scheme::Sips);
+        assert_eq!(f.resolve_calls, vec![(b"gw.example".to_vec(), Scheme::Sips, Proto::None, 0)]);
+        let err = prep(&mut f, "sip:nowhere.invalid", 0, "").expect_err("unresolvable");
+        assert_eq!(err.msg, "could not resolve nowhere.invalid (missing no-probing flag?!?)");
+        assert_eq!((err.line, err.col), (4, 3));
+        // flag 16: no resolution, flags kept
+        let (d, _) = prep(&mut f, "sip:nowhere.invalid", 16 | 8, "").expect("no dns");
+        assert_eq!(d.ip, None);
+        assert_eq!(d.flags, 24);
+        // flag 16 also skips IP literals
+        assert_eq!(prep(&mut f, "sip:1.2.3.4", 16, "").expect("ok").0.ip, None);
+    }
+
+    #[test]
+    fn dns_modes() {
+        let mut f = env();
+        // ALWAYS only: nothing resolved at load, not even a literal
+        let (d, _) = prepare_dest(&raw("sip:nowhere.invalid", 0, ""), false, DS_DNS_MODE_ALWAYS, &mut f).expect("ok");
+        assert_eq!(d.ip, None);
+        let (d, _) = prepare_dest(&raw("sip:1.2.3.4", 0, ""), false, DS_DNS_MODE_ALWAYS, &mut f).expect("ok");
+        assert_eq!(d.ip, None);
+        // TIMER resolves at load too
+        let (d, _) = prepare_dest(&raw("sip:gw.example", 0, ""), false, DS_DNS_MODE_TIMER, &mut f).expect("ok");
+        assert!(d.ip.is_some());
+        // QSRV fills in proto and port
+        let m = DS_DNS_MODE_INIT | DS_DNS_MODE_QSRV;
+        let (d, _) = prepare_dest(&raw("sip:gw.example", 0, ""), false, m, &mut f).expect("ok");
+        assert_eq!((d.port, d.proto), (5060, Proto::Udp));
+        let (d, _) = prepare_dest(&raw("sip:1.2.3.4;transport=tls", 0, ""), false, m, &mut f).expect("ok");
+        assert_eq!((d.port, d.proto), (5061, Proto::Tls));
+        let (d, _) = prepare_dest(&raw("sip:1.2.3.4:7000;transport=tcp", 0, ""), false, m, &mut f).expect("ok");
+        assert_eq!((d.port, d.proto), (7000, Proto::Tcp));
+        // without QSRV nothing is filled in
+        let (d, _) = prep(&mut f, "sip:1.2.3.4", 0, "").expect("ok");
+        assert_eq!((d.port, d.proto), (0, Proto::None));
+    }
+
+    #[test]
+    fn scheme_fixup() {
+        let mut f = env();
+        let (d, notes) = prep(&mut f, "127.0.0.1:5060", 0, "").expect("fixed");
+        assert_eq!(d.uri, b"sip:127.0.0.1:5060");
+        assert_eq!(d.host, b"127.0.0.1");
+        assert_eq!(d.port, 5060);
+        assert_eq!(notes, vec!["uri without sip scheme - fixing it: 127.0.0.1:5060".to_string()]);
+        let (d, _) = prep(&mut f, "gw.example", 0, "").expect("fixed");
+        assert_eq!(d.uri, b"sip:gw.example");
+        // too short for the fix-up
+        assert!(prep(&mut f, "1.2.3", 16, "").is_ok());
+        assert!(prep(&mut f, "a.bc", 16, "").expect_err("short").msg.starts_with("bad uri [a.bc]"));
+        // starting with "sip:" already: no second chance
+        assert!(prep(&mut f, "sip:a@", 16, "").is_err());
+        // case-sensitive "sip:" test: "SIP:a@" is retried as "sip:SIP:a@", which fails too
+        assert!(prep(&mut f, "SIP:a@", 16, "").is_err());
+        // fix-up that still fails
+        assert!(prep(&mut f, "foo bar@", 16, "").is_err());
+        // 499 bytes is the longest fix-up
+        let long = format!("h;x={}", "a".repeat(495));
+        assert_eq!(long.len(), 499);
+        assert_eq!(prep(&mut f, &long, 16, "").expect("ok").0.uri.len(), 503);
+        let long = format!("h;x={}", "a".repeat(496));
+        assert!(prep(&mut f, &long, 16, "").expect_err("500").msg.starts_with("bad uri"));
+    }
+
+    #[test]
+    fn host_limits_and_ipv6() {
+        let mut f = env();
+        let h254 = format!("sip:u@{}", "a".repeat(254));
+        assert!(prep(&mut f, &h254, 16, "").is_ok());
+        let h255 = format!("sip:u@{}", "a".repeat(255));
+        assert!(prep(&mut f, &h255, 16, "").expect_err("long").msg.starts_with("hostname in uri is too long"));
+        let (d, _) = prep(&mut f, "sip:[2001:db8::5]:5070", 0, "").expect("v6");
+        assert_eq!(d.ip, Some("2001:db8::5".parse().expect("ip")));
+        assert_eq!(d.host, b"[2001:db8::5]");
+        f.ipv6 = false;
+        assert!(prep(&mut f, "sip:[2001:db8::5]:5070", 0, "").is_err());
+        assert!(prep(&mut f, "sip:[2001:db8::5]:5070", 16, "").is_err());
+    }
+
+    #[test]
+    fn sockets() {
+        let mut f = env();
+        f.default_sock = 99;
+        assert_eq!(prep(&mut f, "sip:1.2.3.4", 0, "").expect("ok").0.sock, 99);
+        assert_eq!(prep(&mut f, "sip:1.2.3.4", 0, "socket=udp:192.168.0.125:5060").expect("ok").0.sock, 11);
+        assert_eq!(prep(&mut f, "sip:1.2.3.4", 0, "sockname=s1;socket=bogus").expect("ok").0.sock, 22);
+        let err = prep(&mut f, "sip:1.2.3.4", 0, "socket=udp:8.8.8.8:5060").expect_err("non-local");
+        assert_eq!(err.msg, "non-local socket <udp:8.8.8.8:5060>");
+        let err = prep(&mut f, "sip:1.2.3.4", 0, "sockname=nope").expect_err("non-local");
+        assert_eq!(err.msg, "non-local socket name <nope>");
+        // empty values fall through to the next choice
+        assert_eq!(prep(&mut f, "sip:1.2.3.4", 0, "sockname=\"\";socket=").expect("ok").0.sock, 99);
+    }
+
+    #[test]
+    fn attrs_errors_and_warnings() {
+        let mut f = env();
+        let err = prep(&mut f, "sip:1.2.3.4", 0, "a=\"x").expect_err("bad attrs");
+        assert!(err.msg.starts_with("cannot set attributes"));
+        let (d, notes) = prep(&mut f, "sip:1.2.3.4", 0, "weight=0;duid=d1").expect("ok");
+        assert_eq!(d.attrs.duid, Some(b"d1".to_vec()));
+        assert_eq!(notes.len(), 1);
+        let (d, _) = prepare_dest(&raw("sip:1.2.3.4", 0, ""), true, 1, &mut f).expect("ok");
+        assert_eq!(d.attrs.body, b"none=yes");
+    }
+
+    #[test]
+    fn tel_destination() {
+        let mut f = env();
+        let (d, _) = prep(&mut f, "tel:+4930123", 16, "").expect("tel");
+        assert_eq!(d.scheme, Scheme::Tel);
+        assert!(d.host.is_empty());
+        assert!(prep(&mut f, "tel:+4930123", 0, "").is_err());
+    }
+
+    #[test]
+    fn literal_conversion_like_core() {
+        assert_eq!(str2ip(b"10.1.2.3"), Some(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(str2ip(b"010.1.2.3"), Some(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(str2ip(b"1..2.3"), Some(Ipv4Addr::new(1, 0, 2, 3)));
+        assert_eq!(str2ip(b"1.2.3.300"), Some(Ipv4Addr::new(1, 2, 3, 44)));
+        assert_eq!(str2ip(b"1.2.3"), None);
+        assert_eq!(str2ip(b"1.2.3.4.5"), None);
+        assert_eq!(str2ip(b"1.2.3.a"), None);
+        assert_eq!(str2ip(b""), None);
+        let v6 = |s: &str| str2ip6(s.as_bytes()).map(|a| a.to_string());
+        assert_eq!(v6("[::1]"), Some("::1".into()));
+        assert_eq!(v6("::1"), Some("::1".into()));
+        assert_eq!(v6("[2001:DB8::5]"), Some("2001:db8::5".into()));
+        assert_eq!(v6("1:2:3:4:5:6:7:8"), Some("1:2:3:4:5:6:7:8".into()));
+        assert_eq!(v6("1:2:3:4:5:6::8"), Some("1:2:3:4:5:6:0:8".into()));
+        assert_eq!(v6("fe80::"), Some("fe80::".into()));
+        assert_eq!(v6("::"), Some("::".into()));
+        assert_eq!(v6("1:2:3:4:5:6:7:"), Some("1:2:3:4:5:6:7:0".into()));
+        assert_eq!(v6("1::2::3"), None);
+        assert_eq!(v6("1:2:3"), None);
+        assert_eq!(v6("1:2:3:4:5:6:7:8:9"), None);
+        assert_eq!(v6("[::1"), None);
+        assert_eq!(v6("[]"), None);
+        assert_eq!(v6("::ffff:1.2.3.4"), None);
+        assert_eq!(v6("g::1"), None);
+        assert_eq!(ip_literal(b"gw.example"), None);
+        assert_eq!(ip_literal(b"1"), None);
+    }
+}

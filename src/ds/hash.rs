@@ -1,0 +1,193 @@
+//! The dispatcher hash (`ds_get_hash` in the C module) and the URI hash keys used by the
+//! algorithms 1 (From URI), 2 (To URI) and 3 (request URI).
+//!
+//! The hash is the core `get_hash2_raw` scheme with two details that matter for
+//! compatibility: bytes are *signed* (`char` on x86-64, so a byte >= 0x80 is sign-extended
+//! before being shifted/added), and a final value of 0 is returned as 1.
+
+use crate::ds::uri::{parse_uri, uri_param_value, Scheme, UriError};
+
+/// Sign-extends a byte like a signed `char` promoted to `int`, then reinterprets it as
+/// `unsigned` (all arithmetic of the hash is modulo 2^32).
+#[inline]
+fn sc(b: u8) -> u32 {
+    b as i8 as i32 as u32
+}
+
+/// Folds one key into the running hash value.
+fn fold_key(mut h: u32, key: &[u8]) -> u32 {
+    let mut blocks = key.chunks_exact(4);
+    for blk in &mut blocks {
+        if let [a, b, c, d] = *blk {
+            let v = (sc(a) << 24)
+                .wrapping_add(sc(b) << 16)
+                .wrapping_add(sc(c) << 8)
+                .wrapping_add(sc(d));
+            h = h.wrapping_add(v ^ (v >> 3));
+        }
+    }
+    let mut v: u32 = 0;
+    for &c in blocks.remainder() {
+        v = (v << 8).wrapping_add(sc(c));
+    }
+    h.wrapping_add(v ^ (v >> 3))
+}
+
+/// The dispatcher hash of one or two keys (spec §6.1). A `None` key is skipped (the C code
+/// skips a key whose string pointer is NULL). The result is never 0 (0 is mapped to 1).
+pub fn ds_hash(x: Option<&[u8]>, y: Option<&[u8]>) -> u32 {
+    let mut h: u32 = 0;
+    if let Some(x) = x {
+        h = fold_key(h, x);
+    }
+    if let Some(y) = y {
+        h = fold_key(h, y);
+    }
+    h = h
+        .wrapping_add(h >> 11)
+        .wrapping_add((h >> 13).wrapping_add(h >> 23));
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// The `(x, y)` keys of [`uri_hash_keys`], ready for [`ds_hash`].
+pub type HashKeys = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Hash keys for a URI, as the C `get_uri_hash_keys` builds them:
+/// * `x` = the user part (`None` when the URI has no user; the caller logs a warning);
+/// * `y` = the host as written, extended with `:port` (the port text as written) when the URI
+///   has an explicit port that differs from the scheme default (5061 for `sips:`, 5060 for
+///   everything else); `None` when `user_only` (dispatcher `flags` bit 1).
+///
+/// Kamailio's core option `phone2tel` (default on) is honoured: a `sip:`/`sips:` URI with the
+/// parameter `user=phone` is treated as a tel URI, so its user is cut at the first `;` and the
+/// default port is 5060 even for `sips:`. For a `tel:` URI the host is empty, so `y` is the
+/// empty string (the C code then hashes nothing for it).
+///
+/// An unparsable URI gives `Err` (the C caller returns -1).
+pub fn uri_hash_keys(uri: &[u8], user_only: bool) -> Result<HashKeys, UriError> {
+    let p = parse_uri(uri)?;
+    let mut user = p.user.clone();
+    let mut is_sips = p.scheme == Scheme::Sips;
+    if matches!(p.scheme, Scheme::Sip | Scheme::Sips) {
+        let phone = p
+            .params
+            .clone()
+            .and_then(|pr| uri_param_value(uri, pr, b"user"))
+            .and_then(|r| uri.get(r))
+            == Some(&b"phone"[..]);
+        if phone {
+            is_sips = false;
+            if let Some(u) = user.clone() {
+                if let Some(semi) = uri.get(u.clone()).and_then(|s| s.iter().position(|&c| c == b';')) {
+                    user = Some(u.start..u.start + semi);
+                }
+            }
+        }
+    }
+    let x = user.and_then(|r| uri.get(r)).map(|s| s.to_vec());
+    if user_only {
+        return Ok((x, None));
+    }
+    let mut y_range = p.host.clone();
+    if let Some(pt) = p.port_text.clone() {
+        let default_port = if is_sips { 5061 } else { 5060 };
+        // a tel URI has an empty host that is not followed by the port text: nothing to extend
+        if p.port != default_port && !p.host.is_empty() && pt.start == p.host.end + 1 {
+            y_range = p.host.start..pt.end;
+        }
+    }
+    let y = uri.get(y_range).map(|s| s.to_vec()).unwrap_or_default();
+    Ok((x, Some(y)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h1(x: &[u8]) -> u32 {
+        ds_hash(Some(x), None)
+    }
+
+    #[test]
+    fn spec_vectors() {
+        assert_eq!(h1(b"a"), 109);
+        assert_eq!(h1(b"abc"), 7167810);
+        assert_eq!(h1(b""), 1);
+        assert_eq!(h1(b"1234@host"), 2139997296);
+        assert_eq!(h1(b"carol"), 1864284022);
+        assert_eq!(ds_hash(Some(b"alice"), Some(b"server.com")), 1412806172);
+        assert_eq!(ds_hash(Some(b"bob"), Some(b"server.com")), 3883463682);
+        assert_eq!(ds_hash(Some(b"alice"), Some(b"example.org")), 1441481473);
+        assert_eq!(ds_hash(Some(b"alice"), Some(b"example.org:5080")), 3956439950);
+        assert_eq!(ds_hash(Some(b"bob"), Some(b"example.com:5061")), 2337664521);
+        assert_eq!(h1(&[0xc3, 0xa9, 0x74, 0xc3, 0xa9]), 3139016441);
+    }
+
+    #[test]
+    fn none_keys() {
+        assert_eq!(ds_hash(None, None), 1);
+        assert_eq!(ds_hash(None, Some(b"abc")), h1(b"abc"));
+        // an empty key adds nothing
+        assert_eq!(ds_hash(Some(b"abc"), Some(b"")), h1(b"abc"));
+    }
+
+    fn keys(u: &str, uo: bool) -> (Option<String>, Option<String>) {
+        let (x, y) = uri_hash_keys(u.as_bytes(), uo).expect("keys");
+        (
+            x.map(|v| String::from_utf8(v).expect("utf8")),
+            y.map(|v| String::from_utf8(v).expect("utf8")),
+        )
+    }
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    #[test]
+    fn uri_keys() {
+        assert_eq!(keys("sip:alice@server.com", false), (s("alice"), s("server.com")));
+        assert_eq!(keys("sip:alice@Server.COM:5060", false), (s("alice"), s("Server.COM")));
+        assert_eq!(keys("sip:alice@example.org:5080;x=y?h=v", false), (s("alice"), s("example.org:5080")));
+        assert_eq!(keys("sips:bob@example.com:5061", false), (s("bob"), s("example.com")));
+        assert_eq!(keys("sips:bob@example.com:5060", false), (s("bob"), s("example.com:5060")));
+        assert_eq!(keys("sip:bob@example.com:5061", false), (s("bob"), s("example.com:5061")));
+        assert_eq!(keys("sip:example.com:5070", false), (None, s("example.com:5070")));
+        assert_eq!(keys("sip:alice@[::1]:5080", false), (s("alice"), s("[::1]:5080")));
+        assert_eq!(keys("sip:alice@example.org:5080", true), (s("alice"), None));
+        assert_eq!(keys("sip:alice:pw@h", false), (s("alice"), s("h")));
+        // explicit empty port: C extends the key by ":" (port 0 != 5060)
+        assert_eq!(keys("sip:alice@h:", false), (s("alice"), s("h:")));
+        // leading zeros are kept as written
+        assert_eq!(keys("sip:a@h:05060", false), (s("a"), s("h")));
+        assert_eq!(keys("sip:a@h:5070", false).1, s("h:5070"));
+    }
+
+    #[test]
+    fn uri_keys_phone_and_tel() {
+        assert_eq!(keys("sip:+4912;npdi@gw.example;user=phone", false), (s("+4912"), s("gw.example")));
+        assert_eq!(keys("sips:+4912@gw:5061;user=phone", false), (s("+4912"), s("gw:5061")));
+        assert_eq!(keys("sips:+4912@gw:5061;user=Phone", false), (s("+4912"), s("gw")));
+        assert_eq!(keys("tel:+4912345", false), (s("+4912345"), s("")));
+    }
+
+    #[test]
+    fn uri_keys_errors() {
+        assert!(uri_hash_keys(b"sip:alice@", false).is_err());
+        assert!(uri_hash_keys(b"alice@example.com", false).is_err());
+        assert!(uri_hash_keys(b"", false).is_err());
+    }
+
+    #[test]
+    fn keys_match_spec_hashes() {
+        let (x, y) = uri_hash_keys(b"sip:alice@example.org:5080", false).expect("k");
+        assert_eq!(ds_hash(x.as_deref(), y.as_deref()), 3956439950);
+        let (x, y) = uri_hash_keys(b"sip:bob@example.com:5061", false).expect("k");
+        assert_eq!(ds_hash(x.as_deref(), y.as_deref()), 2337664521);
+        let (x, y) = uri_hash_keys(b"sip:alice@server.com:5060;transport=tcp", false).expect("k");
+        assert_eq!(ds_hash(x.as_deref(), y.as_deref()), 1412806172);
+    }
+}

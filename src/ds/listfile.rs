@@ -1,0 +1,349 @@
+//! The dispatcher list file (`ds_list_file`), parsed exactly like the C `ds_load_list`.
+//!
+//! The C loader reads the file with `fgets` into a 1024-byte buffer, so:
+//! * it works on chunks of at most 1023 bytes: a longer physical line is cut, and its tail is
+//!   parsed as if it were a line of its own (line numbers here still count physical lines, and
+//!   columns are counted from the start of the physical line);
+//! * each chunk is a C string: a NUL byte ends it.
+//!
+//! Line grammar (whitespace = space, tab, CR, LF):
+//! `ws* setid-digits ws* uri ws* [flags-digits ws* [priority-digits ws* [attrs]]] rest-ignored`
+//! * an empty line or one whose first non-blank byte is `#` is skipped;
+//! * the setid is a digit run (possibly empty: a line starting with a non-digit gets set 0);
+//!   if nothing (or a `#`) follows it, the line is a "bad line" and **the whole load fails**;
+//! * the URI runs up to whitespace or `#`;
+//! * flags and priority are digit runs stopping at the first non-digit (`8abc` gives flags 8,
+//!   priority 0, attrs `abc`); a `#` before them ends the line;
+//! * attrs run up to whitespace (a `#` inside attrs is kept).
+//!
+//! Digit runs are converted like the C `x = x * 10 + digit` on `int`: they wrap around modulo
+//! 2^32 (so a huge set id or priority can become negative).
+
+use nom::bytes::complete::{take_till, take_while};
+use nom::IResult;
+
+/// One destination line of the list file, before any validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEntry {
+    pub setid: i32,
+    pub uri: Vec<u8>,
+    pub flags: i32,
+    pub priority: i32,
+    /// Empty when absent.
+    pub attrs: Vec<u8>,
+    /// 1-based physical line number.
+    pub line: usize,
+    /// 1-based column (byte) of the URI within the physical line.
+    pub col: usize,
+}
+
+/// A list-file error that makes the whole load fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+impl std::fmt::Display for ListError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+    }
+}
+
+impl std::error::Error for ListError {}
+
+/// Size of the C line buffer; `fgets` stores at most `FGETS_BUF - 1` bytes per call.
+pub const FGETS_BUF: usize = 1024;
+
+fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn ws(i: &[u8]) -> IResult<&[u8], &[u8]> {
+    take_while(is_ws)(i)
+}
+
+/// A (possibly empty) digit run converted with C `int` wrap-around.
+fn digits(i: &[u8]) -> IResult<&[u8], i32> {
+    let (rest, d) = take_while(|c: u8| c.is_ascii_digit())(i)?;
+    let v = d
+        .iter()
+        .fold(0i32, |acc, &c| acc.wrapping_mul(10).wrapping_add(i32::from(c - b'0')));
+    Ok((rest, v))
+}
+
+fn uri_field(i: &[u8]) -> IResult<&[u8], &[u8]> {
+    take_till(|c: u8| is_ws(c) || c == b'#')(i)
+}
+
+fn attrs_field(i: &[u8]) -> IResult<&[u8], &[u8]> {
+    take_till(is_ws)(i)
+}
+
+/// True at the end of the (C) string or at a comment.
+fn line_ends(i: &[u8]) -> bool {
+    matches!(i.first(), None | Some(b'#'))
+}
+
+/// What one fgets chunk holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Chunk<'a> {
+    /// blank or comment
+    Skip,
+    /// set id but no destination; the offset is where the destination was expected
+    BadLine(usize),
+    Entry { setid: i32, uri: &'a [u8], uri_off: usize, flags: i32, priority: i32, attrs: &'a [u8] },
+}
+
+/// Parses one chunk (already cut at its first NUL byte).
+fn parse_chunk(c: &[u8]) -> Chunk<'_> {
+    let off = |rest: &[u8]| c.len() - rest.len();
+    // the nom parsers used here cannot fail on complete input; treat a failure as a blank line
+    let run = || -> IResult<&[u8], Chunk<'_>> {
+        let (i, _) = ws(c)?;
+        if line_ends(i) {
+            return Ok((i, Chunk::Skip));
+        }
+        let (i, setid) = digits(i)?;
+        let (i, _) = ws(i)?;
+        if line_ends(i) {
+            // point at the end of the visible text rather than past the line break
+            let at = if i.is_empty() {
+                let mut n = c.len();
+                while n > 0 && matches!(c.get(n - 1), Some(b'\n' | b'\r')) {
+                    n -= 1;
+                }
+                n
+            } else {
+                off(i)
+            };
+            return Ok((i, Chunk::BadLine(at)));
+        }
+        let uri_off = off(i);
+        let (i, uri) = uri_field(i)?;
+        let (i, _) = ws(i)?;
+        let mut e = Chunk::Entry { setid, uri, uri_off, flags: 0, priority: 0, attrs: &[] };
+        if line_ends(i) {
+            return Ok((i, e));
+        }
+        let (i, fl) = digits(i)?;
+        let (i, _) = ws(i)?;
+        if let Chunk::Entry { flags, .. } = &mut e {
+            *flags = fl;
+        }
+        if line_ends(i) {
+            return Ok((i, e));
+        }
+        let (i, pr) = digits(i)?;
+        let (i, _) = ws(i)?;
+        if let Chunk::Entry { priority, .. } = &mut e {
+            *priority = pr;
+        }
+        if line_ends(i) {
+            return Ok((i, e));
+        }
+        let (i, at) = attrs_field(i)?;
+        if let Chunk::Entry { attrs, .. } = &mut e {
+            *attrs = at;
+        }
+        Ok((i, e))
+    };
+    match run() {
+        Ok((_, ch)) => ch,
+        Err(_) => Chunk::Skip,
+    }
+}
+
+/// Splits the file like successive `fgets(buf, 1024, f)` calls: yields
+/// `(physical line, byte offset of the chunk within that line, chunk)`.
+fn fgets_chunks(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
+    let mut pos = 0usize;
+    let mut line = 1usize;
+    let mut line_off = 0usize;
+    std::iter::from_fn(move || {
+        let rest = text.get(pos..).filter(|r| !r.is_empty())?;
+        let max = rest.len().min(FGETS_BUF - 1);
+        let window = rest.get(..max)?;
+        let len = window.iter().position(|&c| c == b'\n').map(|n| n + 1).unwrap_or(max);
+        let chunk = rest.get(..len)?;
+        let item = (line, line_off, chunk);
+        pos += len;
+        if chunk.last() == Some(&b'\n') {
+            line += 1;
+            line_off = 0;
+        } else {
+            line_off += len;
+        }
+        Some(item)
+    })
+}
+
+/// Parses a whole list file. `file` is only used in error messages.
+/// Entries are returned in file order; the only error is a "bad line", which aborts the load.
+pub fn parse_list(text: &[u8], file: &str) -> Result<Vec<RawEntry>, ListError> {
+    let mut out = Vec::new();
+    for (line, line_off, chunk) in fgets_chunks(text) {
+        // the C code treats the buffer as a NUL terminated string
+        let cstr = match chunk.iter().position(|&c| c == 0) {
+            Some(n) => chunk.get(..n).unwrap_or_default(),
+            None => chunk,
+        };
+        match parse_chunk(cstr) {
+            Chunk::Skip => {}
+            Chunk::BadLine(at) => {
+                return Err(ListError {
+                    file: file.to_string(),
+                    line,
+                    col: line_off + at + 1,
+                    msg: "bad line: missing destination after set id".to_string(),
+                })
+            }
+            Chunk::Entry { setid, uri, uri_off, flags, priority, attrs } => out.push(RawEntry {
+                setid,
+                uri: uri.to_vec(),
+                flags,
+                priority,
+                attrs: attrs.to_vec(),
+                line,
+                col: line_off + uri_off + 1,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(setid: i32, uri: &str, flags: i32, priority: i32, attrs: &str, line: usize, col: usize) -> RawEntry {
+        RawEntry {
+            setid,
+            uri: uri.as_bytes().to_vec(),
+            flags,
+            priority,
+            attrs: attrs.as_bytes().to_vec(),
+            line,
+            col,
+        }
+    }
+
+    fn pl(s: &str) -> Vec<RawEntry> {
+        parse_list(s.as_bytes(), "t.list").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn sample_file() {
+        let text = "# comment\n\
+                    \n\
+                    1 sip:127.0.0.1:5080\n\
+                    2 sip:127.0.0.1:5082;px=vx 0 5 duid=abc;socket=udp:192.168.0.125:5060;pipe=p10\n\
+                    \t 3\tsip:h.example 8 2 a=1 trailing junk # c\r\n";
+        assert_eq!(
+            pl(text),
+            vec![
+                e(1, "sip:127.0.0.1:5080", 0, 0, "", 3, 3),
+                e(2, "sip:127.0.0.1:5082;px=vx", 0, 5, "duid=abc;socket=udp:192.168.0.125:5060;pipe=p10", 4, 3),
+                e(3, "sip:h.example", 8, 2, "a=1", 5, 5),
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_and_hash_positions() {
+        assert_eq!(pl("1 sip:a#x"), vec![e(1, "sip:a", 0, 0, "", 1, 3)]);
+        assert_eq!(pl("1 sip:a 1 #c"), vec![e(1, "sip:a", 1, 0, "", 1, 3)]);
+        assert_eq!(pl("1 sip:a 1 2#c"), vec![e(1, "sip:a", 1, 2, "", 1, 3)]);
+        assert_eq!(pl("1 sip:a 1 2 x=#y z"), vec![e(1, "sip:a", 1, 2, "x=#y", 1, 3)]);
+        assert_eq!(pl("   # 1 sip:a\n#\n"), vec![]);
+        assert_eq!(pl(""), vec![]);
+        assert_eq!(pl("\r\n\t\n"), vec![]);
+    }
+
+    #[test]
+    fn digit_runs_stop_at_non_digits() {
+        assert_eq!(pl("1 sip:a 8abc"), vec![e(1, "sip:a", 8, 0, "abc", 1, 3)]);
+        assert_eq!(pl("1 sip:a abc"), vec![e(1, "sip:a", 0, 0, "abc", 1, 3)]);
+        assert_eq!(pl("1 sip:a 3 4x=y"), vec![e(1, "sip:a", 3, 4, "x=y", 1, 3)]);
+        assert_eq!(pl("1 sip:a -1"), vec![e(1, "sip:a", 0, 0, "-1", 1, 3)]);
+        // no whitespace needed after the set id
+        assert_eq!(pl("12sip:a"), vec![e(12, "sip:a", 0, 0, "", 1, 3)]);
+        // a non-digit start gives set 0 and the text becomes the uri
+        assert_eq!(pl("sip:a 1"), vec![e(0, "sip:a", 1, 0, "", 1, 1)]);
+        assert_eq!(pl("-1 sip:a"), vec![e(0, "-1", 0, 0, "sip:a", 1, 1)]);
+    }
+
+    #[test]
+    fn int_wraparound() {
+        // 4294967297 = 2^32 + 1
+        assert_eq!(pl("4294967297 sip:a")[0].setid, 1);
+        assert_eq!(pl("2147483648 sip:a")[0].setid, i32::MIN);
+        assert_eq!(pl("1 sip:a 0 3000000000")[0].priority, 3000000000u32 as i32);
+    }
+
+    #[test]
+    fn bad_line_aborts() {
+        let err = parse_list(b"1 sip:a\n\n  7   \n2 sip:b\n", "/etc/x.list").expect_err("bad");
+        assert_eq!(err.line, 3);
+        assert_eq!(err.col, 7);
+        assert_eq!(err.to_string(), "/etc/x.list:3:7: bad line: missing destination after set id");
+        let err = parse_list(b"1#x\n", "f").expect_err("bad");
+        assert_eq!((err.line, err.col), (1, 2));
+        let err = parse_list(b"1 # comment\n", "f").expect_err("bad");
+        assert_eq!((err.line, err.col), (1, 3));
+    }
+
+    #[test]
+    fn nul_ends_the_line() {
+        assert_eq!(pl("1 sip:a\0 1 2 x=y\n2 sip:b"), vec![e(1, "sip:a", 0, 0, "", 1, 3), e(2, "sip:b", 0, 0, "", 2, 3)]);
+        assert_eq!(pl("\0 1 sip:a\n"), vec![]);
+    }
+
+    #[test]
+    fn long_lines_are_chunked() {
+        // attrs pushing the line past 1023 bytes: the tail is parsed as a new line
+        let mut line = String::from("1 sip:a 0 0 ");
+        let pad = 1023 - line.len();
+        line.push_str(&"a".repeat(pad));
+        assert_eq!(line.len(), 1023);
+        line.push_str("5 sip:tail 2\n3 sip:next\n");
+        let v = pl(&line);
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].attrs.len(), pad);
+        assert_eq!(v[1], e(5, "sip:tail", 2, 0, "", 1, 1026));
+        assert_eq!(v[2], e(3, "sip:next", 0, 0, "", 2, 3));
+
+        // a tail that is only a set id makes the load fail
+        let mut line = String::from("1 sip:a ");
+        line.push_str(&"b".repeat(1023 - line.len()));
+        line.push_str("77\n");
+        let err = parse_list(line.as_bytes(), "f").expect_err("bad tail");
+        assert_eq!((err.line, err.col), (1, 1026));
+
+        // exactly 1023 bytes + newline: the newline alone is the next chunk
+        let mut line = String::from("1 sip:");
+        line.push_str(&"c".repeat(1023 - line.len()));
+        line.push('\n');
+        line.push_str("2 sip:d\n");
+        let v = pl(&line);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1], e(2, "sip:d", 0, 0, "", 2, 3));
+
+        // 1022 bytes + newline fits in one chunk
+        let mut line = String::from("1 sip:");
+        line.push_str(&"c".repeat(1022 - line.len()));
+        line.push('\n');
+        assert_eq!(pl(&line).len(), 1);
+    }
+
+    #[test]
+    fn chunker() {
+        let c: Vec<_> = fgets_chunks(b"ab\ncd").collect();
+        assert_eq!(c, vec![(1, 0, &b"ab\n"[..]), (2, 0, &b"cd"[..])]);
+        let long = vec![b'x'; 2500];
+        let c: Vec<_> = fgets_chunks(&long).map(|(l, o, ch)| (l, o, ch.len())).collect();
+        assert_eq!(c, vec![(1, 0, 1023), (1, 1023, 1023), (1, 2046, 454)]);
+    }
+}

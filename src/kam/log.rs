@@ -1,0 +1,41 @@
+//! Kamailio logging (through the shim, so levels, stderr/syslog and prefixes behave as for C modules).
+use std::ffi::CString;
+
+use crate::sys;
+
+pub const L_ERR: i32 = sys::L_ERR;
+pub const L_WARN: i32 = sys::L_WARN;
+pub const L_NOTICE: i32 = sys::L_NOTICE;
+pub const L_INFO: i32 = sys::L_INFO;
+pub const L_DBG: i32 = sys::L_DBG;
+
+/// True when a message at `level` would be printed (checked before formatting).
+pub fn enabled(level: i32) -> bool {
+    // SAFETY: reads Kamailio's debug level globals; valid in every Kamailio process.
+    unsafe { sys::rds_log_enabled(level) != 0 }
+}
+
+/// Writes one log line. Interior NULs are replaced so that nothing is lost.
+pub fn write(level: i32, file: &str, line: u32, func: &str, msg: &str) {
+    let c = |s: &str| CString::new(s.replace('\0', "\\0")).unwrap_or_default();
+    let (f, fu, m) = (c(file), c(func), c(msg));
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    unsafe { sys::rds_log(level, f.as_ptr(), line as i32, fu.as_ptr(), m.as_ptr()) }
+}
+
+#[macro_export]
+macro_rules! ds_log {
+    ($lvl:expr, $($arg:tt)*) => {{
+        if $crate::kam::log::enabled($lvl) {
+            $crate::kam::log::write($lvl, file!(), line!(), module_path!(), &format!($($arg)*));
+        }
+    }};
+}
+#[macro_export]
+macro_rules! ds_err { ($($arg:tt)*) => { $crate::ds_log!($crate::kam::log::L_ERR, $($arg)*) }; }
+#[macro_export]
+macro_rules! ds_warn { ($($arg:tt)*) => { $crate::ds_log!($crate::kam::log::L_WARN, $($arg)*) }; }
+#[macro_export]
+macro_rules! ds_info { ($($arg:tt)*) => { $crate::ds_log!($crate::kam::log::L_INFO, $($arg)*) }; }
+#[macro_export]
+macro_rules! ds_dbg { ($($arg:tt)*) => { $crate::ds_log!($crate::kam::log::L_DBG, $($arg)*) }; }

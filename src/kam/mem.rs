@@ -1,0 +1,55 @@
+//! Shared memory and locks.
+use crate::sys;
+
+/// Allocates `n` bytes of Kamailio shared memory (16-byte aligned), null on failure.
+pub fn shm_alloc(n: usize) -> *mut u8 {
+    // SAFETY: plain allocation call; the shm pool is initialised before modules load.
+    unsafe { sys::rds_shm_malloc(n as _) as *mut u8 }
+}
+
+/// Frees memory from [`shm_alloc`].
+///
+/// # Safety
+/// `p` must come from `shm_alloc` and must not be used afterwards.
+pub unsafe fn shm_free(p: *mut u8) {
+    if !p.is_null() {
+        // SAFETY: guaranteed by the caller.
+        unsafe { sys::rds_shm_free(p as *mut _) }
+    }
+}
+
+/// Allocates pkg (process-private Kamailio) memory.
+pub fn pkg_alloc(n: usize) -> *mut u8 {
+    // SAFETY: plain allocation call.
+    unsafe { sys::rds_pkg_malloc(n as _) as *mut u8 }
+}
+
+/// A Kamailio `gen_lock_t` in shared memory (a futex on this build).
+pub struct ShmLock(*mut sys::gen_lock_t);
+// SAFETY: the lock lives in shm and is designed to be used from any process.
+unsafe impl Send for ShmLock {}
+// SAFETY: as above; all operations go through the lock primitives.
+unsafe impl Sync for ShmLock {}
+
+/// Holds a [`ShmLock`]; released on drop.
+pub struct LockGuard<'a>(&'a ShmLock);
+
+impl ShmLock {
+    pub fn new() -> Option<ShmLock> {
+        // SAFETY: allocates and initialises a lock in shm.
+        let p = unsafe { sys::rds_lock_new() };
+        if p.is_null() { None } else { Some(ShmLock(p)) }
+    }
+    pub fn lock(&self) -> LockGuard<'_> {
+        // SAFETY: self.0 is a valid initialised lock for the module's lifetime.
+        unsafe { sys::rds_lock_get(self.0) };
+        LockGuard(self)
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we hold the lock (acquired in `lock`).
+        unsafe { sys::rds_lock_release((self.0).0) }
+    }
+}

@@ -1,0 +1,175 @@
+//! The SIP message: destination URI, R-URI host, sending socket, source address, headers.
+use std::net::IpAddr;
+use std::os::raw::{c_char, c_int};
+
+use crate::kam::param::unsafe_bytes;
+use crate::sys;
+
+/// A borrowed `sip_msg*` handed to a cfg function by the core.
+#[derive(Clone, Copy)]
+pub struct Msg(pub *mut sys::sip_msg);
+
+fn kstr(b: &[u8]) -> sys::str_ {
+    sys::str_ { s: b.as_ptr() as *mut c_char, len: b.len() as c_int }
+}
+
+impl Msg {
+    pub fn is_null(&self) -> bool {
+        self.0.is_null()
+    }
+    fn m(&self) -> &sys::sip_msg {
+        // SAFETY: cfg functions get a valid message from the core for the whole call.
+        unsafe { &*self.0 }
+    }
+    /// Current `$du` (empty when unset).
+    pub fn dst_uri(&self) -> &[u8] {
+        unsafe_bytes(self.m().dst_uri)
+    }
+    /// Sets `$du` and marks the R-URI as new (re-used for the branch), as the C module does.
+    pub fn set_dst_uri(&self, uri: &[u8]) -> bool {
+        let s = kstr(uri);
+        // SAFETY: set_dst_uri copies the value into pkg memory owned by the message.
+        let rc = unsafe { sys::set_dst_uri(self.0, &s) };
+        if rc < 0 {
+            return false;
+        }
+        // SAFETY: ruri_is_new is a plain int global of the core (what ruri_mark_new() sets).
+        unsafe { sys::ruri_is_new = 1 };
+        true
+    }
+    /// Replaces host, port, params and headers of the R-URI by `hostall` (dispatcher's
+    /// "domain" mode), through the core's own SET_HOSTALL action.
+    pub fn set_ruri_hostall(&self, uri: &[u8]) -> bool {
+        let rest: &[u8] = if uri.len() > 4 && uri[..4].eq_ignore_ascii_case(b"sip:") {
+            &uri[4..]
+        } else if uri.len() > 5 && uri[..5].eq_ignore_ascii_case(b"sips:") {
+            &uri[5..]
+        } else {
+            uri
+        };
+        let mut z = rest.to_vec();
+        z.push(0);
+        let mut act: sys::action = Default::default();
+        act.type_ = sys::action_type_SET_HOSTALL_T;
+        act.val[0].type_ = sys::_operand_subtype_STRING_ST as _;
+        act.val[0].u.string = z.as_mut_ptr() as *mut c_char;
+        let mut ctx: sys::run_act_ctx = Default::default();
+        // SAFETY: the action is fully initialised, the string outlives the call and the core
+        // copies what it keeps into the message.
+        unsafe { sys::do_action(&mut ctx, &mut act, self.0) >= 0 }
+    }
+    /// Forces the sending socket (opaque `socket_info*`, 0 = leave as is).
+    pub fn force_socket(&self, sock: usize) {
+        if sock != 0 {
+            // SAFETY: the handle is a socket_info* obtained from the core at load time; the
+            // socket list lives for the whole run.
+            unsafe { (*self.0).force_send_socket = sock as *mut sys::socket_info };
+        }
+    }
+    /// Source IP, port and protocol of the received message.
+    pub fn source(&self) -> (Option<IpAddr>, u16, u8) {
+        let rcv = &self.m().rcv;
+        (ip_from_kam(&rcv.src_ip), rcv.src_port, rcv.proto as u8)
+    }
+}
+
+/// Converts a core `ip_addr` into a std address.
+pub fn ip_from_kam(ip: &sys::ip_addr) -> Option<IpAddr> {
+    // SAFETY: reading the byte view of the address union is always valid.
+    let b = unsafe { ip.u.addr };
+    match ip.af as i32 {
+        libc::AF_INET => Some(IpAddr::from([b[0], b[1], b[2], b[3]])),
+        libc::AF_INET6 => Some(IpAddr::from(b)),
+        _ => None,
+    }
+}
+
+/// Resolves a host name with the core resolver (honours the core DNS settings and cache).
+/// Only the first address is used, like the C module.
+pub fn resolve_host(host: &[u8]) -> Option<IpAddr> {
+    if let Some(ip) = parse_ip_literal(host) {
+        return Some(ip);
+    }
+    let mut z = host.to_vec();
+    z.push(0);
+    // SAFETY: z is NUL-terminated; the returned hostent is a static buffer of the resolver,
+    // read immediately.
+    unsafe {
+        let he = sys::dns_resolvehost(z.as_mut_ptr() as *mut c_char);
+        if he.is_null() || (*he).h_addr_list.is_null() || (*(*he).h_addr_list).is_null() {
+            return None;
+        }
+        let a = *(*he).h_addr_list as *const u8;
+        match (*he).h_addrtype {
+            libc::AF_INET if (*he).h_length == 4 => {
+                let s = std::slice::from_raw_parts(a, 4);
+                Some(IpAddr::from([s[0], s[1], s[2], s[3]]))
+            }
+            libc::AF_INET6 if (*he).h_length == 16 => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(std::slice::from_raw_parts(a, 16));
+                Some(IpAddr::from(o))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// IPv4 or (bracketed or not) IPv6 literal.
+pub fn parse_ip_literal(host: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(host).ok()?;
+    let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
+    s.parse::<IpAddr>().ok()
+}
+
+/// Local listening socket for "proto:host:port" (None when not a local socket).
+pub fn socket_by_addr(spec: &[u8]) -> Option<usize> {
+    let mut z = spec.to_vec();
+    z.push(0);
+    let mut host: *mut c_char = std::ptr::null_mut();
+    let (mut hlen, mut port, mut proto) = (0 as c_int, 0 as c_int, 0 as c_int);
+    // SAFETY: z is NUL-terminated and outlives both calls; outputs point into z.
+    unsafe {
+        if sys::parse_phostport(z.as_mut_ptr() as *mut c_char, &mut host, &mut hlen, &mut port, &mut proto) != 0 {
+            return None;
+        }
+        let mut h = sys::str_ { s: host, len: hlen };
+        let si = sys::grep_sock_info(&mut h, port as u16, proto as u16);
+        if si.is_null() { None } else { Some(si as usize) }
+    }
+}
+
+/// Local listening socket by its `name` (listen=... name "x").
+pub fn socket_by_name(name: &[u8]) -> Option<usize> {
+    let mut v = name.to_vec();
+    let mut s = sys::str_ { s: v.as_mut_ptr() as *mut c_char, len: v.len() as c_int };
+    // SAFETY: the name buffer outlives the call; the socket list is static after startup.
+    let si = unsafe { sys::ksr_get_socket_by_name(&mut s) };
+    if si.is_null() { None } else { Some(si as usize) }
+}
+
+/// Text form of an address exactly as the core prints it (`ip_addr2sbufz`: IPv6 in [ ]).
+pub fn ip_text(ip: Option<IpAddr>) -> String {
+    let Some(ip) = ip else { return String::new() };
+    let mut k: sys::ip_addr = Default::default();
+    match ip {
+        IpAddr::V4(v4) => {
+            k.af = libc::AF_INET as _;
+            k.len = 4;
+            // SAFETY: writing the byte view of the address union.
+            unsafe { k.u.addr[..4].copy_from_slice(&v4.octets()) };
+        }
+        IpAddr::V6(v6) => {
+            k.af = libc::AF_INET6 as _;
+            k.len = 16;
+            k.u.addr = v6.octets();
+        }
+    }
+    let mut buf = [0u8; 64];
+    // SAFETY: the buffer is larger than IP_ADDR_MAX_STRZ_SIZE; the core writes at most len bytes.
+    let n = unsafe { sys::ip_addr2sbufz(&mut k, buf.as_mut_ptr() as *mut c_char, buf.len() as c_int) };
+    if n <= 0 {
+        return String::new();
+    }
+    String::from_utf8_lossy(&buf[..(n as usize).min(buf.len())]).into_owned()
+}

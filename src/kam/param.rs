@@ -1,0 +1,103 @@
+//! Fixed-up cfg function parameters (int/PV and string/PV) and writable PVs.
+use std::os::raw::{c_char, c_int};
+
+use crate::sys;
+
+/// Value of an int-or-PV parameter fixed up by `fixup_igp_*`.
+pub fn get_int(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
+    if p.is_null() {
+        return None;
+    }
+    let mut v: c_int = 0;
+    // SAFETY: `p` is the fparam_t the core's fixup created for this parameter; msg is the
+    // current message (may be null only where the core allows it).
+    let rc = unsafe { sys::get_int_fparam(&mut v, msg, p as *mut sys::fparam_t) };
+    if rc == 0 { Some(v) } else { None }
+}
+
+/// Value of a string-with-PVs parameter fixed up by `fixup_spve_*`; copied out.
+pub fn get_str(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<Vec<u8>> {
+    if p.is_null() {
+        return None;
+    }
+    let mut s = sys::str_ { s: std::ptr::null_mut(), len: 0 };
+    // SAFETY: as in `get_int`; the result points into a core buffer valid until the next call.
+    let rc = unsafe { sys::get_str_fparam(&mut s, msg, p as *mut sys::fparam_t) };
+    if rc != 0 {
+        return None;
+    }
+    Some(unsafe_bytes(s).to_vec())
+}
+
+/// Borrows a Kamailio `str` as bytes (empty for null).
+pub fn unsafe_bytes<'a>(s: sys::str_) -> &'a [u8] {
+    if s.s.is_null() || s.len <= 0 {
+        &[]
+    } else {
+        // SAFETY: callers pass a `str` that the core guarantees valid for the current call.
+        unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) }
+    }
+}
+
+/// A writable pseudo-variable parsed once at startup (e.g. `setid_pvname`).
+pub struct PvSpec(*mut sys::pv_spec_t);
+// SAFETY: created before fork; each process uses its own copy of the (pkg) spec.
+unsafe impl Send for PvSpec {}
+// SAFETY: Kamailio processes are single-threaded.
+unsafe impl Sync for PvSpec {}
+
+/// `EQ_T` from core/lvalue.h: plain assignment.
+const EQ_T: c_int = 254;
+
+impl PvSpec {
+    /// Parses `name` (e.g. `$var(x)`); None when it is not a valid PV.
+    pub fn parse(name: &[u8]) -> Option<PvSpec> {
+        let mut v = name.to_vec();
+        let mut s = sys::str_ { s: v.as_mut_ptr() as *mut c_char, len: v.len() as c_int };
+        // SAFETY: pv_cache_get copies the name and returns a spec owned by the PV cache.
+        let p = unsafe { sys::pv_cache_get(&mut s) };
+        if p.is_null() { None } else { Some(PvSpec(p)) }
+    }
+    pub fn writable(&self) -> bool {
+        // SAFETY: self.0 is a valid spec from the PV cache.
+        unsafe { (*self.0).setf.is_some() }
+    }
+    fn set(&self, msg: *mut sys::sip_msg, val: &mut sys::pv_value_t) -> bool {
+        // SAFETY: self.0 is valid; setf is the PV's own setter; val is fully initialised.
+        unsafe {
+            match (*self.0).setf {
+                Some(f) => f(msg, &mut (*self.0).pvp, EQ_T, val) >= 0,
+                None => false,
+            }
+        }
+    }
+    pub fn set_int(&self, msg: *mut sys::sip_msg, v: i32) -> bool {
+        let mut val: sys::pv_value_t = Default::default();
+        val.flags = (sys::PV_VAL_INT | sys::PV_TYPE_INT) as _;
+        val.ri = v as _;
+        self.set(msg, &mut val)
+    }
+    pub fn set_str(&self, msg: *mut sys::sip_msg, v: &[u8]) -> bool {
+        let mut val: sys::pv_value_t = Default::default();
+        val.flags = sys::PV_VAL_STR as _;
+        val.rs = sys::str_ { s: v.as_ptr() as *mut c_char, len: v.len() as c_int };
+        self.set(msg, &mut val)
+    }
+}
+
+/// Int value of a parameter read with `get_is_fparam` (what the C module's selection
+/// functions use): None unless the core could produce an int (its PARAM_INT flag).
+pub fn get_int_is(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
+    if p.is_null() {
+        return None;
+    }
+    let mut i: c_int = 0;
+    let mut s = sys::str_ { s: std::ptr::null_mut(), len: 0 };
+    let mut flags: std::os::raw::c_uint = 0;
+    // SAFETY: `p` is the fparam_t created by the core's fixup; outputs are local.
+    let rc = unsafe { sys::get_is_fparam(&mut i, &mut s, msg, p as *mut sys::fparam_t, &mut flags) };
+    if rc != 0 || flags & (sys::PARAM_INT as u32) == 0 {
+        return None;
+    }
+    Some(i)
+}

@@ -1,0 +1,141 @@
+//! XAVP records (`_dsdst_`, `_dsctx_`): built and read through the core's xavp API.
+use std::os::raw::{c_char, c_int};
+
+use crate::kam::param::unsafe_bytes;
+use crate::sys;
+
+fn kstr(b: &[u8]) -> sys::str_ {
+    sys::str_ { s: b.as_ptr() as *mut c_char, len: b.len() as c_int }
+}
+
+/// A field value of a record being built.
+pub enum Field<'a> {
+    Str(&'a [u8]),
+    Int(i32),
+    Ptr(usize),
+}
+
+/// Builds records of one root list name, appended one after another (insertion order) as a
+/// block at the head of the current list — the C module's `ds_add_xavp_record` sequence.
+pub struct RecordWriter<'n> {
+    name: &'n [u8],
+    last: *mut sys::sr_xavp_t,
+}
+
+impl<'n> RecordWriter<'n> {
+    pub fn new(name: &'n [u8]) -> Self {
+        RecordWriter { name, last: std::ptr::null_mut() }
+    }
+    /// Adds one record with `fields` (in that order). False on failure (nothing leaked).
+    pub fn add(&mut self, fields: &[(&[u8], Field<'_>)]) -> bool {
+        let mut list: *mut sys::sr_xavp_t = std::ptr::null_mut();
+        for (fname, fv) in fields {
+            let mut v: sys::sr_xval_t = Default::default();
+            match fv {
+                Field::Str(s) => {
+                    v.type_ = sys::sr_xtype_t_SR_XTYPE_STR;
+                    v.v.s = kstr(s);
+                }
+                Field::Int(i) => {
+                    v.type_ = sys::sr_xtype_t_SR_XTYPE_INT;
+                    v.v.i = *i;
+                }
+                Field::Ptr(p) => {
+                    v.type_ = sys::sr_xtype_t_SR_XTYPE_VPTR;
+                    v.v.vptr = *p as *mut _;
+                }
+            }
+            let n = kstr(fname);
+            // SAFETY: the core copies name and string value into one shm item.
+            if unsafe { sys::xavp_add_value(&n as *const _ as *mut _, &mut v, &mut list) }.is_null() {
+                // SAFETY: `list` holds only items created above.
+                unsafe { sys::xavp_destroy_list(&mut list) };
+                return false;
+            }
+        }
+        let mut v: sys::sr_xval_t = Default::default();
+        v.type_ = sys::sr_xtype_t_SR_XTYPE_XAVP;
+        v.v.xavp = list;
+        let n = kstr(self.name);
+        // SAFETY: ownership of `list` passes to the root list on success; `last` is null or the
+        // record added by the previous call in this same request.
+        let r = unsafe { sys::xavp_add_value_after(&n as *const _ as *mut _, &mut v, self.last) };
+        if r.is_null() {
+            // SAFETY: not handed over: still ours.
+            unsafe { sys::xavp_destroy_list(&mut list) };
+            return false;
+        }
+        self.last = r;
+        true
+    }
+}
+
+/// Prepends a new root record `name` holding one int field (`_dsctx_` with `cnt`).
+pub fn add_ctx_int(name: &[u8], field: &[u8], val: i32) -> bool {
+    let mut v: sys::sr_xval_t = Default::default();
+    v.type_ = sys::sr_xtype_t_SR_XTYPE_INT;
+    v.v.i = val;
+    let (n, f) = (kstr(name), kstr(field));
+    // SAFETY: values are copied by the core; null list = the current request's list.
+    !unsafe { sys::xavp_add_xavp_value(&n as *const _ as *mut _, &f as *const _ as *mut _, &mut v, std::ptr::null_mut()) }.is_null()
+}
+
+/// The first record of root list `name`: (uri, sock, dstid present).
+pub struct FirstRecord {
+    pub uri: Option<Vec<u8>>,
+    pub sock: usize,
+    pub grp: Option<i32>,
+    pub dstid: Option<Vec<u8>>,
+}
+
+/// Reads the first record of `name` (None when there is none or it is not a record).
+pub fn first_record(name: &[u8]) -> Option<FirstRecord> {
+    let n = kstr(name);
+    // SAFETY: lookups in the current request's xavp list; values are copied out at once.
+    unsafe {
+        let r = sys::xavp_get(&n as *const _ as *mut _, std::ptr::null_mut());
+        if r.is_null() || (*r).val.type_ != sys::sr_xtype_t_SR_XTYPE_XAVP {
+            return None;
+        }
+        let sub = (*r).val.v.xavp;
+        let get = |f: &[u8]| {
+            let fs = kstr(f);
+            sys::xavp_get(&fs as *const _ as *mut _, sub)
+        };
+        let mut out = FirstRecord { uri: None, sock: 0, grp: None, dstid: None };
+        let u = get(b"uri");
+        if !u.is_null() && (*u).val.type_ == sys::sr_xtype_t_SR_XTYPE_STR {
+            out.uri = Some(unsafe_bytes((*u).val.v.s).to_vec());
+        }
+        let s = get(b"sock");
+        if !s.is_null() && (*s).val.type_ == sys::sr_xtype_t_SR_XTYPE_VPTR {
+            out.sock = (*s).val.v.vptr as usize;
+        }
+        let g = get(b"grp");
+        if !g.is_null() {
+            if (*g).val.type_ == sys::sr_xtype_t_SR_XTYPE_INT {
+                out.grp = Some((*g).val.v.i);
+            } else if (*g).val.type_ == sys::sr_xtype_t_SR_XTYPE_LONG {
+                out.grp = Some((*g).val.v.l as i32);
+            }
+        }
+        let d = get(b"dstid");
+        if !d.is_null() && (*d).val.type_ == sys::sr_xtype_t_SR_XTYPE_STR {
+            out.dstid = Some(unsafe_bytes((*d).val.v.s).to_vec());
+        }
+        Some(out)
+    }
+}
+
+/// Removes the first record of `name`; false when there was none.
+pub fn remove_first(name: &[u8]) -> bool {
+    let n = kstr(name);
+    // SAFETY: removes an item of the current request's list found just before.
+    unsafe {
+        let r = sys::xavp_get(&n as *const _ as *mut _, std::ptr::null_mut());
+        if r.is_null() {
+            return false;
+        }
+        sys::xavp_rm(r, std::ptr::null_mut()) >= 0
+    }
+}

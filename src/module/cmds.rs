@@ -1,0 +1,451 @@
+//! cfg-script functions (spec §2): thin wrappers that read the fixed-up parameters and call
+//! the selection logic, keeping the C module's return codes.
+use std::net::IpAddr;
+use std::os::raw::{c_char, c_int, c_void};
+use std::ptr::null_mut;
+
+use crate::ds::select::{self, failover_order, probe, rr_commit, rr_take};
+use crate::ds::snapshot::{DestRec, Snap};
+use crate::ds::uri::parse_uri;
+use crate::kam::msg::{self, Msg};
+use crate::kam::param::{get_int, get_int_is, get_str};
+use crate::kam::xavp::{self, Field, RecordWriter};
+use crate::module::{guard, state};
+use crate::sys::{self, cmd_export_t, sip_msg};
+use crate::{ds_dbg, ds_err, ds_warn};
+
+/// Where a selection is applied (the C module's DS_SETOP_*).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SetOp {
+    DstUri = 0,
+    Ruri = 1,
+    Xavp = 2,
+}
+
+/// Applies a destination to the message (`ds_push_dst`).
+fn push_dst(m: Msg, uri: &[u8], sock: usize, mode: SetOp) -> bool {
+    let ok = match mode {
+        SetOp::Xavp => return true,
+        SetOp::Ruri => m.set_ruri_hostall(uri),
+        SetOp::DstUri => m.set_dst_uri(uri),
+    };
+    if !ok {
+        ds_err!("cannot set next hop address with: {}", String::from_utf8_lossy(uri));
+        return false;
+    }
+    m.force_socket(sock);
+    true
+}
+
+/// Adds the failover record of destination `d` (spec §8.1 fields).
+fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, setid: i32, alg: i32) -> bool {
+    let cfg = state::cfg();
+    let mut f: Vec<(&[u8], Field<'_>)> = Vec::with_capacity(6);
+    f.push((b"uri", Field::Str(d.uri.bytes())));
+    f.push((b"grp", Field::Int(setid)));
+    let body = d.attrs_body.bytes();
+    if cfg.xavp_dst_mode & 1 == 0 && !body.is_empty() {
+        f.push((b"attrs", Field::Str(body)));
+    }
+    if d.sock != 0 {
+        f.push((b"sock", Field::Ptr(d.sock)));
+        if cfg.xavp_dst_mode & 2 != 0 && !d.socket.bytes().is_empty() {
+            f.push((b"socket", Field::Str(d.socket.bytes())));
+        }
+        if cfg.xavp_dst_mode & 4 != 0 && !d.sockname.bytes().is_empty() {
+            f.push((b"sockname", Field::Str(d.sockname.bytes())));
+        }
+    }
+    if alg == select::ALG_CALLLOAD {
+        if d.duid.bytes().is_empty() {
+            ds_err!("no uid for destination: {} {}", setid, String::from_utf8_lossy(d.uri.bytes()));
+            return false;
+        }
+        f.push((b"dstid", Field::Str(d.duid.bytes())));
+    }
+    w.add(&f)
+}
+
+/// The selection (`ds_manage_routes` + `ds_select_dst_limit`): returns 1, 2 or -1.
+pub fn select_dst(m: Msg, setid: i32, alg: i32, limit: u32, mode: SetOp) -> i32 {
+    let cfg = state::cfg();
+    let limit = if limit == 0 { u32::MAX } else { limit };
+    let mut cnt = 0i32;
+    let rc = state::with_snap(|snap| select_in(snap, m, setid, alg, limit, mode, &mut cnt));
+    if rc < 0 {
+        return rc;
+    }
+    if cfg.xavp_ctx_mode & 1 == 0 && !cfg.xavp_ctx.is_empty() && !xavp::add_ctx_int(&cfg.xavp_ctx, b"cnt", cnt) {
+        ds_err!("failed to add cnt value to xavp");
+        return -1;
+    }
+    rc
+}
+
+fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, limit: u32, mode: SetOp, cnt: &mut i32) -> i32 {
+    let cfg = state::cfg();
+    let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
+        ds_err!("no destination sets");
+        return -1;
+    };
+    if mode == SetOp::DstUri && !cfg.force_dst && !m.dst_uri().is_empty() {
+        ds_err!("destination already set [{}]", String::from_utf8_lossy(m.dst_uri()));
+        return -1;
+    }
+    let Some(set) = snap.set(setid) else {
+        ds_err!("destination set [{setid}] not found");
+        return -1;
+    };
+    if set.dests.is_empty() {
+        ds_err!("destination set [{setid}] is empty");
+        return -1;
+    }
+    let mut rr: Option<u32> = None;
+    let hash: u32 = match alg {
+        select::ALG_RR => {
+            let (h, v) = rr_take(set.rec);
+            rr = Some(v);
+            h
+        }
+        select::ALG_SERIAL => 0,
+        0..=3 | 5..=7 | 9..=13 => {
+            ds_warn!("algo {alg} not implemented yet in this module - using first entry...");
+            0
+        }
+        _ => {
+            ds_warn!("algo {alg} not implemented - using first entry...");
+            0
+        }
+    };
+    let Some(i) = probe(set.dests, hash, cfg.use_default) else {
+        return -1;
+    };
+    let Some(d) = set.dests.get(i) else { return -1 };
+    if mode != SetOp::Xavp && !push_dst(m, d.uri.bytes(), d.sock, mode) {
+        return -1;
+    }
+    if let Some(v) = rr {
+        rr_commit(set.rec, v, i);
+    }
+    ds_dbg!("selected [{alg}-{setid}-{mode:?}/{i}] <{}>", String::from_utf8_lossy(d.uri.bytes()));
+    if cfg.flags & 2 == 0 || cfg.xavp_dst.is_empty() {
+        return 1;
+    }
+    let order = failover_order(set.dests, i, cfg.use_default, limit, &|_| false);
+    let mut w = RecordWriter::new(&cfg.xavp_dst);
+    for idx in order {
+        let Some(d) = set.dests.get(idx) else { continue };
+        if !add_record(&mut w, d, setid, alg) {
+            ds_err!("failed to add destination in the xavp ({idx}/{setid})");
+            return -1;
+        }
+        *cnt += 1;
+    }
+    1
+}
+
+/// `ds_next_*` (next = true) and `ds_set_*` (next = false).
+pub fn update_dst(m: Msg, next: bool, mode: SetOp) -> i32 {
+    let cfg = state::cfg();
+    if next && (cfg.flags & 2 == 0 || cfg.xavp_dst.is_empty()) {
+        ds_warn!("failover support disabled");
+        return -1;
+    }
+    if cfg.xavp_dst.is_empty() || xavp::first_record(&cfg.xavp_dst).is_none() {
+        ds_dbg!("no xavp with previous destination record");
+        return -1;
+    }
+    if next {
+        xavp::remove_first(&cfg.xavp_dst);
+    }
+    let Some(rec) = xavp::first_record(&cfg.xavp_dst) else {
+        ds_dbg!("no xavp with next destination record");
+        return -1;
+    };
+    let Some(uri) = rec.uri else {
+        ds_warn!("no xavp uri field in next destination record");
+        return -1;
+    };
+    if !push_dst(m, &uri, rec.sock, mode) {
+        return -1;
+    }
+    1
+}
+
+/// Address to match for `ds_is_from_list` (from the message or a URI).
+fn match_addr(m: Msg, uri: Option<&[u8]>) -> Option<(IpAddr, u16, u8)> {
+    match uri.filter(|u| !u.is_empty()) {
+        None => {
+            let (ip, port, proto) = m.source();
+            Some((ip?, port, proto))
+        }
+        Some(u) => {
+            let p = match parse_uri(u) {
+                Ok(p) if p.host.len() <= 254 => p,
+                _ => {
+                    ds_err!("bad uri [{}]", String::from_utf8_lossy(u));
+                    return None;
+                }
+            };
+            let host = u.get(p.host.clone())?;
+            let Some(ip) = msg::resolve_host(host) else {
+                ds_err!("could not resolve {}", String::from_utf8_lossy(host));
+                return None;
+            };
+            Some((ip, p.port, p.transport as u8))
+        }
+    }
+}
+
+/// `ds_is_from_list`: 1 match, -1 none, -2/-3 PV write failures.
+pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
+    let Some((ip, port, proto)) = match_addr(m, uri) else { return -1 };
+    state::with_snap(|snap| {
+        let Some(snap) = snap else { return -1 };
+        let matches = |d: &DestRec| {
+            d.ip_addr() == Some(ip)
+                && (mode & 1 != 0 || d.port == 0 || d.port == port)
+                && (mode & 2 != 0 || d.proto == proto)
+                && (mode & 4 == 0 || d.usable())
+        };
+        let found = if group == -1 {
+            snap.sets().find_map(|s| s.dests.iter().find(|d| matches(d)).map(|d| (s.rec.id, d)))
+        } else {
+            snap.set(group).and_then(|s| s.dests.iter().find(|d| matches(d)).map(|d| (s.rec.id, d)))
+        };
+        let Some((sid, d)) = found else { return -1 };
+        if let Some(pv) = state::pvs() {
+            if group == -1 {
+                if let Some(sp) = &pv.setid {
+                    if !sp.set_int(m.0, sid) {
+                        ds_err!("setting PV failed");
+                        return -2;
+                    }
+                }
+            }
+            let body = d.attrs_body.bytes();
+            if let Some(ap) = &pv.attrs {
+                if !body.is_empty() && !ap.set_str(m.0, body) {
+                    ds_err!("setting attrs pv failed");
+                    return -3;
+                }
+            }
+        }
+        1
+    })
+}
+
+fn is_active(group: i32, uri: Option<&[u8]>) -> i32 {
+    state::with_snap(|snap| {
+        let Some(set) = snap.and_then(|s| s.set(group)) else { return -1 };
+        let uri = uri.filter(|u| !u.is_empty());
+        let hit = set.dests.iter().any(|d| match uri {
+            None => d.usable(),
+            Some(u) => d.uri.bytes() == u && d.usable(),
+        });
+        if hit { 1 } else { -1 }
+    })
+}
+
+// ---- C wrappers ------------------------------------------------------------------------
+
+type P = *mut c_char;
+
+fn sel_params(m: *mut sip_msg, s: P, a: P, l: Option<P>) -> Option<(i32, i32, u32)> {
+    let set = get_int_is(m, s).or_else(|| {
+        ds_err!("unable to get destination set");
+        None
+    })?;
+    let alg = get_int_is(m, a).or_else(|| {
+        ds_err!("unable to get algorithm");
+        None
+    })?;
+    let limit = match l {
+        // no limit given: a very large value, as in the C module
+        None => u32::MAX,
+        Some(p) => get_int_is(m, p).or_else(|| {
+            ds_err!("unable to get dst number limit");
+            None
+        })? as u32,
+    };
+    Some((set, alg, limit))
+}
+
+macro_rules! sel_wrapper {
+    ($name:ident, $name_l:ident, $mode:expr) => {
+        unsafe extern "C" fn $name(m: *mut sip_msg, s: P, a: P) -> c_int {
+            guard(stringify!($name), -1, || match sel_params(m, s, a, None) {
+                Some((set, alg, lim)) if !m.is_null() => select_dst(Msg(m), set, alg, lim, $mode),
+                _ => -1,
+            })
+        }
+        unsafe extern "C" fn $name_l(m: *mut sip_msg, s: P, a: P, l: P) -> c_int {
+            guard(stringify!($name_l), -1, || match sel_params(m, s, a, Some(l)) {
+                Some((set, alg, lim)) if !m.is_null() => select_dst(Msg(m), set, alg, lim, $mode),
+                _ => -1,
+            })
+        }
+    };
+}
+sel_wrapper!(w_ds_select_dst, w_ds_select_dst_limit, SetOp::DstUri);
+sel_wrapper!(w_ds_select_domain, w_ds_select_domain_limit, SetOp::Ruri);
+sel_wrapper!(w_ds_select, w_ds_select_limit, SetOp::Xavp);
+
+unsafe extern "C" fn w_ds_next_dst(m: *mut sip_msg, _a: P, _b: P) -> c_int {
+    guard("ds_next_dst", -1, || if m.is_null() { -1 } else { update_dst(Msg(m), true, SetOp::DstUri) })
+}
+unsafe extern "C" fn w_ds_next_domain(m: *mut sip_msg, _a: P, _b: P) -> c_int {
+    guard("ds_next_domain", -1, || if m.is_null() { -1 } else { update_dst(Msg(m), true, SetOp::Ruri) })
+}
+unsafe extern "C" fn w_ds_set_dst(m: *mut sip_msg, _a: P, _b: P) -> c_int {
+    guard("ds_set_dst", -1, || if m.is_null() { -1 } else { update_dst(Msg(m), false, SetOp::DstUri) })
+}
+unsafe extern "C" fn w_ds_set_domain(m: *mut sip_msg, _a: P, _b: P) -> c_int {
+    guard("ds_set_domain", -1, || if m.is_null() { -1 } else { update_dst(Msg(m), false, SetOp::Ruri) })
+}
+
+unsafe extern "C" fn w_ds_is_from_list0(m: *mut sip_msg, _a: P, _b: P) -> c_int {
+    guard("ds_is_from_list", -1, || if m.is_null() { -1 } else { is_from_list(Msg(m), -1, None, 2) })
+}
+unsafe extern "C" fn w_ds_is_from_list1(m: *mut sip_msg, g: P, _b: P) -> c_int {
+    guard("ds_is_from_list", -1, || {
+        let Some(g) = get_int(m, g) else {
+            ds_err!("cannot get set id value");
+            return -1;
+        };
+        if m.is_null() { -1 } else { is_from_list(Msg(m), g, None, 2) }
+    })
+}
+unsafe extern "C" fn w_ds_is_from_list2(m: *mut sip_msg, g: P, md: P) -> c_int {
+    guard("ds_is_from_list", -1, || {
+        let (Some(g), Some(md)) = (get_int(m, g), get_int(m, md)) else {
+            ds_err!("cannot get set id or mode value");
+            return -1;
+        };
+        if m.is_null() { -1 } else { is_from_list(Msg(m), g, None, md) }
+    })
+}
+unsafe extern "C" fn w_ds_is_from_list3(m: *mut sip_msg, g: P, md: P, u: P) -> c_int {
+    guard("ds_is_from_list", -1, || {
+        let (Some(g), Some(md), Some(u)) = (get_int(m, g), get_int(m, md), get_str(m, u)) else {
+            ds_err!("cannot get set id, mode or uri value");
+            return -1;
+        };
+        if m.is_null() { -1 } else { is_from_list(Msg(m), g, Some(&u), md) }
+    })
+}
+
+unsafe extern "C" fn w_ds_list_exist(m: *mut sip_msg, g: P, _b: P) -> c_int {
+    guard("ds_list_exists", -1, || {
+        let Some(g) = get_int(m, g) else {
+            ds_err!("cannot get set id param value");
+            return -2;
+        };
+        state::with_snap(|s| if s.and_then(|s| s.set(g)).is_some() { 1 } else { -1 })
+    })
+}
+
+unsafe extern "C" fn w_ds_is_active(m: *mut sip_msg, g: P, _b: P) -> c_int {
+    guard("ds_is_active", -1, || {
+        let Some(g) = get_int(m, g) else {
+            ds_err!("cannot get set id param value");
+            return -1;
+        };
+        is_active(g, None)
+    })
+}
+unsafe extern "C" fn w_ds_is_active_uri(m: *mut sip_msg, g: P, u: P) -> c_int {
+    guard("ds_is_active", -1, || {
+        let (Some(g), Some(u)) = (get_int(m, g), get_str(m, u)) else {
+            ds_err!("cannot get set id or uri param value");
+            return -1;
+        };
+        is_active(g, Some(&u))
+    })
+}
+
+unsafe extern "C" fn w_ds_reload(_m: *mut sip_msg, _a: P, _b: P) -> c_int {
+    guard("ds_reload", -1, || match state::load_and_install(true) {
+        Ok(_) => 1,
+        Err(state::ReloadError::TooSoon) => {
+            ds_err!("ongoing reload");
+            -1
+        }
+        Err(e) => {
+            ds_err!("reload failed: {e:?}");
+            -1
+        }
+    })
+}
+
+/// Startup check for the failover functions (the C module's `ds_warn_fixup`).
+unsafe extern "C" fn ds_warn_fixup(_param: *mut *mut c_void, _no: c_int) -> c_int {
+    guard("fixup", 0, || {
+        let p = crate::module::params::Config::from_params();
+        if p.xavp_dst.is_empty() || p.flags & 2 == 0 {
+            ds_err!("failover functions used, but required XAVP or flags=2 are not set: feature disabled");
+        }
+        0
+    })
+}
+
+const REQ: u32 = sys::REQUEST_ROUTE as u32;
+const FAIL: u32 = sys::FAILURE_ROUTE as u32;
+const BRANCH: u32 = sys::BRANCH_ROUTE as u32;
+const ONREPLY: u32 = sys::ONREPLY_ROUTE as u32;
+const ANY: u32 = sys::ANY_ROUTE as u32;
+
+type F3 = unsafe extern "C" fn(*mut sip_msg, P, P) -> c_int;
+type F4 = unsafe extern "C" fn(*mut sip_msg, P, P, P) -> c_int;
+const fn f4(f: F4) -> F3 {
+    // SAFETY: the core calls a function with `param_no` == 3 with three parameters
+    // (cmd_function3), as C modules do with the same cast.
+    unsafe { std::mem::transmute::<F4, F3>(f) }
+}
+
+macro_rules! cmd {
+    ($name:literal, $f:expr, $n:expr, $fix:expr, $free:expr, $flags:expr) => {
+        cmd_export_t { name: $name.as_ptr() as *mut c_char, function: Some($f), param_no: $n, fixup: $fix, free_fixup: $free, flags: $flags }
+    };
+}
+
+pub static mut CMDS: [cmd_export_t; 26] = [
+    cmd!(c"ds_select", w_ds_select, 2, Some(sys::fixup_igp_igp), None, ANY),
+    cmd!(c"ds_select", f4(w_ds_select_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
+    cmd!(c"ds_select_dst", w_ds_select_dst, 2, Some(sys::fixup_igp_igp), None, REQ | FAIL),
+    cmd!(c"ds_select_dst", f4(w_ds_select_dst_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
+    cmd!(c"ds_select_domain", w_ds_select_domain, 2, Some(sys::fixup_igp_igp), None, REQ | FAIL),
+    cmd!(c"ds_select_domain", f4(w_ds_select_domain_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
+    cmd!(c"ds_next_dst", w_ds_next_dst, 0, Some(ds_warn_fixup), None, REQ | FAIL),
+    cmd!(c"ds_next_domain", w_ds_next_domain, 0, Some(ds_warn_fixup), None, REQ | FAIL),
+    cmd!(c"ds_set_dst", w_ds_set_dst, 0, Some(ds_warn_fixup), None, REQ | FAIL),
+    cmd!(c"ds_set_domain", w_ds_set_domain, 0, Some(ds_warn_fixup), None, REQ | FAIL),
+    cmd!(c"ds_is_from_list", w_ds_is_from_list0, 0, None, None, REQ | FAIL | ONREPLY | BRANCH),
+    cmd!(c"ds_is_from_list", w_ds_is_from_list1, 1, Some(sys::fixup_igp_null), None, ANY),
+    cmd!(c"ds_is_from_list", w_ds_is_from_list2, 2, Some(fixup_is_from_list), None, ANY),
+    cmd!(c"ds_is_from_list", f4(w_ds_is_from_list3), 3, Some(fixup_is_from_list), None, ANY),
+    cmd!(c"ds_list_exist", w_ds_list_exist, 1, Some(sys::fixup_igp_null), None, ANY),
+    cmd!(c"ds_list_exists", w_ds_list_exist, 1, Some(sys::fixup_igp_null), None, ANY),
+    cmd!(c"ds_is_active", w_ds_is_active, 1, Some(sys::fixup_igp_null), Some(sys::fixup_free_igp_null), ANY),
+    cmd!(c"ds_is_active", w_ds_is_active_uri, 2, Some(sys::fixup_igp_spve), Some(sys::fixup_free_igp_spve), ANY),
+    cmd!(c"ds_reload", w_ds_reload, 0, None, None, ANY),
+    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
+    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
+    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
+    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
+    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
+    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
+    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
+];
+
+/// Params 1 and 2 are int/PV, param 3 a string with PVs (the C module's fixup).
+unsafe extern "C" fn fixup_is_from_list(param: *mut *mut c_void, no: c_int) -> c_int {
+    // SAFETY: forwarding the core's own arguments to the core's own fixups.
+    unsafe {
+        match no {
+            1 | 2 => sys::fixup_igp_null(param, 1),
+            3 => sys::fixup_spve_null(param, 1),
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The 43 modparams of Kamailio 5.6.3's dispatcher, with their types and defaults (spec §1.1).
+//! The core writes into these statics while parsing the cfg, before `mod_init`; they are
+//! read-only afterwards. [`Config::from_params`] turns them into plain Rust values.
+#![allow(non_upper_case_globals)]
+
+use std::os::raw::{c_char, c_int};
+use std::ptr::null_mut;
+
+use crate::sys::{self, param_export_t, str_};
+
+const fn s0() -> str_ {
+    str_ { s: null_mut(), len: 0 }
+}
+const fn cs(s: &'static std::ffi::CStr) -> str_ {
+    str_ { s: s.as_ptr() as *mut c_char, len: s.count_bytes() as c_int }
+}
+
+pub static mut list_file: *mut c_char = c"/etc/kamailio/dispatcher.list".as_ptr() as *mut c_char;
+pub static mut db_url: str_ = s0();
+pub static mut table_name: str_ = cs(c"dispatcher");
+pub static mut setid_col: str_ = cs(c"setid");
+pub static mut destination_col: str_ = cs(c"destination");
+pub static mut flags_col: str_ = cs(c"flags");
+pub static mut priority_col: str_ = cs(c"priority");
+pub static mut attrs_col: str_ = cs(c"attrs");
+pub static mut force_dst: c_int = 1;
+pub static mut flags: c_int = 0;
+pub static mut use_default: c_int = 0;
+pub static mut xavp_dst: str_ = cs(c"_dsdst_");
+pub static mut xavp_dst_mode: c_int = 0;
+pub static mut xavp_ctx: str_ = cs(c"_dsctx_");
+pub static mut xavp_ctx_mode: c_int = 0;
+pub static mut hash_pvar: str_ = s0();
+pub static mut setid_pvname: str_ = s0();
+pub static mut attrs_pvname: str_ = s0();
+pub static mut ds_probing_threshold: c_int = 1;
+pub static mut ds_inactive_threshold: c_int = 1;
+pub static mut ds_ping_method: str_ = cs(c"OPTIONS");
+pub static mut ds_ping_from: str_ = cs(c"sip:dispatcher@localhost");
+pub static mut ds_ping_interval: c_int = 0;
+pub static mut ds_ping_latency_stats: c_int = 0;
+pub static mut ds_latency_estimator_alpha: c_int = 900;
+pub static mut ds_ping_reply_codes: str_ = s0();
+pub static mut ds_probing_mode: c_int = 0;
+pub static mut ds_hash_size: c_int = 0;
+pub static mut ds_hash_expire: c_int = 7200;
+pub static mut ds_hash_initexpire: c_int = 7200;
+pub static mut ds_hash_check_interval: c_int = 30;
+pub static mut outbound_proxy: str_ = s0();
+pub static mut ds_default_socket: str_ = s0();
+pub static mut ds_default_sockname: str_ = s0();
+pub static mut ds_timer_mode: c_int = 0;
+pub static mut event_callback: str_ = s0();
+pub static mut ds_attrs_none: c_int = 0;
+pub static mut ds_db_extra_attrs: str_ = s0();
+pub static mut ds_load_mode: c_int = 0;
+pub static mut reload_delta: c_int = 5;
+pub static mut ds_dns_mode: c_int = 1;
+pub static mut ds_dns_interval: c_int = 600;
+pub static mut ds_dns_ttl: c_int = 0;
+
+const STR: u32 = sys::PARAM_STR as u32;
+const STRING: u32 = sys::PARAM_STRING as u32;
+const INT: u32 = sys::PARAM_INT as u32;
+
+macro_rules! p {
+    ($name:literal, $ty:expr, $var:ident) => {
+        param_export_t {
+            name: $name.as_ptr() as *mut c_char,
+            type_: $ty,
+            param_pointer: &raw mut $var as *mut std::os::raw::c_void,
+        }
+    };
+}
+
+pub static mut PARAMS: [param_export_t; 44] = [
+    p!(c"list_file", STRING, list_file),
+    p!(c"db_url", STR, db_url),
+    p!(c"table_name", STR, table_name),
+    p!(c"setid_col", STR, setid_col),
+    p!(c"destination_col", STR, destination_col),
+    p!(c"flags_col", STR, flags_col),
+    p!(c"priority_col", STR, priority_col),
+    p!(c"attrs_col", STR, attrs_col),
+    p!(c"force_dst", INT, force_dst),
+    p!(c"flags", INT, flags),
+    p!(c"use_default", INT, use_default),
+    p!(c"xavp_dst", STR, xavp_dst),
+    p!(c"xavp_dst_mode", INT, xavp_dst_mode),
+    p!(c"xavp_ctx", STR, xavp_ctx),
+    p!(c"xavp_ctx_mode", INT, xavp_ctx_mode),
+    p!(c"hash_pvar", STR, hash_pvar),
+    p!(c"setid_pvname", STR, setid_pvname),
+    p!(c"attrs_pvname", STR, attrs_pvname),
+    p!(c"ds_probing_threshold", INT, ds_probing_threshold),
+    p!(c"ds_inactive_threshold", INT, ds_inactive_threshold),
+    p!(c"ds_ping_method", STR, ds_ping_method),
+    p!(c"ds_ping_from", STR, ds_ping_from),
+    p!(c"ds_ping_interval", INT, ds_ping_interval),
+    p!(c"ds_ping_latency_stats", INT, ds_ping_latency_stats),
+    p!(c"ds_latency_estimator_alpha", INT, ds_latency_estimator_alpha),
+    p!(c"ds_ping_reply_codes", STR, ds_ping_reply_codes),
+    p!(c"ds_probing_mode", INT, ds_probing_mode),
+    p!(c"ds_hash_size", INT, ds_hash_size),
+    p!(c"ds_hash_expire", INT, ds_hash_expire),
+    p!(c"ds_hash_initexpire", INT, ds_hash_initexpire),
+    p!(c"ds_hash_check_interval", INT, ds_hash_check_interval),
+    p!(c"outbound_proxy", STR, outbound_proxy),
+    p!(c"ds_default_socket", STR, ds_default_socket),
+    p!(c"ds_default_sockname", STR, ds_default_sockname),
+    p!(c"ds_timer_mode", INT, ds_timer_mode),
+    p!(c"event_callback", STR, event_callback),
+    p!(c"ds_attrs_none", INT, ds_attrs_none),
+    p!(c"ds_db_extra_attrs", STR, ds_db_extra_attrs),
+    p!(c"ds_load_mode", INT, ds_load_mode),
+    p!(c"reload_delta", INT, reload_delta),
+    p!(c"ds_dns_mode", INT, ds_dns_mode),
+    p!(c"ds_dns_interval", INT, ds_dns_interval),
+    p!(c"ds_dns_ttl", INT, ds_dns_ttl),
+    param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
+];
+
+/// Module configuration as plain values (copied into every process by fork).
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub list_file: String,
+    pub force_dst: bool,
+    pub flags: i32,
+    pub use_default: bool,
+    pub xavp_dst: Vec<u8>,
+    pub xavp_dst_mode: i32,
+    pub xavp_ctx: Vec<u8>,
+    pub xavp_ctx_mode: i32,
+    pub setid_pvname: Vec<u8>,
+    pub attrs_pvname: Vec<u8>,
+    pub attrs_none: bool,
+    pub load_mode: i32,
+    pub reload_delta: i64,
+    pub dns_mode: i32,
+    pub default_socket: Vec<u8>,
+    pub default_sockname: Vec<u8>,
+    pub probing_mode: i32,
+}
+
+fn get_str(s: &str_) -> Vec<u8> {
+    crate::kam::param::unsafe_bytes(*s).to_vec()
+}
+
+impl Config {
+    /// Reads the modparam statics (call in `mod_init`, single-threaded main process).
+    pub fn from_params() -> Config {
+        // SAFETY: the core finished writing the params before mod_init; nothing writes them later.
+        unsafe {
+            let lf = if list_file.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(list_file).to_string_lossy().into_owned()
+            };
+            Config {
+                list_file: lf,
+                force_dst: force_dst != 0,
+                flags,
+                use_default: use_default != 0,
+                xavp_dst: get_str(&*(&raw const xavp_dst)),
+                xavp_dst_mode,
+                xavp_ctx: get_str(&*(&raw const xavp_ctx)),
+                xavp_ctx_mode,
+                setid_pvname: get_str(&*(&raw const setid_pvname)),
+                attrs_pvname: get_str(&*(&raw const attrs_pvname)),
+                attrs_none: ds_attrs_none != 0,
+                load_mode: ds_load_mode,
+                reload_delta: reload_delta as i64,
+                dns_mode: ds_dns_mode,
+                default_socket: get_str(&*(&raw const ds_default_socket)),
+                default_sockname: get_str(&*(&raw const ds_default_sockname)),
+                probing_mode: ds_probing_mode,
+            }
+        }
+    }
+
+    /// Parameters set to a non-default value whose feature is not built yet: one warning each.
+    pub fn unsupported_in_use() -> Vec<&'static str> {
+        let mut v = Vec::new();
+        // SAFETY: read-only access in mod_init (see from_params).
+        unsafe {
+            let set = |s: &str_| !s.s.is_null() && s.len > 0;
+            if set(&*(&raw const db_url)) { v.push("db_url"); }
+            if ds_db_extra_attrs.len > 0 { v.push("ds_db_extra_attrs"); }
+            if set(&*(&raw const hash_pvar)) { v.push("hash_pvar"); }
+            if ds_ping_interval != 0 { v.push("ds_ping_interval"); }
+            if ds_probing_mode != 0 { v.push("ds_probing_mode"); }
+            if ds_ping_latency_stats != 0 { v.push("ds_ping_latency_stats"); }
+            if ds_ping_reply_codes.len > 0 { v.push("ds_ping_reply_codes"); }
+            if ds_hash_size != 0 { v.push("ds_hash_size"); }
+            if outbound_proxy.len > 0 { v.push("outbound_proxy"); }
+            if event_callback.len > 0 { v.push("event_callback"); }
+            if ds_timer_mode != 0 { v.push("ds_timer_mode"); }
+            if ds_dns_mode & !1 != 0 { v.push("ds_dns_mode"); }
+            if ds_dns_ttl != 0 { v.push("ds_dns_ttl"); }
+            if ds_dns_interval != 600 { v.push("ds_dns_interval"); }
+            if ds_probing_threshold != 1 { v.push("ds_probing_threshold"); }
+            if ds_inactive_threshold != 1 { v.push("ds_inactive_threshold"); }
+            if ds_latency_estimator_alpha != 900 { v.push("ds_latency_estimator_alpha"); }
+            if ds_hash_expire != 7200 { v.push("ds_hash_expire"); }
+            if ds_hash_initexpire != 7200 { v.push("ds_hash_initexpire"); }
+            if ds_hash_check_interval != 30 { v.push("ds_hash_check_interval"); }
+            let dflt = |s: &str_, d: &[u8]| crate::kam::param::unsafe_bytes(*s) == d;
+            if !dflt(&*(&raw const table_name), b"dispatcher") { v.push("table_name"); }
+            if !dflt(&*(&raw const setid_col), b"setid") { v.push("setid_col"); }
+            if !dflt(&*(&raw const destination_col), b"destination") { v.push("destination_col"); }
+            if !dflt(&*(&raw const flags_col), b"flags") { v.push("flags_col"); }
+            if !dflt(&*(&raw const priority_col), b"priority") { v.push("priority_col"); }
+            if !dflt(&*(&raw const attrs_col), b"attrs") { v.push("attrs_col"); }
+            if !dflt(&*(&raw const ds_ping_method), b"OPTIONS") { v.push("ds_ping_method"); }
+            if !dflt(&*(&raw const ds_ping_from), b"sip:dispatcher@localhost") { v.push("ds_ping_from"); }
+        }
+        v
+    }
+}

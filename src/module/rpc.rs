@@ -1,0 +1,164 @@
+//! RPC commands (spec §3): `dispatcher.list`, `dispatcher.reload`, `dispatcher.hash`.
+use std::os::raw::{c_char, c_int, c_void};
+use std::ptr::null_mut;
+use std::sync::atomic::Ordering;
+
+use crate::ds::hash::ds_hash;
+use crate::ds::snapshot::{Snap, DS_DISABLED, DS_INACTIVE, DS_PROBING, DS_TRYING};
+use crate::kam::rpc::{Rpc, RpcStruct};
+use crate::module::{guard, state};
+use crate::sys::{self, rpc_export_t};
+
+/// The two FLAGS letters of `dispatcher.list`.
+pub fn flag_letters(f: i32) -> String {
+    let a = if f & DS_INACTIVE != 0 {
+        'I'
+    } else if f & DS_DISABLED != 0 {
+        'D'
+    } else if f & DS_TRYING != 0 {
+        'T'
+    } else {
+        'A'
+    };
+    let b = if f & DS_PROBING != 0 { 'P' } else { 'X' };
+    format!("{a}{b}")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListMode {
+    Normal,
+    Short,
+    Full,
+}
+
+fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'static str> {
+    for set in snap.sets() {
+        let sh = recs.child_struct("SET").map_err(|_| "Internal error set structure")?;
+        let targets = sh.int_and_array("ID", set.rec.id, "TARGETS").map_err(|_| "Internal error creating set id")?;
+        for d in set.dests {
+            let vh = targets.child_struct("DEST").map_err(|_| "Internal error creating dest")?;
+            let e = "Internal error creating dest struct";
+            vh.str("URI", Some(d.uri.bytes())).map_err(|_| e)?;
+            vh.cstring("FLAGS", &flag_letters(d.flags.load(Ordering::Relaxed))).map_err(|_| e)?;
+            vh.int("PRIORITY", d.priority).map_err(|_| e)?;
+            if mode == ListMode::Full {
+                let ip = crate::kam::msg::ip_text(d.ip_addr());
+                vh.str("HOST", Some(d.host.bytes())).map_err(|_| e)?;
+                vh.cstring("IPADDR", &ip).map_err(|_| e)?;
+                vh.int("PORT", d.port as i32).map_err(|_| e)?;
+                vh.int("PROTOID", d.proto as i32).map_err(|_| e)?;
+                vh.ulong("DNSTIME_SEC", d.dnstime_sec).map_err(|_| e)?;
+                vh.ulong("DNSTIME_USEC", d.dnstime_usec).map_err(|_| e)?;
+            }
+            if mode != ListMode::Short {
+                if let Some(body) = d.attrs_body.get() {
+                    let wh = vh.child_struct("ATTRS").map_err(|_| e)?;
+                    let ea = "Internal error creating attrs struct";
+                    wh.str("BODY", Some(body)).map_err(|_| ea)?;
+                    wh.str("DUID", d.duid.get()).map_err(|_| ea)?;
+                    wh.int("MAXLOAD", d.maxload).map_err(|_| ea)?;
+                    wh.int("WEIGHT", d.weight).map_err(|_| ea)?;
+                    wh.int("RWEIGHT", d.rweight).map_err(|_| ea)?;
+                    wh.str("SOCKET", d.socket.get()).map_err(|_| ea)?;
+                    wh.str("SOCKNAME", d.sockname.get()).map_err(|_| ea)?;
+                    wh.str("OBPROXY", d.obproxy.get()).map_err(|_| ea)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn rpc_list(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.list", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let mode = match rpc.scan_str_opt() {
+            Some(m) if m.eq_ignore_ascii_case(b"short") => ListMode::Short,
+            Some(m) if m.eq_ignore_ascii_case(b"full") => ListMode::Full,
+            _ => ListMode::Normal,
+        };
+        state::with_snap(|snap| {
+            let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
+                rpc.fault(500, "No Destination Sets");
+                return;
+            };
+            let Some(th) = rpc.add_struct() else {
+                rpc.fault(500, "Internal error root reply");
+                return;
+            };
+            let Ok(recs) = th.int_and_array("NRSETS", snap.nsets() as i32, "RECORDS") else {
+                rpc.fault(500, "Internal error sets structure");
+                return;
+            };
+            if let Err(e) = list_sets(snap, recs, mode) {
+                rpc.fault(500, e);
+            }
+        })
+    })
+}
+
+unsafe extern "C" fn rpc_reload(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.reload", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        match state::load_and_install(true) {
+            Ok(_) => rpc.text("Ok. Dispatcher successfully reloaded."),
+            Err(state::ReloadError::NotReady) => rpc.fault(500, "Not ready for reload"),
+            Err(state::ReloadError::TooSoon) => rpc.fault(500, "Ongoing reload"),
+            Err(state::ReloadError::Failed(m)) => {
+                crate::ds_err!("reload failed, keeping the running list: {m}");
+                rpc.fault(500, &format!("Reload Failed: {m}"))
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn rpc_hash(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.hash", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let mut nslots: c_int = 0;
+        let mut v1 = sys::str_ { s: null_mut(), len: 0 };
+        let mut v2 = sys::str_ { s: null_mut(), len: 0 };
+        // SAFETY: "dS*S" matches (int*, str*, str*).
+        let n = unsafe {
+            rpc.scan_raw(c"dS*S", &[
+                &mut nslots as *mut c_int as *mut c_void,
+                &mut v1 as *mut sys::str_ as *mut c_void,
+                &mut v2 as *mut sys::str_ as *mut c_void,
+            ])
+        };
+        if n < 2 {
+            rpc.fault(500, "Invalid Parameters");
+            return;
+        }
+        let a = crate::kam::param::unsafe_bytes(v1);
+        let b = if n >= 3 { Some(crate::kam::param::unsafe_bytes(v2)) } else { None };
+        let h = ds_hash(Some(a), b);
+        let slot = if nslots > 0 { h % nslots as u32 } else { 0 };
+        let Some(th) = rpc.add_struct() else {
+            rpc.fault(500, "Internal error root reply");
+            return;
+        };
+        if th.uint("hashid", h).and_then(|_| th.uint("slot", slot)).is_err() {
+            rpc.fault(500, "Internal error reply structure");
+        }
+    })
+}
+
+#[repr(transparent)]
+pub struct Doc([*const c_char; 2]);
+// SAFETY: immutable static strings.
+unsafe impl Sync for Doc {}
+
+static DOC_LIST: Doc = Doc([c"Return the content of dispatcher sets".as_ptr(), std::ptr::null()]);
+static DOC_RELOAD: Doc = Doc([c"Reload dispatcher destination sets".as_ptr(), std::ptr::null()]);
+static DOC_HASH: Doc = Doc([c"Compute the hash of the values".as_ptr(), std::ptr::null()]);
+
+pub static mut RPCS: [rpc_export_t; 4] = [
+    rpc_export_t { name: c"dispatcher.list".as_ptr(), function: Some(rpc_list), doc_str: &DOC_LIST as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.reload".as_ptr(), function: Some(rpc_reload), doc_str: &DOC_RELOAD as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.hash".as_ptr(), function: Some(rpc_hash), doc_str: &DOC_HASH as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: std::ptr::null(), function: None, doc_str: std::ptr::null_mut(), flags: 0 },
+];

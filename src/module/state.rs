@@ -1,0 +1,220 @@
+//! Module-wide state: the shared control block, the writer lock, the configuration, and
+//! loading/reloading the list into a new snapshot.
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use once_cell::sync::OnceCell;
+
+use crate::ds::dest::{prepare_dest, LoadEnv};
+use crate::ds::listfile::parse_list;
+use crate::ds::order::build_sets;
+use crate::ds::rcu::{Control, ReadGuard};
+use crate::ds::snapshot::{self, find_carry, Header, Snap};
+use crate::ds::uri::{Proto, Scheme};
+use crate::kam::mem::{shm_alloc, shm_free, ShmLock};
+use crate::kam::msg;
+use crate::kam::param::PvSpec;
+use crate::module::params::Config;
+use crate::sys;
+use crate::{ds_info, ds_warn};
+
+/// Pointer to the control block in shm (set in mod_init, before fork; copied to children).
+static CTL: AtomicPtr<Control> = AtomicPtr::new(std::ptr::null_mut());
+static WLOCK: OnceCell<ShmLock> = OnceCell::new();
+static CFG: OnceCell<Config> = OnceCell::new();
+static DEFAULT_SOCK: OnceCell<usize> = OnceCell::new();
+
+pub struct Pvs {
+    pub setid: Option<PvSpec>,
+    pub attrs: Option<PvSpec>,
+}
+static PVS: OnceCell<Pvs> = OnceCell::new();
+
+pub fn cfg() -> &'static Config {
+    CFG.get_or_init(Config::default)
+}
+pub fn pvs() -> Option<&'static Pvs> {
+    PVS.get()
+}
+
+pub fn ctl() -> Option<&'static Control> {
+    let p = CTL.load(Ordering::Acquire);
+    // SAFETY: set once in mod_init to a block in shm that lives until shutdown.
+    unsafe { p.as_ref() }
+}
+
+/// This process' reader slot.
+fn slot() -> usize {
+    // SAFETY: process_no is a plain int global maintained by the core.
+    let p = unsafe { sys::process_no };
+    if p < 0 { 0 } else { p as usize }
+}
+
+/// Read access to the current list for the duration of the guard (no lock taken).
+pub fn read() -> Option<ReadGuard<'static>> {
+    Some(ctl()?.read(slot()))
+}
+
+/// Runs `f` with the current snapshot (None when nothing is loaded).
+pub fn with_snap<R>(f: impl FnOnce(Option<Snap<'_>>) -> R) -> R {
+    match read() {
+        Some(g) => f(g.snap()),
+        None => f(None),
+    }
+}
+
+fn free_snapshot(p: *mut Header) {
+    // SAFETY: retired blocks come from `shm_alloc` in `install` and no reader can see them.
+    unsafe { shm_free(p as *mut u8) }
+}
+
+/// mod_init part: configuration, shm control block, writer lock, default socket, first load.
+pub fn init(cfg: Config) -> Result<(), String> {
+    let p = shm_alloc(std::mem::size_of::<Control>()) as *mut Control;
+    if p.is_null() {
+        return Err("no shared memory for the control block".into());
+    }
+    // SAFETY: fresh shm block of the right size (shm_malloc aligns to 8+ bytes).
+    unsafe { Control::init_in_place(p) };
+    CTL.store(p, Ordering::Release);
+    let lock = ShmLock::new().ok_or("cannot allocate the writer lock")?;
+    let _ = WLOCK.set(lock);
+
+    let mut dsock = 0usize;
+    if !cfg.default_sockname.is_empty() {
+        dsock = msg::socket_by_name(&cfg.default_sockname).ok_or_else(|| {
+            format!("ds_default_sockname: no local socket named '{}'", String::from_utf8_lossy(&cfg.default_sockname))
+        })?;
+    } else if !cfg.default_socket.is_empty() {
+        dsock = msg::socket_by_addr(&cfg.default_socket).ok_or_else(|| {
+            format!("ds_default_socket: '{}' is not a local listen socket", String::from_utf8_lossy(&cfg.default_socket))
+        })?;
+    }
+    let _ = DEFAULT_SOCK.set(dsock);
+
+    let mut pv = Pvs { setid: None, attrs: None };
+    if !cfg.setid_pvname.is_empty() {
+        let s = PvSpec::parse(&cfg.setid_pvname)
+            .ok_or_else(|| format!("setid_pvname: invalid pv '{}'", String::from_utf8_lossy(&cfg.setid_pvname)))?;
+        if !s.writable() {
+            return Err(format!("setid_pvname: pv '{}' is not writable", String::from_utf8_lossy(&cfg.setid_pvname)));
+        }
+        pv.setid = Some(s);
+    }
+    if !cfg.attrs_pvname.is_empty() {
+        let s = PvSpec::parse(&cfg.attrs_pvname)
+            .ok_or_else(|| format!("attrs_pvname: invalid pv '{}'", String::from_utf8_lossy(&cfg.attrs_pvname)))?;
+        if !s.writable() {
+            return Err(format!("attrs_pvname: pv '{}' is not writable", String::from_utf8_lossy(&cfg.attrs_pvname)));
+        }
+        pv.attrs = Some(s);
+    }
+    let _ = PVS.set(pv);
+    let _ = CFG.set(cfg);
+    load_and_install(false).map(|_| ()).map_err(|e| match e {
+        ReloadError::Failed(m) => m,
+        other => format!("{other:?}"),
+    })
+}
+
+struct KamEnv {
+    default_sock: usize,
+}
+
+impl LoadEnv for KamEnv {
+    fn resolve_host(&mut self, host: &[u8], _scheme: Scheme, _proto: Proto, _port: u16) -> Option<IpAddr> {
+        msg::resolve_host(host)
+    }
+    fn socket_by_addr(&mut self, spec: &[u8]) -> usize {
+        msg::socket_by_addr(spec).unwrap_or(0)
+    }
+    fn socket_by_name(&mut self, name: &[u8]) -> usize {
+        msg::socket_by_name(name).unwrap_or(0)
+    }
+    fn default_socket(&self) -> usize {
+        self.default_sock
+    }
+    fn allow_ipv6(&self) -> bool {
+        // SAFETY: default_core_cfg is the core's static cfg defaults structure.
+        unsafe { sys::default_core_cfg.dns_try_ipv6 != 0 }
+    }
+}
+
+fn now() -> (u64, u64) {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (d.as_secs(), d.subsec_micros() as u64)
+}
+
+/// Outcome of a rebuild request.
+#[derive(Debug)]
+pub enum ReloadError {
+    NotReady,
+    TooSoon,
+    Failed(String),
+}
+
+/// Reads and parses the list file, builds a snapshot and publishes it. `rate_limit` applies
+/// `reload_delta`. On any error the running list stays.
+pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
+    let ctl = ctl().ok_or(ReloadError::NotReady)?;
+    let lock = WLOCK.get().ok_or(ReloadError::NotReady)?;
+    let cfg = cfg();
+    let _g = lock.lock();
+    let t = now().0 as i64;
+    if rate_limit && cfg.reload_delta > 0 && t < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta) {
+        return Err(ReloadError::TooSoon);
+    }
+    ctl.last_rebuild.store(t, Ordering::Relaxed);
+
+    let file = cfg.list_file.clone();
+    let text = std::fs::read(&file).map_err(|e| ReloadError::Failed(format!("{file}: cannot read: {e}")))?;
+    let entries = parse_list(&text, &file).map_err(|e| ReloadError::Failed(e.to_string()))?;
+    let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0) };
+    let mut dests = Vec::with_capacity(entries.len());
+    for e in &entries {
+        match prepare_dest(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
+            Ok((d, warns)) => {
+                for w in warns {
+                    ds_warn!("{}:{}: {}", file, e.line, w);
+                }
+                dests.push(d);
+            }
+            Err(err) => {
+                let m = format!("{}:{}:{}: {}", file, err.line, err.col, err.msg);
+                if cfg.load_mode == 1 {
+                    return Err(ReloadError::Failed(m));
+                }
+                ds_warn!("{m} - destination skipped");
+            }
+        }
+    }
+    let n = dests.len();
+    let sets = build_sets(dests);
+    let gen = ctl.generation.load(Ordering::Relaxed) + 1;
+    // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
+    let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
+    let block = snapshot::build(
+        &sets,
+        gen,
+        now(),
+        &mut |id, uri, fl| find_carry(old, id, uri, fl),
+        &mut |size| shm_alloc(size),
+    )
+    .map_err(|e| ReloadError::Failed(e.to_string()))?;
+    if !ctl.publish(block, &mut free_snapshot) {
+        free_snapshot(block);
+        return Err(ReloadError::Failed("too many old lists still in use; try again".into()));
+    }
+    ds_info!("loaded {} destinations in {} sets from {}", n, sets.len(), file);
+    Ok(n)
+}
+
+/// Frees what can be freed at shutdown (main process, after children exited).
+pub fn destroy() {
+    if let Some(c) = ctl() {
+        if let Some(l) = WLOCK.get() {
+            let _g = l.lock();
+            c.collect(&mut free_snapshot);
+        }
+    }
+}
