@@ -226,7 +226,7 @@ mod tests {
             let stop = stop.clone();
             hs.push(std::thread::spawn(move || {
                 let mut reads = 0u64;
-                while !stop.load(Ordering::Relaxed) && reads < 2_000_000 {
+                while reads < 10_000 || (!stop.load(Ordering::Relaxed) && reads < 2_000_000) {
                     let g = c.read(t + 1);
                     let s = g.snap().expect("snap");
                     // touch every set: would crash/miscompare on a freed block
@@ -246,6 +246,7 @@ mod tests {
                 assert!(tries < 1_000_000, "retired list never drained");
                 std::thread::yield_now();
             }
+            std::thread::yield_now();
         }
         stop.store(true, Ordering::Relaxed);
         for h in hs {
