@@ -151,19 +151,28 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
             i = skip_ws(i + 1);
             if i >= s.len() {
                 // a missing value at the very end is accepted as empty
-                out.push(Param { name, value: Some(s.get(i..i).unwrap_or_default()) });
+                out.push(Param {
+                    name,
+                    value: Some(s.get(i..i).unwrap_or_default()),
+                });
                 return Ok(out);
             }
             match at(i) {
                 Some(q @ (b'"' | b'\'')) => {
                     if s.len() - i < 2 {
-                        return Err(AttrError { col: i, msg: "unterminated quoted value".into() });
+                        return Err(AttrError {
+                            col: i,
+                            msg: "unterminated quoted value".into(),
+                        });
                     }
                     let vs = i + 1;
                     let close = s
                         .get(vs..)
                         .and_then(|r| r.iter().position(|&c| c == q))
-                        .ok_or_else(|| AttrError { col: i, msg: "unterminated quoted value".into() })?;
+                        .ok_or_else(|| AttrError {
+                            col: i,
+                            msg: "unterminated quoted value".into(),
+                        })?;
                     value = Some(s.get(vs..vs + close).unwrap_or_default());
                     i = vs + close + 1;
                 }
@@ -173,7 +182,10 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
                         i += 1;
                     }
                     if i == vs {
-                        return Err(AttrError { col: i, msg: "missing value after '='".into() });
+                        return Err(AttrError {
+                            col: i,
+                            msg: "missing value after '='".into(),
+                        });
                     }
                     value = Some(s.get(vs..i).unwrap_or_default());
                 }
@@ -190,14 +202,24 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
             Some(b',') | Some(b'>') => return Ok(out),
             Some(b';') => {}
             Some(c) => {
-                let shown = if c.is_ascii_graphic() { format!("'{}'", c as char) } else { format!("0x{c:02x}") };
-                return Err(AttrError { col: i, msg: format!("invalid character {shown}, expected ';'") });
+                let shown = if c.is_ascii_graphic() {
+                    format!("'{}'", c as char)
+                } else {
+                    format!("0x{c:02x}")
+                };
+                return Err(AttrError {
+                    col: i,
+                    msg: format!("invalid character {shown}, expected ';'"),
+                });
             }
             None => return Ok(out),
         }
         i = skip_ws(i + 1);
         if i >= s.len() {
-            return Err(AttrError { col: i, msg: "parameter name missing after ';'".into() });
+            return Err(AttrError {
+                col: i,
+                msg: "parameter name missing after ';'".into(),
+            });
         }
     }
 }
@@ -290,7 +312,9 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<String>),
             if is("weight") {
                 a.weight = w;
                 if w == 0 {
-                    warnings.push(format!("weight {val} not in 1-100 range - ignoring destination"));
+                    warnings.push(format!(
+                        "weight {val} not in 1-100 range - ignoring destination"
+                    ));
                 }
             } else {
                 a.rweight = w;
@@ -412,12 +436,19 @@ mod tests {
     fn weights() {
         let (a, w) = pa("weight=0");
         assert_eq!(a.weight, 0);
-        assert_eq!(w, vec!["weight 0 not in 1-100 range - ignoring destination".to_string()]);
+        assert_eq!(
+            w,
+            vec!["weight 0 not in 1-100 range - ignoring destination".to_string()]
+        );
         let (a, w) = pa("weight=101;rweight=-3");
         assert_eq!((a.weight, a.rweight), (0, 0));
         assert_eq!(w.len(), 2);
-        assert!(w.iter().any(|s| s == "rweight -3 not in 1-100 range - ignoring"));
-        assert!(w.iter().any(|s| s == "weight 101 not in 1-100 range - ignoring destination"));
+        assert!(w
+            .iter()
+            .any(|s| s == "rweight -3 not in 1-100 range - ignoring"));
+        assert!(w
+            .iter()
+            .any(|s| s == "weight 101 not in 1-100 range - ignoring destination"));
         assert_eq!(pa("weight=100").0.weight, 100);
         assert_eq!(pa("weight=1").0.weight, 1);
         // no '=' : value 0 -> warning
@@ -469,7 +500,10 @@ mod tests {
     fn first_occurrence_wins() {
         assert_eq!(pa("duid=a;duid=b").0.duid, v("a"));
         assert_eq!(pa("socket;socket=udp:1.2.3.4:5060").0.socket, None);
-        assert_eq!(pa("socket=udp:1.2.3.4:5060;socket").0.socket, v("udp:1.2.3.4:5060"));
+        assert_eq!(
+            pa("socket=udp:1.2.3.4:5060;socket").0.socket,
+            v("udp:1.2.3.4:5060")
+        );
         // an integer without '=' does not touch the value
         assert_eq!(pa("cc;cc=5").0.cc, 5);
         assert_eq!(pa("cc=5;cc").0.cc, 5);

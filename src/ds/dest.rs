@@ -35,7 +35,13 @@ pub const MAX_HOST_LEN: usize = 254;
 /// What the loader needs from the running Kamailio.
 pub trait LoadEnv {
     /// resolve a host name (not an IP literal); None = unresolvable
-    fn resolve_host(&mut self, host: &[u8], scheme: Scheme, proto: Proto, port: u16) -> Option<IpAddr>;
+    fn resolve_host(
+        &mut self,
+        host: &[u8],
+        scheme: Scheme,
+        proto: Proto,
+        port: u16,
+    ) -> Option<IpAddr>;
     /// "proto:host:port" socket attr → opaque socket handle (0 = not a local socket)
     fn socket_by_addr(&mut self, spec: &[u8]) -> usize;
     /// sockname attr → opaque handle (0 = unknown)
@@ -115,7 +121,7 @@ pub fn str2ip(s: &[u8]) -> Option<Ipv4Addr> {
     if i < 3 {
         return None;
     }
-    Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
+    Some(Ipv4Addr::from(o))
 }
 
 /// IPv6 literal (optionally in `[ ]`), converted like the core `str2ip6`: hex groups wrap
@@ -183,12 +189,14 @@ pub fn str2ip6(s: &[u8]) -> Option<Ipv6Addr> {
         }
         out = head;
     }
-    Some(Ipv6Addr::new(out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]))
+    Some(Ipv6Addr::from(out))
 }
 
 /// IP literal as the core resolver sees it (IPv4 first, then IPv6).
 pub fn ip_literal(host: &[u8]) -> Option<IpAddr> {
-    str2ip(host).map(IpAddr::V4).or_else(|| str2ip6(host).map(IpAddr::V6))
+    str2ip(host)
+        .map(IpAddr::V4)
+        .or_else(|| str2ip6(host).map(IpAddr::V6))
 }
 
 fn show(b: &[u8]) -> String {
@@ -204,7 +212,11 @@ pub fn prepare_dest(
     dns_mode: i32,
     env: &mut dyn LoadEnv,
 ) -> Result<(Dest, Vec<String>), DestError> {
-    let fail = |msg: String| DestError { line: e.line, col: e.col, msg };
+    let fail = |msg: String| DestError {
+        line: e.line,
+        col: e.col,
+        msg,
+    };
     let mut notes = Vec::new();
 
     // 1. URI, with the "sip:" fix-up
@@ -217,10 +229,15 @@ pub fn prepare_dest(
                 fixed.extend_from_slice(&e.uri);
                 match parse_uri(&fixed) {
                     Ok(p) => {
-                        notes.push(format!("uri without sip scheme - fixing it: {}", show(&e.uri)));
+                        notes.push(format!(
+                            "uri without sip scheme - fixing it: {}",
+                            show(&e.uri)
+                        ));
                         (fixed, p)
                     }
-                    Err(second) => return Err(fail(format!("bad uri [{}]: {}", show(&e.uri), second))),
+                    Err(second) => {
+                        return Err(fail(format!("bad uri [{}]: {}", show(&e.uri), second)))
+                    }
                 }
             } else {
                 return Err(fail(format!("bad uri [{}]: {}", show(&e.uri), first)));
@@ -231,17 +248,28 @@ pub fn prepare_dest(
 
     // 2. host length
     if host.len() > MAX_HOST_LEN {
-        return Err(fail(format!("hostname in uri is too long [{}]", show(&uri))));
+        return Err(fail(format!(
+            "hostname in uri is too long [{}]",
+            show(&uri)
+        )));
     }
 
     // 3. IPv6 references when IPv6 is off
     if !env.allow_ipv6() && host.first() == Some(&b'[') && host.last() == Some(&b']') {
-        return Err(fail(format!("skipping IPv6 record {} (dns_try_ipv6 is off)", show(&host))));
+        return Err(fail(format!(
+            "skipping IPv6 record {} (dns_try_ipv6 is off)",
+            show(&host)
+        )));
     }
 
     // 4. attrs
-    let (attrs, warnings) = parse_attrs(&e.attrs, attrs_none)
-        .map_err(|ae| fail(format!("cannot set attributes [{}]: {}", show(&e.attrs), ae)))?;
+    let (attrs, warnings) = parse_attrs(&e.attrs, attrs_none).map_err(|ae| {
+        fail(format!(
+            "cannot set attributes [{}]: {}",
+            show(&e.attrs),
+            ae
+        ))
+    })?;
     notes.extend(warnings);
 
     // 5. sending socket
@@ -333,8 +361,15 @@ mod tests {
     }
 
     impl LoadEnv for FakeEnv {
-        fn resolve_host(&mut self, host: &[u8], scheme: Scheme, proto: Proto, port: u16) -> Option<IpAddr> {
-            self.resolve_calls.push((host.to_vec(), scheme, proto, port));
+        fn resolve_host(
+            &mut self,
+            host: &[u8],
+            scheme: Scheme,
+            proto: Proto,
+            port: u16,
+        ) -> Option<IpAddr> {
+            self.resolve_calls
+                .push((host.to_vec(), scheme, proto, port));
             self.hosts.get(host).copied()
         }
         fn socket_by_addr(&mut self, spec: &[u8]) -> usize {
@@ -352,8 +387,13 @@ mod tests {
     }
 
     fn env() -> FakeEnv {
-        let mut f = FakeEnv { ipv6: true, default_sock: 0, ..Default::default() };
-        f.hosts.insert(b"gw.example".to_vec(), "10.0.0.7".parse().expect("ip"));
+        let mut f = FakeEnv {
+            ipv6: true,
+            default_sock: 0,
+            ..Default::default()
+        };
+        f.hosts
+            .insert(b"gw.example".to_vec(), "10.0.0.7".parse().expect("ip"));
         f.socks.insert(b"udp:192.168.0.125:5060".to_vec(), 11);
         f.names.insert(b"s1".to_vec(), 22);
         f
@@ -371,14 +411,20 @@ mod tests {
         }
     }
 
-    fn prep(f: &mut FakeEnv, uri: &str, flags: i32, attrs: &str) -> Result<(Dest, Vec<String>), DestError> {
+    fn prep(
+        f: &mut FakeEnv,
+        uri: &str,
+        flags: i32,
+        attrs: &str,
+    ) -> Result<(Dest, Vec<String>), DestError> {
         prepare_dest(&raw(uri, flags, attrs), false, DS_DNS_MODE_INIT, f)
     }
 
     #[test]
     fn ip_literal_destination() {
         let mut f = env();
-        let (d, notes) = prep(&mut f, "sip:127.0.0.1:5080;transport=tcp", 8, "weight=5").expect("ok");
+        let (d, notes) =
+            prep(&mut f, "sip:127.0.0.1:5080;transport=tcp", 8, "weight=5").expect("ok");
         assert!(notes.is_empty());
         assert_eq!(d.uri, b"sip:127.0.0.1:5080;transport=tcp");
         assert_eq!(d.host, b"127.0.0.1");
@@ -397,9 +443,15 @@ mod tests {
         let (d, _) = prep(&mut f, "sips:gw.example", 0, "").expect("ok");
         assert_eq!(d.ip, Some("10.0.0.7".parse().expect("ip")));
         assert_eq!(d.scheme, Scheme::Sips);
-        assert_eq!(f.resolve_calls, vec![(b"gw.example".to_vec(), Scheme::Sips, Proto::None, 0)]);
+        assert_eq!(
+            f.resolve_calls,
+            vec![(b"gw.example".to_vec(), Scheme::Sips, Proto::None, 0)]
+        );
         let err = prep(&mut f, "sip:nowhere.invalid", 0, "").expect_err("unresolvable");
-        assert_eq!(err.msg, "could not resolve nowhere.invalid (missing no-probing flag?!?)");
+        assert_eq!(
+            err.msg,
+            "could not resolve nowhere.invalid (missing no-probing flag?!?)"
+        );
         assert_eq!((err.line, err.col), (4, 3));
         // flag 16: no resolution, flags kept
         let (d, _) = prep(&mut f, "sip:nowhere.invalid", 16 | 8, "").expect("no dns");
@@ -413,20 +465,45 @@ mod tests {
     fn dns_modes() {
         let mut f = env();
         // ALWAYS only: nothing resolved at load, not even a literal
-        let (d, _) = prepare_dest(&raw("sip:nowhere.invalid", 0, ""), false, DS_DNS_MODE_ALWAYS, &mut f).expect("ok");
+        let (d, _) = prepare_dest(
+            &raw("sip:nowhere.invalid", 0, ""),
+            false,
+            DS_DNS_MODE_ALWAYS,
+            &mut f,
+        )
+        .expect("ok");
         assert_eq!(d.ip, None);
-        let (d, _) = prepare_dest(&raw("sip:1.2.3.4", 0, ""), false, DS_DNS_MODE_ALWAYS, &mut f).expect("ok");
+        let (d, _) = prepare_dest(
+            &raw("sip:1.2.3.4", 0, ""),
+            false,
+            DS_DNS_MODE_ALWAYS,
+            &mut f,
+        )
+        .expect("ok");
         assert_eq!(d.ip, None);
         // TIMER resolves at load too
-        let (d, _) = prepare_dest(&raw("sip:gw.example", 0, ""), false, DS_DNS_MODE_TIMER, &mut f).expect("ok");
+        let (d, _) = prepare_dest(
+            &raw("sip:gw.example", 0, ""),
+            false,
+            DS_DNS_MODE_TIMER,
+            &mut f,
+        )
+        .expect("ok");
         assert!(d.ip.is_some());
         // QSRV fills in proto and port
         let m = DS_DNS_MODE_INIT | DS_DNS_MODE_QSRV;
         let (d, _) = prepare_dest(&raw("sip:gw.example", 0, ""), false, m, &mut f).expect("ok");
         assert_eq!((d.port, d.proto), (5060, Proto::Udp));
-        let (d, _) = prepare_dest(&raw("sip:1.2.3.4;transport=tls", 0, ""), false, m, &mut f).expect("ok");
+        let (d, _) =
+            prepare_dest(&raw("sip:1.2.3.4;transport=tls", 0, ""), false, m, &mut f).expect("ok");
         assert_eq!((d.port, d.proto), (5061, Proto::Tls));
-        let (d, _) = prepare_dest(&raw("sip:1.2.3.4:7000;transport=tcp", 0, ""), false, m, &mut f).expect("ok");
+        let (d, _) = prepare_dest(
+            &raw("sip:1.2.3.4:7000;transport=tcp", 0, ""),
+            false,
+            m,
+            &mut f,
+        )
+        .expect("ok");
         assert_eq!((d.port, d.proto), (7000, Proto::Tcp));
         // without QSRV nothing is filled in
         let (d, _) = prep(&mut f, "sip:1.2.3.4", 0, "").expect("ok");
@@ -440,12 +517,18 @@ mod tests {
         assert_eq!(d.uri, b"sip:127.0.0.1:5060");
         assert_eq!(d.host, b"127.0.0.1");
         assert_eq!(d.port, 5060);
-        assert_eq!(notes, vec!["uri without sip scheme - fixing it: 127.0.0.1:5060".to_string()]);
+        assert_eq!(
+            notes,
+            vec!["uri without sip scheme - fixing it: 127.0.0.1:5060".to_string()]
+        );
         let (d, _) = prep(&mut f, "gw.example", 0, "").expect("fixed");
         assert_eq!(d.uri, b"sip:gw.example");
         // too short for the fix-up
         assert!(prep(&mut f, "1.2.3", 16, "").is_ok());
-        assert!(prep(&mut f, "a.bc", 16, "").expect_err("short").msg.starts_with("bad uri [a.bc]"));
+        assert!(prep(&mut f, "a.bc", 16, "")
+            .expect_err("short")
+            .msg
+            .starts_with("bad uri [a.bc]"));
         // starting with "sip:" already: no second chance
         assert!(prep(&mut f, "sip:a@", 16, "").is_err());
         // case-sensitive "sip:" test: "SIP:a@" is retried as "sip:SIP:a@", which fails too
@@ -457,7 +540,10 @@ mod tests {
         assert_eq!(long.len(), 499);
         assert_eq!(prep(&mut f, &long, 16, "").expect("ok").0.uri.len(), 503);
         let long = format!("h;x={}", "a".repeat(496));
-        assert!(prep(&mut f, &long, 16, "").expect_err("500").msg.starts_with("bad uri"));
+        assert!(prep(&mut f, &long, 16, "")
+            .expect_err("500")
+            .msg
+            .starts_with("bad uri"));
     }
 
     #[test]
@@ -466,7 +552,10 @@ mod tests {
         let h254 = format!("sip:u@{}", "a".repeat(254));
         assert!(prep(&mut f, &h254, 16, "").is_ok());
         let h255 = format!("sip:u@{}", "a".repeat(255));
-        assert!(prep(&mut f, &h255, 16, "").expect_err("long").msg.starts_with("hostname in uri is too long"));
+        assert!(prep(&mut f, &h255, 16, "")
+            .expect_err("long")
+            .msg
+            .starts_with("hostname in uri is too long"));
         let (d, _) = prep(&mut f, "sip:[2001:db8::5]:5070", 0, "").expect("v6");
         assert_eq!(d.ip, Some("2001:db8::5".parse().expect("ip")));
         assert_eq!(d.host, b"[2001:db8::5]");
@@ -480,14 +569,32 @@ mod tests {
         let mut f = env();
         f.default_sock = 99;
         assert_eq!(prep(&mut f, "sip:1.2.3.4", 0, "").expect("ok").0.sock, 99);
-        assert_eq!(prep(&mut f, "sip:1.2.3.4", 0, "socket=udp:192.168.0.125:5060").expect("ok").0.sock, 11);
-        assert_eq!(prep(&mut f, "sip:1.2.3.4", 0, "sockname=s1;socket=bogus").expect("ok").0.sock, 22);
+        assert_eq!(
+            prep(&mut f, "sip:1.2.3.4", 0, "socket=udp:192.168.0.125:5060")
+                .expect("ok")
+                .0
+                .sock,
+            11
+        );
+        assert_eq!(
+            prep(&mut f, "sip:1.2.3.4", 0, "sockname=s1;socket=bogus")
+                .expect("ok")
+                .0
+                .sock,
+            22
+        );
         let err = prep(&mut f, "sip:1.2.3.4", 0, "socket=udp:8.8.8.8:5060").expect_err("non-local");
         assert_eq!(err.msg, "non-local socket <udp:8.8.8.8:5060>");
         let err = prep(&mut f, "sip:1.2.3.4", 0, "sockname=nope").expect_err("non-local");
         assert_eq!(err.msg, "non-local socket name <nope>");
         // empty values fall through to the next choice
-        assert_eq!(prep(&mut f, "sip:1.2.3.4", 0, "sockname=\"\";socket=").expect("ok").0.sock, 99);
+        assert_eq!(
+            prep(&mut f, "sip:1.2.3.4", 0, "sockname=\"\";socket=")
+                .expect("ok")
+                .0
+                .sock,
+            99
+        );
     }
 
     #[test]

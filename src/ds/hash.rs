@@ -82,7 +82,10 @@ pub fn uri_hash_keys(uri: &[u8], user_only: bool) -> Result<HashKeys, UriError> 
         if phone {
             is_sips = false;
             if let Some(u) = user.clone() {
-                if let Some(semi) = uri.get(u.clone()).and_then(|s| s.iter().position(|&c| c == b';')) {
+                if let Some(semi) = uri
+                    .get(u.clone())
+                    .and_then(|s| s.iter().position(|&c| c == b';'))
+                {
                     user = Some(u.start..u.start + semi);
                 }
             }
@@ -122,7 +125,10 @@ mod tests {
         assert_eq!(ds_hash(Some(b"alice"), Some(b"server.com")), 1412806172);
         assert_eq!(ds_hash(Some(b"bob"), Some(b"server.com")), 3883463682);
         assert_eq!(ds_hash(Some(b"alice"), Some(b"example.org")), 1441481473);
-        assert_eq!(ds_hash(Some(b"alice"), Some(b"example.org:5080")), 3956439950);
+        assert_eq!(
+            ds_hash(Some(b"alice"), Some(b"example.org:5080")),
+            3956439950
+        );
         assert_eq!(ds_hash(Some(b"bob"), Some(b"example.com:5061")), 2337664521);
         assert_eq!(h1(&[0xc3, 0xa9, 0x74, 0xc3, 0xa9]), 3139016441);
     }
@@ -149,14 +155,38 @@ mod tests {
 
     #[test]
     fn uri_keys() {
-        assert_eq!(keys("sip:alice@server.com", false), (s("alice"), s("server.com")));
-        assert_eq!(keys("sip:alice@Server.COM:5060", false), (s("alice"), s("Server.COM")));
-        assert_eq!(keys("sip:alice@example.org:5080;x=y?h=v", false), (s("alice"), s("example.org:5080")));
-        assert_eq!(keys("sips:bob@example.com:5061", false), (s("bob"), s("example.com")));
-        assert_eq!(keys("sips:bob@example.com:5060", false), (s("bob"), s("example.com:5060")));
-        assert_eq!(keys("sip:bob@example.com:5061", false), (s("bob"), s("example.com:5061")));
-        assert_eq!(keys("sip:example.com:5070", false), (None, s("example.com:5070")));
-        assert_eq!(keys("sip:alice@[::1]:5080", false), (s("alice"), s("[::1]:5080")));
+        assert_eq!(
+            keys("sip:alice@server.com", false),
+            (s("alice"), s("server.com"))
+        );
+        assert_eq!(
+            keys("sip:alice@Server.COM:5060", false),
+            (s("alice"), s("Server.COM"))
+        );
+        assert_eq!(
+            keys("sip:alice@example.org:5080;x=y?h=v", false),
+            (s("alice"), s("example.org:5080"))
+        );
+        assert_eq!(
+            keys("sips:bob@example.com:5061", false),
+            (s("bob"), s("example.com"))
+        );
+        assert_eq!(
+            keys("sips:bob@example.com:5060", false),
+            (s("bob"), s("example.com:5060"))
+        );
+        assert_eq!(
+            keys("sip:bob@example.com:5061", false),
+            (s("bob"), s("example.com:5061"))
+        );
+        assert_eq!(
+            keys("sip:example.com:5070", false),
+            (None, s("example.com:5070"))
+        );
+        assert_eq!(
+            keys("sip:alice@[::1]:5080", false),
+            (s("alice"), s("[::1]:5080"))
+        );
         assert_eq!(keys("sip:alice@example.org:5080", true), (s("alice"), None));
         assert_eq!(keys("sip:alice:pw@h", false), (s("alice"), s("h")));
         // explicit empty port: C extends the key by ":" (port 0 != 5060)
@@ -168,9 +198,18 @@ mod tests {
 
     #[test]
     fn uri_keys_phone_and_tel() {
-        assert_eq!(keys("sip:+4912;npdi@gw.example;user=phone", false), (s("+4912"), s("gw.example")));
-        assert_eq!(keys("sips:+4912@gw:5061;user=phone", false), (s("+4912"), s("gw:5061")));
-        assert_eq!(keys("sips:+4912@gw:5061;user=Phone", false), (s("+4912"), s("gw")));
+        assert_eq!(
+            keys("sip:+4912;npdi@gw.example;user=phone", false),
+            (s("+4912"), s("gw.example"))
+        );
+        assert_eq!(
+            keys("sips:+4912@gw:5061;user=phone", false),
+            (s("+4912"), s("gw:5061"))
+        );
+        assert_eq!(
+            keys("sips:+4912@gw:5061;user=Phone", false),
+            (s("+4912"), s("gw"))
+        );
         assert_eq!(keys("tel:+4912345", false), (s("+4912345"), s("")));
     }
 

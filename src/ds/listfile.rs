@@ -68,9 +68,9 @@ fn ws(i: &[u8]) -> IResult<&[u8], &[u8]> {
 /// A (possibly empty) digit run converted with C `int` wrap-around.
 fn digits(i: &[u8]) -> IResult<&[u8], i32> {
     let (rest, d) = take_while(|c: u8| c.is_ascii_digit())(i)?;
-    let v = d
-        .iter()
-        .fold(0i32, |acc, &c| acc.wrapping_mul(10).wrapping_add(i32::from(c - b'0')));
+    let v = d.iter().fold(0i32, |acc, &c| {
+        acc.wrapping_mul(10).wrapping_add(i32::from(c - b'0'))
+    });
     Ok((rest, v))
 }
 
@@ -94,7 +94,14 @@ enum Chunk<'a> {
     Skip,
     /// set id but no destination; the offset is where the destination was expected
     BadLine(usize),
-    Entry { setid: i32, uri: &'a [u8], uri_off: usize, flags: i32, priority: i32, attrs: &'a [u8] },
+    Entry {
+        setid: i32,
+        uri: &'a [u8],
+        uri_off: usize,
+        flags: i32,
+        priority: i32,
+        attrs: &'a [u8],
+    },
 }
 
 /// Parses one chunk (already cut at its first NUL byte).
@@ -123,32 +130,31 @@ fn parse_chunk(c: &[u8]) -> Chunk<'_> {
         }
         let uri_off = off(i);
         let (i, uri) = uri_field(i)?;
-        let (i, _) = ws(i)?;
-        let mut e = Chunk::Entry { setid, uri, uri_off, flags: 0, priority: 0, attrs: &[] };
-        if line_ends(i) {
-            return Ok((i, e));
+        let (mut i, _) = ws(i)?;
+        let (mut flags, mut priority, mut attrs) = (0, 0, &[][..]);
+        // optional fields: each one is only read when the line goes on
+        if !line_ends(i) {
+            (i, flags) = digits(i)?;
+            (i, _) = ws(i)?;
+            if !line_ends(i) {
+                (i, priority) = digits(i)?;
+                (i, _) = ws(i)?;
+                if !line_ends(i) {
+                    (i, attrs) = attrs_field(i)?;
+                }
+            }
         }
-        let (i, fl) = digits(i)?;
-        let (i, _) = ws(i)?;
-        if let Chunk::Entry { flags, .. } = &mut e {
-            *flags = fl;
-        }
-        if line_ends(i) {
-            return Ok((i, e));
-        }
-        let (i, pr) = digits(i)?;
-        let (i, _) = ws(i)?;
-        if let Chunk::Entry { priority, .. } = &mut e {
-            *priority = pr;
-        }
-        if line_ends(i) {
-            return Ok((i, e));
-        }
-        let (i, at) = attrs_field(i)?;
-        if let Chunk::Entry { attrs, .. } = &mut e {
-            *attrs = at;
-        }
-        Ok((i, e))
+        Ok((
+            i,
+            Chunk::Entry {
+                setid,
+                uri,
+                uri_off,
+                flags,
+                priority,
+                attrs,
+            },
+        ))
     };
     match run() {
         Ok((_, ch)) => ch,
@@ -166,7 +172,11 @@ fn fgets_chunks(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
         let rest = text.get(pos..).filter(|r| !r.is_empty())?;
         let max = rest.len().min(FGETS_BUF - 1);
         let window = rest.get(..max)?;
-        let len = window.iter().position(|&c| c == b'\n').map(|n| n + 1).unwrap_or(max);
+        let len = window
+            .iter()
+            .position(|&c| c == b'\n')
+            .map(|n| n + 1)
+            .unwrap_or(max);
         let chunk = rest.get(..len)?;
         let item = (line, line_off, chunk);
         pos += len;
@@ -200,7 +210,14 @@ pub fn parse_list(text: &[u8], file: &str) -> Result<Vec<RawEntry>, ListError> {
                     msg: "bad line: missing destination after set id".to_string(),
                 })
             }
-            Chunk::Entry { setid, uri, uri_off, flags, priority, attrs } => out.push(RawEntry {
+            Chunk::Entry {
+                setid,
+                uri,
+                uri_off,
+                flags,
+                priority,
+                attrs,
+            } => out.push(RawEntry {
                 setid,
                 uri: uri.to_vec(),
                 flags,
@@ -218,7 +235,15 @@ pub fn parse_list(text: &[u8], file: &str) -> Result<Vec<RawEntry>, ListError> {
 mod tests {
     use super::*;
 
-    fn e(setid: i32, uri: &str, flags: i32, priority: i32, attrs: &str, line: usize, col: usize) -> RawEntry {
+    fn e(
+        setid: i32,
+        uri: &str,
+        flags: i32,
+        priority: i32,
+        attrs: &str,
+        line: usize,
+        col: usize,
+    ) -> RawEntry {
         RawEntry {
             setid,
             uri: uri.as_bytes().to_vec(),
@@ -245,7 +270,15 @@ mod tests {
             pl(text),
             vec![
                 e(1, "sip:127.0.0.1:5080", 0, 0, "", 3, 3),
-                e(2, "sip:127.0.0.1:5082;px=vx", 0, 5, "duid=abc;socket=udp:192.168.0.125:5060;pipe=p10", 4, 3),
+                e(
+                    2,
+                    "sip:127.0.0.1:5082;px=vx",
+                    0,
+                    5,
+                    "duid=abc;socket=udp:192.168.0.125:5060;pipe=p10",
+                    4,
+                    3
+                ),
                 e(3, "sip:h.example", 8, 2, "a=1", 5, 5),
             ]
         );
@@ -256,7 +289,10 @@ mod tests {
         assert_eq!(pl("1 sip:a#x"), vec![e(1, "sip:a", 0, 0, "", 1, 3)]);
         assert_eq!(pl("1 sip:a 1 #c"), vec![e(1, "sip:a", 1, 0, "", 1, 3)]);
         assert_eq!(pl("1 sip:a 1 2#c"), vec![e(1, "sip:a", 1, 2, "", 1, 3)]);
-        assert_eq!(pl("1 sip:a 1 2 x=#y z"), vec![e(1, "sip:a", 1, 2, "x=#y", 1, 3)]);
+        assert_eq!(
+            pl("1 sip:a 1 2 x=#y z"),
+            vec![e(1, "sip:a", 1, 2, "x=#y", 1, 3)]
+        );
         assert_eq!(pl("   # 1 sip:a\n#\n"), vec![]);
         assert_eq!(pl(""), vec![]);
         assert_eq!(pl("\r\n\t\n"), vec![]);
@@ -288,7 +324,10 @@ mod tests {
         let err = parse_list(b"1 sip:a\n\n  7   \n2 sip:b\n", "/etc/x.list").expect_err("bad");
         assert_eq!(err.line, 3);
         assert_eq!(err.col, 7);
-        assert_eq!(err.to_string(), "/etc/x.list:3:7: bad line: missing destination after set id");
+        assert_eq!(
+            err.to_string(),
+            "/etc/x.list:3:7: bad line: missing destination after set id"
+        );
         let err = parse_list(b"1#x\n", "f").expect_err("bad");
         assert_eq!((err.line, err.col), (1, 2));
         let err = parse_list(b"1 # comment\n", "f").expect_err("bad");
@@ -297,7 +336,10 @@ mod tests {
 
     #[test]
     fn nul_ends_the_line() {
-        assert_eq!(pl("1 sip:a\0 1 2 x=y\n2 sip:b"), vec![e(1, "sip:a", 0, 0, "", 1, 3), e(2, "sip:b", 0, 0, "", 2, 3)]);
+        assert_eq!(
+            pl("1 sip:a\0 1 2 x=y\n2 sip:b"),
+            vec![e(1, "sip:a", 0, 0, "", 1, 3), e(2, "sip:b", 0, 0, "", 2, 3)]
+        );
         assert_eq!(pl("\0 1 sip:a\n"), vec![]);
     }
 
@@ -343,7 +385,9 @@ mod tests {
         let c: Vec<_> = fgets_chunks(b"ab\ncd").collect();
         assert_eq!(c, vec![(1, 0, &b"ab\n"[..]), (2, 0, &b"cd"[..])]);
         let long = vec![b'x'; 2500];
-        let c: Vec<_> = fgets_chunks(&long).map(|(l, o, ch)| (l, o, ch.len())).collect();
+        let c: Vec<_> = fgets_chunks(&long)
+            .map(|(l, o, ch)| (l, o, ch.len()))
+            .collect();
         assert_eq!(c, vec![(1, 0, 1023), (1, 1023, 1023), (1, 2046, 454)]);
     }
 }

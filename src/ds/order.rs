@@ -50,7 +50,10 @@ impl Avl {
     fn get(&self, s: Slot) -> Option<usize> {
         match s {
             Slot::Root => self.root,
-            Slot::Child(n, d) => self.nodes.get(n).and_then(|x| x.kids.get(d).copied().flatten()),
+            Slot::Child(n, d) => self
+                .nodes
+                .get(n)
+                .and_then(|x| x.kids.get(d).copied().flatten()),
         }
     }
 
@@ -99,7 +102,11 @@ impl Avl {
             slot = Slot::Child(n, usize::from(id > nid));
         }
         let idx = self.nodes.len();
-        self.nodes.push(Node { id, kids: [None, None], lean: Lean::Neither });
+        self.nodes.push(Node {
+            id,
+            kids: [None, None],
+            lean: Lean::Neither,
+        });
         self.set(slot, Some(idx));
         self.rebalance(top, id);
     }
@@ -174,15 +181,23 @@ impl Avl {
                 self.mark_path(next, id);
             }
             Lean::Side(_) => {
-                let Some(child) = self.kid(path, first) else { return };
+                let Some(child) = self.kid(path, first) else {
+                    return;
+                };
                 let second = usize::from(id > self.id(child));
                 if first == second {
                     let rest = self.rotate2(top, first);
                     self.mark_path(rest, id);
                 } else {
-                    let Some(grand) = self.kid(child, second) else { return };
+                    let Some(grand) = self.kid(child, second) else {
+                        return;
+                    };
                     let gid = self.id(grand);
-                    let third = if gid == id { None } else { Some(usize::from(id > gid)) };
+                    let third = if gid == id {
+                        None
+                    } else {
+                        Some(usize::from(id > gid))
+                    };
                     let rest = self.rotate3(top, first, third);
                     self.mark_path(rest, id);
                 }
@@ -275,7 +290,10 @@ mod tests {
     }
 
     fn names(s: &DestSet) -> Vec<String> {
-        s.dests.iter().map(|x| String::from_utf8(x.host.clone()).expect("utf8")).collect()
+        s.dests
+            .iter()
+            .map(|x| String::from_utf8(x.host.clone()).expect("utf8"))
+            .collect()
     }
 
     #[test]
@@ -354,7 +372,14 @@ mod tests {
 
     fn rins(n: Option<Box<RNode>>, id: i32) -> Box<RNode> {
         let mut n = match n {
-            None => return Box::new(RNode { id, h: 1, l: None, r: None }),
+            None => {
+                return Box::new(RNode {
+                    id,
+                    h: 1,
+                    l: None,
+                    r: None,
+                })
+            }
             Some(n) => n,
         };
         if id < n.id {
@@ -407,7 +432,9 @@ mod tests {
             let n = 1 + round % 60;
             let mut ids = Vec::new();
             for _ in 0..n {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let v = ((seed >> 33) % 97) as i32 - 20;
                 ids.push(v);
             }
@@ -417,7 +444,9 @@ mod tests {
         assert_eq!(avl_postorder(&asc), reference(&asc));
         let desc: Vec<i32> = (1..=100).rev().collect();
         assert_eq!(avl_postorder(&desc), reference(&desc));
-        let zig: Vec<i32> = (0..50).map(|i| if i % 2 == 0 { i } else { 100 - i }).collect();
+        let zig: Vec<i32> = (0..50)
+            .map(|i| if i % 2 == 0 { i } else { 100 - i })
+            .collect();
         assert_eq!(avl_postorder(&zig), reference(&zig));
     }
 }

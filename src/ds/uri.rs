@@ -118,7 +118,8 @@ pub fn uri_param_value(input: &[u8], params: Range<usize>, name: &[u8]) -> Optio
     let mut start = 0usize;
     for piece in text.split(|&c| c == b';') {
         if let Some(eq) = piece.iter().position(|&c| c == b'=') {
-            let (n, v) = (&piece[..eq], &piece[eq + 1..]);
+            let (n, rest) = piece.split_at(eq);
+            let v = rest.get(1..).unwrap_or_default();
             if n.eq_ignore_ascii_case(name) && !v.is_empty() {
                 let vs = params.start + start + eq + 1;
                 found = Some(vs..vs + v.len());
@@ -198,7 +199,9 @@ impl<'a> Parser<'a> {
     fn port_digit(&mut self, c: u8, p: usize) -> Result<(), UriError> {
         self.port_no = self.port_no * 10 + u32::from(c - b'0');
         if self.port_no > 65535 {
-            return Err(err(format!("bad port in uri (value too large at byte {p})")));
+            return Err(err(format!(
+                "bad port in uri (value too large at byte {p})"
+            )));
         }
         Ok(())
     }
@@ -229,8 +232,10 @@ impl<'a> Parser<'a> {
             return;
         };
         if let Some(eq) = piece.iter().position(|&c| c == b'=') {
-            if piece[..eq].eq_ignore_ascii_case(b"transport") {
-                if let Some(pr) = kamailio_uri_transport(&piece[eq + 1..]) {
+            let (n, rest) = piece.split_at(eq);
+            let v = rest.get(1..).unwrap_or_default();
+            if n.eq_ignore_ascii_case(b"transport") {
+                if let Some(pr) = kamailio_uri_transport(v) {
                     self.acc.proto = Some(pr);
                 }
             }
@@ -247,7 +252,11 @@ impl<'a> Parser<'a> {
             Some(q) => (ustart..q, Some(q + 1..p)),
             None => (ustart..p, None),
         };
-        self.acc = Acc { user: Some(user), password, ..Acc::default() };
+        self.acc = Acc {
+            user: Some(user),
+            password,
+            ..Acc::default()
+        };
         self.s = p + 1;
         self.found_user = true;
         self.error_headers = false;
@@ -338,7 +347,9 @@ impl<'a> Parser<'a> {
                     self.st = St::Headers;
                     self.s = p + 1;
                 }
-                b'[' | b']' => return Err(err(format!("bad char {} in user at byte {p}", show(c)))),
+                b'[' | b']' => {
+                    return Err(err(format!("bad char {} in user at byte {p}", show(c))))
+                }
                 _ => {}
             },
             St::Password => match c {
@@ -365,7 +376,10 @@ impl<'a> Parser<'a> {
                 }
                 b'0'..=b'9' => self.port_digit(c, p)?,
                 b'[' | b']' | b':' => {
-                    return Err(err(format!("bad char {} in password/port at byte {p}", show(c))))
+                    return Err(err(format!(
+                        "bad char {} in password/port at byte {p}",
+                        show(c)
+                    )))
                 }
                 _ => {
                     self.port_no = 0;
@@ -379,7 +393,9 @@ impl<'a> Parser<'a> {
                     self.found_user = true;
                     self.s = p + 1;
                 }
-                b';' | b'?' => return Err(err(format!("bad port in uri (non-digit) before byte {p}"))),
+                b';' | b'?' => {
+                    return Err(err(format!("bad port in uri (non-digit) before byte {p}")))
+                }
                 b'[' | b']' | b':' => {
                     return Err(err(format!("bad char {} in password at byte {p}", show(c))))
                 }
@@ -391,23 +407,35 @@ impl<'a> Parser<'a> {
                 } else if c.is_ascii_alphanumeric() {
                     self.st = St::HostName;
                 } else {
-                    return Err(err(format!("bad host in uri (char {} at byte {p})", show(c))));
+                    return Err(err(format!(
+                        "bad host in uri (char {} at byte {p})",
+                        show(c)
+                    )));
                 }
             }
             St::HostName => {
                 if !(self.host_end(c, p)? || c.is_ascii_alphanumeric() || c == b'.' || c == b'-') {
-                    return Err(err(format!("bad host in uri (char {} at byte {p})", show(c))));
+                    return Err(err(format!(
+                        "bad host in uri (char {} at byte {p})",
+                        show(c)
+                    )));
                 }
             }
             St::Host6End => {
                 if !self.host_end(c, p)? {
-                    return Err(err(format!("bad host in uri (char {} after ']' at byte {p})", show(c))));
+                    return Err(err(format!(
+                        "bad host in uri (char {} after ']' at byte {p})",
+                        show(c)
+                    )));
                 }
             }
             St::Host6 => match c {
                 b']' => self.st = St::Host6End,
                 b'[' | b'&' | b'@' | b';' | b'?' => {
-                    return Err(err(format!("bad IPv6 reference (char {} at byte {p})", show(c))))
+                    return Err(err(format!(
+                        "bad IPv6 reference (char {} at byte {p})",
+                        show(c)
+                    )))
                 }
                 _ => {}
             },
@@ -424,7 +452,12 @@ impl<'a> Parser<'a> {
                     }
                 }
                 b'0'..=b'9' => self.port_digit(c, p)?,
-                _ => return Err(err(format!("bad port in uri (char {} at byte {p})", show(c)))),
+                _ => {
+                    return Err(err(format!(
+                        "bad port in uri (char {} at byte {p})",
+                        show(c)
+                    )))
+                }
             },
             St::Params => self.param_char(c, p)?,
             St::Headers => match c {
@@ -484,7 +517,12 @@ impl<'a> Parser<'a> {
                 // scan a partial `maddr=` name, so a URI whose last parameter is exactly
                 // `ma`, `mad`, `madd`, `maddr` or `maddr=` (any case) is rejected.
                 let last = self.buf.get(self.param_start..p).unwrap_or_default();
-                if last.len() >= 2 && last.len() <= 6 && b"maddr=".get(..last.len()).is_some_and(|m| last.eq_ignore_ascii_case(m)) {
+                if last.len() >= 2
+                    && last.len() <= 6
+                    && b"maddr="
+                        .get(..last.len())
+                        .is_some_and(|m| last.eq_ignore_ascii_case(m))
+                {
                     return Err(err("bad uri (unterminated maddr parameter)"));
                 }
                 self.finish_param(p);
@@ -688,7 +726,10 @@ mod tests {
             "sip:h;lr;MAdd",
             "sip:h;ma",
         ] {
-            assert!(parse_uri(bad.as_bytes()).is_err(), "{bad} should be rejected");
+            assert!(
+                parse_uri(bad.as_bytes()).is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 
@@ -746,7 +787,10 @@ mod tests {
         assert_eq!(p.scheme, Scheme::Tel);
         assert_eq!(sl(u.as_bytes(), &p.user), Some("+1-555-0100"));
         assert!(p.host.is_empty());
-        assert_eq!(sl(u.as_bytes(), &p.params), Some("phone-context=example.com"));
+        assert_eq!(
+            sl(u.as_bytes(), &p.params),
+            Some("phone-context=example.com")
+        );
         let u = "urn:service:sos";
         let p = ok(u);
         assert_eq!(p.scheme, Scheme::Urn);
