@@ -199,7 +199,7 @@ const ALLOW_FUNCS: &[&str] = &[
     "fixup_igp_igp", "fixup_free_igp_igp", "fixup_spve_all", "fixup_free_spve_all",
     "fixup_igp_all", "fixup_free_igp_all", "fixup_spve_spve", "fixup_free_spve_spve", "fixup_igp_spve", "fixup_free_igp_spve", "fixup_spve_spve_igp",
     "fix_param", "fix_param_types", "fixup_free_fparam_all",
-    "parse_headers", "parse_from_header", "parse_to_header", "parse_sip_msg_uri",
+    "parse_headers", "parse_credentials", "parse_from_header", "parse_to_header", "parse_sip_msg_uri",
     "xavp_add_value", "xavp_add_value_after", "xavp_add_xavp_value", "xavp_get", "xavp_get_by_index", "xavp_get_child",
     "xavp_rm_by_name", "xavp_rm_by_index", "xavp_destroy_list", "xavp_rm", "xavp_get_crt_list",
     "pv_cache_get", "pv_get_spec_value", "pv_parse_spec2", "pv_spec_free", "pv_printf_s",

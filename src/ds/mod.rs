@@ -8,3 +8,4 @@ pub mod hash;
 pub mod listfile;
 pub mod order;
 pub mod uri;
+pub mod weights; // owned by the lead developer

@@ -182,7 +182,7 @@ mod tests {
 
     fn mk(gen: u64, n: i32) -> *mut Header {
         let sets: Vec<DestSet> = (0..n).map(|i| DestSet { id: i, dests: vec![] }).collect();
-        build(&sets, gen, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc).expect("build")
+        build(&sets, gen, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build")
     }
 
     fn free(p: *mut Header) {

@@ -143,7 +143,7 @@ mod tests {
                 col: 1,
             })
             .collect();
-        let p = build(&[DestSet { id: 1, dests }], 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc)
+        let p = build(&[DestSet { id: 1, dests }], 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7)
             .expect("build");
         let size = unsafe { (*p).total_size };
         (p, size)

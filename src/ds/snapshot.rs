@@ -13,7 +13,7 @@
 
 use std::mem::{align_of, size_of};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use crate::ds::order::DestSet;
 
@@ -78,6 +78,10 @@ pub struct SetRec {
     pub last: AtomicU32,
     pub wlast: AtomicU32,
     pub rwlast: AtomicU32,
+    /// Alg 9 table (destination indexes), fixed at load.
+    pub wlist: [u32; 100],
+    /// Alg 11 table, rebuilt when a destination with `rweight` changes usability.
+    pub rwlist: [AtomicU32; 100],
 }
 
 /// One destination: the configured values plus its shared runtime state.
@@ -120,12 +124,22 @@ pub struct DestRec {
     pub sock: usize,
     pub dnstime_sec: u64,
     pub dnstime_usec: u64,
+    /// Latency average / estimate (ms, f64 bits) used by alg 13; from the `latency` attr
+    /// until keepalive statistics exist.
+    pub lat_avg: AtomicU64,
+    pub lat_est: AtomicU64,
 }
 
 impl DestRec {
     /// Usable = neither inactive nor disabled (trying destinations are still selected).
     pub fn usable(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & (DS_INACTIVE | DS_DISABLED) == 0
+    }
+    pub fn latency_avg(&self) -> f64 {
+        f64::from_bits(self.lat_avg.load(Ordering::Relaxed))
+    }
+    pub fn latency_est(&self) -> f64 {
+        f64::from_bits(self.lat_est.load(Ordering::Relaxed))
     }
     pub fn ip_addr(&self) -> Option<IpAddr> {
         match self.af {
@@ -252,6 +266,7 @@ pub fn build(
     now: (u64, u64),
     carry: &mut dyn FnMut(i32, &[u8], i32) -> Option<CarriedState>,
     alloc: &mut dyn FnMut(usize) -> *mut u8,
+    rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut Header, BuildError> {
     let nsets = sets.len();
     let ndests: usize = sets.iter().map(|s| s.dests.len()).sum();
@@ -301,7 +316,17 @@ pub fn build(
             }
         };
         let mut di = 0usize;
+        let mut carried_flags: Vec<i32> = Vec::new();
         for (si, s) in sets.iter().enumerate() {
+            let weights: Vec<i32> = s.dests.iter().map(|d| d.attrs.weight).collect();
+            let wlist = crate::ds::weights::weight_table(&weights, rng);
+            carried_flags.clear();
+            for d in &s.dests {
+                carried_flags.push(carry(s.id, &d.uri, d.flags).map(|c| c.flags).unwrap_or(d.flags));
+            }
+            let rweights: Vec<i32> = s.dests.iter().map(|d| d.attrs.rweight).collect();
+            let usable: Vec<bool> = carried_flags.iter().map(|f| f & (DS_INACTIVE | DS_DISABLED) == 0).collect();
+            let rw = crate::ds::weights::rweight_table(&rweights, &usable, rng).unwrap_or([0u32; 100]);
             set_ptr.add(si).write(SetRec {
                 id: s.id,
                 nr: s.dests.len() as u32,
@@ -309,6 +334,8 @@ pub fn build(
                 last: AtomicU32::new(0),
                 wlast: AtomicU32::new(0),
                 rwlast: AtomicU32::new(0),
+                wlist,
+                rwlist: rw.map(AtomicU32::new),
             });
             for d in &s.dests {
                 let st = dest_strings(d);
@@ -355,6 +382,8 @@ pub fn build(
                     sock: d.sock,
                     dnstime_sec: if af != 0 { now.0 } else { 0 },
                     dnstime_usec: if af != 0 { now.1 } else { 0 },
+                    lat_avg: AtomicU64::new(a.latency_init().map(|v| v as f64).unwrap_or(0.0).to_bits()),
+                    lat_est: AtomicU64::new(a.latency_init().map(|v| v as f64).unwrap_or(0.0).to_bits()),
                 });
                 di += 1;
             }
@@ -438,7 +467,7 @@ mod tests {
     #[test]
     fn build_and_read_back() {
         let sets = sample();
-        let p = build(&sets, 7, (1, 2), &mut |_, _, _| None, &mut testutil::heap_alloc).expect("build");
+        let p = build(&sets, 7, (1, 2), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
         let snap = unsafe { Snap::from_ptr(p) }.expect("snap");
         assert_eq!(snap.nsets(), 3);
         assert_eq!(snap.header().generation, 7);
@@ -461,13 +490,13 @@ mod tests {
     #[test]
     fn carry_keeps_runtime_state_unless_flags_changed() {
         let sets = sample();
-        let p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc).expect("build");
+        let p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
         let old = unsafe { Snap::from_ptr(p) }.expect("snap");
         old.set(3).expect("3").dests[0].flags.store(DS_INACTIVE | DS_PROBING, Ordering::Relaxed);
         old.set(3).expect("3").dests[0].dload.store(4, Ordering::Relaxed);
         let mut sets2 = sample();
         sets2[0].dests[1].flags = 0; // changed in the file: file wins
-        let p2 = build(&sets2, 2, (0, 0), &mut |id, uri, fl| find_carry(Some(old), id, uri, fl), &mut testutil::heap_alloc)
+        let p2 = build(&sets2, 2, (0, 0), &mut |id, uri, fl| find_carry(Some(old), id, uri, fl), &mut testutil::heap_alloc, &mut || 7)
             .expect("build");
         let new = unsafe { Snap::from_ptr(p2) }.expect("snap");
         let d = &new.set(3).expect("3").dests;

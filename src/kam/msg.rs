@@ -87,7 +87,8 @@ pub fn ip_from_kam(ip: &sys::ip_addr) -> Option<IpAddr> {
 /// Resolves a host name with the core resolver (honours the core DNS settings and cache).
 /// Only the first address is used, like the C module.
 pub fn resolve_host(host: &[u8]) -> Option<IpAddr> {
-    if let Some(ip) = parse_ip_literal(host) {
+    // IP literals the way the core reads them (str2ip/str2ip6), without DNS
+    if let Some(ip) = crate::ds::dest::ip_literal(host) {
         return Some(ip);
     }
     let mut z = host.to_vec();
@@ -115,12 +116,6 @@ pub fn resolve_host(host: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// IPv4 or (bracketed or not) IPv6 literal.
-pub fn parse_ip_literal(host: &[u8]) -> Option<IpAddr> {
-    let s = std::str::from_utf8(host).ok()?;
-    let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
-    s.parse::<IpAddr>().ok()
-}
 
 /// Local listening socket for "proto:host:port" (None when not a local socket).
 pub fn socket_by_addr(spec: &[u8]) -> Option<usize> {
@@ -172,4 +167,140 @@ pub fn ip_text(ip: Option<IpAddr>) -> String {
         return String::new();
     }
     String::from_utf8_lossy(&buf[..(n as usize).min(buf.len())]).into_owned()
+}
+
+fn hdr_flag(t: sys::hdr_types_t) -> sys::hdr_flags_t {
+    // HDR_T2F(): one bit per header type
+    (1 as sys::hdr_flags_t) << t
+}
+
+/// Trims SIP whitespace (space, tab, CR, LF) on both ends, like the core's `trim()`.
+pub fn trim(b: &[u8]) -> &[u8] {
+    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let s = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+    let e = b.iter().rposition(|c| !ws(c)).map(|p| p + 1).unwrap_or(s);
+    b.get(s..e.max(s)).unwrap_or(&[])
+}
+
+impl Msg {
+    /// Call-ID body (not trimmed), None when missing/unparsable.
+    pub fn callid(&self) -> Option<&[u8]> {
+        // SAFETY: parse_headers fills msg->callid within the message's own memory.
+        unsafe {
+            if (*self.0).callid.is_null()
+                && (sys::parse_headers(self.0, hdr_flag(sys::_hdr_types_t_HDR_CALLID_T), 0) == -1 || (*self.0).callid.is_null())
+            {
+                return None;
+            }
+            Some(unsafe_bytes((*(*self.0).callid).body))
+        }
+    }
+    /// From URI (trimmed).
+    pub fn from_uri(&self) -> Option<&[u8]> {
+        // SAFETY: parse_from_header parses into msg->from->parsed (a to_body in pkg).
+        unsafe {
+            if sys::parse_from_header(self.0) < 0 || (*self.0).from.is_null() || (*(*self.0).from).parsed.is_null() {
+                return None;
+            }
+            let tb = (*(*self.0).from).parsed as *const sys::to_body;
+            Some(trim(unsafe_bytes((*tb).uri)))
+        }
+    }
+    /// To URI (trimmed).
+    pub fn to_uri(&self) -> Option<&[u8]> {
+        // SAFETY: parse_headers parses the To header into msg->to->parsed (a to_body).
+        unsafe {
+            if (*self.0).to.is_null()
+                && (sys::parse_headers(self.0, hdr_flag(sys::_hdr_types_t_HDR_TO_T), 0) == -1 || (*self.0).to.is_null())
+            {
+                return None;
+            }
+            let p = (*(*self.0).to).parsed as *const sys::to_body;
+            if p.is_null() {
+                return None;
+            }
+            Some(trim(unsafe_bytes((*p).uri)))
+        }
+    }
+    /// The current R-URI (`$ru`: the new URI when rewritten), None when it does not parse.
+    pub fn ruri(&self) -> Option<&[u8]> {
+        // SAFETY: parse_sip_msg_uri validates the current R-URI; the strings are message memory.
+        unsafe {
+            if sys::parse_sip_msg_uri(self.0) < 0 {
+                return None;
+            }
+            let m = &*self.0;
+            if !m.new_uri.s.is_null() && m.new_uri.len > 0 {
+                Some(unsafe_bytes(m.new_uri))
+            } else {
+                Some(unsafe_bytes(m.first_line.u.request.uri))
+            }
+        }
+    }
+    /// Digest username (user part) from Proxy-Authorization, else Authorization.
+    /// Ok(None): no usable credentials; Err: header parse error.
+    pub fn auth_user(&self) -> Result<Option<Vec<u8>>, ()> {
+        // SAFETY: header parsing into the message's own structures, then read-only access.
+        unsafe {
+            let m = self.0;
+            if sys::parse_headers(m, hdr_flag(sys::_hdr_types_t_HDR_PROXYAUTH_T), 0) == -1 {
+                return Err(());
+            }
+            let mut h = (*m).proxy_auth;
+            if !h.is_null() && (*h).parsed.is_null() {
+                sys::parse_credentials(h);
+            }
+            if h.is_null() || (*h).parsed.is_null() {
+                if sys::parse_headers(m, hdr_flag(sys::_hdr_types_t_HDR_AUTHORIZATION_T), 0) == -1 {
+                    return Err(());
+                }
+                h = (*m).authorization;
+                if !h.is_null() && (*h).parsed.is_null() {
+                    sys::parse_credentials(h);
+                }
+                if h.is_null() || (*h).parsed.is_null() {
+                    return Ok(None);
+                }
+            }
+            let cred = (*h).parsed as *const sys::auth_body_t;
+            let u = (*cred).digest.username.user;
+            if u.len <= 0 {
+                return Ok(None);
+            }
+            Ok(Some(trim(unsafe_bytes(u)).to_vec()))
+        }
+    }
+    /// True for an INVITE request.
+    pub fn is_invite(&self) -> bool {
+        let m = self.m();
+        // SAFETY: reading the request part of the first-line union is valid for requests.
+        m.first_line.type_ == 1 && unsafe { m.first_line.u.request.method_value } == 1
+    }
+    /// Appends a branch (parallel forking, alg 12). `dst` empty = none.
+    pub fn append_branch(&self, uri: &[u8], dst: &[u8], sock: usize) -> bool {
+        let mut u = kstr(uri);
+        let mut d = kstr(dst);
+        // SAFETY: append_branch copies everything into the branch set of this process.
+        unsafe {
+            sys::append_branch(
+                self.0,
+                &mut u,
+                if dst.is_empty() { std::ptr::null_mut() } else { &mut d },
+                std::ptr::null_mut(),
+                -1, // Q_UNSPECIFIED
+                0,
+                sock as *mut sys::socket_info,
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            ) >= 0
+        }
+    }
+    /// Whether the R-URI has a user part (for alg 12 in R-URI mode) and the R-URI user.
+    pub fn ruri_user(&self) -> Option<Vec<u8>> {
+        let r = self.ruri()?;
+        let p = crate::ds::uri::parse_uri(r).ok()?;
+        p.user.and_then(|u| r.get(u)).map(|u| u.to_vec())
+    }
 }

@@ -199,6 +199,7 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
         now(),
         &mut |id, uri, fl| find_carry(old, id, uri, fl),
         &mut |size| shm_alloc(size),
+        &mut crate::kam::kam_rand,
     )
     .map_err(|e| ReloadError::Failed(e.to_string()))?;
     if !ctl.publish(block, &mut free_snapshot) {

@@ -1,0 +1,112 @@
+//! The 100-slot tables of algorithms 9 (`weight`) and 11 (`rweight`), built as the C module
+//! builds them (spec §6.2 G-09/G-11), then shuffled with a Fisher-Yates pass.
+
+/// Fisher-Yates over 100 slots with `rng()` (the C module uses `kam_rand() % (100 - j)`).
+pub fn shuffle100(arr: &mut [u32; 100], rng: &mut dyn FnMut() -> u32) {
+    for j in 0..100usize {
+        let k = j + (rng() as usize) % (100 - j);
+        arr.swap(j, k);
+    }
+}
+
+/// Weight table: only when the first destination has a weight; each index `weight` times in
+/// array order (stopping at 100), the rest filled with the last index, then shuffled.
+/// All zeros when the first weight is 0.
+pub fn weight_table(weights: &[i32], rng: &mut dyn FnMut() -> u32) -> [u32; 100] {
+    let mut t = [0u32; 100];
+    if weights.first().copied().unwrap_or(0) == 0 {
+        return t;
+    }
+    let mut n = 0usize;
+    'fill: for (j, &w) in weights.iter().enumerate() {
+        for _ in 0..w.max(0) {
+            if n >= 100 {
+                break 'fill;
+            }
+            t[n] = j as u32;
+            n += 1;
+        }
+    }
+    let last = weights.len().saturating_sub(1) as u32;
+    for slot in t.iter_mut().skip(n) {
+        *slot = last;
+    }
+    shuffle100(&mut t, rng);
+    t
+}
+
+/// Relative-weight table over the usable destinations; `None` means "leave the table as it
+/// is" (fewer than 2 destinations, or the usable rweights sum to 0).
+pub fn rweight_table(rweights: &[i32], usable: &[bool], rng: &mut dyn FnMut() -> u32) -> Option<[u32; 100]> {
+    let nr = rweights.len();
+    if nr < 2 {
+        return None;
+    }
+    let ok = |j: usize| usable.get(j).copied().unwrap_or(false);
+    let sum: i64 = (0..nr).filter(|&j| ok(j)).map(|j| rweights[j] as i64).sum();
+    if sum == 0 {
+        return None;
+    }
+    let mut t = [0u32; 100];
+    let mut n = 0usize;
+    for (j, &rw) in rweights.iter().enumerate() {
+        if !ok(j) {
+            continue;
+        }
+        let slice = (rw as i64 * 100 / sum).max(0) as usize;
+        for _ in 0..slice {
+            if n >= 100 {
+                break;
+            }
+            t[n] = j as u32;
+            n += 1;
+        }
+    }
+    let last = if n > 0 { t[n - 1] } else { (nr - 1) as u32 };
+    for slot in t.iter_mut().skip(n) {
+        *slot = last;
+    }
+    shuffle100(&mut t, rng);
+    Some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(t: &[u32; 100], n: usize) -> Vec<usize> {
+        (0..n).map(|i| t.iter().filter(|&&x| x as usize == i).count()).collect()
+    }
+    fn lcg() -> impl FnMut() -> u32 {
+        let mut s: u32 = 12345;
+        move || {
+            s = s.wrapping_mul(1103515245).wrapping_add(12345);
+            s >> 1
+        }
+    }
+
+    #[test]
+    fn weights_fill_and_remainder() {
+        assert_eq!(counts(&weight_table(&[50, 30, 20], &mut lcg()), 3), vec![50, 30, 20]);
+        assert_eq!(counts(&weight_table(&[10, 10, 10], &mut lcg()), 3), vec![10, 10, 80]);
+        assert_eq!(counts(&weight_table(&[80, 80, 5], &mut lcg()), 3), vec![80, 20, 0]);
+        assert_eq!(weight_table(&[0, 50], &mut lcg()), [0u32; 100]);
+        // shuffled: not the sorted fill
+        let t = weight_table(&[50, 50], &mut lcg());
+        assert_ne!(t[..50], [0u32; 50]);
+    }
+
+    #[test]
+    fn rweights_over_usable_only() {
+        let t = rweight_table(&[1, 2, 1], &[true, true, true], &mut lcg()).expect("table");
+        assert_eq!(counts(&t, 3), vec![25, 50, 25]);
+        let t = rweight_table(&[1, 2, 1], &[true, false, true], &mut lcg()).expect("table");
+        assert_eq!(counts(&t, 3), vec![50, 0, 50]);
+        // truncation: 3 x 33 = 99, last written index takes the rest
+        let t = rweight_table(&[1, 1, 1], &[true, true, true], &mut lcg()).expect("table");
+        assert_eq!(counts(&t, 3), vec![33, 33, 34]);
+        assert!(rweight_table(&[5], &[true], &mut lcg()).is_none());
+        assert!(rweight_table(&[0, 0], &[true, true], &mut lcg()).is_none());
+        assert!(rweight_table(&[3, 3], &[false, false], &mut lcg()).is_none());
+    }
+}
