@@ -114,6 +114,73 @@ pub fn failover_order(
     out
 }
 
+/// One entry of the alg-13 working list: destination index (-1 = unusable), its relative
+/// priority, and its flags when the list was built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ranked {
+    pub idx: i32,
+    pub prio: i32,
+    pub flags: i32,
+}
+
+/// Algorithm 13 (latency-optimised round-robin): the destinations visited from `last`
+/// (rotating at `nr-1` with `use_default`, exactly as the C module, which may visit an index
+/// twice), each with `priority - latency/priority` (at least 1 when priority > 0) and -1 for
+/// unusable ones, stably sorted by that value, highest first.
+pub fn alg13_rank(dests: &[DestRec], last: usize) -> Vec<Ranked> {
+    alg13_rank_with(dests, last, false)
+}
+
+/// As [`alg13_rank`], with `use_default`.
+pub fn alg13_rank_with(dests: &[DestRec], last: usize, use_default: bool) -> Vec<Ranked> {
+    let nr = dests.len();
+    let mut out = Vec::with_capacity(nr);
+    if nr == 0 {
+        return out;
+    }
+    let n = span(nr, use_default);
+    let mut z = last % nr;
+    for _ in 0..nr {
+        let Some(d) = dests.get(z) else { break };
+        let prio = d.priority;
+        let lat = if d.cc != 0 { (d.latency_est() - d.latency_avg()) as i32 } else { d.latency_est() as i32 };
+        let flags = d.flags.load(Ordering::Relaxed);
+        if d.usable() {
+            let handicap = if lat > prio && prio > 0 { lat / prio } else { 0 };
+            let mut rp = prio - handicap;
+            if rp < 1 && prio > 0 {
+                rp = 1;
+            }
+            out.push(Ranked { idx: z as i32, prio: rp, flags });
+        } else {
+            out.push(Ranked { idx: -1, prio: -1, flags });
+        }
+        z = (z + 1) % n;
+    }
+    // the C module's bubble sort: stable, descending
+    let len = out.len();
+    for _ in 0..len {
+        for ii in 1..len {
+            if out[ii - 1].prio < out[ii].prio {
+                out.swap(ii - 1, ii);
+            }
+        }
+    }
+    out
+}
+
+/// Least-loaded usable destination below its `maxload` (alg 10); first wins on ties.
+pub fn least_loaded(dests: &[DestRec]) -> Option<usize> {
+    let mut best: Option<(usize, i32)> = None;
+    for (j, d) in dests.iter().enumerate() {
+        let load = d.dload.load(Ordering::Relaxed);
+        if d.usable() && (d.maxload == 0 || load < d.maxload) && best.map(|(_, t)| load < t).unwrap_or(true) {
+            best = Some((j, load));
+        }
+    }
+    best.map(|(j, _)| j)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,3 +101,30 @@ pub fn get_int_is(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
     }
     Some(i)
 }
+
+/// A PV format string (e.g. `hash_pvar`), parsed once at startup.
+pub struct PvFormat(sys::pv_elem_p);
+// SAFETY: parsed in mod_init before fork (pkg copy in every process); processes are single-threaded.
+unsafe impl Send for PvFormat {}
+// SAFETY: as above.
+unsafe impl Sync for PvFormat {}
+
+impl PvFormat {
+    pub fn parse(fmt: &[u8]) -> Option<PvFormat> {
+        // the core keeps pointers into the format text: give it a leaked, stable copy
+        let v: &'static mut [u8] = Box::leak(fmt.to_vec().into_boxed_slice());
+        let mut s = sys::str_ { s: v.as_mut_ptr() as *mut c_char, len: v.len() as c_int };
+        let mut el: sys::pv_elem_p = std::ptr::null_mut();
+        // SAFETY: valid input string; the core allocates the element list in pkg.
+        let rc = unsafe { sys::pv_parse_format(&mut s, &mut el) };
+        if rc < 0 || el.is_null() { None } else { Some(PvFormat(el)) }
+    }
+    /// Expands the format for `msg` (copied out).
+    pub fn print(&self, msg: *mut sys::sip_msg) -> Option<Vec<u8>> {
+        let mut out = sys::str_ { s: std::ptr::null_mut(), len: 0 };
+        // SAFETY: the element list is valid for the process lifetime; the result points into a
+        // core static buffer that we copy at once.
+        let rc = unsafe { sys::pv_printf_s(msg, self.0, &mut out) };
+        if rc < 0 { None } else { Some(unsafe_bytes(out).to_vec()) }
+    }
+}

@@ -4,7 +4,12 @@ use std::net::IpAddr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
-use crate::ds::select::{self, failover_order, probe, rr_commit, rr_take};
+use crate::ds::hash::{ds_hash, uri_hash_keys};
+use crate::ds::select::{self, failover_order, least_loaded, probe, rr_commit, rr_take};
+use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE};
+use crate::kam::kam_rand;
+use crate::kam::msg::trim;
+use std::sync::atomic::Ordering;
 use crate::ds::snapshot::{DestRec, Snap};
 use crate::ds::uri::parse_uri;
 use crate::kam::msg::{self, Msg};
@@ -82,6 +87,79 @@ pub fn select_dst(m: Msg, setid: i32, alg: i32, limit: u32, mode: SetOp) -> i32 
     rc
 }
 
+fn uri_hash(uri: Option<&[u8]>, what: &str) -> Option<u32> {
+    let cfg = state::cfg();
+    let Some(u) = uri else {
+        ds_err!("cannot get {what} uri");
+        return None;
+    };
+    match uri_hash_keys(u, cfg.flags & 1 != 0) {
+        Ok((k1, k2)) => {
+            if k1.is_none() {
+                ds_warn!("empty username in: {}", String::from_utf8_lossy(u));
+            }
+            Some(ds_hash(k1.as_deref(), k2.as_deref()))
+        }
+        Err(_) => {
+            ds_err!("invalid uri {}", String::from_utf8_lossy(u));
+            None
+        }
+    }
+}
+
+/// Extra branches of algorithm 12 (`ds_add_branches`).
+fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
+    if mode != SetOp::Xavp && sel + 1 >= dests.len() {
+        return true;
+    }
+    let from = if mode == SetOp::Xavp { sel } else { sel + 1 };
+    let ruri_user = if mode == SetOp::Ruri {
+        if m.ruri().is_none() {
+            ds_err!("failed to parse sip msg uri");
+            return false;
+        }
+        m.ruri_user().filter(|u| !u.is_empty())
+    } else {
+        None
+    };
+    for (i, d) in dests.iter().enumerate().skip(from) {
+        let uri = d.uri.bytes();
+        let ok = if mode == SetOp::Ruri {
+            match &ruri_user {
+                None => m.append_branch(uri, &[], d.sock),
+                Some(user) => {
+                    if uri.len() < 6 {
+                        ds_warn!("invalid dispatcher uri - skipping ({i})");
+                        continue;
+                    }
+                    let (scheme, rest): (&[u8], &[u8]) = if uri.starts_with(b"sips:") {
+                        (b"sips:", &uri[5..])
+                    } else if uri.starts_with(b"sip:") {
+                        (b"sip:", &uri[4..])
+                    } else {
+                        ds_warn!("unsupported protocol schema - ignoring");
+                        continue;
+                    };
+                    let mut b = Vec::with_capacity(uri.len() + user.len() + 2);
+                    b.extend_from_slice(scheme);
+                    b.extend_from_slice(user);
+                    b.push(b'@');
+                    b.extend_from_slice(rest);
+                    m.append_branch(&b, &[], d.sock)
+                }
+            }
+        } else {
+            let Some(r) = m.ruri().map(|r| r.to_vec()) else { return false };
+            m.append_branch(&r, uri, d.sock)
+        };
+        if !ok {
+            ds_err!("failed to add branch");
+            return false;
+        }
+    }
+    true
+}
+
 fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, limit: u32, mode: SetOp, cnt: &mut i32) -> i32 {
     let cfg = state::cfg();
     let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
@@ -96,29 +174,135 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, limit: u32, m
         ds_err!("destination set [{setid}] not found");
         return -1;
     };
-    if set.dests.is_empty() {
+    let nr = set.dests.len();
+    if nr == 0 {
         ds_err!("destination set [{setid}] is empty");
         return -1;
     }
+    let failover = cfg.flags & 2 != 0 && !cfg.xavp_dst.is_empty();
+    let mut w = RecordWriter::new(&cfg.xavp_dst);
+    let mut alg_rec = alg; // the algorithm the records are built for (10 may fall back to 0)
     let mut rr: Option<u32> = None;
+    let mut ranked: Option<Vec<select::Ranked>> = None;
     let hash: u32 = match alg {
+        select::ALG_HASH_CALLID => match m.callid() {
+            Some(c) => ds_hash(Some(trim(c)), None),
+            None => {
+                ds_err!("cannot parse Call-Id");
+                return -1;
+            }
+        },
+        select::ALG_HASH_FROM => match uri_hash(m.from_uri(), "From") {
+            Some(h) => h,
+            None => return -1,
+        },
+        select::ALG_HASH_TO => match uri_hash(m.to_uri(), "To") {
+            Some(h) => h,
+            None => return -1,
+        },
+        select::ALG_HASH_RURI => match uri_hash(m.ruri(), "request") {
+            Some(h) => h,
+            None => return -1,
+        },
         select::ALG_RR => {
             let (h, v) = rr_take(set.rec);
             rr = Some(v);
             h
         }
-        select::ALG_SERIAL => 0,
-        0..=3 | 5..=7 | 9..=13 => {
-            ds_warn!("algo {alg} not implemented yet in this module - using first entry...");
-            0
+        select::ALG_HASH_AUTH => match m.auth_user() {
+            Ok(Some(u)) => ds_hash(Some(&u), None),
+            Ok(None) => {
+                let (h, v) = rr_take(set.rec);
+                rr = Some(v);
+                h
+            }
+            Err(()) => {
+                ds_err!("can't get authorization hash");
+                return -1;
+            }
+        },
+        select::ALG_RANDOM => kam_rand(),
+        select::ALG_HASH_PV => {
+            let Some(f) = state::hash_fmt() else {
+                ds_err!("can't get PV hash: hash_pvar is not set");
+                return -1;
+            };
+            let Some(v) = f.print(m.0) else {
+                ds_err!("error - cannot print the format");
+                return -1;
+            };
+            let v = trim(&v);
+            if v.is_empty() {
+                ds_err!("String is empty!");
+                return -1;
+            }
+            ds_hash(Some(v), None)
+        }
+        select::ALG_SERIAL | select::ALG_PARALLEL => 0,
+        select::ALG_WEIGHT => {
+            let k = set.rec.wlast.fetch_add(1, Ordering::Relaxed) % 100;
+            set.rec.wlist.get(k as usize).copied().unwrap_or(0)
+        }
+        select::ALG_RELWEIGHT => {
+            let k = set.rec.rwlast.fetch_add(1, Ordering::Relaxed) % 100;
+            set.rec.rwlist.get(k as usize).map(|a| a.load(Ordering::Relaxed)).unwrap_or(0)
+        }
+        select::ALG_CALLLOAD => {
+            if !m.is_invite() {
+                alg_rec = 0;
+                0
+            } else if cfg.xavp_dst.is_empty() {
+                ds_err!("no dst xavp for load distribution - using first entry...");
+                alg_rec = 0;
+                0
+            } else {
+                let Some(i) = least_loaded(set.dests) else { return -1 };
+                // the call-load table (ds_hash_size) is not built yet: classic dispatching
+                ds_err!("unable to update destination load - classic dispatching");
+                alg_rec = 0;
+                i as u32
+            }
+        }
+        select::ALG_LATENCY => {
+            let last = set.rec.last.load(Ordering::Relaxed) as usize;
+            let r = select::alg13_rank_with(set.dests, last, cfg.use_default);
+            let first = r.first().map(|x| x.idx).unwrap_or(-1);
+            set.rec.last.store(((first + 1).max(0) as u32) % nr as u32, Ordering::Relaxed);
+            if failover {
+                for x in &r {
+                    if *cnt as u32 >= limit {
+                        break;
+                    }
+                    if x.idx < 0 || x.flags & (DS_INACTIVE | DS_DISABLED) != 0 || (cfg.use_default && x.idx as usize == nr - 1) {
+                        continue;
+                    }
+                    let Some(d) = set.dests.get(x.idx as usize) else { continue };
+                    if !add_record(&mut w, d, setid, alg) {
+                        return -1;
+                    }
+                    *cnt += 1;
+                }
+            }
+            if first < 0 {
+                return -1;
+            }
+            ranked = Some(r);
+            first as u32
         }
         _ => {
             ds_warn!("algo {alg} not implemented - using first entry...");
             0
         }
     };
-    let Some(i) = probe(set.dests, hash, cfg.use_default) else {
-        return -1;
+    let i = if ranked.is_some() {
+        // alg 13: no probing, only the index mapping of the C module
+        let n = if cfg.use_default && nr != 1 { nr - 1 } else { nr };
+        hash as usize % n
+    } else {
+        match probe(set.dests, hash, cfg.use_default) {
+            Some(i) => i,
+            None => return -1,
+        }
     };
     let Some(d) = set.dests.get(i) else { return -1 };
     if mode != SetOp::Xavp && !push_dst(m, d.uri.bytes(), d.sock, mode) {
@@ -128,15 +312,30 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, limit: u32, m
         rr_commit(set.rec, v, i);
     }
     ds_dbg!("selected [{alg}-{setid}-{mode:?}/{i}] <{}>", String::from_utf8_lossy(d.uri.bytes()));
-    if cfg.flags & 2 == 0 || cfg.xavp_dst.is_empty() {
+    if alg == select::ALG_PARALLEL {
+        return if add_branches(m, set.dests, i, mode) { 1 } else { 2 };
+    }
+    if !failover {
         return 1;
     }
-    let order = failover_order(set.dests, i, cfg.use_default, limit, &|_| false);
-    let mut w = RecordWriter::new(&cfg.xavp_dst);
-    for idx in order {
-        let Some(d) = set.dests.get(idx) else { continue };
-        if !add_record(&mut w, d, setid, alg) {
-            ds_err!("failed to add destination in the xavp ({idx}/{setid})");
+    if ranked.is_none() {
+        let order = failover_order(set.dests, i, cfg.use_default, limit, &|j| {
+            alg_rec == select::ALG_CALLLOAD
+                && set.dests.get(j).map(|d| d.maxload != 0 && d.dload.load(Ordering::Relaxed) >= d.maxload).unwrap_or(false)
+        });
+        // failover_order appends the default itself; done below for alg 13 only
+        for idx in order {
+            let Some(d) = set.dests.get(idx) else { continue };
+            if !add_record(&mut w, d, setid, alg_rec) {
+                ds_err!("failed to add destination in the xavp ({idx}/{setid})");
+                return -1;
+            }
+            *cnt += 1;
+        }
+    } else if cfg.use_default && i != nr - 1 && (*cnt as u32) < limit {
+        let Some(d) = set.dests.get(nr - 1) else { return 1 };
+        if !add_record(&mut w, d, setid, alg_rec) {
+            ds_err!("failed to add default destination in the xavp");
             return -1;
         }
         *cnt += 1;

@@ -131,6 +131,7 @@ pub struct Config {
     pub xavp_dst_mode: i32,
     pub xavp_ctx: Vec<u8>,
     pub xavp_ctx_mode: i32,
+    pub hash_pvar: Vec<u8>,
     pub setid_pvname: Vec<u8>,
     pub attrs_pvname: Vec<u8>,
     pub attrs_none: bool,
@@ -165,6 +166,7 @@ impl Config {
                 xavp_dst_mode,
                 xavp_ctx: get_str(&*(&raw const xavp_ctx)),
                 xavp_ctx_mode,
+                hash_pvar: get_str(&*(&raw const hash_pvar)),
                 setid_pvname: get_str(&*(&raw const setid_pvname)),
                 attrs_pvname: get_str(&*(&raw const attrs_pvname)),
                 attrs_none: ds_attrs_none != 0,
@@ -186,7 +188,6 @@ impl Config {
             let set = |s: &str_| !s.s.is_null() && s.len > 0;
             if set(&*(&raw const db_url)) { v.push("db_url"); }
             if ds_db_extra_attrs.len > 0 { v.push("ds_db_extra_attrs"); }
-            if set(&*(&raw const hash_pvar)) { v.push("hash_pvar"); }
             if ds_ping_interval != 0 { v.push("ds_ping_interval"); }
             if ds_probing_mode != 0 { v.push("ds_probing_mode"); }
             if ds_ping_latency_stats != 0 { v.push("ds_ping_latency_stats"); }

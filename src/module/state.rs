@@ -13,7 +13,7 @@ use crate::ds::snapshot::{self, find_carry, Header, Snap};
 use crate::ds::uri::{Proto, Scheme};
 use crate::kam::mem::{shm_alloc, shm_free, ShmLock};
 use crate::kam::msg;
-use crate::kam::param::PvSpec;
+use crate::kam::param::{PvFormat, PvSpec};
 use crate::module::params::Config;
 use crate::sys;
 use crate::{ds_info, ds_warn};
@@ -29,6 +29,12 @@ pub struct Pvs {
     pub attrs: Option<PvSpec>,
 }
 static PVS: OnceCell<Pvs> = OnceCell::new();
+static HASH_FMT: OnceCell<PvFormat> = OnceCell::new();
+
+/// `hash_pvar` format (alg 7), when set.
+pub fn hash_fmt() -> Option<&'static PvFormat> {
+    HASH_FMT.get()
+}
 
 pub fn cfg() -> &'static Config {
     CFG.get_or_init(Config::default)
@@ -110,6 +116,11 @@ pub fn init(cfg: Config) -> Result<(), String> {
         pv.attrs = Some(s);
     }
     let _ = PVS.set(pv);
+    if !cfg.hash_pvar.is_empty() {
+        let f = PvFormat::parse(&cfg.hash_pvar)
+            .ok_or_else(|| format!("hash_pvar: malformed pv format '{}'", String::from_utf8_lossy(&cfg.hash_pvar)))?;
+        let _ = HASH_FMT.set(f);
+    }
     let _ = CFG.set(cfg);
     load_and_install(false).map(|_| ()).map_err(|e| match e {
         ReloadError::Failed(m) => m,
