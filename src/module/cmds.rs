@@ -71,20 +71,89 @@ fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, setid: i32, alg: i32) -> bo
     w.add(&f)
 }
 
+/// State shared by the selections of one call (`ds_select_state_t`): records counted against
+/// one limit and appended after each other, and whether `$du`/R-URI was already set.
+pub struct SelState<'a> {
+    pub cnt: i32,
+    pub limit: u32,
+    pub w: RecordWriter<'a>,
+    pub emode: bool,
+}
+
+fn add_ctx_cnt(cnt: i32) -> bool {
+    let cfg = state::cfg();
+    if cfg.xavp_ctx_mode & 1 == 0 && !cfg.xavp_ctx.is_empty() && !xavp::add_ctx_int(&cfg.xavp_ctx, b"cnt", cnt) {
+        ds_err!("failed to add cnt value to xavp");
+        return false;
+    }
+    true
+}
+
 /// The selection (`ds_manage_routes` + `ds_select_dst_limit`): returns 1, 2 or -1.
 pub fn select_dst(m: Msg, setid: i32, alg: i32, limit: u32, mode: SetOp) -> i32 {
     let cfg = state::cfg();
-    let limit = if limit == 0 { u32::MAX } else { limit };
-    let mut cnt = 0i32;
-    let rc = state::with_snap(|snap| select_in(snap, m, setid, alg, limit, mode, &mut cnt));
+    let mut st = SelState { cnt: 0, limit: if limit == 0 { u32::MAX } else { limit }, w: RecordWriter::new(&cfg.xavp_dst), emode: false };
+    let rc = state::with_snap(|snap| select_in(snap, m, setid, alg, &mut st, mode));
     if rc < 0 {
         return rc;
     }
-    if cfg.xavp_ctx_mode & 1 == 0 && !cfg.xavp_ctx.is_empty() && !xavp::add_ctx_int(&cfg.xavp_ctx, b"cnt", cnt) {
-        ds_err!("failed to add cnt value to xavp");
+    if !add_ctx_cnt(st.cnt) {
         return -1;
     }
     rc
+}
+
+/// `ds_select_routes(rules, mode[, limit])`: rules `set=alg;set=alg;...` against one counter.
+pub fn select_routes(m: Msg, rules: &[u8], umode: &[u8], limit: u32) -> i32 {
+    let cfg = state::cfg();
+    let mut st = SelState { cnt: 0, limit: if limit == 0 { u32::MAX } else { limit }, w: RecordWriter::new(&cfg.xavp_dst), emode: false };
+    let mut vret = -1;
+    let mut gret = -1;
+    let mut i = 0usize;
+    let field = |i: &mut usize, end: u8| -> Result<i32, ()> {
+        let mut v: i32 = 0;
+        while let Some(&c) = rules.get(*i) {
+            if c.is_ascii_digit() {
+                v = v.wrapping_mul(10).wrapping_add((c - b'0') as i32);
+                *i += 1;
+            } else if c == end {
+                *i += 1;
+                break;
+            } else {
+                ds_err!("invalid character in [{}] at [{}]", String::from_utf8_lossy(rules), *i);
+                return Err(());
+            }
+        }
+        Ok(v)
+    };
+    while i < rules.len() {
+        let Ok(setid) = field(&mut i, b'=') else { return -1 };
+        let Ok(alg) = field(&mut i, b';') else { return -1 };
+        let mode = if st.emode {
+            SetOp::Xavp
+        } else {
+            match umode.first() {
+                Some(b'0' | b'd' | b'D') => SetOp::DstUri,
+                Some(b'1' | b'r' | b'R') => SetOp::Ruri,
+                Some(b'2' | b'x' | b'X') => SetOp::Xavp,
+                _ => {
+                    ds_err!("invalid routing mode parameter: {}", String::from_utf8_lossy(umode));
+                    return -1;
+                }
+            }
+        };
+        vret = state::with_snap(|snap| select_in(snap, m, setid, alg, &mut st, mode));
+        if vret > 0 {
+            gret = vret;
+        }
+    }
+    if gret < 0 {
+        return vret;
+    }
+    if !add_ctx_cnt(st.cnt) {
+        return -1;
+    }
+    gret
 }
 
 fn uri_hash(uri: Option<&[u8]>, what: &str) -> Option<u32> {
@@ -160,7 +229,7 @@ fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
     true
 }
 
-fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, limit: u32, mode: SetOp, cnt: &mut i32) -> i32 {
+fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelState<'_>, mode: SetOp) -> i32 {
     let cfg = state::cfg();
     let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
         ds_err!("no destination sets");
@@ -180,7 +249,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, limit: u32, m
         return -1;
     }
     let failover = cfg.flags & 2 != 0 && !cfg.xavp_dst.is_empty();
-    let mut w = RecordWriter::new(&cfg.xavp_dst);
+    let limit = st.limit;
     let mut alg_rec = alg; // the algorithm the records are built for (10 may fall back to 0)
     let mut rr: Option<u32> = None;
     let mut ranked: Option<Vec<select::Ranked>> = None;
@@ -270,17 +339,17 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, limit: u32, m
             set.rec.last.store(((first + 1).max(0) as u32) % nr as u32, Ordering::Relaxed);
             if failover {
                 for x in &r {
-                    if *cnt as u32 >= limit {
+                    if st.cnt as u32 >= limit {
                         break;
                     }
                     if x.idx < 0 || x.flags & (DS_INACTIVE | DS_DISABLED) != 0 || (cfg.use_default && x.idx as usize == nr - 1) {
                         continue;
                     }
                     let Some(d) = set.dests.get(x.idx as usize) else { continue };
-                    if !add_record(&mut w, d, setid, alg) {
+                    if !add_record(&mut st.w, d, setid, alg) {
                         return -1;
                     }
-                    *cnt += 1;
+                    st.cnt += 1;
                 }
             }
             if first < 0 {
@@ -305,8 +374,11 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, limit: u32, m
         }
     };
     let Some(d) = set.dests.get(i) else { return -1 };
-    if mode != SetOp::Xavp && !push_dst(m, d.uri.bytes(), d.sock, mode) {
-        return -1;
+    if mode != SetOp::Xavp {
+        if !push_dst(m, d.uri.bytes(), d.sock, mode) {
+            return -1;
+        }
+        st.emode = true;
     }
     if let Some(v) = rr {
         rr_commit(set.rec, v, i);
@@ -319,26 +391,28 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, limit: u32, m
         return 1;
     }
     if ranked.is_none() {
-        let order = failover_order(set.dests, i, cfg.use_default, limit, &|j| {
+        // the selected destination is always recorded, even past the limit (as in C)
+        let remaining = limit.saturating_sub(st.cnt.max(0) as u32).max(1);
+        let order = failover_order(set.dests, i, cfg.use_default, remaining, &|j| {
             alg_rec == select::ALG_CALLLOAD
                 && set.dests.get(j).map(|d| d.maxload != 0 && d.dload.load(Ordering::Relaxed) >= d.maxload).unwrap_or(false)
         });
         // failover_order appends the default itself; done below for alg 13 only
         for idx in order {
             let Some(d) = set.dests.get(idx) else { continue };
-            if !add_record(&mut w, d, setid, alg_rec) {
+            if !add_record(&mut st.w, d, setid, alg_rec) {
                 ds_err!("failed to add destination in the xavp ({idx}/{setid})");
                 return -1;
             }
-            *cnt += 1;
+            st.cnt += 1;
         }
-    } else if cfg.use_default && i != nr - 1 && (*cnt as u32) < limit {
+    } else if cfg.use_default && i != nr - 1 && (st.cnt as u32) < limit {
         let Some(d) = set.dests.get(nr - 1) else { return 1 };
-        if !add_record(&mut w, d, setid, alg_rec) {
+        if !add_record(&mut st.w, d, setid, alg_rec) {
             ds_err!("failed to add default destination in the xavp");
             return -1;
         }
-        *cnt += 1;
+        st.cnt += 1;
     }
     1
 }
@@ -490,6 +564,25 @@ sel_wrapper!(w_ds_select_dst, w_ds_select_dst_limit, SetOp::DstUri);
 sel_wrapper!(w_ds_select_domain, w_ds_select_domain_limit, SetOp::Ruri);
 sel_wrapper!(w_ds_select, w_ds_select_limit, SetOp::Xavp);
 
+unsafe extern "C" fn w_ds_select_routes(m: *mut sip_msg, r: P, md: P) -> c_int {
+    guard("ds_select_routes", -1, || {
+        let (Some(r), Some(md)) = (get_str(m, r), get_str(m, md)) else {
+            ds_err!("cannot get rules or mode param value");
+            return -1;
+        };
+        if m.is_null() { -1 } else { select_routes(Msg(m), &r, &md, 0) }
+    })
+}
+unsafe extern "C" fn w_ds_select_routes_limit(m: *mut sip_msg, r: P, md: P, l: P) -> c_int {
+    guard("ds_select_routes", -1, || {
+        let (Some(r), Some(md), Some(l)) = (get_str(m, r), get_str(m, md), get_int(m, l)) else {
+            ds_err!("cannot get rules, mode or limit param value");
+            return -1;
+        };
+        if m.is_null() { -1 } else { select_routes(Msg(m), &r, &md, l as u32) }
+    })
+}
+
 unsafe extern "C" fn w_ds_next_dst(m: *mut sip_msg, _a: P, _b: P) -> c_int {
     guard("ds_next_dst", -1, || if m.is_null() { -1 } else { update_dst(Msg(m), true, SetOp::DstUri) })
 }
@@ -615,6 +708,8 @@ pub static mut CMDS: [cmd_export_t; 26] = [
     cmd!(c"ds_select_dst", f4(w_ds_select_dst_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
     cmd!(c"ds_select_domain", w_ds_select_domain, 2, Some(sys::fixup_igp_igp), None, REQ | FAIL),
     cmd!(c"ds_select_domain", f4(w_ds_select_domain_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
+    cmd!(c"ds_select_routes", w_ds_select_routes, 2, Some(sys::fixup_spve_spve), None, REQ | FAIL),
+    cmd!(c"ds_select_routes", f4(w_ds_select_routes_limit), 3, Some(sys::fixup_spve_spve_igp), None, REQ | FAIL),
     cmd!(c"ds_next_dst", w_ds_next_dst, 0, Some(ds_warn_fixup), None, REQ | FAIL),
     cmd!(c"ds_next_domain", w_ds_next_domain, 0, Some(ds_warn_fixup), None, REQ | FAIL),
     cmd!(c"ds_set_dst", w_ds_set_dst, 0, Some(ds_warn_fixup), None, REQ | FAIL),
@@ -628,8 +723,6 @@ pub static mut CMDS: [cmd_export_t; 26] = [
     cmd!(c"ds_is_active", w_ds_is_active, 1, Some(sys::fixup_igp_null), Some(sys::fixup_free_igp_null), ANY),
     cmd!(c"ds_is_active", w_ds_is_active_uri, 2, Some(sys::fixup_igp_spve), Some(sys::fixup_free_igp_spve), ANY),
     cmd!(c"ds_reload", w_ds_reload, 0, None, None, ANY),
-    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
-    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
     cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
     cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
     cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
