@@ -217,7 +217,7 @@ const ALLOW_TYPES: &[&str] = &[
     "sr_xavp_t", "sr_xval_t", "hdr_field", "pv_spec_t", "pv_value_t", "pv_elem_t", "receive_info",
     "ip_addr", "socket_info", "str", "dest_info", "auth_body_t", "dig_cred_t", "sr_kemi_t",
     "run_act_ctx", "route_list", "cfg_def_t", "uac_req_t", "tmcb_params", "cell", "load_tm_f",
-    "hostent", "action", "action_type", "_operators", "route_struct.*",
+    "hostent", "cseq_body", "action", "action_type", "_operators", "route_struct.*",
 ];
 const ALLOW_VARS: &[&str] = &[
     "_shm_root", "_pkg_root", "process_no", "ruri_is_new", "route_type", "event_rt",

@@ -270,6 +270,26 @@ impl Msg {
             Ok(Some(trim(unsafe_bytes(u)).to_vec()))
         }
     }
+    /// For `ds_load_update`: (is request, method id, CSeq method is INVITE, reply status).
+    pub fn load_info(&self) -> Option<(bool, i32, bool, u32)> {
+        // SAFETY: header parsing into the message; then read-only access to parsed bodies.
+        unsafe {
+            let m = self.0;
+            if sys::parse_headers(m, hdr_flag(sys::_hdr_types_t_HDR_CSEQ_T) | hdr_flag(sys::_hdr_types_t_HDR_CALLID_T), 0) != 0
+                || (*m).cseq.is_null()
+                || (*m).callid.is_null()
+            {
+                return None;
+            }
+            let fl = &(*m).first_line;
+            if fl.type_ == 1 {
+                return Some((true, fl.u.request.method_value, false, 0));
+            }
+            let cs = (*(*m).cseq).parsed as *const sys::cseq_body;
+            let inv = !cs.is_null() && (*cs).method_id == 1;
+            Some((false, 0, inv, fl.u.reply.statuscode))
+        }
+    }
     /// True for an INVITE request.
     pub fn is_invite(&self) -> bool {
         let m = self.m();

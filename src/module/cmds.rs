@@ -15,7 +15,7 @@ use crate::ds::uri::parse_uri;
 use crate::kam::msg::{self, Msg};
 use crate::kam::param::{get_int, get_int_is, get_str};
 use crate::kam::xavp::{self, Field, RecordWriter};
-use crate::module::{guard, state};
+use crate::module::{guard, load, state};
 use crate::sys::{self, cmd_export_t, sip_msg};
 use crate::{ds_dbg, ds_err, ds_warn};
 
@@ -176,6 +176,65 @@ fn uri_hash(uri: Option<&[u8]>, what: &str) -> Option<u32> {
     }
 }
 
+/// Method ids of the core's `request_method` enum.
+const METHOD_CANCEL: i32 = 2;
+const METHOD_BYE: i32 = 8;
+
+/// `ds_load_add`: records the call on destination `d` and counts it.
+fn load_add(m: Msg, d: Option<&DestRec>, setid: i32) -> bool {
+    let (Some(t), Some(d)) = (load::table(), d) else { return false };
+    let Some(cid) = m.callid() else { return false };
+    if d.duid.bytes().is_empty() {
+        ds_err!("dst unique id not set for {} ({})", setid, String::from_utf8_lossy(cid));
+        return false;
+    }
+    if !t.add(cid, d.duid.bytes(), setid) {
+        ds_err!("cannot add load to {} ({})", setid, String::from_utf8_lossy(cid));
+        return false;
+    }
+    d.dload.fetch_add(1, Ordering::AcqRel);
+    true
+}
+
+/// `ds_load_update()`: BYE/CANCEL end the call, a 2xx to INVITE confirms it. Returns 1 / -1.
+pub fn load_update(m: Msg) -> i32 {
+    let Some(cid) = m.callid().map(|c| c.to_vec()) else {
+        ds_err!("cannot parse cseq and callid headers");
+        return -1;
+    };
+    let Some((is_req, method, cseq_invite, status)) = m.load_info() else {
+        ds_err!("cannot parse cseq and callid headers");
+        return -1;
+    };
+    let Some(t) = load::table() else { return 1 };
+    if is_req {
+        if method == METHOD_BYE || method == METHOD_CANCEL {
+            t.remove(&cid);
+        }
+        return 1;
+    }
+    if cseq_invite && status / 100 == 2 {
+        t.set_state(&cid, load::LOAD_CONFIRMED);
+    }
+    1
+}
+
+/// `ds_load_unset()`: 1, or -1 when the Call-ID is not in the table.
+pub fn load_unset(m: Msg) -> i32 {
+    let cfg = state::cfg();
+    if cfg.xavp_dst.is_empty() {
+        return 1;
+    }
+    if m.is_invite() && xavp::first_record(&cfg.xavp_dst).and_then(|r| r.dstid).is_none() {
+        return 1;
+    }
+    let Some(cid) = m.callid().map(|c| c.to_vec()) else { return -1 };
+    match load::table() {
+        Some(t) if t.remove(&cid) == 0 => 1,
+        _ => -1,
+    }
+}
+
 /// Extra branches of algorithm 12 (`ds_add_branches`).
 fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
     if mode != SetOp::Xavp && sel + 1 >= dests.len() {
@@ -326,9 +385,10 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
                 0
             } else {
                 let Some(i) = least_loaded(set.dests) else { return -1 };
-                // the call-load table (ds_hash_size) is not built yet: classic dispatching
-                ds_err!("unable to update destination load - classic dispatching");
-                alg_rec = 0;
+                if !load_add(m, set.dests.get(i), setid) {
+                    ds_err!("unable to update destination load - classic dispatching");
+                    alg_rec = 0;
+                }
                 i as u32
             }
         }
@@ -431,18 +491,39 @@ pub fn update_dst(m: Msg, next: bool, mode: SetOp) -> i32 {
     if next {
         xavp::remove_first(&cfg.xavp_dst);
     }
-    let Some(rec) = xavp::first_record(&cfg.xavp_dst) else {
-        ds_dbg!("no xavp with next destination record");
-        return -1;
-    };
-    let Some(uri) = rec.uri else {
-        ds_warn!("no xavp uri field in next destination record");
-        return -1;
-    };
-    if !push_dst(m, &uri, rec.sock, mode) {
-        return -1;
+    loop {
+        let Some(rec) = xavp::first_record(&cfg.xavp_dst) else {
+            ds_dbg!("no xavp with next destination record");
+            return -1;
+        };
+        let Some(uri) = rec.uri else {
+            ds_warn!("no xavp uri field in next destination record");
+            return -1;
+        };
+        if !push_dst(m, &uri, rec.sock, mode) {
+            return -1;
+        }
+        let Some(dstid) = rec.dstid else { return 1 };
+        if !next {
+            return 1;
+        }
+        let Some(cid) = m.callid().map(|c| c.to_vec()) else { return -1 };
+        let rc = match load::table() {
+            Some(t) => t.replace(&cid, &dstid),
+            None => -1,
+        };
+        match rc {
+            0 => return 1,
+            -2 => {
+                ds_err!("cannot update load with {}, skipping dst.", String::from_utf8_lossy(&dstid));
+                xavp::remove_first(&cfg.xavp_dst);
+            }
+            _ => {
+                ds_err!("cannot update load distribution");
+                return -1;
+            }
+        }
     }
-    1
 }
 
 /// Address to match for `ds_is_from_list` (from the message or a URI).
@@ -656,6 +737,13 @@ unsafe extern "C" fn w_ds_is_active_uri(m: *mut sip_msg, g: P, u: P) -> c_int {
     })
 }
 
+unsafe extern "C" fn w_ds_load_update(m: *mut sip_msg, _a: P, _b: P) -> c_int {
+    guard("ds_load_update", -1, || if m.is_null() { -1 } else { load_update(Msg(m)) })
+}
+unsafe extern "C" fn w_ds_load_unset(m: *mut sip_msg, _a: P, _b: P) -> c_int {
+    guard("ds_load_unset", -1, || if m.is_null() { -1 } else { load_unset(Msg(m)) })
+}
+
 unsafe extern "C" fn w_ds_reload(_m: *mut sip_msg, _a: P, _b: P) -> c_int {
     guard("ds_reload", -1, || match state::load_and_install(true) {
         Ok(_) => 1,
@@ -723,8 +811,8 @@ pub static mut CMDS: [cmd_export_t; 26] = [
     cmd!(c"ds_is_active", w_ds_is_active, 1, Some(sys::fixup_igp_null), Some(sys::fixup_free_igp_null), ANY),
     cmd!(c"ds_is_active", w_ds_is_active_uri, 2, Some(sys::fixup_igp_spve), Some(sys::fixup_free_igp_spve), ANY),
     cmd!(c"ds_reload", w_ds_reload, 0, None, None, ANY),
-    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
-    cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
+    cmd!(c"ds_load_unset", w_ds_load_unset, 0, None, None, ANY),
+    cmd!(c"ds_load_update", w_ds_load_update, 0, None, None, ANY),
     cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
     cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
     cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },

@@ -4,6 +4,7 @@
 #![allow(non_upper_case_globals)]
 
 pub mod cmds;
+pub mod load;
 pub mod params;
 pub mod rpc;
 pub mod state;
@@ -67,12 +68,40 @@ unsafe extern "C" fn mod_init() -> c_int {
         if (cfg.flags & 2) != 0 && (cfg.xavp_dst.is_empty()) {
             ds_err!("failover support enabled (flags=2) but xavp_dst is empty: feature disabled");
         }
+        if let Err(e) = load::init(cfg.hash_size, cfg.hash_expire, cfg.hash_initexpire) {
+            ds_err!("initialisation failed: {e}");
+            return -1;
+        }
+        if cfg.hash_size > 0 && !register_timer(cfg.timer_mode, load_timer, cfg.hash_check_interval) {
+            ds_err!("failed to register the call-load timer");
+            return -1;
+        }
         match state::init(cfg) {
             Ok(()) => 0,
             Err(e) => {
                 ds_err!("initialisation failed: {e}");
                 -1
             }
+        }
+    })
+}
+
+/// Registers `f` every `interval` seconds on the main timer (mode 0) or the secondary timer.
+fn register_timer(mode: i32, f: unsafe extern "C" fn(u32, *mut std::os::raw::c_void), interval: i32) -> bool {
+    // SAFETY: mod_init in the main process; the core keeps the function pointer.
+    unsafe {
+        if mode == 1 {
+            sys::sr_wtimer_add(Some(f), null_mut(), interval) >= 0
+        } else {
+            sys::register_timer(Some(f), null_mut(), interval.max(1) as u32) >= 0
+        }
+    }
+}
+
+unsafe extern "C" fn load_timer(_ticks: u32, _p: *mut std::os::raw::c_void) {
+    guard("call-load timer", (), || {
+        if let Some(t) = load::table() {
+            t.expire_scan();
         }
     })
 }

@@ -141,6 +141,11 @@ pub struct Config {
     pub default_socket: Vec<u8>,
     pub default_sockname: Vec<u8>,
     pub probing_mode: i32,
+    pub hash_size: i32,
+    pub hash_expire: i32,
+    pub hash_initexpire: i32,
+    pub hash_check_interval: i32,
+    pub timer_mode: i32,
 }
 
 fn get_str(s: &str_) -> Vec<u8> {
@@ -176,6 +181,11 @@ impl Config {
                 default_socket: get_str(&*(&raw const ds_default_socket)),
                 default_sockname: get_str(&*(&raw const ds_default_sockname)),
                 probing_mode: ds_probing_mode,
+                hash_size: ds_hash_size,
+                hash_expire: ds_hash_expire,
+                hash_initexpire: ds_hash_initexpire,
+                hash_check_interval: ds_hash_check_interval,
+                timer_mode: ds_timer_mode,
             }
         }
     }
@@ -192,19 +202,14 @@ impl Config {
             if ds_probing_mode != 0 { v.push("ds_probing_mode"); }
             if ds_ping_latency_stats != 0 { v.push("ds_ping_latency_stats"); }
             if ds_ping_reply_codes.len > 0 { v.push("ds_ping_reply_codes"); }
-            if ds_hash_size != 0 { v.push("ds_hash_size"); }
             if outbound_proxy.len > 0 { v.push("outbound_proxy"); }
             if event_callback.len > 0 { v.push("event_callback"); }
-            if ds_timer_mode != 0 { v.push("ds_timer_mode"); }
             if ds_dns_mode & !1 != 0 { v.push("ds_dns_mode"); }
             if ds_dns_ttl != 0 { v.push("ds_dns_ttl"); }
             if ds_dns_interval != 600 { v.push("ds_dns_interval"); }
             if ds_probing_threshold != 1 { v.push("ds_probing_threshold"); }
             if ds_inactive_threshold != 1 { v.push("ds_inactive_threshold"); }
             if ds_latency_estimator_alpha != 900 { v.push("ds_latency_estimator_alpha"); }
-            if ds_hash_expire != 7200 { v.push("ds_hash_expire"); }
-            if ds_hash_initexpire != 7200 { v.push("ds_hash_initexpire"); }
-            if ds_hash_check_interval != 30 { v.push("ds_hash_check_interval"); }
             let dflt = |s: &str_, d: &[u8]| crate::kam::param::unsafe_bytes(*s) == d;
             if !dflt(&*(&raw const table_name), b"dispatcher") { v.push("table_name"); }
             if !dflt(&*(&raw const setid_col), b"setid") { v.push("setid_col"); }

@@ -64,6 +64,10 @@ fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'st
                     wh.str("OBPROXY", d.obproxy.get()).map_err(|_| ea)?;
                 }
             }
+            if state::cfg().hash_size > 0 {
+                let dh = vh.child_struct("RUNTIME").map_err(|_| "Internal error creating runtime struct")?;
+                dh.int("DLGLOAD", d.dload.load(Ordering::Relaxed)).map_err(|_| "Internal error creating runtime attrs")?;
+            }
         }
     }
     Ok(())
