@@ -203,7 +203,7 @@ const ALLOW_FUNCS: &[&str] = &[
     "xavp_add_value", "xavp_add_value_after", "xavp_add_xavp_value", "xavp_get", "xavp_get_by_index", "xavp_get_child",
     "xavp_rm_by_name", "xavp_rm_by_index", "xavp_destroy_list", "xavp_rm", "xavp_get_crt_list",
     "pv_cache_get", "pv_get_spec_value", "pv_parse_spec2", "pv_spec_free", "pv_printf_s",
-    "pv_parse_format", "pv_elem_free_all", "pv_value_destroy",
+    "pv_parse_format", "pv_elem_free_all", "pv_value_destroy", "pv_get_null", "pv_get_sintval", "pv_get_strval",
     "str2ip", "str2ip6", "ip_addr2a", "ip_addr2sbuf", "ip_addr2sbufz", "grep_sock_info", "parse_phostport",
     "ksr_get_socket_by_name", "socket2str", "get_max_procs", "rpc_register_array", "get_ticks",
     "get_ticks_raw", "my_pid", "dns_resolvehost", "dns_sip_resolvehost", "find_export",
@@ -217,7 +217,7 @@ const ALLOW_TYPES: &[&str] = &[
     "sr_xavp_t", "sr_xval_t", "hdr_field", "pv_spec_t", "pv_value_t", "pv_elem_t", "receive_info",
     "ip_addr", "socket_info", "str", "dest_info", "auth_body_t", "dig_cred_t", "sr_kemi_t",
     "run_act_ctx", "route_list", "cfg_def_t", "uac_req_t", "tmcb_params", "cell", "load_tm_f",
-    "hostent", "cseq_body", "action", "action_type", "_operators", "route_struct.*",
+    "hostent", "cseq_body", "pv_export_t", "sr_kemi_eng_t", "action", "action_type", "_operators", "route_struct.*",
 ];
 const ALLOW_VARS: &[&str] = &[
     "_shm_root", "_pkg_root", "process_no", "ruri_is_new", "route_type", "event_rt",

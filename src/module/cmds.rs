@@ -15,7 +15,9 @@ use crate::ds::uri::parse_uri;
 use crate::kam::msg::{self, Msg};
 use crate::kam::param::{get_int, get_int_is, get_str};
 use crate::kam::xavp::{self, Field, RecordWriter};
-use crate::module::{guard, load, state};
+use crate::module::{guard, health, load, state};
+use crate::ds::health::parse_mark_state;
+use crate::ds::snapshot::DS_PROBING;
 use crate::sys::{self, cmd_export_t, sip_msg};
 use crate::{ds_dbg, ds_err, ds_warn};
 
@@ -737,6 +739,48 @@ unsafe extern "C" fn w_ds_is_active_uri(m: *mut sip_msg, g: P, u: P) -> c_int {
     })
 }
 
+unsafe extern "C" fn w_ds_mark_dst0(m: *mut sip_msg, _a: P, _b: P) -> c_int {
+    guard("ds_mark_dst", -1, || {
+        if m.is_null() {
+            return -1;
+        }
+        let st = DS_INACTIVE | if state::cfg().probing_mode == 1 { DS_PROBING } else { 0 };
+        health::mark_dst(Msg(m), st)
+    })
+}
+unsafe extern "C" fn w_ds_mark_dst1(m: *mut sip_msg, s: P, _b: P) -> c_int {
+    guard("ds_mark_dst", -1, || {
+        if m.is_null() {
+            return -1;
+        }
+        let Some(v) = get_str(m, s) else {
+            ds_err!("cannot get state value");
+            return -1;
+        };
+        let st = if v.is_empty() {
+            DS_INACTIVE | if state::cfg().probing_mode == 1 { DS_PROBING } else { 0 }
+        } else {
+            match parse_mark_state(&v) {
+                Some(st) => st,
+                None => {
+                    ds_warn!("unknown state value: {}", String::from_utf8_lossy(&v));
+                    return -1;
+                }
+            }
+        };
+        health::mark_dst(Msg(m), st)
+    })
+}
+
+/// ds_mark_dst(state): the startup failover check plus a string/PV parameter (as in 6.1).
+unsafe extern "C" fn fixup_mark_dst(param: *mut *mut c_void, no: c_int) -> c_int {
+    // SAFETY: forwarding the core's arguments to the core's own fixup.
+    unsafe {
+        ds_warn_fixup(param, no);
+        sys::fixup_spve_null(param, no)
+    }
+}
+
 unsafe extern "C" fn w_ds_load_update(m: *mut sip_msg, _a: P, _b: P) -> c_int {
     guard("ds_load_update", -1, || if m.is_null() { -1 } else { load_update(Msg(m)) })
 }
@@ -789,7 +833,7 @@ macro_rules! cmd {
     };
 }
 
-pub static mut CMDS: [cmd_export_t; 26] = [
+pub static mut CMDS: [cmd_export_t; 28] = [
     cmd!(c"ds_select", w_ds_select, 2, Some(sys::fixup_igp_igp), None, ANY),
     cmd!(c"ds_select", f4(w_ds_select_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
     cmd!(c"ds_select_dst", w_ds_select_dst, 2, Some(sys::fixup_igp_igp), None, REQ | FAIL),
@@ -802,6 +846,8 @@ pub static mut CMDS: [cmd_export_t; 26] = [
     cmd!(c"ds_next_domain", w_ds_next_domain, 0, Some(ds_warn_fixup), None, REQ | FAIL),
     cmd!(c"ds_set_dst", w_ds_set_dst, 0, Some(ds_warn_fixup), None, REQ | FAIL),
     cmd!(c"ds_set_domain", w_ds_set_domain, 0, Some(ds_warn_fixup), None, REQ | FAIL),
+    cmd!(c"ds_mark_dst", w_ds_mark_dst0, 0, Some(ds_warn_fixup), None, REQ | FAIL | ONREPLY),
+    cmd!(c"ds_mark_dst", w_ds_mark_dst1, 1, Some(fixup_mark_dst), Some(sys::fixup_free_spve_null), REQ | FAIL | ONREPLY),
     cmd!(c"ds_is_from_list", w_ds_is_from_list0, 0, None, None, REQ | FAIL | ONREPLY | BRANCH),
     cmd!(c"ds_is_from_list", w_ds_is_from_list1, 1, Some(sys::fixup_igp_null), None, ANY),
     cmd!(c"ds_is_from_list", w_ds_is_from_list2, 2, Some(fixup_is_from_list), None, ANY),

@@ -4,6 +4,7 @@
 #![allow(non_upper_case_globals)]
 
 pub mod cmds;
+pub mod health;
 pub mod load;
 pub mod params;
 pub mod rpc;
@@ -52,7 +53,7 @@ pub static mut exports: sys::module_exports = sys::module_exports {
     cmds: &raw mut cmds::CMDS as *mut sys::cmd_export_t,
     params: &raw mut params::PARAMS as *mut sys::param_export_t,
     rpc_methods: &raw mut rpc::RPCS as *mut sys::rpc_export_t,
-    pv_items: null_mut(),
+    pv_items: &raw mut health::PVS as *mut sys::pv_export_t,
     response_f: None,
     init_mod_f: Some(mod_init),
     init_child_f: Some(child_init),
@@ -67,6 +68,10 @@ unsafe extern "C" fn mod_init() -> c_int {
         let cfg = params::Config::from_params();
         if (cfg.flags & 2) != 0 && (cfg.xavp_dst.is_empty()) {
             ds_err!("failover support enabled (flags=2) but xavp_dst is empty: feature disabled");
+        }
+        if let Err(e) = health::init() {
+            ds_err!("initialisation failed: {e}");
+            return -1;
         }
         if let Err(e) = load::init(cfg.hash_size, cfg.hash_expire, cfg.hash_initexpire) {
             ds_err!("initialisation failed: {e}");

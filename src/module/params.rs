@@ -146,6 +146,9 @@ pub struct Config {
     pub hash_initexpire: i32,
     pub hash_check_interval: i32,
     pub timer_mode: i32,
+    pub probing_threshold: i32,
+    pub inactive_threshold: i32,
+    pub event_callback: Vec<u8>,
 }
 
 fn get_str(s: &str_) -> Vec<u8> {
@@ -186,6 +189,9 @@ impl Config {
                 hash_initexpire: ds_hash_initexpire,
                 hash_check_interval: ds_hash_check_interval,
                 timer_mode: ds_timer_mode,
+                probing_threshold: ds_probing_threshold,
+                inactive_threshold: ds_inactive_threshold,
+                event_callback: get_str(&*(&raw const event_callback)),
             }
         }
     }
@@ -203,12 +209,9 @@ impl Config {
             if ds_ping_latency_stats != 0 { v.push("ds_ping_latency_stats"); }
             if ds_ping_reply_codes.len > 0 { v.push("ds_ping_reply_codes"); }
             if outbound_proxy.len > 0 { v.push("outbound_proxy"); }
-            if event_callback.len > 0 { v.push("event_callback"); }
             if ds_dns_mode & !1 != 0 { v.push("ds_dns_mode"); }
             if ds_dns_ttl != 0 { v.push("ds_dns_ttl"); }
             if ds_dns_interval != 600 { v.push("ds_dns_interval"); }
-            if ds_probing_threshold != 1 { v.push("ds_probing_threshold"); }
-            if ds_inactive_threshold != 1 { v.push("ds_inactive_threshold"); }
             if ds_latency_estimator_alpha != 900 { v.push("ds_latency_estimator_alpha"); }
             let dflt = |s: &str_, d: &[u8]| crate::kam::param::unsafe_bytes(*s) == d;
             if !dflt(&*(&raw const table_name), b"dispatcher") { v.push("table_name"); }

@@ -151,6 +151,82 @@ unsafe extern "C" fn rpc_hash(api: *mut sys::rpc_t, ctx: *mut c_void) {
     })
 }
 
+fn set_state_helper(rpc: &Rpc, by_duid: bool) {
+    let mut st = sys::str_ { s: null_mut(), len: 0 };
+    let mut group: c_int = 0;
+    let mut dest = sys::str_ { s: null_mut(), len: 0 };
+    // SAFETY: ".SdS" matches (str*, int*, str*).
+    let n = unsafe {
+        rpc.scan_raw(c".SdS", &[
+            &mut st as *mut sys::str_ as *mut c_void,
+            &mut group as *mut c_int as *mut c_void,
+            &mut dest as *mut sys::str_ as *mut c_void,
+        ])
+    };
+    if n < 3 {
+        rpc.fault(500, "Invalid Parameters");
+        return;
+    }
+    let stv = crate::kam::param::unsafe_bytes(st);
+    if stv.is_empty() {
+        rpc.fault(500, "Invalid State Parameter");
+        return;
+    }
+    let Ok(flags) = crate::ds::health::parse_rpc_state(stv) else {
+        rpc.fault(500, "Unknown State Value");
+        return;
+    };
+    let key = crate::kam::param::unsafe_bytes(dest);
+    if !crate::module::health::reinit_state(group, key, flags, by_duid) {
+        rpc.fault(500, "State Update Failed");
+        return;
+    }
+    rpc.text("Ok. Dispatcher state updated.");
+}
+
+unsafe extern "C" fn rpc_set_state(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.set_state", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        set_state_helper(&unsafe { Rpc::new(api, ctx) }, false)
+    })
+}
+
+unsafe extern "C" fn rpc_set_duid_state(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.set_duid_state", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        set_state_helper(&unsafe { Rpc::new(api, ctx) }, true)
+    })
+}
+
+unsafe extern "C" fn rpc_ping_active(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.ping_active", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let Some(ctl) = state::ctl() else {
+            rpc.fault(500, "Ping State Update Failed");
+            return;
+        };
+        let mut v: c_int = 0;
+        // SAFETY: "*d" matches (int*).
+        let n = unsafe { rpc.scan_raw(c"*d", &[&mut v as *mut c_int as *mut c_void]) };
+        let old = ctl.ping_active.load(Ordering::Relaxed);
+        let Some(th) = rpc.add_struct() else {
+            rpc.fault(500, "Internal error root reply");
+            return;
+        };
+        if n != 1 {
+            if th.int("OldPingState", old).is_err() {
+                rpc.fault(500, "Internal error reply structure");
+            }
+            return;
+        }
+        ctl.ping_active.store(v, Ordering::Relaxed);
+        if th.int("NewPingState", v).and_then(|_| th.int("OldPingState", old)).is_err() {
+            rpc.fault(500, "Internal error reply structure");
+        }
+    })
+}
+
 #[repr(transparent)]
 pub struct Doc([*const c_char; 2]);
 // SAFETY: immutable static strings.
@@ -158,9 +234,15 @@ unsafe impl Sync for Doc {}
 
 static DOC_LIST: Doc = Doc([c"Return the content of dispatcher sets".as_ptr(), std::ptr::null()]);
 static DOC_RELOAD: Doc = Doc([c"Reload dispatcher destination sets".as_ptr(), std::ptr::null()]);
+static DOC_SET_STATE: Doc = Doc([c"Set the state of a destination address".as_ptr(), std::ptr::null()]);
+static DOC_SET_DUID_STATE: Doc = Doc([c"Set the state of a destination by duid".as_ptr(), std::ptr::null()]);
+static DOC_PING_ACTIVE: Doc = Doc([c"Manage setting on/off the pinging (keepalive) of destinations".as_ptr(), std::ptr::null()]);
 static DOC_HASH: Doc = Doc([c"Compute the hash of the values".as_ptr(), std::ptr::null()]);
 
-pub static mut RPCS: [rpc_export_t; 4] = [
+pub static mut RPCS: [rpc_export_t; 7] = [
+    rpc_export_t { name: c"dispatcher.set_state".as_ptr(), function: Some(rpc_set_state), doc_str: &DOC_SET_STATE as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.set_duid_state".as_ptr(), function: Some(rpc_set_duid_state), doc_str: &DOC_SET_DUID_STATE as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.ping_active".as_ptr(), function: Some(rpc_ping_active), doc_str: &DOC_PING_ACTIVE as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.list".as_ptr(), function: Some(rpc_list), doc_str: &DOC_LIST as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.reload".as_ptr(), function: Some(rpc_reload), doc_str: &DOC_RELOAD as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.hash".as_ptr(), function: Some(rpc_hash), doc_str: &DOC_HASH as *const Doc as *mut *const c_char, flags: 0 },
