@@ -44,3 +44,30 @@ void rds_lock_free(gen_lock_t *l)
 	lock_destroy(l);
 	lock_dealloc(l);
 }
+
+/* Periodic slow-timer callback every `ms` milliseconds (register_timer() only does seconds).
+ * Runs where register_timer() callbacks run (the core "slow timer" process). */
+#include "core/timer.h"
+#include "core/timer_ticks.h"
+typedef void (*rds_tick_f)(unsigned int ticks, void *param);
+struct rds_timer {
+	struct timer_ln tl;
+	rds_tick_f f;
+	void *p;
+};
+static ticks_t rds_timer_handler(ticks_t t, struct timer_ln *tl, void *data)
+{
+	struct rds_timer *r = (struct rds_timer *)data;
+	r->f((unsigned int)t, r->p);
+	return (ticks_t)(-1); /* periodic */
+}
+int rds_register_timer_ms(rds_tick_f f, void *p, unsigned int ms)
+{
+	struct rds_timer *r = shm_malloc(sizeof(struct rds_timer));
+	if(r == NULL)
+		return -1;
+	r->f = f;
+	r->p = p;
+	timer_init(&r->tl, rds_timer_handler, r, 0);
+	return (timer_add(&r->tl, MS_TO_TICKS(ms)) == 0) ? 0 : -1;
+}

@@ -18,3 +18,4 @@ pub fn listfile_trim(b: &[u8]) -> &[u8] {
     let e = b.iter().rposition(|c| !ws(c)).map(|p| p + 1).unwrap_or(s);
     b.get(s..e.max(s)).unwrap_or(&[])
 }
+pub mod latency; // owned by the lead developer

@@ -15,6 +15,7 @@ use std::mem::{align_of, size_of};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
+use crate::ds::latency::LatencyStats;
 use crate::ds::order::DestSet;
 
 /// Destination state bits (spec §4.2).
@@ -128,9 +129,24 @@ pub struct DestRec {
     /// until keepalive statistics exist.
     pub lat_avg: AtomicU64,
     pub lat_est: AtomicU64,
+    /// Full latency statistics; written only under the module's latency lock.
+    pub lat: std::cell::UnsafeCell<LatencyStats>,
+    /// When the last keepalive was sent (µs since the epoch).
+    pub ping_start_us: AtomicU64,
+    /// Relative weight in use (alg 11): `rweight`, or what congestion control computed.
+    pub rweight_rt: AtomicI32,
 }
 
 impl DestRec {
+    /// Copy of the latency statistics.
+    ///
+    /// # Safety
+    /// The caller holds the lock that serialises writers of `lat` (or accepts a torn read for
+    /// display purposes only).
+    pub unsafe fn latency_stats(&self) -> LatencyStats {
+        // SAFETY: see above.
+        unsafe { *self.lat.get() }
+    }
     /// Usable = neither inactive nor disabled (trying destinations are still selected).
     pub fn usable(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & (DS_INACTIVE | DS_DISABLED) == 0
@@ -213,11 +229,13 @@ impl<'a> Snap<'a> {
 }
 
 /// Runtime state carried from the previous snapshot into a new one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CarriedState {
     pub flags: i32,
     pub fail_cnt: i32,
     pub dload: i32,
+    /// Latency statistics to keep (None: start from the `latency` attr / empty).
+    pub lat: Option<LatencyStats>,
 }
 
 fn align_up(n: usize, a: usize) -> usize {
@@ -350,6 +368,10 @@ pub fn build(
                     None => (0u8, [0u8; 16]),
                 };
                 let a = &d.attrs;
+                let lat0 = carried
+                    .and_then(|c| c.lat)
+                    .or_else(|| a.latency_init().map(|v| LatencyStats::init(v, 10000)))
+                    .unwrap_or_default();
                 dest_ptr.add(di).write(DestRec {
                     uri: put(st[0]),
                     host: put(st[1]),
@@ -382,8 +404,11 @@ pub fn build(
                     sock: d.sock,
                     dnstime_sec: if af != 0 { now.0 } else { 0 },
                     dnstime_usec: if af != 0 { now.1 } else { 0 },
-                    lat_avg: AtomicU64::new(a.latency_init().map(|v| v as f64).unwrap_or(0.0).to_bits()),
-                    lat_est: AtomicU64::new(a.latency_init().map(|v| v as f64).unwrap_or(0.0).to_bits()),
+                    lat_avg: AtomicU64::new(lat0.average.to_bits()),
+                    lat_est: AtomicU64::new(lat0.estimate.to_bits()),
+                    lat: std::cell::UnsafeCell::new(lat0),
+                    ping_start_us: AtomicU64::new(0),
+                    rweight_rt: AtomicI32::new(a.rweight),
                 });
                 di += 1;
             }
@@ -415,6 +440,7 @@ pub fn find_carry(old: Option<Snap<'_>>, setid: i32, uri: &[u8], cfg_flags: i32)
         flags: d.flags.load(Ordering::Relaxed),
         fail_cnt: d.fail_cnt.load(Ordering::Relaxed),
         dload: d.dload.load(Ordering::Relaxed),
+        lat: None,
     })
 }
 

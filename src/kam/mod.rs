@@ -6,6 +6,7 @@ pub mod mem;
 pub mod msg;
 pub mod param;
 pub mod rpc;
+pub mod tm;
 pub mod xavp;
 
 extern "C" {

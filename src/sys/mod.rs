@@ -25,3 +25,12 @@ extern "C" {
     pub fn rds_lock_release(l: *mut gen_lock_t);
     pub fn rds_lock_free(l: *mut gen_lock_t);
 }
+
+extern "C" {
+    /// Periodic callback every `ms` ms on the core slow timer (see shim.c).
+    pub fn rds_register_timer_ms(
+        f: unsafe extern "C" fn(u32, *mut ::std::os::raw::c_void),
+        p: *mut ::std::os::raw::c_void,
+        ms: ::std::os::raw::c_uint,
+    ) -> ::std::os::raw::c_int;
+}

@@ -780,7 +780,8 @@ pub fn tree_diff(a: &Node, b: &Node, a_name: &str, b_name: &str) -> Option<Strin
     Some(format!("--- {a_name}\n+++ {b_name}\n{}", line_diff(&fa, &fb)))
 }
 
-/// LCS-based diff of two line lists (unchanged lines shown with two spaces).
+/// LCS-based diff of two line lists: changed lines marked "-" (only in `a`) and "+" (only
+/// in `b`), with up to 3 unchanged lines of context around them.
 pub fn line_diff(a: &[String], b: &[String]) -> String {
     let (n, m) = (a.len(), b.len());
     let mut l = vec![vec![0u32; m + 1]; n + 1];
@@ -789,20 +790,43 @@ pub fn line_diff(a: &[String], b: &[String]) -> String {
             l[i][j] = if a[i] == b[j] { l[i + 1][j + 1] + 1 } else { l[i + 1][j].max(l[i][j + 1]) };
         }
     }
-    let mut out = String::new();
+    // (marker, line)
+    let mut ops: Vec<(char, &str)> = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < n || j < m {
         if i < n && j < m && a[i] == b[j] {
-            let _ = writeln!(out, "  {}", a[i]);
+            ops.push((' ', &a[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || l[i][j + 1] >= l[i + 1][j]) {
-            let _ = writeln!(out, "+ {}", b[j]);
-            j += 1;
+        } else if i < n && (j == m || l[i + 1][j] >= l[i][j + 1]) {
+            ops.push(('-', &a[i]));
+            i += 1;
         } else {
-            let _ = writeln!(out, "- {}", a[i]);
-            i += 1;
+            ops.push(('+', &b[j]));
+            j += 1;
         }
+    }
+    const CTX: usize = 3;
+    let changed: Vec<usize> = ops.iter().enumerate().filter(|(_, o)| o.0 != ' ').map(|(k, _)| k).collect();
+    let mut out = String::new();
+    let mut last_shown: Option<usize> = None;
+    for (k, (mark, line)) in ops.iter().enumerate() {
+        let near = changed.iter().any(|&c| c.abs_diff(k) <= CTX);
+        if !near {
+            continue;
+        }
+        if let Some(p) = last_shown {
+            if k > p + 1 {
+                out.push_str("  ...\n");
+            }
+        } else if k > 0 {
+            out.push_str("  ...\n");
+        }
+        let _ = writeln!(out, "{mark} {line}");
+        last_shown = Some(k);
+    }
+    if matches!(last_shown, Some(p) if p + 1 < ops.len()) {
+        out.push_str("  ...\n");
     }
     out
 }
