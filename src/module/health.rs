@@ -43,7 +43,7 @@ pub fn init() -> Result<(), String> {
 pub fn rebuild_rweights(set: &SetView<'_>) {
     let Some(l) = RW_LOCK.get() else { return };
     let _g = l.lock();
-    let rw: Vec<i32> = set.dests.iter().map(|d| d.rweight).collect();
+    let rw: Vec<i32> = set.dests.iter().map(|d| d.rweight_rt.load(Ordering::Relaxed)).collect();
     let us: Vec<bool> = set.dests.iter().map(|d| d.usable()).collect();
     if let Some(t) = rweight_table(&rw, &us, &mut kam_rand) {
         for (slot, v) in set.rec.rwlist.iter().zip(t.iter()) {
@@ -53,7 +53,7 @@ pub fn rebuild_rweights(set: &SetView<'_>) {
 }
 
 fn after_change(set: &SetView<'_>, d: &DestRec, old: i32, new: i32) {
-    if d.rweight > 0 && usable(old) != usable(new) {
+    if d.rweight_rt.load(Ordering::Relaxed) > 0 && usable(old) != usable(new) {
         rebuild_rweights(set);
     }
 }

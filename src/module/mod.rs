@@ -5,6 +5,7 @@
 
 pub mod cmds;
 pub mod health;
+pub mod keepalive;
 pub mod load;
 pub mod params;
 pub mod rpc;
@@ -81,13 +82,14 @@ unsafe extern "C" fn mod_init() -> c_int {
             ds_err!("failed to register the call-load timer");
             return -1;
         }
-        match state::init(cfg) {
-            Ok(()) => 0,
-            Err(e) => {
-                ds_err!("initialisation failed: {e}");
-                -1
-            }
+        if !(1..=999).contains(&cfg_alpha()) {
+            ds_err!("invalid ds_latency_estimator_alpha {} (valid: 1..999), using 900", cfg_alpha());
         }
+        if let Err(e) = state::init(cfg).and_then(|_| keepalive::init()) {
+            ds_err!("initialisation failed: {e}");
+            return -1;
+        }
+        0
     })
 }
 
@@ -101,6 +103,11 @@ fn register_timer(mode: i32, f: unsafe extern "C" fn(u32, *mut std::os::raw::c_v
             sys::register_timer(Some(f), null_mut(), interval.max(1) as u32) >= 0
         }
     }
+}
+
+fn cfg_alpha() -> i32 {
+    // SAFETY: read-only in mod_init.
+    unsafe { params::ds_latency_estimator_alpha }
 }
 
 unsafe extern "C" fn load_timer(_ticks: u32, _p: *mut std::os::raw::c_void) {

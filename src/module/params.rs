@@ -58,6 +58,11 @@ pub static mut reload_delta: c_int = 5;
 pub static mut ds_dns_mode: c_int = 1;
 pub static mut ds_dns_interval: c_int = 600;
 pub static mut ds_dns_ttl: c_int = 0;
+/// Added by this module: 1 (default) keeps the runtime state (flags, counters, call load) of
+/// destinations that stay across a reload; 0 resets it like Kamailio 5.6.3.
+pub static mut ds_reload_keep_state: c_int = 1;
+/// Kamailio 5.8: keep latency statistics across reloads.
+pub static mut ds_retain_latency_stats: c_int = 0;
 
 const STR: u32 = sys::PARAM_STR as u32;
 const STRING: u32 = sys::PARAM_STRING as u32;
@@ -73,7 +78,7 @@ macro_rules! p {
     };
 }
 
-pub static mut PARAMS: [param_export_t; 44] = [
+pub static mut PARAMS: [param_export_t; 46] = [
     p!(c"list_file", STRING, list_file),
     p!(c"db_url", STR, db_url),
     p!(c"table_name", STR, table_name),
@@ -117,6 +122,8 @@ pub static mut PARAMS: [param_export_t; 44] = [
     p!(c"ds_dns_mode", INT, ds_dns_mode),
     p!(c"ds_dns_interval", INT, ds_dns_interval),
     p!(c"ds_dns_ttl", INT, ds_dns_ttl),
+    p!(c"ds_reload_keep_state", INT, ds_reload_keep_state),
+    p!(c"ds_retain_latency_stats", INT, ds_retain_latency_stats),
     param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
 ];
 
@@ -149,6 +156,17 @@ pub struct Config {
     pub probing_threshold: i32,
     pub inactive_threshold: i32,
     pub event_callback: Vec<u8>,
+    pub ping_interval: i32,
+    pub ping_method: Vec<u8>,
+    pub ping_from: Vec<u8>,
+    pub outbound_proxy: Vec<u8>,
+    pub ping_reply_codes: Vec<u8>,
+    pub latency_stats: bool,
+    /// Weight of the old estimate (`ds_latency_estimator_alpha` / 1000).
+    pub latency_alpha: f64,
+    /// Keep runtime state of destinations that stay across reloads (0 = 5.6.3 behaviour).
+    pub keep_state: bool,
+    pub retain_latency: bool,
 }
 
 fn get_str(s: &str_) -> Vec<u8> {
@@ -192,6 +210,19 @@ impl Config {
                 probing_threshold: ds_probing_threshold,
                 inactive_threshold: ds_inactive_threshold,
                 event_callback: get_str(&*(&raw const event_callback)),
+                ping_interval: ds_ping_interval,
+                ping_method: get_str(&*(&raw const ds_ping_method)),
+                ping_from: get_str(&*(&raw const ds_ping_from)),
+                outbound_proxy: get_str(&*(&raw const outbound_proxy)),
+                ping_reply_codes: get_str(&*(&raw const ds_ping_reply_codes)),
+                latency_stats: ds_ping_latency_stats != 0,
+                latency_alpha: if (1..=999).contains(&{ ds_latency_estimator_alpha }) {
+                    ds_latency_estimator_alpha as f64 / 1000.0
+                } else {
+                    0.9
+                },
+                keep_state: ds_reload_keep_state != 0,
+                retain_latency: ds_retain_latency_stats != 0,
             }
         }
     }
@@ -204,15 +235,9 @@ impl Config {
             let set = |s: &str_| !s.s.is_null() && s.len > 0;
             if set(&*(&raw const db_url)) { v.push("db_url"); }
             if ds_db_extra_attrs.len > 0 { v.push("ds_db_extra_attrs"); }
-            if ds_ping_interval != 0 { v.push("ds_ping_interval"); }
-            if ds_probing_mode != 0 { v.push("ds_probing_mode"); }
-            if ds_ping_latency_stats != 0 { v.push("ds_ping_latency_stats"); }
-            if ds_ping_reply_codes.len > 0 { v.push("ds_ping_reply_codes"); }
-            if outbound_proxy.len > 0 { v.push("outbound_proxy"); }
             if ds_dns_mode & !1 != 0 { v.push("ds_dns_mode"); }
             if ds_dns_ttl != 0 { v.push("ds_dns_ttl"); }
             if ds_dns_interval != 600 { v.push("ds_dns_interval"); }
-            if ds_latency_estimator_alpha != 900 { v.push("ds_latency_estimator_alpha"); }
             let dflt = |s: &str_, d: &[u8]| crate::kam::param::unsafe_bytes(*s) == d;
             if !dflt(&*(&raw const table_name), b"dispatcher") { v.push("table_name"); }
             if !dflt(&*(&raw const setid_col), b"setid") { v.push("setid_col"); }
@@ -220,8 +245,6 @@ impl Config {
             if !dflt(&*(&raw const flags_col), b"flags") { v.push("flags_col"); }
             if !dflt(&*(&raw const priority_col), b"priority") { v.push("priority_col"); }
             if !dflt(&*(&raw const attrs_col), b"attrs") { v.push("attrs_col"); }
-            if !dflt(&*(&raw const ds_ping_method), b"OPTIONS") { v.push("ds_ping_method"); }
-            if !dflt(&*(&raw const ds_ping_from), b"sip:dispatcher@localhost") { v.push("ds_ping_from"); }
         }
         v
     }

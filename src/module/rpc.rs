@@ -58,11 +58,22 @@ fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'st
                     wh.str("DUID", d.duid.get()).map_err(|_| ea)?;
                     wh.int("MAXLOAD", d.maxload).map_err(|_| ea)?;
                     wh.int("WEIGHT", d.weight).map_err(|_| ea)?;
-                    wh.int("RWEIGHT", d.rweight).map_err(|_| ea)?;
+                    wh.int("RWEIGHT", d.rweight_rt.load(Ordering::Relaxed)).map_err(|_| ea)?;
                     wh.str("SOCKET", d.socket.get()).map_err(|_| ea)?;
                     wh.str("SOCKNAME", d.sockname.get()).map_err(|_| ea)?;
                     wh.str("OBPROXY", d.obproxy.get()).map_err(|_| ea)?;
                 }
+            }
+            if state::cfg().latency_stats {
+                let lh = vh.child_struct("LATENCY").map_err(|_| "Internal error creating dest")?;
+                // SAFETY: display only; a concurrent update may be seen half-way.
+                let ls = unsafe { d.latency_stats() };
+                lh.double("AVG", ls.average)
+                    .and_then(|_| lh.double("STD", ls.stdev))
+                    .and_then(|_| lh.double("EST", ls.estimate))
+                    .and_then(|_| lh.int("MAX", ls.max))
+                    .and_then(|_| lh.int("TIMEOUT", ls.timeout as i32))
+                    .map_err(|_| e)?;
             }
             if state::cfg().hash_size > 0 {
                 let dh = vh.child_struct("RUNTIME").map_err(|_| "Internal error creating runtime struct")?;

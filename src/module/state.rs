@@ -208,7 +208,18 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
         &sets,
         gen,
         now(),
-        &mut |id, uri, fl| find_carry(old, id, uri, fl),
+        &mut |id, uri, fl| {
+            let mut c = find_carry(old, id, uri, fl)?;
+            if !cfg.keep_state {
+                c.flags = fl;
+                c.fail_cnt = 0;
+                c.dload = 0;
+            }
+            if cfg.retain_latency && cfg.latency_stats {
+                c.lat = old_latency(old, id, uri);
+            }
+            Some(c)
+        },
         &mut |size| shm_alloc(size),
         &mut crate::kam::kam_rand,
     )
@@ -219,6 +230,12 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     }
     ds_info!("loaded {} destinations in {} sets from {}", n, sets.len(), file);
     Ok(n)
+}
+
+fn old_latency(old: Option<Snap<'_>>, setid: i32, uri: &[u8]) -> Option<crate::ds::latency::LatencyStats> {
+    let d = old?.set(setid)?.dests.iter().find(|d| d.uri.bytes() == uri)?;
+    // SAFETY: a racing keepalive update could tear the copy; acceptable for carried stats.
+    Some(unsafe { d.latency_stats() })
 }
 
 /// Frees what can be freed at shutdown (main process, after children exited).

@@ -1,0 +1,251 @@
+//! OPTIONS keepalives (spec §7.3) sent through TM from a core timer, paced across the
+//! interval, and their results fed into the state machine and the latency statistics.
+use std::cell::Cell;
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::Ordering;
+
+use once_cell::sync::OnceCell;
+
+use crate::ds::health::ReplyCodes;
+use crate::ds::latency::congestion_rweights;
+use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE, DS_PROBING, DS_TRYING};
+use crate::kam::mem::ShmLock;
+use crate::kam::tm;
+use crate::module::health::{self, Rctx};
+use crate::module::{guard, state};
+use crate::sys;
+use crate::{ds_dbg, ds_err};
+
+/// Pacing tick of the main-timer mode.
+const TICK_MS: u64 = 100;
+/// Marks the callback parameter as ours (so set id 0 is not a NULL parameter).
+const CBP_TAG: usize = 1 << 32;
+
+static CODES: OnceCell<ReplyCodes> = OnceCell::new();
+static LAT_LOCK: OnceCell<ShmLock> = OnceCell::new();
+
+thread_local! {
+    // the timer callbacks always run in the same process: pacing state is process-local
+    static CURSOR: Cell<usize> = const { Cell::new(0) };
+    static PASS_START: Cell<u64> = const { Cell::new(0) };
+    static IN_PASS: Cell<bool> = const { Cell::new(false) };
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// mod_init part: bind TM and start the timer when `ds_ping_interval > 0`.
+pub fn init() -> Result<(), String> {
+    let cfg = state::cfg();
+    let _ = CODES.set(ReplyCodes::parse(&cfg.ping_reply_codes));
+    let _ = LAT_LOCK.set(ShmLock::new().ok_or("cannot allocate the latency lock")?);
+    if cfg.ping_interval <= 0 {
+        return Ok(());
+    }
+    if !tm::bind() {
+        return Err("ds_ping_interval > 0 needs the tm module, loaded before dispatcher".into());
+    }
+    // SAFETY: mod_init in the main process; the core keeps the function pointers.
+    let ok = unsafe {
+        if cfg.timer_mode == 1 {
+            sys::sr_wtimer_add(Some(tick_s), std::ptr::null_mut(), 1) >= 0
+        } else {
+            sys::rds_register_timer_ms(tick_ms, std::ptr::null_mut(), TICK_MS as u32) >= 0
+        }
+    };
+    if !ok {
+        return Err("cannot register the keepalive timer".into());
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn tick_ms(_t: u32, _p: *mut c_void) {
+    guard("keepalive timer", (), || tick(TICK_MS))
+}
+unsafe extern "C" fn tick_s(_t: u32, _p: *mut c_void) {
+    guard("keepalive timer", (), || tick(1000))
+}
+
+/// Whether the destination is pinged in `mode` (`ds_ping_result_helper`).
+fn eligible(flags: i32, mode: i32) -> bool {
+    if flags & DS_DISABLED != 0 {
+        return false;
+    }
+    match mode {
+        1 => true,
+        2 => flags & DS_INACTIVE != 0 && flags & DS_PROBING != 0,
+        _ => flags & DS_PROBING != 0,
+    }
+}
+
+/// One pacing tick: pings the next share of destinations so that every destination is
+/// visited once per `ds_ping_interval`, spread evenly over the interval.
+fn tick(tick_ms: u64) {
+    let cfg = state::cfg();
+    let Some(ctl) = state::ctl() else { return };
+    if ctl.ping_active.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let interval_us = (cfg.ping_interval.max(1) as u64) * 1_000_000;
+    let now = now_us();
+    if !IN_PASS.with(|p| p.get()) {
+        let start = PASS_START.with(|p| p.get());
+        if start != 0 && now < start + interval_us {
+            return;
+        }
+        PASS_START.with(|p| p.set(now));
+        CURSOR.with(|c| c.set(0));
+        IN_PASS.with(|p| p.set(true));
+    }
+    let mut jobs: Vec<(i32, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
+    state::with_snap(|snap| {
+        let Some(snap) = snap else { return };
+        let total = snap.header().ndests as u64;
+        let ticks = (interval_us / (tick_ms * 1000)).max(1);
+        let budget = total.div_ceil(ticks).max(1) as usize;
+        let mut cur = CURSOR.with(|c| c.get());
+        let mut idx = 0usize;
+        let mut taken = 0usize;
+        'sets: for set in snap.sets() {
+            for d in set.dests {
+                if idx < cur {
+                    idx += 1;
+                    continue;
+                }
+                if taken >= budget {
+                    break 'sets;
+                }
+                taken += 1;
+                idx += 1;
+                cur = idx;
+                if !eligible(d.flags.load(Ordering::Relaxed), cfg.probing_mode) {
+                    continue;
+                }
+                d.ping_start_us.store(now, Ordering::Relaxed);
+                let from = d.ping_from.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.ping_from.clone());
+                let ob = d.obproxy.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.outbound_proxy.clone());
+                let (sn, sa) = if !d.sockname.bytes().is_empty() {
+                    (d.sockname.bytes().to_vec(), Vec::new())
+                } else if !d.socket.bytes().is_empty() {
+                    (Vec::new(), d.socket.bytes().to_vec())
+                } else if !cfg.default_sockname.is_empty() {
+                    (cfg.default_sockname.clone(), Vec::new())
+                } else {
+                    (Vec::new(), cfg.default_socket.clone())
+                };
+                jobs.push((set.rec.id, d.uri.bytes().to_vec(), from, ob, sn, sa));
+            }
+        }
+        if idx >= total as usize || cur >= total as usize {
+            IN_PASS.with(|p| p.set(false));
+        }
+        CURSOR.with(|c| c.set(cur));
+    });
+    // send outside the read section: TM may take its own locks and time
+    for (setid, uri, from, ob, sn, sa) in jobs {
+        let cbp = (setid as u32 as usize) | CBP_TAG;
+        ds_dbg!("probing set #{setid}, URI {}", String::from_utf8_lossy(&uri));
+        if !tm::request(&cfg.ping_method, &uri, &from, &ob, &sn, &sa, done, cbp) {
+            ds_err!("unable to ping [{}]", String::from_utf8_lossy(&uri));
+            let st = DS_TRYING | if cfg.probing_mode != 0 { DS_PROBING } else { 0 };
+            let rctx = Rctx { code: 500, reason: Some(b"Sending keepalive failed".to_vec()), ..Default::default() };
+            health::update_state(None, setid, &uri, st, rctx);
+        }
+    }
+}
+
+/// Updates latency statistics (and congestion control) of the pinged destination.
+fn update_latency(setid: i32, uri: &[u8], code: i32) {
+    let cfg = state::cfg();
+    let alpha = cfg.latency_alpha;
+    let Some(lock) = LAT_LOCK.get() else { return };
+    state::with_snap(|snap| {
+        let Some(set) = snap.and_then(|s| s.set(setid)) else { return };
+        let rebuild = {
+            let _g = lock.lock();
+            let mut pinged: Option<usize> = None;
+            for (i, d) in set.dests.iter().enumerate() {
+                if !d.uri.bytes().eq_ignore_ascii_case(uri) || d.flags.load(Ordering::Relaxed) & DS_PROBING == 0 {
+                    continue;
+                }
+                // SAFETY: writers of `lat` are serialised by LAT_LOCK, held here.
+                let st = unsafe { &mut *d.lat.get() };
+                if code == 408 {
+                    st.timed_out();
+                } else {
+                    let start = d.ping_start_us.load(Ordering::Relaxed);
+                    let ms = (now_us().saturating_sub(start) / 1000) as i32;
+                    st.update(ms, alpha);
+                }
+                d.lat_avg.store(st.average.to_bits(), Ordering::Relaxed);
+                d.lat_est.store(st.estimate.to_bits(), Ordering::Relaxed);
+                pinged = Some(i);
+                break;
+            }
+            let Some(p) = pinged else { return };
+            let view: Vec<(i32, i32, f64, f64, bool, i32)> = set
+                .dests
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.cc, d.weight, d.latency_est(), d.latency_avg(), i == p, d.rweight_rt.load(Ordering::Relaxed)))
+                .collect();
+            match congestion_rweights(&view) {
+                Some(rw) => {
+                    for (d, v) in set.dests.iter().zip(rw) {
+                        d.rweight_rt.store(v, Ordering::Relaxed);
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if rebuild {
+            health::rebuild_rweights(&set);
+        }
+    });
+}
+
+/// TM callback of a keepalive (runs in the process that completed the transaction).
+unsafe extern "C" fn done(t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_params) {
+    guard("keepalive callback", (), || {
+        // SAFETY: arguments of a TM callback.
+        let Some(c) = (unsafe { tm::completion(t, ps) }) else { return };
+        if c.cbp & CBP_TAG == 0 {
+            return;
+        }
+        let setid = (c.cbp & 0xffff_ffff) as u32 as i32;
+        let cfg = state::cfg();
+        ds_dbg!("OPTIONS-Request was finished with code {} (to {}, group {setid})", c.code, String::from_utf8_lossy(&c.uri));
+        if cfg.latency_stats {
+            update_latency(setid, &c.uri, c.code);
+        }
+        let cur = state::with_snap(|snap| {
+            let set = snap?.set(setid)?;
+            set.dests.iter().find(|d| d.uri.bytes().eq_ignore_ascii_case(&c.uri)).map(|d| d.flags.load(Ordering::Relaxed))
+        });
+        let Some(cur) = cur else { return };
+        if cfg.probing_mode == 3 && cur & DS_PROBING == 0 {
+            return;
+        }
+        let rctx = Rctx {
+            code: c.code,
+            flags: if c.real_reply { 1 } else { 0 },
+            reason: if c.real_reply { Some(c.reason.clone()) } else { None },
+            ..Default::default()
+        };
+        let alive = c.code >= 200 && c.code <= 299 || CODES.get().map(|r| r.alive(c.code as u32)).unwrap_or(false);
+        let st = if alive {
+            if cfg.probing_mode == 1 || (cfg.probing_mode == 3 && cur & DS_PROBING != 0) {
+                DS_PROBING
+            } else {
+                0
+            }
+        } else {
+            DS_TRYING | if cfg.probing_mode != 0 { DS_PROBING } else { 0 }
+        };
+        if cur & DS_DISABLED == 0 {
+            health::update_state(None, setid, &c.uri, st, rctx);
+        }
+    })
+}
