@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 
 use once_cell::sync::OnceCell;
 
-use crate::ds::health::ReplyCodes;
 use crate::ds::latency::congestion_rweights;
 use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE, DS_PROBING, DS_TRYING};
 use crate::kam::mem::ShmLock;
@@ -21,7 +20,6 @@ const TICK_MS: u64 = 100;
 /// Marks the callback parameter as ours (so set id 0 is not a NULL parameter).
 const CBP_TAG: usize = 1 << 32;
 
-static CODES: OnceCell<ReplyCodes> = OnceCell::new();
 static LAT_LOCK: OnceCell<ShmLock> = OnceCell::new();
 
 thread_local! {
@@ -38,7 +36,6 @@ fn now_us() -> u64 {
 /// mod_init part: bind TM and start the timer when `ds_ping_interval > 0`.
 pub fn init() -> Result<(), String> {
     let cfg = state::cfg();
-    let _ = CODES.set(ReplyCodes::parse(&cfg.ping_reply_codes));
     let _ = LAT_LOCK.set(ShmLock::new().ok_or("cannot allocate the latency lock")?);
     if cfg.ping_interval <= 0 {
         return Ok(());
@@ -234,7 +231,7 @@ unsafe extern "C" fn done(t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_pa
             reason: if c.real_reply { Some(c.reason.clone()) } else { None },
             ..Default::default()
         };
-        let alive = c.code >= 200 && c.code <= 299 || CODES.get().map(|r| r.alive(c.code as u32)).unwrap_or(false);
+        let alive = (200..=299).contains(&c.code) || crate::module::cfgvars::with_reply_codes(|r| r.alive(c.code as u32));
         let st = if alive {
             if cfg.probing_mode == 1 || (cfg.probing_mode == 3 && cur & DS_PROBING != 0) {
                 DS_PROBING

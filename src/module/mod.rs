@@ -3,6 +3,7 @@
 //! Every entry point from C goes through [`guard`], so a panic never crosses the boundary.
 #![allow(non_upper_case_globals)]
 
+pub mod cfgvars;
 pub mod cmds;
 pub mod health;
 pub mod keepalive;
@@ -84,6 +85,10 @@ unsafe extern "C" fn mod_init() -> c_int {
         }
         if !(1..=999).contains(&cfg_alpha()) {
             ds_err!("invalid ds_latency_estimator_alpha {} (valid: 1..999), using 900", cfg_alpha());
+        }
+        if !cfgvars::declare(cfg.probing_threshold, cfg.inactive_threshold, &cfg.ping_reply_codes) {
+            ds_err!("failed to declare the cfg group dispatcher");
+            return -1;
         }
         if let Err(e) = state::init(cfg).and_then(|_| keepalive::init()) {
             ds_err!("initialisation failed: {e}");
