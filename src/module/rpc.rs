@@ -238,6 +238,84 @@ unsafe extern "C" fn rpc_ping_active(api: *mut sys::rpc_t, ctx: *mut c_void) {
     })
 }
 
+fn edit_reply(rpc: &Rpc, r: Result<(), state::ReloadError>, ok: &str, failed: &str) {
+    match r {
+        Ok(()) => rpc.text(ok),
+        Err(state::ReloadError::NotReady) => rpc.fault(500, "Not ready for reload"),
+        Err(state::ReloadError::TooSoon) => rpc.fault(500, "Ongoing reload"),
+        Err(state::ReloadError::Failed(m)) => {
+            crate::ds_err!("{failed}: {m}");
+            rpc.fault(500, failed)
+        }
+    }
+}
+
+fn rate_limited(rpc: &Rpc) -> bool {
+    let (Some(ctl), cfg) = (state::ctl(), state::cfg()) else {
+        rpc.fault(500, "Not ready for reload");
+        return true;
+    };
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    if cfg.reload_delta > 0 && t < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta) {
+        rpc.fault(500, "Ongoing reload");
+        return true;
+    }
+    false
+}
+
+unsafe extern "C" fn rpc_add(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.add", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        if rate_limited(&rpc) {
+            return;
+        }
+        let (mut group, mut flags, mut prio): (c_int, c_int, c_int) = (0, 0, 0);
+        let mut dest = sys::str_ { s: null_mut(), len: 0 };
+        let mut attrs = sys::str_ { s: null_mut(), len: 0 };
+        // SAFETY: "dS*ddS" matches (int*, str*, int*, int*, str*).
+        let n = unsafe {
+            rpc.scan_raw(c"dS*ddS", &[
+                &mut group as *mut c_int as *mut c_void,
+                &mut dest as *mut sys::str_ as *mut c_void,
+                &mut flags as *mut c_int as *mut c_void,
+                &mut prio as *mut c_int as *mut c_void,
+                &mut attrs as *mut sys::str_ as *mut c_void,
+            ])
+        };
+        if n < 2 {
+            rpc.fault(500, "Invalid Parameters");
+            return;
+        }
+        let u = crate::kam::param::unsafe_bytes(dest).to_vec();
+        let a = if n >= 5 { crate::kam::param::unsafe_bytes(attrs).to_vec() } else { Vec::new() };
+        let e = state::Edit::Add { setid: group, uri: u, flags: if n >= 3 { flags } else { 0 }, priority: if n >= 4 { prio } else { 0 }, attrs: a };
+        edit_reply(&rpc, state::edit_list(e), "Ok. Dispatcher destination added.", "Adding dispatcher dst failed");
+    })
+}
+
+unsafe extern "C" fn rpc_remove(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.remove", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        if rate_limited(&rpc) {
+            return;
+        }
+        let mut group: c_int = 0;
+        let mut dest = sys::str_ { s: null_mut(), len: 0 };
+        // SAFETY: "dS" matches (int*, str*).
+        let n = unsafe {
+            rpc.scan_raw(c"dS", &[&mut group as *mut c_int as *mut c_void, &mut dest as *mut sys::str_ as *mut c_void])
+        };
+        if n < 2 {
+            rpc.fault(500, "Invalid Parameters");
+            return;
+        }
+        let u = crate::kam::param::unsafe_bytes(dest).to_vec();
+        edit_reply(&rpc, state::edit_list(state::Edit::Remove { setid: group, uri: u }), "Ok. Dispatcher destination removed.", "Removing dispatcher dst failed");
+    })
+}
+
 #[repr(transparent)]
 pub struct Doc([*const c_char; 2]);
 // SAFETY: immutable static strings.
@@ -248,9 +326,13 @@ static DOC_RELOAD: Doc = Doc([c"Reload dispatcher destination sets".as_ptr(), st
 static DOC_SET_STATE: Doc = Doc([c"Set the state of a destination address".as_ptr(), std::ptr::null()]);
 static DOC_SET_DUID_STATE: Doc = Doc([c"Set the state of a destination by duid".as_ptr(), std::ptr::null()]);
 static DOC_PING_ACTIVE: Doc = Doc([c"Manage setting on/off the pinging (keepalive) of destinations".as_ptr(), std::ptr::null()]);
+static DOC_ADD: Doc = Doc([c"Add a destination address in memory".as_ptr(), std::ptr::null()]);
+static DOC_REMOVE: Doc = Doc([c"Remove a destination address from memory".as_ptr(), std::ptr::null()]);
 static DOC_HASH: Doc = Doc([c"Compute the hash of the values".as_ptr(), std::ptr::null()]);
 
-pub static mut RPCS: [rpc_export_t; 7] = [
+pub static mut RPCS: [rpc_export_t; 9] = [
+    rpc_export_t { name: c"dispatcher.add".as_ptr(), function: Some(rpc_add), doc_str: &DOC_ADD as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.remove".as_ptr(), function: Some(rpc_remove), doc_str: &DOC_REMOVE as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.set_state".as_ptr(), function: Some(rpc_set_state), doc_str: &DOC_SET_STATE as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.set_duid_state".as_ptr(), function: Some(rpc_set_duid_state), doc_str: &DOC_SET_DUID_STATE as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.ping_active".as_ptr(), function: Some(rpc_ping_active), doc_str: &DOC_PING_ACTIVE as *const Doc as *mut *const c_char, flags: 0 },

@@ -201,6 +201,15 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     }
     let n = dests.len();
     let sets = build_sets(dests);
+    install(ctl, sets)?;
+    ds_info!("loaded {} destinations from {}", n, file);
+    Ok(n)
+}
+
+/// Builds a snapshot of `sets` (carrying runtime state of destinations that stay) and
+/// publishes it. Caller holds the writer lock.
+fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>) -> Result<(), ReloadError> {
+    let cfg = cfg();
     let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
     let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
@@ -228,8 +237,121 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
         free_snapshot(block);
         return Err(ReloadError::Failed("too many old lists still in use; try again".into()));
     }
-    ds_info!("loaded {} destinations in {} sets from {}", n, sets.len(), file);
-    Ok(n)
+    Ok(())
+}
+
+/// A live edit of the list (`dispatcher.add` / `dispatcher.remove`).
+pub enum Edit {
+    Add { setid: i32, uri: Vec<u8>, flags: i32, priority: i32, attrs: Vec<u8> },
+    Remove { setid: i32, uri: Vec<u8> },
+}
+
+/// The destinations of a snapshot as load entries (re-parsed attrs, resolved address kept).
+fn snapshot_sets(snap: Option<Snap<'_>>) -> Vec<crate::ds::order::DestSet> {
+    let Some(snap) = snap else { return Vec::new() };
+    let cfg = cfg();
+    snap.sets()
+        .map(|set| crate::ds::order::DestSet {
+            id: set.rec.id,
+            dests: set
+                .dests
+                .iter()
+                .map(|d| {
+                    let attrs = crate::ds::attrs::parse_attrs(d.attrs_body.bytes(), cfg.attrs_none).map(|a| a.0).unwrap_or_default();
+                    crate::ds::dest::Dest {
+                        setid: set.rec.id,
+                        uri: d.uri.bytes().to_vec(),
+                        flags: d.cfg_flags,
+                        priority: d.priority,
+                        attrs,
+                        scheme: scheme_from(d.scheme),
+                        host: d.host.bytes().to_vec(),
+                        port: d.port,
+                        proto: proto_from(d.proto),
+                        ip: d.ip_addr(),
+                        sock: d.sock,
+                        line: 0,
+                        col: 0,
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn scheme_from(v: u8) -> Scheme {
+    [Scheme::Sip, Scheme::Sips, Scheme::Tel, Scheme::Tels, Scheme::Urn].into_iter().find(|s| *s as u8 == v).unwrap_or(Scheme::Sip)
+}
+fn proto_from(v: u8) -> Proto {
+    [Proto::None, Proto::Udp, Proto::Tcp, Proto::Tls, Proto::Sctp, Proto::Ws, Proto::Wss, Proto::Other]
+        .into_iter()
+        .find(|p| *p as u8 == v)
+        .unwrap_or(Proto::None)
+}
+
+/// Applies a live edit: rebuilds the list from the current one, keeping the order of the other
+/// destinations and their runtime state. Rate-limited like a reload.
+pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
+    let ctl = ctl().ok_or(ReloadError::NotReady)?;
+    let lock = WLOCK.get().ok_or(ReloadError::NotReady)?;
+    let cfg = cfg();
+    let _g = lock.lock();
+    let t = now().0 as i64;
+    if cfg.reload_delta > 0 && t < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta) {
+        return Err(ReloadError::TooSoon);
+    }
+    ctl.last_rebuild.store(t, Ordering::Relaxed);
+    // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
+    let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
+    let mut sets = snapshot_sets(cur);
+    let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0) };
+    match e {
+        Edit::Add { setid, uri, flags, priority, attrs } => {
+            let raw = crate::ds::listfile::RawEntry { setid, uri, flags, priority, attrs, line: 0, col: 0 };
+            match prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env) {
+                Ok((d, _)) => {
+                    let order: Vec<i32> = sets.iter().map(|s| s.id).chain(std::iter::once(setid)).collect();
+                    match sets.iter_mut().find(|s| s.id == setid) {
+                        Some(s) => {
+                            // first among equal priorities (as a later file line would be); the
+                            // order of the others does not change
+                            let pos = s.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(s.dests.len());
+                            s.dests.insert(pos, d);
+                        }
+                        None => sets.push(crate::ds::order::DestSet { id: setid, dests: vec![d] }),
+                    }
+                    reorder(&mut sets, &order);
+                }
+                Err(err) => {
+                    crate::ds_warn!("unable to add destination {} to set {}: {}", String::from_utf8_lossy(&raw.uri), setid, err.msg);
+                    if cfg.load_mode == 1 {
+                        return Err(ReloadError::Failed(err.msg));
+                    }
+                    // the list is rebuilt anyway (as in C, this re-balances the set tree)
+                    let order: Vec<i32> = sets.iter().map(|s| s.id).collect();
+                    reorder(&mut sets, &order);
+                }
+            }
+        }
+        Edit::Remove { setid, uri } => {
+            let raw = crate::ds::listfile::RawEntry { setid, uri, flags: 0, priority: 0, attrs: Vec::new(), line: 0, col: 0 };
+            let (d, _) = prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env).map_err(|e| ReloadError::Failed(e.msg))?;
+            let order: Vec<i32> = sets.iter().map(|s| s.id).collect();
+            for s in sets.iter_mut().filter(|s| s.id == setid) {
+                s.dests.retain(|x| x.uri != d.uri);
+            }
+            sets.retain(|s| !s.dests.is_empty());
+            let order: Vec<i32> = order.into_iter().filter(|id| sets.iter().any(|s| s.id == *id)).collect();
+            reorder(&mut sets, &order);
+        }
+    }
+    install(ctl, sets)
+}
+
+/// Puts sets in the AVL post-order the C module gets by re-inserting them in `insert_order`.
+fn reorder(sets: &mut Vec<crate::ds::order::DestSet>, insert_order: &[i32]) {
+    let post = crate::ds::order::avl_postorder(insert_order);
+    sets.sort_by_key(|s| post.iter().position(|&id| id == s.id).unwrap_or(usize::MAX));
 }
 
 fn old_latency(old: Option<Snap<'_>>, setid: i32, uri: &[u8]) -> Option<crate::ds::latency::LatencyStats> {
