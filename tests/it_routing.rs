@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 /// Wait (bounded) until the backends' message logs show `total` distinct INVITEs.
@@ -114,10 +114,13 @@ fn failover_on_dead_backend() {
 fn is_from_list_true_false() {
     let kind = ModuleKind::from_env();
     let dir = run_dir("is_from_list_true_false");
-    let pa = free_port(); // set 1, no transport
-    let pb = free_port(); // set 2, ;transport=udp
-    let pc = free_port(); // set 3, inactive
-    let px = free_port(); // not in the list
+    // the test client's source ports, bound for the whole test
+    let (sa, sb, sc, sx) = (bound_socket(), bound_socket(), bound_socket(), bound_socket());
+    let port_of = |s: &UdpSocket| s.local_addr().expect("local_addr").port();
+    let pa = port_of(&sa); // set 1, no transport
+    let pb = port_of(&sb); // set 2, ;transport=udp
+    let pc = port_of(&sc); // set 3, inactive
+    let px = port_of(&sx); // not in the list
     let list = format!(
         "# ds_is_from_list test list\n\
          1 sip:127.0.0.1:{pa} 0 0 tag=a\n\
@@ -126,12 +129,31 @@ fn is_from_list_true_false() {
          4 sip:127.0.0.2 0 0 tag=d\n"
     );
     let kam = Kamailio::start(&dir, "kamailio", kind, &KamOpts::with_list(&list));
-    let from = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    let from = |port: u16| -> Src {
+        Src::Sock(match port {
+            p if p == pa => &sa,
+            p if p == pb => &sb,
+            p if p == pc => &sc,
+            _ => &sx,
+        })
+    };
 
+    enum Src<'a> {
+        Sock(&'a UdpSocket),
+        Addr(SocketAddr),
+    }
+    impl std::fmt::Display for Src<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Src::Sock(s) => write!(f, "{:?}", s.local_addr()),
+                Src::Addr(a) => write!(f, "{a}"),
+            }
+        }
+    }
     // (source, headers, expected X-Ret, X-Setid, X-Attrs)
     struct Case<'a> {
         what: &'a str,
-        src: SocketAddr,
+        src: Src<'a>,
         hdrs: Vec<(&'a str, String)>,
         ret: &'a str,
         setid: &'a str,
@@ -144,7 +166,7 @@ fn is_from_list_true_false() {
         Case { what: "no args, listed source", src: from(pa), hdrs: vec![], ret: "1", setid: "1", attrs: "tag=a" },
         Case { what: "no args, unlisted port", src: from(px), hdrs: vec![], ret: "-1", setid: "unset", attrs: "unset" },
         Case { what: "no args, set 2 source", src: from(pb), hdrs: vec![], ret: "1", setid: "2", attrs: "tag=b" },
-        Case { what: "no args, port-less dst in set 4", src: "127.0.0.2:0".parse().unwrap(), hdrs: vec![], ret: "1", setid: "4", attrs: "tag=d" },
+        Case { what: "no args, port-less dst in set 4", src: Src::Addr("127.0.0.2:0".parse().unwrap()), hdrs: vec![], ret: "1", setid: "4", attrs: "tag=d" },
         Case { what: "group -1 sets setid", src: from(pa), hdrs: vec![g("-1")], ret: "1", setid: "1", attrs: "tag=a" },
         Case { what: "group 1, right set, no setid", src: from(pa), hdrs: vec![g("1")], ret: "1", setid: "unset", attrs: "tag=a" },
         Case { what: "group 2, wrong set", src: from(pa), hdrs: vec![g("2")], ret: "-1", setid: "unset", attrs: "unset" },
@@ -172,7 +194,10 @@ fn is_from_list_true_false() {
     let mut failures = Vec::new();
     for c in &cases {
         let hdrs: Vec<(&str, &str)> = c.hdrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let r = kam.request_from(c.src, "isfrom", &hdrs);
+        let r = match &c.src {
+            Src::Sock(s) => kam.request_on(s, "isfrom", &hdrs),
+            Src::Addr(a) => kam.request_from(*a, "isfrom", &hdrs),
+        };
         let got = (r.hdr("X-Ret").to_string(), r.hdr("X-Setid").to_string(), r.hdr("X-Attrs").to_string());
         let want = (c.ret.to_string(), c.setid.to_string(), c.attrs.to_string());
         if r.status != 200 || got != want {

@@ -591,7 +591,7 @@ pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
     })
 }
 
-fn is_active(group: i32, uri: Option<&[u8]>) -> i32 {
+pub fn is_active(group: i32, uri: Option<&[u8]>) -> i32 {
     state::with_snap(|snap| {
         let Some(set) = snap.and_then(|s| s.set(group)) else { return -1 };
         let uri = uri.filter(|u| !u.is_empty());
@@ -772,6 +772,34 @@ unsafe extern "C" fn w_ds_mark_dst1(m: *mut sip_msg, s: P, _b: P) -> c_int {
     })
 }
 
+unsafe extern "C" fn w_ds_mark_addr(m: *mut sip_msg, st: P, g: P, u: P) -> c_int {
+    guard("ds_mark_addr", -1, || {
+        let (Some(stv), Some(g), Some(u)) = (get_str(m, st), get_int(m, g), get_str(m, u)) else {
+            ds_err!("cannot get state, set or uri value");
+            return -1;
+        };
+        let Some(x) = parse_mark_state(&stv) else {
+            ds_warn!("unknown state value: {}", String::from_utf8_lossy(&stv));
+            return -1;
+        };
+        let msg = if m.is_null() { None } else { Some(Msg(m)) };
+        let r = health::msg_rctx(msg);
+        if health::update_state(msg, g, &u, x, r) == 0 { 1 } else { -1 }
+    })
+}
+
+/// ds_mark_addr(state, set, uri): string/PV, int/PV, string/PV.
+unsafe extern "C" fn fixup_mark_addr(param: *mut *mut c_void, no: c_int) -> c_int {
+    // SAFETY: forwarding the core's arguments to the core's own fixups.
+    unsafe {
+        match no {
+            1 | 3 => sys::fixup_spve_null(param, 1),
+            2 => sys::fixup_igp_null(param, 1),
+            _ => 0,
+        }
+    }
+}
+
 /// ds_mark_dst(state): the startup failover check plus a string/PV parameter (as in 6.1).
 unsafe extern "C" fn fixup_mark_dst(param: *mut *mut c_void, no: c_int) -> c_int {
     // SAFETY: forwarding the core's arguments to the core's own fixup.
@@ -833,7 +861,7 @@ macro_rules! cmd {
     };
 }
 
-pub static mut CMDS: [cmd_export_t; 28] = [
+pub static mut CMDS: [cmd_export_t; 29] = [
     cmd!(c"ds_select", w_ds_select, 2, Some(sys::fixup_igp_igp), None, ANY),
     cmd!(c"ds_select", f4(w_ds_select_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
     cmd!(c"ds_select_dst", w_ds_select_dst, 2, Some(sys::fixup_igp_igp), None, REQ | FAIL),
@@ -848,6 +876,7 @@ pub static mut CMDS: [cmd_export_t; 28] = [
     cmd!(c"ds_set_domain", w_ds_set_domain, 0, Some(ds_warn_fixup), None, REQ | FAIL),
     cmd!(c"ds_mark_dst", w_ds_mark_dst0, 0, Some(ds_warn_fixup), None, REQ | FAIL | ONREPLY),
     cmd!(c"ds_mark_dst", w_ds_mark_dst1, 1, Some(fixup_mark_dst), Some(sys::fixup_free_spve_null), REQ | FAIL | ONREPLY),
+    cmd!(c"ds_mark_addr", f4(w_ds_mark_addr), 3, Some(fixup_mark_addr), None, ANY),
     cmd!(c"ds_is_from_list", w_ds_is_from_list0, 0, None, None, REQ | FAIL | ONREPLY | BRANCH),
     cmd!(c"ds_is_from_list", w_ds_is_from_list1, 1, Some(sys::fixup_igp_null), None, ANY),
     cmd!(c"ds_is_from_list", w_ds_is_from_list2, 2, Some(fixup_is_from_list), None, ANY),

@@ -7,6 +7,7 @@ pub mod cfgvars;
 pub mod cmds;
 pub mod health;
 pub mod keepalive;
+pub mod kemi;
 pub mod load;
 pub mod params;
 pub mod rpc;

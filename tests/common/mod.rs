@@ -105,27 +105,87 @@ impl ModuleKind {
 // ---------------------------------------------------------------------------------------
 
 static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static RNG: Mutex<u64> = Mutex::new(0);
 
-/// A free UDP port on 127.0.0.1 (TCP checked too), never returned twice in this process.
+/// The kernel's ephemeral port range (ports that `bind(0)` hands out).
+fn ephemeral_range() -> (u16, u16) {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+fn next_random() -> u64 {
+    let mut g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    if *g == 0 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        *g = t ^ ((std::process::id() as u64) << 32) ^ 0x9E37_79B9_7F4A_7C15;
+    }
+    // xorshift64*
+    let mut x = *g;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *g = x;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+fn port_free(port: u16) -> bool {
+    UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A free UDP (and TCP) port on 127.0.0.1, never returned twice in this process.
+///
+/// Ports are drawn at random from *below* the kernel's ephemeral range, so that sockets
+/// bound to port 0 (by this process, Kamailio, SIPp, kamcmd, ...) can never take a port
+/// between the moment it is chosen here and the moment its user binds it.
 pub fn free_port() -> u16 {
-    for _ in 0..500 {
-        let port = match UdpSocket::bind("127.0.0.1:0") {
-            Ok(s) => s.local_addr().expect("local_addr").port(),
-            Err(e) => panic!("cannot bind a UDP socket on 127.0.0.1: {e}"),
+    let (eph_lo, eph_hi) = ephemeral_range();
+    let (lo, hi) = if eph_lo > 12000 { (10000u32, eph_lo as u32 - 1) } else { (eph_hi as u32 + 1, 65535u32) };
+    let span = hi.saturating_sub(lo) + 1;
+    for _ in 0..1000 {
+        let port = if span > 1000 {
+            (lo + (next_random() % span as u64) as u32) as u16
+        } else {
+            // no usable range outside the ephemeral one: let the kernel choose
+            match UdpSocket::bind("127.0.0.1:0") {
+                Ok(s) => s.local_addr().expect("local_addr").port(),
+                Err(e) => panic!("cannot bind a UDP socket on 127.0.0.1: {e}"),
+            }
         };
-        if port < 1024 {
-            continue;
+        {
+            let g = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+            if g.as_ref().is_some_and(|set| set.contains(&port)) {
+                continue;
+            }
         }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        if !port_free(port) {
             continue;
         }
         let mut g = PORTS.lock().unwrap_or_else(|e| e.into_inner());
-        let set = g.get_or_insert_with(HashSet::new);
-        if set.insert(port) {
+        if g.get_or_insert_with(HashSet::new).insert(port) {
             return port;
         }
     }
-    panic!("could not find a free UDP port on 127.0.0.1 after 500 tries");
+    panic!("could not find a free UDP port on 127.0.0.1 after 1000 tries");
+}
+
+/// A UDP socket bound to 127.0.0.1 on a port from `free_port()` (kept bound, so nobody
+/// else can take it; use it with `sip_request_on`).
+pub fn bound_socket() -> UdpSocket {
+    for _ in 0..20 {
+        let p = free_port();
+        if let Ok(s) = UdpSocket::bind(("127.0.0.1", p)) {
+            return s;
+        }
+    }
+    panic!("could not bind a UDP socket on 127.0.0.1");
 }
 
 /// True while something is bound to 127.0.0.1:`port` (UDP).
@@ -384,6 +444,18 @@ impl Kamailio {
     /// Like `start`, but returns the error text (including the log tail) when Kamailio
     /// exits or does not become ready.
     pub fn try_start(parent: &Path, label: &str, kind: ModuleKind, opts: &KamOpts) -> Result<Kamailio, String> {
+        // a port taken by a foreign process in the meantime: try again on another one
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Kamailio::try_start_once(parent, label, kind, opts) {
+                Err(e) if e.contains("Address already in use") => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    fn try_start_once(parent: &Path, label: &str, kind: ModuleKind, opts: &KamOpts) -> Result<Kamailio, String> {
         let so = kind.so_path();
         let dir = parent.join(label);
         fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
@@ -537,10 +609,17 @@ impl Kamailio {
             .unwrap_or_else(|e| panic!("request to {user}: {e}\n{}", self.log_hint()))
     }
 
-    /// Like `request`, but sent from 127.0.0.1:`local_port`.
+    /// Like `request`, but sent from `local` (an address to bind, e.g. 127.0.0.2:0).
     pub fn request_from(&self, local: SocketAddr, user: &str, headers: &[(&str, &str)]) -> SipReply {
         sip_request(Some(local), self.port, "OPTIONS", user, headers, Duration::from_secs(3))
             .unwrap_or_else(|e| panic!("request to {user} from {local}: {e}\n{}", self.log_hint()))
+    }
+
+    /// Like `request`, but sent from an already bound socket.
+    pub fn request_on(&self, sock: &UdpSocket, user: &str, headers: &[(&str, &str)]) -> SipReply {
+        sip_request_on(sock, self.port, "OPTIONS", user, headers, Duration::from_secs(3)).unwrap_or_else(|e| {
+            panic!("request to {user} from {:?}: {e}\n{}", sock.local_addr(), self.log_hint())
+        })
     }
 
     pub fn log_hint(&self) -> String {
@@ -895,6 +974,18 @@ pub fn sip_request(
 ) -> Result<SipReply, String> {
     let bind: SocketAddr = local.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr"));
     let sock = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    sip_request_on(&sock, port, method, user, headers, timeout)
+}
+
+/// Like `sip_request`, from an already bound socket.
+pub fn sip_request_on(
+    sock: &UdpSocket,
+    port: u16,
+    method: &str,
+    user: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<SipReply, String> {
     let la = sock.local_addr().map_err(|e| format!("local_addr: {e}"))?;
     let n = BRANCH_COUNTER.fetch_add(1, Ordering::SeqCst);
     let tag = format!("{}-{n}-{}", std::process::id(), la.port());
@@ -928,7 +1019,8 @@ pub fn sip_request(
             Ok((len, _)) => {
                 let raw = String::from_utf8_lossy(&buf[..len]).into_owned();
                 let r = parse_sip_reply(&raw)?;
-                if r.status >= 200 {
+                // ignore provisional replies and stale replies to earlier requests
+                if r.status >= 200 && r.header("Call-ID") == Some(&format!("it-{tag}@127.0.0.1")) {
                     return Ok(r);
                 }
             }
@@ -972,12 +1064,23 @@ pub struct SippUas {
 }
 
 impl SippUas {
+    /// Start a backend on a free port (retried on another port if it cannot bind).
     pub fn start(dir: &Path, label: &str, kind: UasKind) -> SippUas {
-        let port = free_port();
-        SippUas::start_on(dir, label, kind, port)
+        let mut last = String::new();
+        for _ in 0..3 {
+            match SippUas::try_start_on(dir, label, kind, free_port()) {
+                Ok(u) => return u,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
     }
 
     pub fn start_on(dir: &Path, label: &str, kind: UasKind, port: u16) -> SippUas {
+        SippUas::try_start_on(dir, label, kind, port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_start_on(dir: &Path, label: &str, kind: UasKind, port: u16) -> Result<SippUas, String> {
         let cport = free_port();
         let msg_file = dir.join(format!("{label}.messages.log"));
         let out_file = dir.join(format!("{label}.sipp.out"));
@@ -999,15 +1102,17 @@ impl SippUas {
             .current_dir(dir)
             .stdout(Stdio::from(out.try_clone().expect("dup")))
             .stderr(Stdio::from(out));
-        let mut proc_ = Proc::spawn(&format!("sipp uas {label}"), &mut cmd).unwrap_or_else(|e| panic!("{e}"));
+        let mut proc_ = Proc::spawn(&format!("sipp uas {label}"), &mut cmd)?;
         let ok = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
             proc_.try_wait().is_some() || udp_port_in_use(port)
         });
         if let Some(st) = proc_.try_wait() {
-            panic!("sipp UAS {label} exited at startup with {st}:\n{}", tail(&out_file, 20));
+            return Err(format!("sipp UAS {label} exited at startup with {st}:\n{}", tail(&out_file, 20)));
         }
-        assert!(ok, "sipp UAS {label} did not bind 127.0.0.1:{port} within 10 s:\n{}", tail(&out_file, 20));
-        SippUas { label: label.to_string(), port, msg_file, out_file, proc_ }
+        if !ok {
+            return Err(format!("sipp UAS {label} did not bind 127.0.0.1:{port} within 10 s:\n{}", tail(&out_file, 20)));
+        }
+        Ok(SippUas { label: label.to_string(), port, msg_file, out_file, proc_ })
     }
 
     pub fn uri(&self) -> String {
