@@ -167,6 +167,13 @@ fn main() {
     }
     fs::write(out_dir.join("layout_asserts.rs"), asserts).expect("write asserts");
 
+    // DB API (db_bind_mod, db_table_version) lives in libsrdb1, next to the modules
+    let libdir = env::var("KAMAILIO_LIBDIR").unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/kamailio".into());
+    println!("cargo:rerun-if-env-changed=KAMAILIO_LIBDIR");
+    println!("cargo:rustc-link-search=native={libdir}");
+    println!("cargo:rustc-link-lib=dylib=srdb1");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{libdir}/");
+
     println!("cargo:rustc-env=KAMAILIO_FULL_VERSION={}", kv.full_version);
     println!("cargo:rustc-env=KAMAILIO_COMPILE_FLAGS={}", kv.flags);
 }
@@ -209,7 +216,7 @@ const ALLOW_FUNCS: &[&str] = &[
     "get_ticks_raw", "my_pid", "dns_resolvehost", "dns_sip_resolvehost", "find_export",
     "register_basic_timers", "fork_basic_timer", "sr_wtimer_add", "register_timer",
     "route_lookup", "faked_msg_init", "faked_msg_next", "run_top_route", "sr_kemi_modules_add",
-    "sr_kemi_eng_get", "sr_kemi_route", "cfg_declare", "fastrand", "fastrand_max", "ksr_module_set_flag", "do_action", "pv_cache_get",
+    "sr_kemi_eng_get", "sr_kemi_route", "cfg_declare", "fastrand", "fastrand_max", "ksr_module_set_flag", "do_action", "pv_cache_get", "db_bind_mod", "db_table_version",
 ];
 const ALLOW_TYPES: &[&str] = &[
     "sip_msg", "sip_msg_t", "module_exports", "cmd_export_t", "param_export_t", "rpc_export_t", "rpc_t",
@@ -217,7 +224,7 @@ const ALLOW_TYPES: &[&str] = &[
     "sr_xavp_t", "sr_xval_t", "hdr_field", "pv_spec_t", "pv_value_t", "pv_elem_t", "receive_info",
     "ip_addr", "socket_info", "str", "dest_info", "auth_body_t", "dig_cred_t", "sr_kemi_t",
     "run_act_ctx", "route_list", "cfg_def_t", "uac_req_t", "tmcb_params", "cell", "load_tm_f",
-    "hostent", "cseq_body", "pv_export_t", "sr_kemi_eng_t", "action", "action_type", "_operators", "route_struct.*",
+    "hostent", "db_func_t", "db1_con_t", "db1_res_t", "db_row_t", "db_val_t", "db_type_t", "cseq_body", "pv_export_t", "sr_kemi_eng_t", "action", "action_type", "_operators", "route_struct.*",
 ];
 const ALLOW_VARS: &[&str] = &[
     "_shm_root", "_pkg_root", "process_no", "ruri_is_new", "route_type", "event_rt",

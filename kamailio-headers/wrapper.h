@@ -33,3 +33,4 @@
 #include "core/globals.h"
 #include "core/ut.h"
 #include "modules/tm/tm_load.h"
+#include "lib/srdb1/db.h"

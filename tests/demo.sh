@@ -98,10 +98,13 @@ port_in_use() {
   awk -v h="$hex" 'NR>1 { split($2, a, ":"); if (toupper(a[2]) == h) { found=1 } } END { exit found ? 0 : 1 }' \
     /proc/net/udp /proc/net/udp6 /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
+# drawn below the kernel's ephemeral range, so that no bind(0) can take a chosen port
+EPH_LO=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$EPH_LO" -gt 12000 ] 2>/dev/null || EPH_LO=32768
 free_port() {
   local p i
   for i in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 30000 ))
+    p=$(( 10000 + RANDOM % (EPH_LO - 10000) ))
     case "$USED_PORTS" in *" $p "*) continue ;; esac
     if ! port_in_use "$p"; then
       USED_PORTS="$USED_PORTS$p "

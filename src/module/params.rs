@@ -166,6 +166,11 @@ pub struct Config {
     pub latency_alpha: f64,
     /// Keep runtime state of destinations that stay across reloads (0 = 5.6.3 behaviour).
     pub keep_state: bool,
+    pub db_url: Vec<u8>,
+    pub table_name: Vec<u8>,
+    /// setid, destination, flags, priority, attrs column names
+    pub cols: [Vec<u8>; 5],
+    pub db_extra_attrs: Vec<u8>,
     pub retain_latency: bool,
 }
 
@@ -222,6 +227,16 @@ impl Config {
                     0.9
                 },
                 keep_state: ds_reload_keep_state != 0,
+                db_url: get_str(&*(&raw const db_url)),
+                table_name: get_str(&*(&raw const table_name)),
+                cols: [
+                    get_str(&*(&raw const setid_col)),
+                    get_str(&*(&raw const destination_col)),
+                    get_str(&*(&raw const flags_col)),
+                    get_str(&*(&raw const priority_col)),
+                    get_str(&*(&raw const attrs_col)),
+                ],
+                db_extra_attrs: get_str(&*(&raw const ds_db_extra_attrs)),
                 retain_latency: ds_retain_latency_stats != 0,
             }
         }
@@ -232,19 +247,9 @@ impl Config {
         let mut v = Vec::new();
         // SAFETY: read-only access in mod_init (see from_params).
         unsafe {
-            let set = |s: &str_| !s.s.is_null() && s.len > 0;
-            if set(&*(&raw const db_url)) { v.push("db_url"); }
-            if ds_db_extra_attrs.len > 0 { v.push("ds_db_extra_attrs"); }
             if ds_dns_mode & !1 != 0 { v.push("ds_dns_mode"); }
             if ds_dns_ttl != 0 { v.push("ds_dns_ttl"); }
             if ds_dns_interval != 600 { v.push("ds_dns_interval"); }
-            let dflt = |s: &str_, d: &[u8]| crate::kam::param::unsafe_bytes(*s) == d;
-            if !dflt(&*(&raw const table_name), b"dispatcher") { v.push("table_name"); }
-            if !dflt(&*(&raw const setid_col), b"setid") { v.push("setid_col"); }
-            if !dflt(&*(&raw const destination_col), b"destination") { v.push("destination_col"); }
-            if !dflt(&*(&raw const flags_col), b"flags") { v.push("flags_col"); }
-            if !dflt(&*(&raw const priority_col), b"priority") { v.push("priority_col"); }
-            if !dflt(&*(&raw const attrs_col), b"attrs") { v.push("attrs_col"); }
         }
         v
     }

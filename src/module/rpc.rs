@@ -125,6 +125,10 @@ unsafe extern "C" fn rpc_reload(api: *mut sys::rpc_t, ctx: *mut c_void) {
                 crate::ds_err!("reload failed, keeping the running list: {m}");
                 rpc.fault(500, &format!("Reload Failed: {m}"))
             }
+            Err(state::ReloadError::Partial(m)) => {
+                crate::ds_err!("reload: {m}");
+                rpc.fault(500, &format!("Reload Failed: {m}"))
+            }
         }
     })
 }
@@ -243,7 +247,7 @@ fn edit_reply(rpc: &Rpc, r: Result<(), state::ReloadError>, ok: &str, failed: &s
         Ok(()) => rpc.text(ok),
         Err(state::ReloadError::NotReady) => rpc.fault(500, "Not ready for reload"),
         Err(state::ReloadError::TooSoon) => rpc.fault(500, "Ongoing reload"),
-        Err(state::ReloadError::Failed(m)) => {
+        Err(state::ReloadError::Failed(m)) | Err(state::ReloadError::Partial(m)) => {
             crate::ds_err!("{failed}: {m}");
             rpc.fault(500, failed)
         }

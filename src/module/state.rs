@@ -122,10 +122,15 @@ pub fn init(cfg: Config) -> Result<(), String> {
         let _ = HASH_FMT.set(f);
     }
     let _ = CFG.set(cfg);
-    load_and_install(false).map(|_| ()).map_err(|e| match e {
-        ReloadError::Failed(m) => m,
-        other => format!("{other:?}"),
-    })
+    match load_and_install(false) {
+        Ok(_) => Ok(()),
+        Err(ReloadError::Partial(m)) => {
+            ds_warn!("{m}");
+            Ok(())
+        }
+        Err(ReloadError::Failed(m)) => Err(m),
+        Err(other) => Err(format!("{other:?}")),
+    }
 }
 
 struct KamEnv {
@@ -162,6 +167,8 @@ pub enum ReloadError {
     NotReady,
     TooSoon,
     Failed(String),
+    /// Loaded, but some DB rows were skipped (reported as a failure, like the C module).
+    Partial(String),
 }
 
 /// Reads and parses the list file, builds a snapshot and publishes it. `rate_limit` applies
@@ -177,9 +184,15 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     }
     ctl.last_rebuild.store(t, Ordering::Relaxed);
 
-    let file = cfg.list_file.clone();
-    let text = std::fs::read(&file).map_err(|e| ReloadError::Failed(format!("{file}: cannot read: {e}")))?;
-    let entries = parse_list(&text, &file).map_err(|e| ReloadError::Failed(e.to_string()))?;
+    let (file, entries) = if cfg.db_url.is_empty() {
+        let file = cfg.list_file.clone();
+        let text = std::fs::read(&file).map_err(|e| ReloadError::Failed(format!("{file}: cannot read: {e}")))?;
+        let entries = parse_list(&text, &file).map_err(|e| ReloadError::Failed(e.to_string()))?;
+        (file, entries)
+    } else {
+        (format!("table {}", String::from_utf8_lossy(&cfg.table_name)), db_entries()?)
+    };
+    let mut skipped = 0usize;
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0) };
     let mut dests = Vec::with_capacity(entries.len());
     for e in &entries {
@@ -195,6 +208,7 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
                 if cfg.load_mode == 1 {
                     return Err(ReloadError::Failed(m));
                 }
+                skipped += 1;
                 ds_warn!("{m} - destination skipped");
             }
         }
@@ -203,7 +217,81 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     let sets = build_sets(dests);
     install(ctl, sets)?;
     ds_info!("loaded {} destinations from {}", n, file);
+    if skipped > 0 && !cfg.db_url.is_empty() {
+        // as the C module: a DB load that skipped rows reports failure, the new list is active
+        return Err(ReloadError::Partial(format!("{skipped} rows skipped; the new list is active")));
+    }
     Ok(n)
+}
+
+/// Reads the destinations from the DB (`ds_load_db`): version check, columns by version,
+/// `ds_db_extra_attrs` appended to attrs.
+fn db_entries() -> Result<Vec<crate::ds::listfile::RawEntry>, ReloadError> {
+    let cfg = cfg();
+    let mut db = crate::kam::db::Db::connect(&cfg.db_url).map_err(ReloadError::Failed)?;
+    let ver = db.table_version(&cfg.table_name);
+    if !(1..=4).contains(&ver) {
+        return Err(ReloadError::Failed(format!(
+            "invalid table version {ver} for table {} (expected 1 to 4)",
+            String::from_utf8_lossy(&cfg.table_name)
+        )));
+    }
+    let ncols = match ver {
+        1 => 2,
+        2 => 3,
+        3 => 4,
+        _ => 5,
+    };
+    let mut cols: Vec<Vec<u8>> = cfg.cols[..ncols].to_vec();
+    // extra attrs: name=column pairs, walked in the C module's (reversed) list order
+    let mut extra: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    if ver == 4 && !cfg.db_extra_attrs.is_empty() {
+        let spec = cfg.db_extra_attrs.strip_suffix(b";").unwrap_or(&cfg.db_extra_attrs);
+        let ps = crate::ds::attrs::parse_params(spec)
+            .map_err(|e| ReloadError::Failed(format!("ds_db_extra_attrs: {}", e.msg)))?;
+        for p in ps.iter().rev() {
+            extra.push((p.name.to_vec(), p.value.unwrap_or(&[]).to_vec()));
+        }
+        if cols.len() + extra.len() > 32 {
+            return Err(ReloadError::Failed(format!("too many db columns: {}", cols.len() + extra.len())));
+        }
+        cols.extend(extra.iter().map(|(_, c)| c.clone()));
+    }
+    let rows = db.select_all(&cfg.table_name, &cols).map_err(ReloadError::Failed)?;
+    if rows.is_empty() {
+        ds_warn!("no dispatching data in the db -- empty destination set");
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        let get = |c: usize| r.get(c).cloned().unwrap_or(crate::kam::db::Val::Null);
+        let mut attrs: Vec<u8> = if ncols >= 5 { get(4).bytes().map(|b| b.to_vec()).unwrap_or_default() } else { Vec::new() };
+        if !extra.is_empty() {
+            if !attrs.is_empty() && attrs.last() != Some(&b';') {
+                attrs.push(b';');
+            }
+            for (k, (name, _)) in extra.iter().enumerate() {
+                if let Some(v) = get(5 + k).bytes().filter(|v| !v.is_empty()) {
+                    attrs.extend_from_slice(name);
+                    attrs.push(b'=');
+                    attrs.extend_from_slice(v);
+                    attrs.push(b';');
+                }
+            }
+            if attrs.len() >= 1023 {
+                return Err(ReloadError::Failed("cannot build attrs buffer (over 1024 bytes)".into()));
+            }
+        }
+        out.push(crate::ds::listfile::RawEntry {
+            setid: get(0).int() as i32,
+            uri: get(1).bytes().map(|b| b.to_vec()).unwrap_or_default(),
+            flags: if ncols >= 3 { get(2).int() as i32 } else { 0 },
+            priority: if ncols >= 4 { get(3).int() as i32 } else { 0 },
+            attrs,
+            line: i + 1,
+            col: 0,
+        });
+    }
+    Ok(out)
 }
 
 /// Builds a snapshot of `sets` (carrying runtime state of destinations that stay) and
