@@ -558,8 +558,15 @@ pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
     let Some((ip, port, proto)) = match_addr(m, uri) else { return -1 };
     state::with_snap(|snap| {
         let Some(snap) = snap else { return -1 };
+        let dns_always = state::cfg().dns_mode & 2 != 0;
         let matches = |d: &DestRec| {
-            d.ip_addr() == Some(ip)
+            let dip = if dns_always && d.cfg_flags & crate::ds::snapshot::DS_NODNS == 0 {
+                // ds_dns_mode bit 2: resolve at match time
+                msg::resolve_host(d.host.bytes())
+            } else {
+                d.ip_addr()
+            };
+            dip == Some(ip)
                 && (mode & 1 != 0 || d.port == 0 || d.port == port)
                 && (mode & 2 != 0 || d.proto == proto)
                 && (mode & 4 == 0 || d.usable())

@@ -91,6 +91,16 @@ unsafe extern "C" fn mod_init() -> c_int {
             ds_err!("failed to declare the cfg group dispatcher");
             return -1;
         }
+        if cfg.dns_mode & 4 != 0 {
+            // SAFETY: mod_init, main process.
+            if unsafe { params::ds_dns_interval } <= 0 {
+                crate::ds_warn!("invalid ds_dns_interval - using 600");
+            }
+            if !register_timer(1, dns_timer, cfg.dns_interval) {
+                ds_err!("failed to register the DNS timer");
+                return -1;
+            }
+        }
         if let Err(e) = state::init(cfg).and_then(|_| keepalive::init()) {
             ds_err!("initialisation failed: {e}");
             return -1;
@@ -114,6 +124,10 @@ fn register_timer(mode: i32, f: unsafe extern "C" fn(u32, *mut std::os::raw::c_v
 fn cfg_alpha() -> i32 {
     // SAFETY: read-only in mod_init.
     unsafe { params::ds_latency_estimator_alpha }
+}
+
+unsafe extern "C" fn dns_timer(_ticks: u32, _p: *mut std::os::raw::c_void) {
+    guard("dns timer", (), state::dns_refresh)
 }
 
 unsafe extern "C" fn load_timer(_ticks: u32, _p: *mut std::os::raw::c_void) {

@@ -166,6 +166,7 @@ pub struct Config {
     pub latency_alpha: f64,
     /// Keep runtime state of destinations that stay across reloads (0 = 5.6.3 behaviour).
     pub keep_state: bool,
+    pub dns_interval: i32,
     pub db_url: Vec<u8>,
     pub table_name: Vec<u8>,
     /// setid, destination, flags, priority, attrs column names
@@ -227,6 +228,7 @@ impl Config {
                     0.9
                 },
                 keep_state: ds_reload_keep_state != 0,
+                dns_interval: if ds_dns_interval > 0 { ds_dns_interval } else { 600 },
                 db_url: get_str(&*(&raw const db_url)),
                 table_name: get_str(&*(&raw const table_name)),
                 cols: [
@@ -247,9 +249,8 @@ impl Config {
         let mut v = Vec::new();
         // SAFETY: read-only access in mod_init (see from_params).
         unsafe {
-            if ds_dns_mode & !1 != 0 { v.push("ds_dns_mode"); }
+            if ds_dns_mode & 8 != 0 { v.push("ds_dns_mode (bit 8, SIP SRV/NAPTR)"); }
             if ds_dns_ttl != 0 { v.push("ds_dns_ttl"); }
-            if ds_dns_interval != 600 { v.push("ds_dns_interval"); }
         }
         v
     }

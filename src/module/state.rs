@@ -436,6 +436,39 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
     install(ctl, sets)
 }
 
+/// DNS refresh (`ds_dns_mode` bit 4): re-resolves every destination host and publishes a new
+/// snapshot when an address changed (state carried). Runs from the secondary timer.
+pub fn dns_refresh() {
+    let (Some(ctl), Some(lock)) = (ctl(), WLOCK.get()) else { return };
+    let cfg = cfg();
+    let _g = lock.lock();
+    // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
+    let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
+    let mut sets = snapshot_sets(cur);
+    let mut changed = false;
+    for s in sets.iter_mut() {
+        for d in s.dests.iter_mut() {
+            if d.flags & crate::ds::snapshot::DS_NODNS != 0 || crate::ds::dest::ip_literal(&d.host).is_some() {
+                continue;
+            }
+            match msg::resolve_host(&d.host) {
+                Some(ip) if Some(ip) != d.ip => {
+                    d.ip = Some(ip);
+                    changed = true;
+                }
+                Some(_) => {}
+                None => crate::ds_warn!("could not resolve {} (keeping the previous address)", String::from_utf8_lossy(&d.host)),
+            }
+        }
+    }
+    let _ = cfg;
+    if changed {
+        if let Err(e) = install(ctl, sets) {
+            crate::ds_err!("DNS refresh: {e:?}");
+        }
+    }
+}
+
 /// Puts sets in the AVL post-order the C module gets by re-inserting them in `insert_order`.
 fn reorder(sets: &mut Vec<crate::ds::order::DestSet>, insert_order: &[i32]) {
     let post = crate::ds::order::avl_postorder(insert_order);
