@@ -170,8 +170,10 @@ fn main() {
     // DB API (db_bind_mod, db_table_version) lives in libsrdb1, next to the modules
     let libdir = env::var("KAMAILIO_LIBDIR").unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/kamailio".into());
     println!("cargo:rerun-if-env-changed=KAMAILIO_LIBDIR");
-    println!("cargo:rustc-link-search=native={libdir}");
-    println!("cargo:rustc-link-lib=dylib=srdb1");
+    // only for the module itself: unit-test binaries must not pull in Kamailio libraries
+    println!("cargo:rustc-cdylib-link-arg=-L{libdir}");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--no-as-needed");
+    println!("cargo:rustc-cdylib-link-arg=-lsrdb1");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{libdir}/");
 
     println!("cargo:rustc-env=KAMAILIO_FULL_VERSION={}", kv.full_version);

@@ -399,6 +399,9 @@ pub struct KamOpts {
     pub fr_inv_timer_ms: u32,
     pub children: u32,
     pub debug: i32,
+    /// A cfg text to use instead of tests/data/ds-test.cfg.tmpl; the same placeholders
+    /// are filled in (every one that appears must be known).
+    pub cfg_template: Option<String>,
 }
 
 impl Default for KamOpts {
@@ -410,6 +413,7 @@ impl Default for KamOpts {
             fr_inv_timer_ms: 3000,
             children: 4,
             debug: 2,
+            cfg_template: None,
         }
     }
 }
@@ -464,7 +468,7 @@ impl Kamailio {
         write_file(&list_path, &opts.list.replace("{{PORT}}", &port.to_string()));
         let ctl_path = ctl_socket_path(&dir);
         let cfg = render(
-            CFG_TEMPLATE,
+            opts.cfg_template.as_deref().unwrap_or(CFG_TEMPLATE),
             &[
                 ("DEBUG", opts.debug.to_string()),
                 ("CHILDREN", opts.children.to_string()),
