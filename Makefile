@@ -20,7 +20,8 @@ headers:
 
 build: headers
 	DS_REQUIRE_KAMAILIO=1 $(CARGO) build --release
-	cp -f target/release/libdispatcher.so $(SO)
+	@# copy then rename: never rewrite a .so that a running Kamailio has mapped
+	cp -f target/release/libdispatcher.so $(SO).tmp && mv -f $(SO).tmp $(SO)
 	@ls -l $(SO)
 
 setup:

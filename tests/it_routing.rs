@@ -288,6 +288,13 @@ fn select_xavp_records() {
     assert_eq!(r.hdr("X-RU"), format!("sip:sel-1-8@127.0.0.1:{}", kam.port), "{}", r.raw);
     assert_eq!(dsdst_uris(&r), vec![c.clone(), a.clone()], "{}", r.raw);
 
+    // ds_is_active: the set has an active destination; B (inactive in the file) is not
+    let b = format!("sip:127.0.0.1:{pb}");
+    assert_eq!(kam.request("active-1", &[]).hdr("X-Ret"), "1");
+    assert_eq!(kam.request("active-1", &[("X-Uri", &c)]).hdr("X-Ret"), "1");
+    assert_eq!(kam.request("active-1", &[("X-Uri", &b)]).hdr("X-Ret"), "-1");
+    assert_eq!(kam.request("active-7", &[]).hdr("X-Ret"), "-1");
+
     // unknown set: false, no records, no context
     let r = kam.request("sel-7-4", &[]);
     assert_eq!(r.hdr("X-Ret"), "-1", "{}", r.raw);

@@ -179,10 +179,13 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     let cfg = cfg();
     let _g = lock.lock();
     let t = now().0 as i64;
-    if rate_limit && cfg.reload_delta > 0 && t < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta) {
-        return Err(ReloadError::TooSoon);
+    if rate_limit {
+        if cfg.reload_delta > 0 && t < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta) {
+            return Err(ReloadError::TooSoon);
+        }
+        // the startup load does not count (as in the C module)
+        ctl.last_rebuild.store(t, Ordering::Relaxed);
     }
-    ctl.last_rebuild.store(t, Ordering::Relaxed);
 
     let (file, entries) = if cfg.db_url.is_empty() {
         let file = cfg.list_file.clone();
@@ -304,7 +307,8 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>) -> Result<(), Re
     let block = snapshot::build(
         &sets,
         gen,
-        now(),
+        // DNSTIME is shown only with the periodic DNS refresh (ds_dns_mode bit 4), as in C
+        if cfg.dns_mode & 4 != 0 { now() } else { (0, 0) },
         &mut |id, uri, fl| {
             let mut c = find_carry(old, id, uri, fl)?;
             if !cfg.keep_state {
