@@ -67,6 +67,22 @@ pub struct Header {
     sets: *mut SetRec,
     ids_sorted: *const u32,
     dests: *mut DestRec,
+    /// Destinations with an address, sorted by (family, address, iteration position).
+    ipidx: *const IpIdx,
+    nipidx: u32,
+}
+
+/// Address index entry (for `ds_is_from_list` without scanning the list).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IpIdx {
+    pub af: u8,
+    _pad: [u8; 3],
+    /// Index of the set in iteration order.
+    pub set: u32,
+    /// Index of the destination in the block's destination array (iteration order).
+    pub dest: u32,
+    pub ip: [u8; 16],
 }
 
 /// One destination set. `dests` is a range of the block's destination array.
@@ -215,6 +231,22 @@ impl<'a> Snap<'a> {
         let s = *self;
         self.set_recs().iter().map(move |r| s.view(r))
     }
+    /// Destinations whose address is `ip`, in iteration order: (set, destination).
+    pub fn by_ip(&self, ip: IpAddr) -> impl Iterator<Item = (SetView<'a>, &'a DestRec)> + 'a {
+        let (af, key) = ip_key(ip);
+        // SAFETY: `ipidx` points to `nipidx` initialised entries inside the block.
+        let idx = unsafe { std::slice::from_raw_parts(self.h.ipidx, self.h.nipidx as usize) };
+        let lo = idx.partition_point(|e| (e.af, e.ip) < (af, key));
+        let hi = idx.partition_point(|e| (e.af, e.ip) <= (af, key));
+        let s = *self;
+        let recs = self.set_recs();
+        let all = self.all_dests();
+        idx.get(lo..hi).unwrap_or(&[]).iter().filter_map(move |e| {
+            let rec = recs.get(e.set as usize)?;
+            Some((s.view(rec), all.get(e.dest as usize)?))
+        })
+    }
+
     /// Look a set up by id (binary search over the sorted id index).
     pub fn set(&self, id: i32) -> Option<SetView<'a>> {
         // SAFETY: `ids_sorted` points to `nsets` u32 indexes inside the block.
@@ -236,6 +268,17 @@ pub struct CarriedState {
     pub dload: i32,
     /// Latency statistics to keep (None: start from the `latency` attr / empty).
     pub lat: Option<LatencyStats>,
+}
+
+fn ip_key(ip: IpAddr) -> (u8, [u8; 16]) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut k = [0u8; 16];
+            k[..4].copy_from_slice(&v4.octets());
+            (4, k)
+        }
+        IpAddr::V6(v6) => (6, v6.octets()),
+    }
 }
 
 fn align_up(n: usize, a: usize) -> usize {
@@ -305,7 +348,9 @@ pub fn build(
     let off_sets = align_up(size_of::<Header>(), align_of::<SetRec>().max(8));
     let off_ids = align_up(off_sets + nsets * size_of::<SetRec>(), 8);
     let off_dests = align_up(off_ids + nsets * size_of::<u32>(), align_of::<DestRec>().max(8));
-    let off_str = off_dests + ndests * size_of::<DestRec>();
+    let nip = sets.iter().flat_map(|s| s.dests.iter()).filter(|d| d.ip.is_some()).count();
+    let off_ip = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<IpIdx>().max(8));
+    let off_str = off_ip + nip * size_of::<IpIdx>();
     let total = align_up(off_str + strbytes, 16);
 
     let base = alloc(total);
@@ -320,6 +365,8 @@ pub fn build(
         let set_ptr = base.add(off_sets) as *mut SetRec;
         let ids_ptr = base.add(off_ids) as *mut u32;
         let dest_ptr = base.add(off_dests) as *mut DestRec;
+        let ip_ptr = base.add(off_ip) as *mut IpIdx;
+        let mut ipv: Vec<IpIdx> = Vec::with_capacity(nip);
         let mut sp = base.add(off_str);
         let mut put = |v: Option<&[u8]>| -> ShStr {
             match v {
@@ -367,6 +414,10 @@ pub fn build(
                     Some(IpAddr::V6(v6)) => (6u8, v6.octets()),
                     None => (0u8, [0u8; 16]),
                 };
+                if let Some(ip) = d.ip {
+                    let (af, key) = ip_key(ip);
+                    ipv.push(IpIdx { af, _pad: [0; 3], set: si as u32, dest: di as u32, ip: key });
+                }
                 let a = &d.attrs;
                 let lat0 = carried
                     .and_then(|c| c.lat)
@@ -416,6 +467,8 @@ pub fn build(
         let mut ids: Vec<u32> = (0..nsets as u32).collect();
         ids.sort_by_key(|&i| sets.get(i as usize).map(|s| s.id).unwrap_or(0));
         std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_ptr, nsets);
+        ipv.sort_by(|a, b| (a.af, a.ip, a.dest).cmp(&(b.af, b.ip, b.dest)));
+        std::ptr::copy_nonoverlapping(ipv.as_ptr(), ip_ptr, ipv.len().min(nip));
         hdr.write(Header {
             magic: MAGIC,
             nsets: nsets as u32,
@@ -426,6 +479,8 @@ pub fn build(
             sets: set_ptr,
             ids_sorted: ids_ptr,
             dests: dest_ptr,
+            ipidx: ip_ptr,
+            nipidx: ipv.len().min(nip) as u32,
         });
         Ok(hdr)
     }
@@ -509,6 +564,11 @@ mod tests {
         assert_eq!(snap.set(1).expect("set 1").dests[0].priority, 5);
         assert_eq!(snap.set(1).expect("set 1").dests[0].ip_addr(), Some("127.0.0.1".parse().expect("ip")));
         assert!(snap.set(2).expect("set 2").dests.is_empty());
+        // address index: iteration order (set 3 first, then set 1)
+        let hits: Vec<(i32, Vec<u8>)> =
+            snap.by_ip("127.0.0.1".parse().expect("ip")).map(|(s, d)| (s.rec.id, d.uri.bytes().to_vec())).collect();
+        assert_eq!(hits, vec![(3, b"sip:a".to_vec()), (3, b"sip:b".to_vec()), (1, b"sip:c".to_vec())]);
+        assert_eq!(snap.by_ip("10.0.0.1".parse().expect("ip")).count(), 0);
         assert!(snap.set(4).is_none());
         testutil::heap_free(p as *mut u8, snap.header().total_size);
     }

@@ -571,10 +571,16 @@ pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
                 && (mode & 2 != 0 || d.proto == proto)
                 && (mode & 4 == 0 || d.usable())
         };
-        let found = if group == -1 {
-            snap.sets().find_map(|s| s.dests.iter().find(|d| matches(d)).map(|d| (s.rec.id, d)))
+        let found = if dns_always {
+            // addresses resolved at match time: no index, scan in iteration order
+            if group == -1 {
+                snap.sets().find_map(|s| s.dests.iter().find(|d| matches(d)).map(|d| (s.rec.id, d)))
+            } else {
+                snap.set(group).and_then(|s| s.dests.iter().find(|d| matches(d)).map(|d| (s.rec.id, d)))
+            }
         } else {
-            snap.set(group).and_then(|s| s.dests.iter().find(|d| matches(d)).map(|d| (s.rec.id, d)))
+            // address index: only the destinations with this IP, in iteration order
+            snap.by_ip(ip).find(|(s, d)| (group == -1 || s.rec.id == group) && matches(d)).map(|(s, d)| (s.rec.id, d))
         };
         let Some((sid, d)) = found else { return -1 };
         if let Some(pv) = state::pvs() {
