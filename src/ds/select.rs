@@ -23,6 +23,7 @@ pub const ALG_CALLLOAD: i32 = 10;
 pub const ALG_RELWEIGHT: i32 = 11;
 pub const ALG_PARALLEL: i32 = 12;
 pub const ALG_LATENCY: i32 = 13;
+pub const ALG_OVERLOAD: i32 = 64;
 
 /// Number of destinations taking part in index arithmetic (the last one is reserved as the
 /// default when `use_default` is on and the set has more than one).
@@ -37,6 +38,11 @@ fn span(nr: usize, use_default: bool) -> usize {
 /// Maps `hash` to a usable destination: `hash % N`, then forward probing; with
 /// `use_default`, the default destination when all others are unusable.
 pub fn probe(dests: &[DestRec], hash: u32, use_default: bool) -> Option<usize> {
+    probe_with(dests, hash, use_default, &mut |_| false)
+}
+
+/// [`probe`] with an extra per-visit skip test (alg 64's overload control).
+pub fn probe_with(dests: &[DestRec], hash: u32, use_default: bool, skip: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
     let nr = dests.len();
     if nr == 0 {
         return None;
@@ -45,18 +51,29 @@ pub fn probe(dests: &[DestRec], hash: u32, use_default: bool) -> Option<usize> {
     let start = (hash as usize) % n;
     let mut i = start;
     loop {
-        if dests.get(i)?.usable() {
+        if dests.get(i)?.usable() && !skip(i) {
             return Some(i);
         }
         i = (i + 1) % n;
         if i == start {
             if use_default {
                 let d = nr - 1;
-                return if dests.get(d)?.usable() { Some(d) } else { None };
+                return if dests.get(d)?.usable() && !skip(d) { Some(d) } else { None };
             }
             return None;
         }
     }
+}
+
+/// Overload control check of alg 64 at time `now_us`: while the rate set by
+/// `ds_oc_set_attrs` is valid, each visit advances the destination's table cursor and a skip
+/// mark makes the destination unusable for this selection.
+pub fn oc_skip(d: &DestRec, now_us: u64) -> bool {
+    if d.oc_time_us.load(Ordering::Relaxed) < now_us {
+        return false;
+    }
+    let i = d.oc_idx.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some((v + 1) % 100)).unwrap_or(0);
+    d.oc_dist.get(i as usize).map(|m| m.load(Ordering::Relaxed) == 0).unwrap_or(false)
 }
 
 /// Round-robin: takes the cursor and advances it (`last = (last+1) % nr`). Returns

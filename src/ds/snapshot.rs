@@ -151,6 +151,13 @@ pub struct DestRec {
     pub ping_start_us: AtomicU64,
     /// Relative weight in use (alg 11): `rweight`, or what congestion control computed.
     pub rweight_rt: AtomicI32,
+    /// Overload control (alg 64, Kamailio 6.0): rate, sequence, validity end (µs since the
+    /// epoch), table cursor and the 100-slot table (0 = skip, 1 = use).
+    pub oc_rate: AtomicI32,
+    pub oc_seq: AtomicI32,
+    pub oc_time_us: AtomicU64,
+    pub oc_idx: AtomicU32,
+    pub oc_dist: [std::sync::atomic::AtomicU8; 100],
 }
 
 impl DestRec {
@@ -460,6 +467,11 @@ pub fn build(
                     lat: std::cell::UnsafeCell::new(lat0),
                     ping_start_us: AtomicU64::new(0),
                     rweight_rt: AtomicI32::new(a.rweight),
+                    oc_rate: AtomicI32::new(a.ocrate),
+                    oc_seq: AtomicI32::new(0),
+                    oc_time_us: AtomicU64::new(0),
+                    oc_idx: AtomicU32::new(0),
+                    oc_dist: crate::ds::weights::oc_table(a.ocrate, rng).map(std::sync::atomic::AtomicU8::new),
                 });
                 di += 1;
             }

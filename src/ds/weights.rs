@@ -70,6 +70,20 @@ pub fn rweight_table(rweights: &[i32], usable: &[bool], rng: &mut dyn FnMut() ->
     Some(t)
 }
 
+/// Overload-control table (alg 64): `rate` skip marks (0) among 100, shuffled.
+pub fn oc_table(rate: i32, rng: &mut dyn FnMut() -> u32) -> [u8; 100] {
+    let r = rate.clamp(0, 100) as usize;
+    let mut t = [1u8; 100];
+    for slot in t.iter_mut().take(r) {
+        *slot = 0;
+    }
+    for j in 0..100usize {
+        let k = j + (rng() as usize) % (100 - j);
+        t.swap(j, k);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +108,14 @@ mod tests {
         // shuffled: not the sorted fill
         let t = weight_table(&[50, 50], &mut lcg());
         assert_ne!(t[..50], [0u32; 50]);
+    }
+
+    #[test]
+    fn oc_table_marks() {
+        let t = oc_table(30, &mut lcg());
+        assert_eq!(t.iter().filter(|&&x| x == 0).count(), 30);
+        assert_eq!(oc_table(0, &mut lcg()), [1u8; 100]);
+        assert_eq!(oc_table(100, &mut lcg()), [0u8; 100]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
 use crate::ds::hash::{ds_hash, uri_hash_keys};
-use crate::ds::select::{self, failover_order, least_loaded, probe, rr_commit, rr_take};
+use crate::ds::select::{self, failover_order, least_loaded, rr_commit, rr_take};
 use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE};
 use crate::kam::kam_rand;
 use crate::kam::msg::trim;
@@ -174,6 +174,60 @@ fn uri_hash(uri: Option<&[u8]>, what: &str) -> Option<u32> {
         Err(_) => {
             ds_err!("invalid uri {}", String::from_utf8_lossy(u));
             None
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// `ds_oc_set_attrs(setid, uri, rval, tval, sval)` (Kamailio 6.0): 1 updated, -1 error,
+/// -2 nothing updated.
+pub fn oc_set_attrs(setid: i32, uri: &[u8], rval: i32, tval: i32, sval: i32) -> i32 {
+    state::with_snap(|snap| {
+        let Some(set) = snap.and_then(|s| s.set(setid)) else {
+            ds_err!("destination set [{setid}] not found");
+            return -1;
+        };
+        let validity_us = (if tval > 0 { tval } else { 500 }) as u64 * 1000;
+        let mut ret = -2;
+        for d in set.dests.iter().filter(|d| d.uri.bytes().eq_ignore_ascii_case(uri)) {
+            if d.oc_seq.load(Ordering::Relaxed) >= sval {
+                continue;
+            }
+            let rate = rval.max(d.ocmin).min(d.ocmax);
+            d.oc_rate.store(rate, Ordering::Relaxed);
+            let t = crate::ds::weights::oc_table(rate, &mut kam_rand);
+            for (slot, v) in d.oc_dist.iter().zip(t.iter()) {
+                slot.store(*v, Ordering::Relaxed);
+            }
+            d.oc_time_us.store(now_us() + validity_us, Ordering::Relaxed);
+            d.oc_seq.store(sval, Ordering::Relaxed);
+            ret = 1;
+        }
+        ret
+    })
+}
+
+unsafe extern "C" fn w_ds_oc_set_attrs(m: *mut sip_msg, s: P, u: P, r: P, t: P, q: P) -> c_int {
+    guard("ds_oc_set_attrs", -1, || {
+        let (Some(s), Some(u), Some(r), Some(t), Some(q)) = (get_int_is(m, s), get_str(m, u), get_int_is(m, r), get_int_is(m, t), get_int_is(m, q)) else {
+            ds_err!("cannot get the parameter values");
+            return -1;
+        };
+        oc_set_attrs(s, &u, r, t, q)
+    })
+}
+
+/// ds_oc_set_attrs: int/PV, string/PV, then three int/PV.
+unsafe extern "C" fn fixup_oc_set_attrs(param: *mut *mut c_void, no: c_int) -> c_int {
+    // SAFETY: forwarding the core's arguments to the core's own fixups.
+    unsafe {
+        match no {
+            2 => sys::fixup_spve_null(param, 1),
+            1 | 3 | 4 | 5 => sys::fixup_igp_null(param, 1),
+            _ => 0,
         }
     }
 }
@@ -369,6 +423,11 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
             ds_hash(Some(v), None)
         }
         select::ALG_SERIAL | select::ALG_PARALLEL => 0,
+        select::ALG_OVERLOAD => {
+            let (h, v) = rr_take(set.rec);
+            rr = Some(v);
+            h
+        }
         select::ALG_WEIGHT => {
             let k = set.rec.wlast.fetch_add(1, Ordering::Relaxed) % 100;
             set.rec.wlist.get(k as usize).copied().unwrap_or(0)
@@ -430,7 +489,9 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         let n = if cfg.use_default && nr != 1 { nr - 1 } else { nr };
         hash as usize % n
     } else {
-        match probe(set.dests, hash, cfg.use_default) {
+        let now = if alg == select::ALG_OVERLOAD { now_us() } else { 0 };
+        let mut oc = |j: usize| alg == select::ALG_OVERLOAD && set.dests.get(j).map(|d| select::oc_skip(d, now)).unwrap_or(false);
+        match select::probe_with(set.dests, hash, cfg.use_default, &mut oc) {
             Some(i) => i,
             None => return -1,
         }
@@ -868,13 +929,20 @@ const fn f4(f: F4) -> F3 {
     unsafe { std::mem::transmute::<F4, F3>(f) }
 }
 
+type F6 = unsafe extern "C" fn(*mut sip_msg, P, P, P, P, P) -> c_int;
+const fn f6(f: F6) -> F3 {
+    // SAFETY: the core calls a function with `param_no` == 5 with five parameters
+    // (cmd_function5), as C modules do with the same cast.
+    unsafe { std::mem::transmute::<F6, F3>(f) }
+}
+
 macro_rules! cmd {
     ($name:literal, $f:expr, $n:expr, $fix:expr, $free:expr, $flags:expr) => {
         cmd_export_t { name: $name.as_ptr() as *mut c_char, function: Some($f), param_no: $n, fixup: $fix, free_fixup: $free, flags: $flags }
     };
 }
 
-pub static mut CMDS: [cmd_export_t; 29] = [
+pub static mut CMDS: [cmd_export_t; 30] = [
     cmd!(c"ds_select", w_ds_select, 2, Some(sys::fixup_igp_igp), None, ANY),
     cmd!(c"ds_select", f4(w_ds_select_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
     cmd!(c"ds_select_dst", w_ds_select_dst, 2, Some(sys::fixup_igp_igp), None, REQ | FAIL),
@@ -890,6 +958,7 @@ pub static mut CMDS: [cmd_export_t; 29] = [
     cmd!(c"ds_mark_dst", w_ds_mark_dst0, 0, Some(ds_warn_fixup), None, REQ | FAIL | ONREPLY),
     cmd!(c"ds_mark_dst", w_ds_mark_dst1, 1, Some(fixup_mark_dst), Some(sys::fixup_free_spve_null), REQ | FAIL | ONREPLY),
     cmd!(c"ds_mark_addr", f4(w_ds_mark_addr), 3, Some(fixup_mark_addr), None, ANY),
+    cmd!(c"ds_oc_set_attrs", f6(w_ds_oc_set_attrs), 5, Some(fixup_oc_set_attrs), None, ANY),
     cmd!(c"ds_is_from_list", w_ds_is_from_list0, 0, None, None, REQ | FAIL | ONREPLY | BRANCH),
     cmd!(c"ds_is_from_list", w_ds_is_from_list1, 1, Some(sys::fixup_igp_null), None, ANY),
     cmd!(c"ds_is_from_list", w_ds_is_from_list2, 2, Some(fixup_is_from_list), None, ANY),

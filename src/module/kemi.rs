@@ -64,6 +64,7 @@ kfn!(ki_mark_addr, |m, st: *mut str_, g: c_int, u: *mut str_| {
         None => -1,
     }
 });
+kfn!(ki_oc_set_attrs, |_m, g: c_int, u: *mut str_, r: c_int, t: c_int, q: c_int| cmds::oc_set_attrs(g, &s(u), r, t, q));
 kfn!(ki_is_from_lists, |m| cmds::is_from_list(m, -1, None, 2));
 kfn!(ki_is_from_list, |m, g: c_int| cmds::is_from_list(m, g, None, 2));
 kfn!(ki_is_from_list_mode, |m, g: c_int, md: c_int| cmds::is_from_list(m, g, None, md));
@@ -96,7 +97,7 @@ macro_rules! e {
     }};
 }
 
-pub static mut KEMI: [sys::sr_kemi_t; 26] = [
+pub static mut KEMI: [sys::sr_kemi_t; 27] = [
     e!(c"ds_select", ki_select as unsafe extern "C" fn(M, c_int, c_int) -> c_int, [I, I]),
     e!(c"ds_select_limit", ki_select_limit as unsafe extern "C" fn(M, c_int, c_int, c_int) -> c_int, [I, I, I]),
     e!(c"ds_select_domain", ki_select_domain as unsafe extern "C" fn(M, c_int, c_int) -> c_int, [I, I]),
@@ -112,6 +113,7 @@ pub static mut KEMI: [sys::sr_kemi_t; 26] = [
     e!(c"ds_mark_dst", ki_mark_dst as unsafe extern "C" fn(M) -> c_int, []),
     e!(c"ds_mark_dst_state", ki_mark_dst_state as unsafe extern "C" fn(M, *mut str_) -> c_int, [S]),
     e!(c"ds_mark_addr", ki_mark_addr as unsafe extern "C" fn(M, *mut str_, c_int, *mut str_) -> c_int, [S, I, S]),
+    e!(c"ds_oc_set_attrs", ki_oc_set_attrs as unsafe extern "C" fn(M, c_int, *mut str_, c_int, c_int, c_int) -> c_int, [I, S, I, I, I]),
     e!(c"ds_is_from_lists", ki_is_from_lists as unsafe extern "C" fn(M) -> c_int, []),
     e!(c"ds_is_from_list", ki_is_from_list as unsafe extern "C" fn(M, c_int) -> c_int, [I]),
     e!(c"ds_is_from_list_mode", ki_is_from_list_mode as unsafe extern "C" fn(M, c_int, c_int) -> c_int, [I, I]),

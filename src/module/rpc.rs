@@ -31,6 +31,60 @@ enum ListMode {
     Full,
 }
 
+/// Whether any destination has overload-control attributes (ocmin/ocmax/ocrate).
+fn uses_oc(snap: &Snap<'_>) -> bool {
+    snap.sets().any(|s| s.dests.iter().any(|d| {
+        let b = d.attrs_body.bytes();
+        contains_ci(b, b"ocmin") || contains_ci(b, b"ocmax") || contains_ci(b, b"ocrate")
+    }))
+}
+
+fn contains_ci(h: &[u8], n: &[u8]) -> bool {
+    h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+unsafe extern "C" fn rpc_oclist(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.oclist", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let mut group: c_int = 0;
+        // SAFETY: "d" matches (int*).
+        if unsafe { rpc.scan_raw(c"d", &[&mut group as *mut c_int as *mut c_void]) } < 1 {
+            rpc.fault(500, "Invalid Parameters");
+            return;
+        }
+        state::with_snap(|snap| {
+            let Some(set) = snap.and_then(|s| s.set(group)) else {
+                rpc.fault(404, "Destination Group Not Found");
+                return;
+            };
+            for d in set.dests {
+                let Some(h) = rpc.add_struct() else {
+                    rpc.fault(500, "Internal error creating rpc");
+                    return;
+                };
+                let t = d.oc_time_us.load(Ordering::Relaxed);
+                let r = h
+                    .int("group", group)
+                    .and_then(|_| h.str("uri", Some(d.uri.bytes())))
+                    .and_then(|_| h.cstring("flags", &flag_letters(d.flags.load(Ordering::Relaxed))))
+                    .and_then(|_| h.int("priority", d.priority))
+                    .and_then(|_| h.int("ocrate", d.oc_rate.load(Ordering::Relaxed)))
+                    .and_then(|_| h.int("ocidx", d.oc_idx.load(Ordering::Relaxed) as i32))
+                    .and_then(|_| h.int("ocseq", d.oc_seq.load(Ordering::Relaxed)))
+                    .and_then(|_| h.ulong("octime_sec", t / 1_000_000))
+                    .and_then(|_| h.ulong("octime_usec", t % 1_000_000))
+                    .and_then(|_| h.int("ocmin", d.ocmin))
+                    .and_then(|_| h.int("ocmax", d.ocmax));
+                if r.is_err() {
+                    rpc.fault(500, "Internal error creating dest struct");
+                    return;
+                }
+            }
+        })
+    })
+}
+
 fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'static str> {
     for set in snap.sets() {
         let sh = recs.child_struct("SET").map_err(|_| "Internal error set structure")?;
@@ -49,6 +103,16 @@ fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'st
                 vh.int("PROTOID", d.proto as i32).map_err(|_| e)?;
                 vh.ulong("DNSTIME_SEC", d.dnstime_sec).map_err(|_| e)?;
                 vh.ulong("DNSTIME_USEC", d.dnstime_usec).map_err(|_| e)?;
+                if uses_oc(&snap) {
+                    // Kamailio 6.0 fields, shown when the list uses overload control
+                    let t = d.oc_time_us.load(Ordering::Relaxed);
+                    vh.int("OCRATE", d.oc_rate.load(Ordering::Relaxed))
+                        .and_then(|_| vh.int("OCIDX", d.oc_idx.load(Ordering::Relaxed) as i32))
+                        .and_then(|_| vh.int("OCSEQ", d.oc_seq.load(Ordering::Relaxed)))
+                        .and_then(|_| vh.ulong("OCTIME_SEC", t / 1_000_000))
+                        .and_then(|_| vh.ulong("OCTIME_USEC", t % 1_000_000))
+                        .map_err(|_| e)?;
+                }
             }
             if mode != ListMode::Short {
                 if let Some(body) = d.attrs_body.get() {
@@ -332,9 +396,11 @@ static DOC_SET_DUID_STATE: Doc = Doc([c"Set the state of a destination by duid".
 static DOC_PING_ACTIVE: Doc = Doc([c"Manage setting on/off the pinging (keepalive) of destinations".as_ptr(), std::ptr::null()]);
 static DOC_ADD: Doc = Doc([c"Add a destination address in memory".as_ptr(), std::ptr::null()]);
 static DOC_REMOVE: Doc = Doc([c"Remove a destination address from memory".as_ptr(), std::ptr::null()]);
+static DOC_OCLIST: Doc = Doc([c"Return the overload control attributes of a group".as_ptr(), std::ptr::null()]);
 static DOC_HASH: Doc = Doc([c"Compute the hash of the values".as_ptr(), std::ptr::null()]);
 
-pub static mut RPCS: [rpc_export_t; 9] = [
+pub static mut RPCS: [rpc_export_t; 10] = [
+    rpc_export_t { name: c"dispatcher.oclist".as_ptr(), function: Some(rpc_oclist), doc_str: &DOC_OCLIST as *const Doc as *mut *const c_char, flags: 1 },
     rpc_export_t { name: c"dispatcher.add".as_ptr(), function: Some(rpc_add), doc_str: &DOC_ADD as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.remove".as_ptr(), function: Some(rpc_remove), doc_str: &DOC_REMOVE as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.set_state".as_ptr(), function: Some(rpc_set_state), doc_str: &DOC_SET_STATE as *const Doc as *mut *const c_char, flags: 0 },
