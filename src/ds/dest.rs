@@ -42,6 +42,11 @@ pub trait LoadEnv {
         proto: Proto,
         port: u16,
     ) -> Option<IpAddr>;
+    /// SIP resolution (NAPTR/SRV/A, `ds_dns_mode` bit 8): address plus the port and protocol
+    /// found (0 / `Proto::None` when the lookup gave none). Default: plain resolution.
+    fn resolve_sip(&mut self, host: &[u8], scheme: Scheme, proto: Proto, port: u16) -> Option<(IpAddr, u16, Proto)> {
+        self.resolve_host(host, scheme, proto, port).map(|ip| (ip, 0, Proto::None))
+    }
     /// "proto:host:port" socket attr → opaque socket handle (0 = not a local socket)
     fn socket_by_addr(&mut self, spec: &[u8]) -> usize;
     /// sockname attr → opaque handle (0 = unknown)
@@ -300,6 +305,15 @@ pub fn prepare_dest(
         let qsrv = dns_mode & DS_DNS_MODE_QSRV != 0;
         let resolved = match ip_literal(&host) {
             Some(ip) => Some(ip),
+            None if qsrv => env.resolve_sip(&host, parts.scheme, proto, port).map(|(ip, p, pr)| {
+                if p != 0 {
+                    port = p;
+                }
+                if pr != Proto::None {
+                    proto = pr;
+                }
+                ip
+            }),
             None => env.resolve_host(&host, parts.scheme, proto, port),
         };
         match resolved {

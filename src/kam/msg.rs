@@ -87,16 +87,33 @@ pub fn ip_from_kam(ip: &sys::ip_addr) -> Option<IpAddr> {
 /// Resolves a host name with the core resolver (honours the core DNS settings and cache).
 /// Only the first address is used, like the C module.
 pub fn resolve_host(host: &[u8]) -> Option<IpAddr> {
-    // IP literals the way the core reads them (str2ip/str2ip6), without DNS
-    if let Some(ip) = crate::ds::dest::ip_literal(host) {
-        return Some(ip);
-    }
-    let mut z = host.to_vec();
-    z.push(0);
-    // SAFETY: z is NUL-terminated; the returned hostent is a static buffer of the resolver,
-    // read immediately.
+    resolve_host_ttl(host, 0)
+}
+
+/// TTL (`ds_dns_ttl`) given to answers stored in the core DNS cache by our lookups.
+static DNS_TTL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+pub fn set_dns_ttl(ttl: i32) {
+    DNS_TTL.store(ttl.max(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn with_ttl<R>(f: impl FnOnce() -> R) -> R {
+    let ttl = DNS_TTL.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: plain core calls setting a process-local DNS cache parameter.
     unsafe {
-        let he = sys::dns_resolvehost(z.as_mut_ptr() as *mut c_char);
+        if ttl > 0 {
+            sys::dns_set_local_ttl(ttl);
+        }
+        let r = f();
+        if ttl > 0 {
+            sys::dns_set_local_ttl(0);
+        }
+        r
+    }
+}
+
+fn hostent_ip(he: *mut sys::hostent) -> Option<IpAddr> {
+    // SAFETY: `he` is null or the resolver's static hostent, read immediately.
+    unsafe {
         if he.is_null() || (*he).h_addr_list.is_null() || (*(*he).h_addr_list).is_null() {
             return None;
         }
@@ -116,6 +133,28 @@ pub fn resolve_host(host: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// SIP resolution (NAPTR/SRV/A) with the core resolver: address, port, protocol id.
+pub fn sip_resolve(host: &[u8], port: u16, proto: u8) -> Option<(IpAddr, u16, u8)> {
+    let mut h = host.to_vec();
+    let mut s = sys::str_ { s: h.as_mut_ptr() as *mut c_char, len: h.len() as c_int };
+    let mut p = port;
+    let mut pr = proto as c_char;
+    // SAFETY: the host buffer outlives the call; port/proto are in/out values.
+    let he = with_ttl(|| unsafe { sys::dns_sip_resolvehost(&mut s, &mut p, &mut pr) });
+    hostent_ip(he).map(|ip| (ip, p, pr as u8))
+}
+
+fn resolve_host_ttl(host: &[u8], _unused: i32) -> Option<IpAddr> {
+    // IP literals the way the core reads them (str2ip/str2ip6), without DNS
+    if let Some(ip) = crate::ds::dest::ip_literal(host) {
+        return Some(ip);
+    }
+    let mut z = host.to_vec();
+    z.push(0);
+    // SAFETY: z is NUL-terminated and outlives the call.
+    let he = with_ttl(|| unsafe { sys::dns_resolvehost(z.as_mut_ptr() as *mut c_char) });
+    hostent_ip(he)
+}
 
 /// Local listening socket for "proto:host:port" (None when not a local socket).
 pub fn socket_by_addr(spec: &[u8]) -> Option<usize> {

@@ -167,6 +167,7 @@ pub struct Config {
     /// Keep runtime state of destinations that stay across reloads (0 = 5.6.3 behaviour).
     pub keep_state: bool,
     pub dns_interval: i32,
+    pub dns_ttl: i32,
     pub db_url: Vec<u8>,
     pub table_name: Vec<u8>,
     /// setid, destination, flags, priority, attrs column names
@@ -229,6 +230,7 @@ impl Config {
                 },
                 keep_state: ds_reload_keep_state != 0,
                 dns_interval: if ds_dns_interval > 0 { ds_dns_interval } else { 600 },
+                dns_ttl: ds_dns_ttl.max(0),
                 db_url: get_str(&*(&raw const db_url)),
                 table_name: get_str(&*(&raw const table_name)),
                 cols: [
@@ -245,13 +247,8 @@ impl Config {
     }
 
     /// Parameters set to a non-default value whose feature is not built yet: one warning each.
+    /// (Every 5.6.3 parameter is implemented now; the mechanism stays for future ones.)
     pub fn unsupported_in_use() -> Vec<&'static str> {
-        let mut v = Vec::new();
-        // SAFETY: read-only access in mod_init (see from_params).
-        unsafe {
-            if ds_dns_mode & 8 != 0 { v.push("ds_dns_mode (bit 8, SIP SRV/NAPTR)"); }
-            if ds_dns_ttl != 0 { v.push("ds_dns_ttl"); }
-        }
-        v
+        Vec::new()
     }
 }

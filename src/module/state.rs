@@ -76,6 +76,7 @@ fn free_snapshot(p: *mut Header) {
 
 /// mod_init part: configuration, shm control block, writer lock, default socket, first load.
 pub fn init(cfg: Config) -> Result<(), String> {
+    msg::set_dns_ttl(cfg.dns_ttl);
     let p = shm_alloc(std::mem::size_of::<Control>()) as *mut Control;
     if p.is_null() {
         return Err("no shared memory for the control block".into());
@@ -140,6 +141,9 @@ struct KamEnv {
 impl LoadEnv for KamEnv {
     fn resolve_host(&mut self, host: &[u8], _scheme: Scheme, _proto: Proto, _port: u16) -> Option<IpAddr> {
         msg::resolve_host(host)
+    }
+    fn resolve_sip(&mut self, host: &[u8], _scheme: Scheme, proto: Proto, port: u16) -> Option<(IpAddr, u16, Proto)> {
+        msg::sip_resolve(host, port, proto as u8).map(|(ip, p, pr)| (ip, p, proto_from(pr)))
     }
     fn socket_by_addr(&mut self, spec: &[u8]) -> usize {
         msg::socket_by_addr(spec).unwrap_or(0)
