@@ -605,6 +605,14 @@ fn match_addr(m: Msg, uri: Option<&[u8]>) -> Option<(IpAddr, u16, u8)> {
                 }
             };
             let host = u.get(p.host.clone())?;
+            if state::cfg().dns_mode & 8 != 0 {
+                // SIP resolution: the port and protocol found replace the URI's
+                let Some((ip, sp, spr)) = msg::sip_resolve(host, p.port, p.transport as u8) else {
+                    ds_err!("could not resolve {}", String::from_utf8_lossy(host));
+                    return None;
+                };
+                return Some((ip, if sp != 0 { sp } else { p.port }, if spr != 0 { spr } else { p.transport as u8 }));
+            }
             let Some(ip) = msg::resolve_host(host) else {
                 ds_err!("could not resolve {}", String::from_utf8_lossy(host));
                 return None;
