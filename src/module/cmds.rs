@@ -220,6 +220,25 @@ unsafe extern "C" fn w_ds_oc_set_attrs(m: *mut sip_msg, s: P, u: P, r: P, t: P, 
     })
 }
 
+unsafe extern "C" fn w_ds_dsg_fetch(m: *mut sip_msg, g: P, _b: P) -> c_int {
+    guard("ds_dsg_fetch", -1, || {
+        let Some(g) = get_int_is(m, g) else {
+            ds_err!("cannot get set id value");
+            return -1;
+        };
+        health::dsg_fetch(g, None)
+    })
+}
+unsafe extern "C" fn w_ds_dsg_fetch_uri(m: *mut sip_msg, g: P, u: P) -> c_int {
+    guard("ds_dsg_fetch_uri", -1, || {
+        let (Some(g), Some(u)) = (get_int_is(m, g), get_str(m, u)) else {
+            ds_err!("cannot get set id or uri value");
+            return -1;
+        };
+        health::dsg_fetch(g, Some(&u))
+    })
+}
+
 /// ds_oc_set_attrs: int/PV, string/PV, then three int/PV.
 unsafe extern "C" fn fixup_oc_set_attrs(param: *mut *mut c_void, no: c_int) -> c_int {
     // SAFETY: forwarding the core's arguments to the core's own fixups.
@@ -950,7 +969,7 @@ macro_rules! cmd {
     };
 }
 
-pub static mut CMDS: [cmd_export_t; 30] = [
+pub static mut CMDS: [cmd_export_t; 32] = [
     cmd!(c"ds_select", w_ds_select, 2, Some(sys::fixup_igp_igp), None, ANY),
     cmd!(c"ds_select", f4(w_ds_select_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
     cmd!(c"ds_select_dst", w_ds_select_dst, 2, Some(sys::fixup_igp_igp), None, REQ | FAIL),
@@ -967,6 +986,8 @@ pub static mut CMDS: [cmd_export_t; 30] = [
     cmd!(c"ds_mark_dst", w_ds_mark_dst1, 1, Some(fixup_mark_dst), Some(sys::fixup_free_spve_null), REQ | FAIL | ONREPLY),
     cmd!(c"ds_mark_addr", f4(w_ds_mark_addr), 3, Some(fixup_mark_addr), None, ANY),
     cmd!(c"ds_oc_set_attrs", f6(w_ds_oc_set_attrs), 5, Some(fixup_oc_set_attrs), None, ANY),
+    cmd!(c"ds_dsg_fetch", w_ds_dsg_fetch, 1, Some(sys::fixup_igp_null), Some(sys::fixup_free_igp_null), ANY),
+    cmd!(c"ds_dsg_fetch_uri", w_ds_dsg_fetch_uri, 2, Some(sys::fixup_igp_spve), Some(sys::fixup_free_igp_spve), ANY),
     cmd!(c"ds_is_from_list", w_ds_is_from_list0, 0, None, None, REQ | FAIL | ONREPLY | BRANCH),
     cmd!(c"ds_is_from_list", w_ds_is_from_list1, 1, Some(sys::fixup_igp_null), None, ANY),
     cmd!(c"ds_is_from_list", w_ds_is_from_list2, 2, Some(fixup_is_from_list), None, ANY),

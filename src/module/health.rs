@@ -228,7 +228,124 @@ unsafe extern "C" fn pv_get_dsv(msg: *mut sys::sip_msg, param: *mut sys::pv_para
     })
 }
 
-pub static mut PVS: [sys::pv_export_t; 2] = [
+// ---- ds_dsg_fetch / $dsg (Kamailio 5.8/6.0) ------------------------------------------------
+
+/// Figures of the set chosen by `ds_dsg_fetch[_uri]`, per process.
+#[derive(Clone, Debug, Default)]
+struct Dsg {
+    found: bool,
+    count: i32,
+    active: i32,
+    inactive: i32,
+    ocrate: i32,
+    ocseq: i32,
+    octime_us: u64,
+}
+
+thread_local! {
+    static DSG: RefCell<Dsg> = RefCell::new(Dsg::default());
+}
+
+/// `ds_dsg_fetch(setid)` / `ds_dsg_fetch_uri(setid, uri)`: 1 (also for an unknown set: $dsg is null then).
+pub fn dsg_fetch(setid: i32, uri: Option<&[u8]>) -> i32 {
+    let d = state::with_snap(|snap| {
+        let Some(set) = snap.and_then(|s| s.set(setid)) else { return Dsg::default() };
+        let mut g = Dsg { found: true, count: set.dests.len() as i32, ..Default::default() };
+        for d in set.dests {
+            if d.usable() {
+                g.active += 1;
+            } else {
+                g.inactive += 1;
+            }
+        }
+        if let Some(u) = uri {
+            if let Some(d) = set.dests.iter().find(|d| d.uri.bytes().eq_ignore_ascii_case(u)) {
+                g.ocrate = d.oc_rate.load(Ordering::Relaxed);
+                g.ocseq = d.oc_seq.load(Ordering::Relaxed);
+                g.octime_us = d.oc_time_us.load(Ordering::Relaxed);
+            }
+        }
+        g
+    });
+    DSG.with(|x| *x.borrow_mut() = d);
+    1
+}
+
+unsafe extern "C" fn pv_parse_dsg(sp: *mut sys::pv_spec_t, name: *mut sys::str_) -> c_int {
+    guard("pv_parse_dsg", -1, || {
+        if sp.is_null() || name.is_null() {
+            return -1;
+        }
+        // SAFETY: valid spec and name while the cfg is parsed.
+        let n = unsafe_bytes(unsafe { *name });
+        let id = match n {
+            b"count" => 0,
+            b"active" => 1,
+            b"inactive" => 2,
+            b"pactive" => 3,
+            b"pinactive" => 4,
+            b"ocrate" => 5,
+            b"ocseq" => 6,
+            b"octime_sec" => 7,
+            b"octime_usec" => 8,
+            _ => {
+                crate::ds_err!("unknown PV key: {}", String::from_utf8_lossy(n));
+                return -1;
+            }
+        };
+        // SAFETY: as above.
+        unsafe {
+            (*sp).pvp.pvn.type_ = sys::PV_NAME_INTSTR as c_int;
+            (*sp).pvp.pvn.u.isname.type_ = 0;
+            (*sp).pvp.pvn.u.isname.name.n = id;
+        }
+        0
+    })
+}
+
+unsafe extern "C" fn pv_get_dsg(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t, res: *mut sys::pv_value_t) -> c_int {
+    guard("pv_get_dsg", -1, || {
+        if param.is_null() {
+            return -1;
+        }
+        // SAFETY: the core passes valid param/res.
+        unsafe {
+            let id = (*param).pvn.u.isname.name.n;
+            DSG.with(|g| {
+                let g = g.borrow();
+                if !g.found {
+                    return sys::pv_get_null(msg, param, res);
+                }
+                let pct = |v: i32| if g.count > 0 { v * 100 / g.count } else { 0 };
+                let v = match id {
+                    0 => g.count,
+                    1 => g.active,
+                    2 => g.inactive,
+                    3 => pct(g.active),
+                    4 => pct(g.inactive),
+                    5 => g.ocrate,
+                    6 => g.ocseq,
+                    7 => (g.octime_us / 1_000_000) as i32,
+                    8 => (g.octime_us % 1_000_000) as i32,
+                    _ => return sys::pv_get_null(msg, param, res),
+                };
+                sys::pv_get_sintval(msg, param, res, v)
+            })
+        }
+    })
+}
+
+pub static mut PVS: [sys::pv_export_t; 3] = [
+    sys::pv_export_t {
+        name: sys::str_ { s: c"dsg".as_ptr() as *mut _, len: 3 },
+        type_: sys::_pv_type_PVT_OTHER,
+        getf: Some(pv_get_dsg),
+        setf: None,
+        parse_name: Some(pv_parse_dsg),
+        parse_index: None,
+        init_param: None,
+        iparam: 0,
+    },
     sys::pv_export_t {
         name: sys::str_ { s: c"dsv".as_ptr() as *mut _, len: 3 },
         type_: sys::_pv_type_PVT_OTHER,
