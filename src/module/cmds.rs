@@ -239,6 +239,53 @@ unsafe extern "C" fn w_ds_dsg_fetch_uri(m: *mut sip_msg, g: P, u: P) -> c_int {
     })
 }
 
+// ---- bind_dispatcher: the C API other modules get with find_export("bind_dispatcher") --------
+
+#[repr(C)]
+pub struct DispatcherApi {
+    select: Option<unsafe extern "C" fn(*mut sip_msg, c_int, c_int, c_int) -> c_int>,
+    next: Option<unsafe extern "C" fn(*mut sip_msg, c_int) -> c_int>,
+    mark: Option<unsafe extern "C" fn(*mut sip_msg, c_int) -> c_int>,
+    is_from: Option<unsafe extern "C" fn(*mut sip_msg, c_int) -> c_int>,
+}
+
+fn setop(mode: c_int) -> SetOp {
+    match mode {
+        1 => SetOp::Ruri,
+        2 => SetOp::Xavp,
+        _ => SetOp::DstUri,
+    }
+}
+unsafe extern "C" fn api_select(m: *mut sip_msg, set: c_int, alg: c_int, mode: c_int) -> c_int {
+    guard("dispatcher api select", -1, || if m.is_null() { -1 } else { select_dst(Msg(m), set, alg, 0, setop(mode)) })
+}
+unsafe extern "C" fn api_next(m: *mut sip_msg, mode: c_int) -> c_int {
+    guard("dispatcher api next", -1, || if m.is_null() { -1 } else { update_dst(Msg(m), true, setop(mode)) })
+}
+unsafe extern "C" fn api_mark(m: *mut sip_msg, st: c_int) -> c_int {
+    guard("dispatcher api mark", -1, || if m.is_null() { -1 } else { health::mark_dst(Msg(m), st) })
+}
+unsafe extern "C" fn api_is_from(m: *mut sip_msg, g: c_int) -> c_int {
+    guard("dispatcher api is_from", -1, || if m.is_null() { -1 } else { is_from_list(Msg(m), g, None, 2) })
+}
+
+/// `bind_dispatcher(dispatcher_api_t*)`.
+unsafe extern "C" fn bind_dispatcher(api: *mut sip_msg, _a: P, _b: P) -> c_int {
+    let api = api as *mut DispatcherApi;
+    if api.is_null() {
+        ds_err!("Invalid parameter value");
+        return -1;
+    }
+    // SAFETY: the caller passes a dispatcher_api_t to fill (the C module's API contract).
+    unsafe {
+        (*api).select = Some(api_select);
+        (*api).next = Some(api_next);
+        (*api).mark = Some(api_mark);
+        (*api).is_from = Some(api_is_from);
+    }
+    0
+}
+
 /// ds_oc_set_attrs: int/PV, string/PV, then three int/PV.
 unsafe extern "C" fn fixup_oc_set_attrs(param: *mut *mut c_void, no: c_int) -> c_int {
     // SAFETY: forwarding the core's arguments to the core's own fixups.
@@ -969,7 +1016,7 @@ macro_rules! cmd {
     };
 }
 
-pub static mut CMDS: [cmd_export_t; 32] = [
+pub static mut CMDS: [cmd_export_t; 33] = [
     cmd!(c"ds_select", w_ds_select, 2, Some(sys::fixup_igp_igp), None, ANY),
     cmd!(c"ds_select", f4(w_ds_select_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
     cmd!(c"ds_select_dst", w_ds_select_dst, 2, Some(sys::fixup_igp_igp), None, REQ | FAIL),
@@ -988,6 +1035,7 @@ pub static mut CMDS: [cmd_export_t; 32] = [
     cmd!(c"ds_oc_set_attrs", f6(w_ds_oc_set_attrs), 5, Some(fixup_oc_set_attrs), None, ANY),
     cmd!(c"ds_dsg_fetch", w_ds_dsg_fetch, 1, Some(sys::fixup_igp_null), Some(sys::fixup_free_igp_null), ANY),
     cmd!(c"ds_dsg_fetch_uri", w_ds_dsg_fetch_uri, 2, Some(sys::fixup_igp_spve), Some(sys::fixup_free_igp_spve), ANY),
+    cmd!(c"bind_dispatcher", bind_dispatcher, 0, None, None, 0),
     cmd!(c"ds_is_from_list", w_ds_is_from_list0, 0, None, None, REQ | FAIL | ONREPLY | BRANCH),
     cmd!(c"ds_is_from_list", w_ds_is_from_list1, 1, Some(sys::fixup_igp_null), None, ANY),
     cmd!(c"ds_is_from_list", w_ds_is_from_list2, 2, Some(fixup_is_from_list), None, ANY),
