@@ -166,32 +166,29 @@ pub fn msg_rctx(m: Option<Msg>) -> Rctx {
 
 // ---- $dsv ---------------------------------------------------------------------------------
 
+/// Parses the inner name of a module PV (`$dsv(key)`, `$dsg(key)`) into an int id.
+fn parse_pv_key(sp: *mut sys::pv_spec_t, name: *mut sys::str_, keys: &[(&[u8], c_int)]) -> c_int {
+    if sp.is_null() || name.is_null() {
+        return -1;
+    }
+    // SAFETY: the core passes a valid spec and name while parsing the cfg.
+    let n = unsafe_bytes(unsafe { *name });
+    let Some(&(_, id)) = keys.iter().find(|(k, _)| *k == n) else {
+        crate::ds_err!("unknown PV key: {}", String::from_utf8_lossy(n));
+        return -1;
+    };
+    // SAFETY: as above; writing the int name of the spec.
+    unsafe {
+        (*sp).pvp.pvn.type_ = sys::PV_NAME_INTSTR as c_int;
+        (*sp).pvp.pvn.u.isname.type_ = 0;
+        (*sp).pvp.pvn.u.isname.name.n = id;
+    }
+    0
+}
+
 unsafe extern "C" fn pv_parse_dsv(sp: *mut sys::pv_spec_t, name: *mut sys::str_) -> c_int {
-    guard("pv_parse_dsv", -1, || {
-        if sp.is_null() || name.is_null() {
-            return -1;
-        }
-        // SAFETY: the core passes a valid spec and name while parsing the cfg.
-        let n = unsafe_bytes(unsafe { *name });
-        let id = match n {
-            b"code" => 0,
-            b"reason" => 1,
-            b"flags" => 2,
-            b"uri" => 3,
-            b"setid" | b"group" => 4,
-            _ => {
-                crate::ds_err!("unknown PV key: {}", String::from_utf8_lossy(n));
-                return -1;
-            }
-        };
-        // SAFETY: as above; writing the int name of the spec.
-        unsafe {
-            (*sp).pvp.pvn.type_ = sys::PV_NAME_INTSTR as c_int;
-            (*sp).pvp.pvn.u.isname.type_ = 0;
-            (*sp).pvp.pvn.u.isname.name.n = id;
-        }
-        0
-    })
+    let keys: &[(&[u8], c_int)] = &[(b"code", 0), (b"reason", 1), (b"flags", 2), (b"uri", 3), (b"setid", 4), (b"group", 4)];
+    guard("pv_parse_dsv", -1, || parse_pv_key(sp, name, keys))
 }
 
 unsafe extern "C" fn pv_get_dsv(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t, res: *mut sys::pv_value_t) -> c_int {
@@ -272,35 +269,18 @@ pub fn dsg_fetch(setid: i32, uri: Option<&[u8]>) -> i32 {
 }
 
 unsafe extern "C" fn pv_parse_dsg(sp: *mut sys::pv_spec_t, name: *mut sys::str_) -> c_int {
-    guard("pv_parse_dsg", -1, || {
-        if sp.is_null() || name.is_null() {
-            return -1;
-        }
-        // SAFETY: valid spec and name while the cfg is parsed.
-        let n = unsafe_bytes(unsafe { *name });
-        let id = match n {
-            b"count" => 0,
-            b"active" => 1,
-            b"inactive" => 2,
-            b"pactive" => 3,
-            b"pinactive" => 4,
-            b"ocrate" => 5,
-            b"ocseq" => 6,
-            b"octime_sec" => 7,
-            b"octime_usec" => 8,
-            _ => {
-                crate::ds_err!("unknown PV key: {}", String::from_utf8_lossy(n));
-                return -1;
-            }
-        };
-        // SAFETY: as above.
-        unsafe {
-            (*sp).pvp.pvn.type_ = sys::PV_NAME_INTSTR as c_int;
-            (*sp).pvp.pvn.u.isname.type_ = 0;
-            (*sp).pvp.pvn.u.isname.name.n = id;
-        }
-        0
-    })
+    let keys: &[(&[u8], c_int)] = &[
+        (b"count", 0),
+        (b"active", 1),
+        (b"inactive", 2),
+        (b"pactive", 3),
+        (b"pinactive", 4),
+        (b"ocrate", 5),
+        (b"ocseq", 6),
+        (b"octime_sec", 7),
+        (b"octime_usec", 8),
+    ];
+    guard("pv_parse_dsg", -1, || parse_pv_key(sp, name, keys))
 }
 
 unsafe extern "C" fn pv_get_dsg(msg: *mut sys::sip_msg, param: *mut sys::pv_param_t, res: *mut sys::pv_value_t) -> c_int {
