@@ -41,8 +41,10 @@ if [ "${#need_pkgs[@]}" -gt 0 ] || [ "${updated}" = 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
-  echo "setup: no Rust toolchain found; installing Debian's cargo"
-  $SUDO apt-get install -y -qq cargo rustc >/dev/null
+  # the module needs Rust >= 1.82 (Debian bookworm's cargo is older): use rustup
+  echo "setup: no Rust toolchain found; installing one with rustup"
+  command -v curl >/dev/null 2>&1 || $SUDO apt-get install -y -qq curl ca-certificates >/dev/null
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
 fi
 
 # Kamailio headers of the installed version (git-ignored)

@@ -312,7 +312,7 @@ impl Gen {
                 0 => {} // empty alg: 0
                 1 => s.push(b'x'), // invalid character
                 2..=5 => {
-                    let a = *self.rng.pick(&self.det_algs.clone());
+                    let a = *self.rng.pick(&self.det_algs);
                     s.extend(a.to_string().into_bytes());
                 }
                 _ => s.extend(self.alg.to_string().into_bytes()),
