@@ -60,7 +60,14 @@ fn row(uri: &str, flags: &str, prio: &str, attrs: &str) -> (String, String, Stri
 }
 
 /// Start Kamailio in DB mode: `db_module` loaded before the dispatcher, `db_url` = `url`.
-fn start_db(dir: &Path, label: &str, kind: ModuleKind, db_module: &str, url: &str, extra: &str) -> Result<Kamailio, String> {
+fn start_db(
+    dir: &Path,
+    label: &str,
+    kind: ModuleKind,
+    db_module: &str,
+    url: &str,
+    extra: &str,
+) -> Result<Kamailio, String> {
     let opts = KamOpts {
         children: 2,
         extra_params: db_params(url, extra),
@@ -75,7 +82,10 @@ fn reference(dir: &Path, kind: ModuleKind, db_module: &str, url: &str, extra: &s
     if kind == ModuleKind::C {
         return None;
     }
-    Some(start_db(dir, "reference-c", ModuleKind::C, db_module, url, extra).unwrap_or_else(|e| panic!("C reference: {e}")))
+    Some(
+        start_db(dir, "reference-c", ModuleKind::C, db_module, url, extra)
+            .unwrap_or_else(|e| panic!("C reference: {e}")),
+    )
 }
 
 /// Compare `dispatcher.list` (normal, short, full) of `t` with the C reference `c`.
@@ -139,7 +149,8 @@ const SQLITE_EXTRA_COLS: &str = "ALTER TABLE dispatcher ADD COLUMN region VARCHA
      ALTER TABLE dispatcher ADD COLUMN pipe_id VARCHAR(32) DEFAULT NULL;";
 const EXTRA_ATTRS: &str = "modparam(\"dispatcher\", \"ds_db_extra_attrs\", \"region=region;pipe=pipe_id\")\n";
 
-const SQLITE_ROWS_A: &str = "INSERT INTO dispatcher (setid, destination, flags, priority, attrs, description, region, pipe_id) VALUES \
+const SQLITE_ROWS_A: &str =
+    "INSERT INTO dispatcher (setid, destination, flags, priority, attrs, description, region, pipe_id) VALUES \
      (1, 'sip:127.0.0.1:5101', 0, 10, 'duid=a1;weight=50', 'first', 'eu', NULL), \
      (1, 'sip:127.0.0.1:5102', 0, 20, 'duid=a2', '', '', 'p2'), \
      (1, 'sip:127.0.0.1:5103;transport=udp', 8, 20, '', '', 'us', 'p3'), \
@@ -269,13 +280,25 @@ fn sqlite_bad_row_load_mode_0() {
 
     // reload with the bad row still there: the C module answers `Reload Failed` (some rows
     // were skipped) but has switched to the new list
-    sqlite_exec(&db, "INSERT INTO dispatcher (setid, destination) VALUES (1, 'sip:127.0.0.1:5102'), (2, 'sip:127.0.0.1:5201');");
+    sqlite_exec(
+        &db,
+        "INSERT INTO dispatcher (setid, destination) VALUES (1, 'sip:127.0.0.1:5102'), (2, 'sip:127.0.0.1:5201');",
+    );
     let rt = reload(&t);
     if let Some(c) = &c {
         let rc = reload(c);
-        assert_eq!(reload_class(&rt), reload_class(&rc), "reload reply with a skipped row: module under test {rt:?} vs C {rc:?}");
+        assert_eq!(
+            reload_class(&rt),
+            reload_class(&rc),
+            "reload reply with a skipped row: module under test {rt:?} vs C {rc:?}"
+        );
     }
-    assert_eq!(reload_class(&rt), Err("Reload Failed".to_string()), "reload with a skipped row: {rt:?}\n{}", t.log_hint());
+    assert_eq!(
+        reload_class(&rt),
+        Err("Reload Failed".to_string()),
+        "reload with a skipped row: {rt:?}\n{}",
+        t.log_hint()
+    );
     let l = t.ds_list(None).expect("dispatcher.list");
     assert_eq!(
         set_uris(&l, "1"),
@@ -316,7 +339,12 @@ fn sqlite_bad_row_load_mode_1() {
         &db,
         &format!("INSERT INTO dispatcher (setid, destination) VALUES (2, 'sip:127.0.0.1:5201'), (2, '{BAD_HOST}'), (1, 'sip:127.0.0.1:5103');"),
     );
-    assert_eq!(reload_class(&reload(&t)), Err("Reload Failed".to_string()), "ds_load_mode=1 refuses a list with a bad row\n{}", t.log_hint());
+    assert_eq!(
+        reload_class(&reload(&t)),
+        Err("Reload Failed".to_string()),
+        "ds_load_mode=1 refuses a list with a bad row\n{}",
+        t.log_hint()
+    );
     assert_eq!(t.ds_list(None).expect("dispatcher.list"), before, "the old list is still active");
     assert_eq!(first_dst(&t, 1), "sip:127.0.0.1:5102", "the old list still routes");
     assert_eq!(exists(&t, 2), "-1", "nothing of the refused list is active");
@@ -331,7 +359,12 @@ fn sqlite_bad_row_load_mode_1() {
     sqlite_exec(&db, &format!("DELETE FROM dispatcher WHERE destination = '{BAD_HOST}';"));
     assert_eq!(reload(&t), Ok(RELOAD_OK.to_string()), "{}", t.log_hint());
     let l = t.ds_list(None).expect("dispatcher.list");
-    assert_eq!(set_uris(&l, "1"), vec!["sip:127.0.0.1:5103", "sip:127.0.0.1:5102", "sip:127.0.0.1:5101"], "{}", l.pretty());
+    assert_eq!(
+        set_uris(&l, "1"),
+        vec!["sip:127.0.0.1:5103", "sip:127.0.0.1:5102", "sip:127.0.0.1:5101"],
+        "{}",
+        l.pretty()
+    );
     assert_eq!(set_uris(&l, "2"), vec!["sip:127.0.0.1:5201"], "{}", l.pretty());
     assert_eq!(first_dst(&t, 2), "sip:127.0.0.1:5201");
 }
@@ -405,7 +438,8 @@ fn sqlite_table_version_read_once() {
 fn postgres_list_and_reload() {
     let kind = ModuleKind::from_env();
     let dir = run_dir("postgres_list_and_reload");
-    let pg = Postgres::start("kamtest", "kamPass-42", "kamailio").unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"));
+    let pg =
+        Postgres::start("kamtest", "kamPass-42", "kamailio").unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"));
     pg.psql(
         "ALTER TABLE dispatcher ADD COLUMN region VARCHAR(32) DEFAULT NULL; \
          INSERT INTO dispatcher (setid, destination, flags, priority, attrs, region) VALUES \
@@ -435,7 +469,12 @@ fn postgres_list_and_reload() {
         "{}",
         l.pretty()
     );
-    assert_eq!(set_rows(&l, "4"), vec![row("sip:127.0.0.1:5401;transport=udp", "AX", "-1", "duid=p4")], "{}", l.pretty());
+    assert_eq!(
+        set_rows(&l, "4"),
+        vec![row("sip:127.0.0.1:5401;transport=udp", "AX", "-1", "duid=p4")],
+        "{}",
+        l.pretty()
+    );
     compare_with_c(&t, c.as_ref(), "postgres initial load", &mut problems);
     assert_eq!(first_dst(&t, 1), "sip:127.0.0.1:5102");
 
@@ -467,7 +506,12 @@ fn postgres_list_and_reload() {
     // the database going away: reload fails, the old list stays
     let before = t.ds_list(None).expect("list");
     pg.psql("ALTER TABLE dispatcher RENAME TO dispatcher_gone;").expect("rename table");
-    assert_eq!(reload_class(&reload(&t)), Err("Reload Failed".to_string()), "reload without the table\n{}", t.log_hint());
+    assert_eq!(
+        reload_class(&reload(&t)),
+        Err("Reload Failed".to_string()),
+        "reload without the table\n{}",
+        t.log_hint()
+    );
     assert_eq!(t.ds_list(None).expect("list"), before, "the old list stays after a failed DB reload");
     assert_eq!(first_dst(&t, 1), "sip:127.0.0.1:5104");
 
@@ -489,7 +533,11 @@ fn hosts_alias() -> Option<String> {
         if f.next() != Some("127.0.0.1") {
             continue;
         }
-        if let Some(n) = f.find(|n| *n != "localhost" && !n.starts_with("localhost.") && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')) {
+        if let Some(n) = f.find(|n| {
+            *n != "localhost"
+                && !n.starts_with("localhost.")
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        }) {
             return Some(n.to_string());
         }
     }
@@ -533,7 +581,13 @@ fn hostname_destination() {
         // calls to the hostname destination
         let res = run_uac(&dir, &format!("uac-{label}"), k.port, "rr", 20, 20, Duration::from_secs(30));
         calls_done += 20;
-        assert_eq!((res.successful, res.failed), (20, 0), "ds_dns_mode {dns_mode}: {}\n{}", res.summary(), k.log_hint());
+        assert_eq!(
+            (res.successful, res.failed),
+            (20, 0),
+            "ds_dns_mode {dns_mode}: {}\n{}",
+            res.summary(),
+            k.log_hint()
+        );
         assert!(
             wait_until(Duration::from_secs(5), Duration::from_millis(100), || uas.invites() >= calls_done),
             "the backend got {} of {calls_done} INVITEs",
@@ -542,7 +596,12 @@ fn hostname_destination() {
 
         // ds_is_from_list matches the source address against the resolved name
         let r = k.request_on(&peer, "isfrom", &[]);
-        assert_eq!((r.hdr("X-Ret"), r.hdr("X-Setid")), ("1", "2"), "ds_dns_mode {dns_mode}: from {alias}:{peer_port}\n{}", r.raw);
+        assert_eq!(
+            (r.hdr("X-Ret"), r.hdr("X-Setid")),
+            ("1", "2"),
+            "ds_dns_mode {dns_mode}: from {alias}:{peer_port}\n{}",
+            r.raw
+        );
         let r = k.request_on(&peer, "isfrom", &[("X-Group", "2")]);
         assert_eq!(r.hdr("X-Ret"), "1", "ds_dns_mode {dns_mode}: group 2\n{}", r.raw);
         let r = k.request_on(&peer, "isfrom", &[("X-Group", "1")]);
@@ -551,4 +610,104 @@ fn hostname_destination() {
         assert_eq!(r.hdr("X-Ret"), "-1", "ds_dns_mode {dns_mode}: unknown port\n{}", r.raw);
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// cfg-examples/db-mode.cfg
+// ---------------------------------------------------------------------------------------
+
+/// A module dir for `-L`: symlinks to all of Debian's modules, `dispatcher.so` pointing at
+/// the module under test (the example cfg loads it by name).
+fn module_dir(dir: &Path, kind: ModuleKind) -> std::path::PathBuf {
+    let md = dir.join("modules");
+    fs::create_dir_all(&md).expect("mkdir modules");
+    for e in fs::read_dir(MODULES_DIR).expect("read modules dir").flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".so") && name != "dispatcher.so" {
+            let _ = std::os::unix::fs::symlink(e.path(), md.join(&name));
+        }
+    }
+    std::os::unix::fs::symlink(kind.so_path(), md.join("dispatcher.so")).expect("symlink dispatcher.so");
+    md
+}
+
+#[test]
+fn example_db_mode_cfg() {
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("example_db_mode_cfg");
+    let cfg = manifest_dir().join("cfg-examples").join("db-mode.cfg");
+    let ok1 = SippUas::start(&dir, "ok1", UasKind::Ok200);
+    let ok2 = SippUas::start(&dir, "ok2", UasKind::Ok200);
+    let bad = SippUas::start(&dir, "bad", UasKind::Err500);
+    let db = dir.join("kamailio.sqlite");
+    sqlite_create(
+        &db,
+        &format!(
+            "INSERT INTO dispatcher (setid, destination, flags, priority, attrs, description) VALUES \
+               (1, '{}', 0, 0, 'duid=ok1', 'backend 1'), (1, '{}', 0, 0, 'duid=bad', 'backend 2'), \
+               (1, '{}', 0, 0, 'duid=ok2', 'backend 3');",
+            ok1.uri(),
+            bad.uri(),
+            ok2.uri()
+        ),
+    );
+    let kdir = dir.join("kamailio");
+    fs::create_dir_all(&kdir).expect("mkdir");
+    let md = module_dir(&dir, kind);
+    let port = free_port();
+    let ctl = ctl_socket_path(&kdir);
+    let log_path = kdir.join("kamailio.log");
+    let mut cmd = std::process::Command::new(KAMAILIO_BIN);
+    cmd.args(["-DD", "-E", "-m", "64", "-M", "8"])
+        .arg("-f")
+        .arg(&cfg)
+        .arg("-L")
+        .arg(&md)
+        .arg("-w")
+        .arg(&kdir)
+        .arg("-P")
+        .arg(kdir.join("kamailio.pid"))
+        .args(["-A", &format!("LISTEN_PORT={port}")])
+        .args(["-A", &format!("DBURL=\"{}\"", sqlite_url(&db))])
+        .args(["-A", &format!("CTL_SOCKET=\"unix:{}\"", ctl.display())])
+        .current_dir(&kdir)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log_path).expect("log"));
+    let mut kam = Proc::spawn("kamailio db-mode.cfg", &mut cmd).unwrap_or_else(|e| panic!("{e}"));
+    let hint = || format!("run dir {}\n--- kamailio.log tail ---\n{}", kdir.display(), tail(&log_path, 30));
+    let ready = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        kam.try_wait().is_some() || (ctl.exists() && kamcmd_at(&ctl, &["dispatcher.list"]).is_ok())
+    });
+    assert!(ready && kam.try_wait().is_none(), "db-mode.cfg did not come up\n{}", hint());
+
+    let l = parse_kamcmd(&kamcmd_at(&ctl, &["dispatcher.list"]).expect("list"));
+    assert_eq!(set_uris(&l, "1"), vec![ok2.uri(), bad.uri(), ok1.uri()], "{}", l.pretty());
+    let flags: Vec<String> = set_rows(&l, "1").into_iter().map(|r| r.1).collect();
+    // ds_probing_mode 1 pings every destination without setting the probing flag at load
+    assert_eq!(flags, vec!["AX", "AX", "AX"], "{}", l.pretty());
+
+    let res = run_uac(&dir, "uac", port, "svc", 30, 30, Duration::from_secs(30));
+    assert_eq!((res.successful, res.failed), (30, 0), "{}\n{}", res.summary(), hint());
+    // the 500 backend was marked (trying/probing) by ds_mark_dst("tp") in the failure route
+    let l = parse_kamcmd(&kamcmd_at(&ctl, &["dispatcher.list"]).expect("list"));
+    let rows = set_rows(&l, "1");
+    assert!(
+        rows.iter().any(|r| r.0 == bad.uri() && (r.1 == "TP" || r.1 == "IP")),
+        "the 500 backend must be in trying or inactive state\n{}",
+        l.pretty()
+    );
+
+    // a new row and a reload
+    sqlite_exec(&db, "INSERT INTO dispatcher (setid, destination, attrs) VALUES (2, 'sip:127.0.0.1:5201', 'duid=b1');");
+    assert_eq!(
+        kamcmd_at(&ctl, &["dispatcher.reload"]).map(|s| s.trim().to_string()),
+        Ok(RELOAD_OK.to_string()),
+        "{}",
+        hint()
+    );
+    let l = parse_kamcmd(&kamcmd_at(&ctl, &["dispatcher.list"]).expect("list"));
+    assert_eq!(set_uris(&l, "2"), vec!["sip:127.0.0.1:5201"], "{}", l.pretty());
+    assert_eq!(l.path_val("NRSETS"), Some("2"), "{}", l.pretty());
+    kam.stop(Duration::from_secs(5));
+    let _ = fs::remove_file(&ctl);
 }

@@ -221,7 +221,11 @@ fn events_once_per_transition() {
     let (ua, ub, uc) = (a.uri(), b.uri(), c.uri());
     let list = format!("1 {ua} 0 0\n1 {ub} 0 0\n2 {uc} 0 0\n");
     let extra = modparams(&[("ds_probing_mode", "1")]);
-    let k = Kamailio::start(&dir, "kam", kind, &health_opts(kind, &list, &extra));
+    // fr_timer 600 ms (shorter than the ping interval): a keepalive's timeout is always
+    // processed before the next keepalive leaves, so a late timeout of a keepalive sent
+    // before the restart cannot follow the first success and add a down/up pair
+    let opts = KamOpts { fr_timer_ms: 600, ..health_opts(kind, &list, &extra) };
+    let k = Kamailio::start(&dir, "kam", kind, &opts);
     let mut rec = StateRecorder::new();
     rec.until(&k, Duration::from_secs(20), "initial states", |m| {
         get(m, &ua) == "AP" && get(m, &ub) == "IP" && get(m, &uc) == "AP"
@@ -310,7 +314,7 @@ fn rpc_set_state_and_ping_active() {
     let b = Backend::start(&dir, "b", Behaviour::Ok200);
     let c = Backend::start(&dir, "c", Behaviour::Ok200);
     let (ua, ub, uc) = (a.uri(), b.uri(), c.uri());
-    let list = format!("1 {ua} 0 0 duid=a1\n1 {ub} 0 0 duid=b1\n2 {uc} 0 0 duid=c1\n");
+    let list = format!("1 {ua} 0 0 duid=a1\n1 {ub} 0 0 duid=b1\n2 {uc} 0 0 duid=c1;ping_from=sip:pf@test\n");
     let extra = modparams(&[("ds_probing_mode", "1")]);
     let k = Kamailio::start(&dir, "kam", kind, &health_opts(kind, &list, &extra));
     let mut rec = StateRecorder::new();
@@ -326,6 +330,21 @@ fn rpc_set_state_and_ping_active() {
         "keepalives do not reach backend a ({} OPTIONS)",
         a.options_calls()
     );
+    // the keepalive request: R-URI = To = the destination, From = ds_ping_from or the
+    // destination's ping_from attribute
+    for (be, from) in [(&a, "<sip:health@127.0.0.1>"), (&c, "<sip:pf@test>")] {
+        let raw = be.received_raw();
+        let msg = raw.iter().find(|m| m.starts_with("OPTIONS ")).expect("an OPTIONS");
+        let hdr = |name: &str| -> String {
+            msg.lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+                .unwrap_or_default()
+        };
+        assert!(msg.starts_with(&format!("OPTIONS {} SIP/2.0", be.uri())), "keepalive R-URI:\n{msg}");
+        assert_eq!(hdr("To"), format!("<{}>", be.uri()), "keepalive To:\n{msg}");
+        assert!(hdr("From").starts_with(&format!("{from};tag=")), "keepalive From (want {from}):\n{msg}");
+        assert_eq!(hdr("CSeq").split_whitespace().nth(1), Some("OPTIONS"), "{msg}");
+    }
     let got = parse_kamcmd(&kam(&k, &["dispatcher.ping_active", "0"]));
     assert_eq!((got.path_val("NewPingState"), got.path_val("OldPingState")), (Some("0"), Some("1")), "{}", got.pretty());
     let got = parse_kamcmd(&kam(&k, &["dispatcher.ping_active"]));

@@ -91,7 +91,8 @@ fn kemi_is_from_and_exists() {
     let peer = bound_socket();
     let peer_port = peer.local_addr().expect("addr").port();
     let other = bound_socket();
-    let list = format!("1 sip:127.0.0.1:5101\n2 sip:127.0.0.1:{peer_port} 0 0 duid=peer;region=eu\n4 sip:127.0.0.1:5401 4\n");
+    let list =
+        format!("1 sip:127.0.0.1:5101\n2 sip:127.0.0.1:{peer_port} 0 0 duid=peer;region=eu\n4 sip:127.0.0.1:5401 4\n");
     let k = Kamailio::start(&dir, "kamailio", kind, &kemi_opts(&list));
 
     let r = k.request_on(&peer, "isfrom", &[]);

@@ -299,7 +299,8 @@ fn reload_storm() {
                 let r = kamcmd_at(&ctl, &["dispatcher.list"]);
                 if let Ok(text) = &r {
                     let rows = list_rows(&parse_kamcmd(text));
-                    let set1: Vec<&str> = rows.get("1").map(|v| v.iter().map(|x| x.0.as_str()).collect()).unwrap_or_default();
+                    let set1: Vec<&str> =
+                        rows.get("1").map(|v| v.iter().map(|x| x.0.as_str()).collect()).unwrap_or_default();
                     for s in &stable {
                         if !set1.contains(&s.as_str()) {
                             let mut m = missing.lock().unwrap_or_else(|p| p.into_inner());
@@ -324,7 +325,10 @@ fn reload_storm() {
         }
         if !pid_alive(kpid) || kam.log_count("exited by a signal") > 0 {
             died_at = Some(uac.started.elapsed());
-            eprintln!("[it] reload_storm: Kamailio died after {:.1} s, stopping the UAC", uac.started.elapsed().as_secs_f64());
+            eprintln!(
+                "[it] reload_storm: Kamailio died after {:.1} s, stopping the UAC",
+                uac.started.elapsed().as_secs_f64()
+            );
             // let the UAC notice a few failures, then stop it
             thread::sleep(Duration::from_secs(3));
             uac.proc_.stop(Duration::from_secs(3));
@@ -387,7 +391,13 @@ fn reload_storm() {
     assert_eq!(uac_status.and_then(|s| s.code()), Some(0), "the UAC did not finish cleanly\n{report}");
     assert_eq!((successful, failed), (calls, 0), "every call must succeed\n{report}");
     assert!(missing.lock().unwrap_or_else(|p| p.into_inner()).is_empty(), "stable backends went missing\n{report}");
-    for (name, st) in [("reload", &st_reload), ("add", &st_add), ("remove", &st_remove), ("ds_reload()", &st_script), ("list", &st_list)] {
+    for (name, st) in [
+        ("reload", &st_reload),
+        ("add", &st_add),
+        ("remove", &st_remove),
+        ("ds_reload()", &st_script),
+        ("list", &st_list),
+    ] {
         assert_eq!(st.fault.load(Ordering::Relaxed), 0, "{name} faults during the storm\n{report}");
         if name != "ds_reload()" || script_reload {
             assert!(st.ok.load(Ordering::Relaxed) > 0, "no successful {name} during the storm\n{report}");
@@ -412,7 +422,12 @@ fn reload_storm() {
     let mut want = BTreeMap::new();
     want.insert(
         "1".to_string(),
-        vec![row(&s1.uri(), "30", "duid=s1"), row(&s2.uri(), "20", "duid=s2"), row(&e1.uri(), "10", "duid=e1"), row(&c2.uri(), "4", "duid=c2")],
+        vec![
+            row(&s1.uri(), "30", "duid=s1"),
+            row(&s2.uri(), "20", "duid=s2"),
+            row(&e1.uri(), "10", "duid=e1"),
+            row(&c2.uri(), "4", "duid=c2"),
+        ],
     );
     want.insert("3".to_string(), vec![row("sip:127.0.0.1:5997", "0", "duid=z")]);
     let fin = kam.ds_list(None).expect("final dispatcher.list");

@@ -276,6 +276,16 @@ impl Msg {
             }
         }
     }
+    /// The current R-URI text (`new_uri` when rewritten, else the request line), unparsed.
+    pub fn ruri_raw(&self) -> &[u8] {
+        let m = self.m();
+        if !m.new_uri.s.is_null() && m.new_uri.len > 0 {
+            unsafe_bytes(m.new_uri)
+        } else {
+            // SAFETY: the request part of the first-line union (cfg functions run on requests).
+            unsafe_bytes(unsafe { m.first_line.u.request.uri })
+        }
+    }
     /// Digest username (user part) from Proxy-Authorization, else Authorization.
     /// Ok(None): no usable credentials; Err: header parse error.
     pub fn auth_user(&self) -> Result<Option<Vec<u8>>, ()> {

@@ -399,7 +399,8 @@ fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
                 }
             }
         } else {
-            let Some(r) = m.ruri().map(|r| r.to_vec()) else { return false };
+            // the R-URI text as it is, unparsed (GET_RURI in the C module)
+            let r = m.ruri_raw().to_vec();
             m.append_branch(&r, uri, d.sock)
         };
         if !ok {

@@ -248,7 +248,11 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("[it] postgres dir {}\n--- postgres.log tail ---\n{}\n---", self.dir.display(), tail(&self.log_path, 20));
+            eprintln!(
+                "[it] postgres dir {}\n--- postgres.log tail ---\n{}\n---",
+                self.dir.display(),
+                tail(&self.log_path, 20)
+            );
         }
         // fast shutdown (SIGINT) of the postmaster we started, by its PID
         if self.proc_.try_wait().is_none() {

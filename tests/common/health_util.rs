@@ -212,6 +212,33 @@ impl Backend {
         v
     }
 
+    /// The full text of every received message (start line and headers), over all
+    /// incarnations, in order.
+    pub fn received_raw(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.msg_files {
+            let text = String::from_utf8_lossy(&fs::read(f).unwrap_or_default()).into_owned();
+            let mut lines = text.lines().peekable();
+            while let Some(l) = lines.next() {
+                if !(l.contains("message received") && l.contains("bytes")) {
+                    continue;
+                }
+                while matches!(lines.peek(), Some(x) if x.trim().is_empty()) {
+                    lines.next();
+                }
+                let mut msg = Vec::new();
+                while let Some(h) = lines.peek() {
+                    if h.trim().is_empty() || h.starts_with("-----------------") {
+                        break;
+                    }
+                    msg.push(lines.next().expect("peeked").trim_end().to_string());
+                }
+                out.push(msg.join("\n"));
+            }
+        }
+        out
+    }
+
     /// Number of received requests with this method (retransmissions included).
     pub fn requests(&self, method: &str) -> usize {
         let p = format!("{method} ");
