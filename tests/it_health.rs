@@ -139,7 +139,11 @@ fn state_transitions() {
     assert_eq!(rec.seq_since(&u503, t_cfg), ["IP", "AP"], "{}", rec.dump());
     assert_eq!(rec.seq_since(&u404, t_cfg), ["AP", "TP", "IP"], "{}", rec.dump());
     assert_eq!(get(&rec.last, &u_ok), "AP", "2xx always counts\n{}", rec.dump());
-    println!("[health] {} module: runtime ping_reply_codes=class=5 applied within {:.2}s", kind.name(), rec.now() - t_cfg);
+    println!(
+        "[health] {} module: runtime ping_reply_codes=class=5 applied within {:.2}s",
+        kind.name(),
+        rec.now() - t_cfg
+    );
     println!("[health] state history:\n{}", rec.dump());
 }
 
@@ -233,7 +237,8 @@ fn events_once_per_transition() {
     .unwrap_or_else(|e| panic!("{e}\n{}", k.log_hint()));
 
     // events of one destination (keepalive events: $ru = the destination)
-    let evs_for = |uri: &str| -> Vec<HealthEvent> { events(&k).into_iter().filter(|e| e.ru == uri || e.du == uri).collect() };
+    let evs_for =
+        |uri: &str| -> Vec<HealthEvent> { events(&k).into_iter().filter(|e| e.ru == uri || e.du == uri).collect() };
     let wait_events = |uri: &str, n: usize, what: &str| {
         let ok = wait_until(Duration::from_secs(15), Duration::from_millis(100), || evs_for(uri).len() >= n);
         assert!(ok, "{what}: expected {n} events for {uri}, got {:#?}\n{}", evs_for(uri), k.log_hint());
@@ -274,25 +279,51 @@ fn events_once_per_transition() {
     // b: 503 down
     assert_eq!(eb.len(), 1, "{eb:#?}");
     let e = &eb[0];
-    assert_eq!((e.ev.as_str(), e.ru.as_str(), e.code.as_str(), e.flags.as_str(), e.reason.as_str()), ("down", ub.as_str(), "503", "1", "Service Unavailable"), "{e:?}");
+    assert_eq!(
+        (e.ev.as_str(), e.ru.as_str(), e.code.as_str(), e.flags.as_str(), e.reason.as_str()),
+        ("down", ub.as_str(), "503", "1", "Service Unavailable"),
+        "{e:?}"
+    );
     assert_eq!(e.du, "<null>", "keepalive event: $du is null: {e:?}");
 
     // a: timeout down (408, flags 0, no reason), then up (200, flags 1, OK)
     assert_eq!(ea.len(), 2, "{ea:#?}");
-    assert_eq!((ea[0].ev.as_str(), ea[0].ru.as_str(), ea[0].code.as_str(), ea[0].flags.as_str(), ea[0].reason.as_str()), ("down", ua.as_str(), "408", "0", "<null>"), "{:?}", ea[0]);
-    assert_eq!((ea[1].ev.as_str(), ea[1].ru.as_str(), ea[1].code.as_str(), ea[1].flags.as_str(), ea[1].reason.as_str()), ("up", ua.as_str(), "200", "1", "OK"), "{:?}", ea[1]);
+    assert_eq!(
+        (ea[0].ev.as_str(), ea[0].ru.as_str(), ea[0].code.as_str(), ea[0].flags.as_str(), ea[0].reason.as_str()),
+        ("down", ua.as_str(), "408", "0", "<null>"),
+        "{:?}",
+        ea[0]
+    );
+    assert_eq!(
+        (ea[1].ev.as_str(), ea[1].ru.as_str(), ea[1].code.as_str(), ea[1].flags.as_str(), ea[1].reason.as_str()),
+        ("up", ua.as_str(), "200", "1", "OK"),
+        "{:?}",
+        ea[1]
+    );
 
     // c: ds_mark_dst down (820, flags 0, on the request: $ru = the request URI, $du = c),
     // then keepalive up
     assert_eq!(ec.len(), 2, "{ec:#?}");
-    assert_eq!((ec[0].ev.as_str(), ec[0].du.as_str(), ec[0].code.as_str(), ec[0].flags.as_str()), ("down", uc.as_str(), "820", "0"), "{:?}", ec[0]);
+    assert_eq!(
+        (ec[0].ev.as_str(), ec[0].du.as_str(), ec[0].code.as_str(), ec[0].flags.as_str()),
+        ("down", uc.as_str(), "820", "0"),
+        "{:?}",
+        ec[0]
+    );
     assert!(ec[0].ru.starts_with("sip:mark-2@"), "ds_mark_dst event runs on the request: $ru {:?}", ec[0].ru);
     assert_eq!(ec[0].reason, "<null>", "no reason on a request: {:?}", ec[0]);
-    assert_eq!((ec[1].ev.as_str(), ec[1].ru.as_str(), ec[1].code.as_str(), ec[1].flags.as_str(), ec[1].reason.as_str()), ("up", uc.as_str(), "200", "1", "OK"), "{:?}", ec[1]);
+    assert_eq!(
+        (ec[1].ev.as_str(), ec[1].ru.as_str(), ec[1].code.as_str(), ec[1].flags.as_str(), ec[1].reason.as_str()),
+        ("up", uc.as_str(), "200", "1", "OK"),
+        "{:?}",
+        ec[1]
+    );
 
     if kind == ModuleKind::Rust {
         // $dsv(uri) / $dsv(setid) (Kamailio 6.1 keys)
-        for (e, uri, set) in [(&eb[0], &ub, "1"), (&ea[0], &ua, "1"), (&ea[1], &ua, "1"), (&ec[0], &uc, "2"), (&ec[1], &uc, "2")] {
+        for (e, uri, set) in
+            [(&eb[0], &ub, "1"), (&ea[0], &ua, "1"), (&ea[1], &ua, "1"), (&ec[0], &uc, "2"), (&ec[1], &uc, "2")]
+        {
             assert_eq!((e.uri.as_deref(), e.setid.as_deref()), (Some(uri.as_str()), Some(set)), "{e:?}");
         }
     }
@@ -337,7 +368,11 @@ fn rpc_set_state_and_ping_active() {
         let msg = raw.iter().find(|m| m.starts_with("OPTIONS ")).expect("an OPTIONS");
         let hdr = |name: &str| -> String {
             msg.lines()
-                .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.trim().to_string())
+                })
                 .unwrap_or_default()
         };
         assert!(msg.starts_with(&format!("OPTIONS {} SIP/2.0", be.uri())), "keepalive R-URI:\n{msg}");
@@ -346,7 +381,12 @@ fn rpc_set_state_and_ping_active() {
         assert_eq!(hdr("CSeq").split_whitespace().nth(1), Some("OPTIONS"), "{msg}");
     }
     let got = parse_kamcmd(&kam(&k, &["dispatcher.ping_active", "0"]));
-    assert_eq!((got.path_val("NewPingState"), got.path_val("OldPingState")), (Some("0"), Some("1")), "{}", got.pretty());
+    assert_eq!(
+        (got.path_val("NewPingState"), got.path_val("OldPingState")),
+        (Some("0"), Some("1")),
+        "{}",
+        got.pretty()
+    );
     let got = parse_kamcmd(&kam(&k, &["dispatcher.ping_active"]));
     assert_eq!(got.path_val("OldPingState"), Some("0"), "{}", got.pretty());
     std::thread::sleep(Duration::from_millis(1500)); // keepalives in flight
@@ -426,7 +466,12 @@ fn rpc_set_state_and_ping_active() {
 
     // --- pings on again: the healthy destination comes back, OPTIONS flow ---
     let got = parse_kamcmd(&kam(&k, &["dispatcher.ping_active", "1"]));
-    assert_eq!((got.path_val("NewPingState"), got.path_val("OldPingState")), (Some("1"), Some("0")), "{}", got.pretty());
+    assert_eq!(
+        (got.path_val("NewPingState"), got.path_val("OldPingState")),
+        (Some("1"), Some("0")),
+        "{}",
+        got.pretty()
+    );
     rec.until(&k, Duration::from_secs(15), "a back to AP after ping_active 1", |m| get(m, &ua) == "AP")
         .unwrap_or_else(|e| panic!("{e}\n{}", k.log_hint()));
     assert!(
@@ -533,7 +578,9 @@ fn differential_final_flags() {
         let r = Kamailio::start(&dir, &format!("rust-mode{mode}-fr{fr}"), ModuleKind::Rust, &opts(ModuleKind::Rust));
         pairs.push((format!("mode {mode} fr {fr}"), c, r));
     }
-    let snap = |k: &Kamailio| -> Vec<(String, String, String)> { dests(k).into_iter().map(|d| (d.set, d.uri, d.flags)).collect() };
+    let snap = |k: &Kamailio| -> Vec<(String, String, String)> {
+        dests(k).into_iter().map(|d| (d.set, d.uri, d.flags)).collect()
+    };
     // settle: every instance unchanged for 3 s
     let start = Instant::now();
     let mut last: Vec<(Vec<_>, Vec<_>)> = pairs.iter().map(|(_, c, r)| (snap(c), snap(r))).collect();

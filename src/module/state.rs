@@ -23,6 +23,8 @@ static CTL: AtomicPtr<Control> = AtomicPtr::new(std::ptr::null_mut());
 static WLOCK: OnceCell<ShmLock> = OnceCell::new();
 static CFG: OnceCell<Config> = OnceCell::new();
 static DEFAULT_SOCK: OnceCell<usize> = OnceCell::new();
+/// DB table version read at startup.
+static DB_VERSION: OnceCell<i32> = OnceCell::new();
 
 pub struct Pvs {
     pub setid: Option<PvSpec>,
@@ -236,13 +238,21 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
 fn db_entries() -> Result<Vec<crate::ds::listfile::RawEntry>, ReloadError> {
     let cfg = cfg();
     let mut db = crate::kam::db::Db::connect(&cfg.db_url).map_err(ReloadError::Failed)?;
-    let ver = db.table_version(&cfg.table_name);
-    if !(1..=4).contains(&ver) {
-        return Err(ReloadError::Failed(format!(
-            "invalid table version {ver} for table {} (expected 1 to 4)",
-            String::from_utf8_lossy(&cfg.table_name)
-        )));
-    }
+    // the table version is checked once, at startup; reloads reuse it (as the C module does)
+    let ver = match DB_VERSION.get() {
+        Some(v) => *v,
+        None => {
+            let v = db.table_version(&cfg.table_name);
+            if !(1..=4).contains(&v) {
+                return Err(ReloadError::Failed(format!(
+                    "invalid table version {v} for table {} (expected 1 to 4)",
+                    String::from_utf8_lossy(&cfg.table_name)
+                )));
+            }
+            let _ = DB_VERSION.set(v);
+            v
+        }
+    };
     let ncols = match ver {
         1 => 2,
         2 => 3,

@@ -298,7 +298,9 @@ pub fn parse_dests(list: &Node) -> Vec<DestInfo> {
         let set = s.path_val("ID").unwrap_or("?").to_string();
         let Some(targets) = s.path("TARGETS") else { continue };
         for d in targets.get_all("DEST") {
-            let num = |k: &str| -> f64 { d.path_val(&format!("LATENCY/{k}")).and_then(|v| v.trim().parse().ok()).unwrap_or(-1.0) };
+            let num = |k: &str| -> f64 {
+                d.path_val(&format!("LATENCY/{k}")).and_then(|v| v.trim().parse().ok()).unwrap_or(-1.0)
+            };
             let latency = d.path("LATENCY").map(|_| Latency {
                 avg: num("AVG"),
                 std: num("STD"),
@@ -497,7 +499,15 @@ pub fn events(k: &Kamailio) -> Vec<HealthEvent> {
 
 /// Start the SIPp UAC (health/uac_noBye.xml) against 127.0.0.1:`target_port`; returns
 /// the process and its stat file. `calls` calls at `rate` calls/s.
-pub fn spawn_uac_nobye(dir: &Path, label: &str, target_port: u16, service: &str, calls: u32, rate: u32, timeout: Duration) -> (Proc, PathBuf) {
+pub fn spawn_uac_nobye(
+    dir: &Path,
+    label: &str,
+    target_port: u16,
+    service: &str,
+    calls: u32,
+    rate: u32,
+    timeout: Duration,
+) -> (Proc, PathBuf) {
     let stat_file = dir.join(format!("{label}.stat.csv"));
     let out_file = dir.join(format!("{label}.sipp.out"));
     let err_file = dir.join(format!("{label}.errors.log"));
