@@ -4,7 +4,7 @@ use std::os::raw::{c_char, c_int};
 use crate::sys;
 
 /// Value of an int-or-PV parameter fixed up by `fixup_igp_*`.
-pub fn get_int(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
+pub(crate) fn get_int(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
     if p.is_null() {
         return None;
     }
@@ -16,7 +16,7 @@ pub fn get_int(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
 }
 
 /// Value of a string-with-PVs parameter fixed up by `fixup_spve_*`; copied out.
-pub fn get_str(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<Vec<u8>> {
+pub(crate) fn get_str(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<Vec<u8>> {
     if p.is_null() {
         return None;
     }
@@ -87,7 +87,7 @@ impl PvSpec {
 
 /// Int value of a parameter read with `get_is_fparam` (what the C module's selection
 /// functions use): None unless the core could produce an int (its PARAM_INT flag).
-pub fn get_int_is(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
+pub(crate) fn get_int_is(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
     if p.is_null() {
         return None;
     }
@@ -120,7 +120,7 @@ impl PvFormat {
         if rc < 0 || el.is_null() { None } else { Some(PvFormat(el)) }
     }
     /// Expands the format for `msg` (copied out).
-    pub fn print(&self, msg: *mut sys::sip_msg) -> Option<Vec<u8>> {
+    pub(crate) fn print(&self, msg: *mut sys::sip_msg) -> Option<Vec<u8>> {
         let mut out = sys::str_ { s: std::ptr::null_mut(), len: 0 };
         // SAFETY: the element list is valid for the process lifetime; the result points into a
         // core static buffer that we copy at once.
