@@ -1077,12 +1077,14 @@ def jsonrpc_fifo(kam, method, params=(), timeout=120.0):
 
 
 def count_json_dests(body):
+    """Destinations in a dispatcher.list JSON-RPC reply (None if it is no valid result)."""
     try:
         j = json.loads(body)
-        r = j["result"]
-        return sum(len(s["TARGETS"]) for s in r["RECORDS"])
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
         return None
+    if not isinstance(j, dict) or "result" not in j:
+        return None
+    return body.count(b'"URI"')
 
 
 def bench_lists(ctx):

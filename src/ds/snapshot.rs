@@ -479,7 +479,7 @@ pub fn build(
         let mut ids: Vec<u32> = (0..nsets as u32).collect();
         ids.sort_by_key(|&i| sets.get(i as usize).map(|s| s.id).unwrap_or(0));
         std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_ptr, nsets);
-        ipv.sort_by(|a, b| (a.af, a.ip, a.dest).cmp(&(b.af, b.ip, b.dest)));
+        ipv.sort_by_key(|a| (a.af, a.ip, a.dest));
         std::ptr::copy_nonoverlapping(ipv.as_ptr(), ip_ptr, ipv.len().min(nip));
         hdr.write(Header {
             magic: MAGIC,

@@ -128,6 +128,9 @@ pub static mut KEMI: [sys::sr_kemi_t; 27] = [
 ];
 
 /// Called by the loader before mod_init: registers the KEMI exports.
+///
+/// # Safety
+/// Called by Kamailio's module loader only (arguments unused).
 #[no_mangle]
 pub unsafe extern "C" fn mod_register(_path: *mut c_char, _dlflags: *mut c_int, _p1: *mut c_void, _p2: *mut c_void) -> c_int {
     guard("mod_register", -1, || {

@@ -176,8 +176,9 @@ pub struct Config {
     pub retain_latency: bool,
 }
 
-fn get_str(s: &str_) -> Vec<u8> {
-    crate::kam::param::unsafe_bytes(*s).to_vec()
+fn get_str(s: *const str_) -> Vec<u8> {
+    // SAFETY: `s` points at one of this module's statics (read in mod_init, single-threaded).
+    crate::kam::param::unsafe_bytes(unsafe { *s }).to_vec()
 }
 
 impl Config {
@@ -195,19 +196,19 @@ impl Config {
                 force_dst: force_dst != 0,
                 flags,
                 use_default: use_default != 0,
-                xavp_dst: get_str(&*(&raw const xavp_dst)),
+                xavp_dst: get_str(&raw const xavp_dst),
                 xavp_dst_mode,
-                xavp_ctx: get_str(&*(&raw const xavp_ctx)),
+                xavp_ctx: get_str(&raw const xavp_ctx),
                 xavp_ctx_mode,
-                hash_pvar: get_str(&*(&raw const hash_pvar)),
-                setid_pvname: get_str(&*(&raw const setid_pvname)),
-                attrs_pvname: get_str(&*(&raw const attrs_pvname)),
+                hash_pvar: get_str(&raw const hash_pvar),
+                setid_pvname: get_str(&raw const setid_pvname),
+                attrs_pvname: get_str(&raw const attrs_pvname),
                 attrs_none: ds_attrs_none != 0,
                 load_mode: ds_load_mode,
                 reload_delta: reload_delta as i64,
                 dns_mode: ds_dns_mode,
-                default_socket: get_str(&*(&raw const ds_default_socket)),
-                default_sockname: get_str(&*(&raw const ds_default_sockname)),
+                default_socket: get_str(&raw const ds_default_socket),
+                default_sockname: get_str(&raw const ds_default_sockname),
                 probing_mode: ds_probing_mode,
                 hash_size: ds_hash_size,
                 hash_expire: ds_hash_expire,
@@ -216,12 +217,12 @@ impl Config {
                 timer_mode: ds_timer_mode,
                 probing_threshold: ds_probing_threshold,
                 inactive_threshold: ds_inactive_threshold,
-                event_callback: get_str(&*(&raw const event_callback)),
+                event_callback: get_str(&raw const event_callback),
                 ping_interval: ds_ping_interval,
-                ping_method: get_str(&*(&raw const ds_ping_method)),
-                ping_from: get_str(&*(&raw const ds_ping_from)),
-                outbound_proxy: get_str(&*(&raw const outbound_proxy)),
-                ping_reply_codes: get_str(&*(&raw const ds_ping_reply_codes)),
+                ping_method: get_str(&raw const ds_ping_method),
+                ping_from: get_str(&raw const ds_ping_from),
+                outbound_proxy: get_str(&raw const outbound_proxy),
+                ping_reply_codes: get_str(&raw const ds_ping_reply_codes),
                 latency_stats: ds_ping_latency_stats != 0,
                 latency_alpha: if (1..=999).contains(&{ ds_latency_estimator_alpha }) {
                     ds_latency_estimator_alpha as f64 / 1000.0
@@ -231,16 +232,16 @@ impl Config {
                 keep_state: ds_reload_keep_state != 0,
                 dns_interval: if ds_dns_interval > 0 { ds_dns_interval } else { 600 },
                 dns_ttl: ds_dns_ttl.max(0),
-                db_url: get_str(&*(&raw const db_url)),
-                table_name: get_str(&*(&raw const table_name)),
+                db_url: get_str(&raw const db_url),
+                table_name: get_str(&raw const table_name),
                 cols: [
-                    get_str(&*(&raw const setid_col)),
-                    get_str(&*(&raw const destination_col)),
-                    get_str(&*(&raw const flags_col)),
-                    get_str(&*(&raw const priority_col)),
-                    get_str(&*(&raw const attrs_col)),
+                    get_str(&raw const setid_col),
+                    get_str(&raw const destination_col),
+                    get_str(&raw const flags_col),
+                    get_str(&raw const priority_col),
+                    get_str(&raw const attrs_col),
                 ],
-                db_extra_attrs: get_str(&*(&raw const ds_db_extra_attrs)),
+                db_extra_attrs: get_str(&raw const ds_db_extra_attrs),
                 retain_latency: ds_retain_latency_stats != 0,
             }
         }

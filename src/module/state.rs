@@ -488,7 +488,7 @@ pub fn dns_refresh() {
 }
 
 /// Puts sets in the AVL post-order the C module gets by re-inserting them in `insert_order`.
-fn reorder(sets: &mut Vec<crate::ds::order::DestSet>, insert_order: &[i32]) {
+fn reorder(sets: &mut [crate::ds::order::DestSet], insert_order: &[i32]) {
     let post = crate::ds::order::avl_postorder(insert_order);
     sets.sort_by_key(|s| post.iter().position(|&id| id == s.id).unwrap_or(usize::MAX));
 }
