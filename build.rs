@@ -216,7 +216,7 @@ const ALLOW_FUNCS: &[&str] = &[
     "str2ip", "str2ip6", "ip_addr2a", "ip_addr2sbuf", "ip_addr2sbufz", "grep_sock_info", "parse_phostport",
     "ksr_get_socket_by_name", "socket2str", "get_max_procs", "rpc_register_array", "get_ticks",
     "get_ticks_raw", "my_pid", "dns_resolvehost", "dns_sip_resolvehost", "dns_set_local_ttl", "find_export",
-    "register_basic_timers", "fork_basic_timer", "sr_wtimer_add", "register_timer",
+    "register_basic_timers", "fork_basic_timer", "fork_basic_utimer", "sr_wtimer_add", "register_timer",
     "route_lookup", "faked_msg_init", "faked_msg_next", "run_top_route", "sr_kemi_modules_add",
     "sr_kemi_eng_get", "sr_kemi_route", "cfg_declare", "fastrand", "fastrand_max", "ksr_module_set_flag", "do_action", "pv_cache_get", "db_bind_mod", "db_table_version",
 ];

@@ -15,8 +15,10 @@ use crate::module::{guard, state};
 use crate::sys;
 use crate::{ds_dbg, ds_err};
 
-/// Pacing tick of the main-timer mode.
-const TICK_MS: u64 = 100;
+/// Pacing tick of the main-timer mode (the core timer runs at 16 Hz: one tick is 62.5 ms).
+const TICK_MS: u64 = 62;
+/// Pacing tick of the dedicated keepalive process (`ds_timer_mode` 2).
+const PROC_TICK_MS: i32 = 10;
 /// Marks the callback parameter as ours (so set id 0 is not a NULL parameter).
 const CBP_TAG: usize = 1 << 32;
 
@@ -45,10 +47,11 @@ pub fn init() -> Result<(), String> {
     }
     // SAFETY: mod_init in the main process; the core keeps the function pointers.
     let ok = unsafe {
-        if cfg.timer_mode == 1 {
-            sys::sr_wtimer_add(Some(tick_s), std::ptr::null_mut(), 1) >= 0
-        } else {
-            sys::rds_register_timer_ms(tick_ms, std::ptr::null_mut(), TICK_MS as u32) >= 0
+        match cfg.timer_mode {
+            1 => sys::sr_wtimer_add(Some(tick_any), std::ptr::null_mut(), 1) >= 0,
+            // own process, forked in child_init(PROC_MAIN)
+            2 => sys::register_basic_timers(1) >= 0,
+            _ => sys::rds_register_timer_ms(tick_any, std::ptr::null_mut(), TICK_MS as u32) >= 0,
         }
     };
     if !ok {
@@ -57,11 +60,27 @@ pub fn init() -> Result<(), String> {
     Ok(())
 }
 
-unsafe extern "C" fn tick_ms(_t: u32, _p: *mut c_void) {
-    guard("keepalive timer", (), || tick(TICK_MS))
+unsafe extern "C" fn tick_any(_t: u32, _p: *mut c_void) {
+    guard("keepalive timer", (), tick)
 }
-unsafe extern "C" fn tick_s(_t: u32, _p: *mut c_void) {
-    guard("keepalive timer", (), || tick(1000))
+
+/// child_init(PROC_MAIN) with `ds_timer_mode` 2: forks the dedicated keepalive process.
+pub fn fork_process() -> bool {
+    let cfg = state::cfg();
+    if cfg.ping_interval <= 0 || cfg.timer_mode != 2 {
+        return true;
+    }
+    // SAFETY: called in the main process at PROC_MAIN, after register_basic_timers(1).
+    unsafe {
+        sys::fork_basic_utimer(
+            sys::PROC_TIMER as c_int,
+            c"DISPATCHER KEEPALIVE".as_ptr() as *mut std::os::raw::c_char,
+            1,
+            Some(tick_any),
+            std::ptr::null_mut(),
+            PROC_TICK_MS,
+        ) >= 0
+    }
 }
 
 /// Whether the destination is pinged in `mode` (`ds_ping_result_helper`).
@@ -76,9 +95,9 @@ fn eligible(flags: i32, mode: i32) -> bool {
     }
 }
 
-/// One pacing tick: pings the next share of destinations so that every destination is
-/// visited once per `ds_ping_interval`, spread evenly over the interval.
-fn tick(tick_ms: u64) {
+/// One pacing tick: pings the destinations that are due, so that each pass over the list
+/// is spread evenly over `ds_ping_interval` (by elapsed time, whatever the tick length).
+fn tick() {
     let cfg = state::cfg();
     let Some(ctl) = state::ctl() else { return };
     if ctl.ping_active.load(Ordering::Relaxed) == 0 {
@@ -91,29 +110,31 @@ fn tick(tick_ms: u64) {
         if start != 0 && now < start + interval_us {
             return;
         }
-        PASS_START.with(|p| p.set(now));
+        // keep the period exact unless we fell behind by more than a pass
+        let next = if start != 0 && now < start + 2 * interval_us { start + interval_us } else { now };
+        PASS_START.with(|p| p.set(next));
         CURSOR.with(|c| c.set(0));
         IN_PASS.with(|p| p.set(true));
     }
+    let pass_start = PASS_START.with(|p| p.get());
     let mut jobs: Vec<(i32, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
     state::with_snap(|snap| {
         let Some(snap) = snap else { return };
         let total = snap.header().ndests as u64;
-        let ticks = (interval_us / (tick_ms * 1000)).max(1);
-        let budget = total.div_ceil(ticks).max(1) as usize;
+        let elapsed = now.saturating_sub(pass_start).min(interval_us);
+        // destinations due by now in this pass (all of them at the end of the interval)
+        let due = ((total * elapsed).div_ceil(interval_us)).max(1).min(total) as usize;
         let mut cur = CURSOR.with(|c| c.get());
         let mut idx = 0usize;
-        let mut taken = 0usize;
         'sets: for set in snap.sets() {
             for d in set.dests {
                 if idx < cur {
                     idx += 1;
                     continue;
                 }
-                if taken >= budget {
+                if idx >= due {
                     break 'sets;
                 }
-                taken += 1;
                 idx += 1;
                 cur = idx;
                 if !eligible(d.flags.load(Ordering::Relaxed), cfg.probing_mode) {
@@ -134,7 +155,7 @@ fn tick(tick_ms: u64) {
                 jobs.push((set.rec.id, d.uri.bytes().to_vec(), from, ob, sn, sa));
             }
         }
-        if idx >= total as usize || cur >= total as usize {
+        if cur >= total as usize {
             IN_PASS.with(|p| p.set(false));
         }
         CURSOR.with(|c| c.set(cur));

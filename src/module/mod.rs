@@ -148,6 +148,10 @@ unsafe extern "C" fn child_init(rank: c_int) -> c_int {
                 return -1;
             }
         }
+        if rank == sys::PROC_MAIN && !keepalive::fork_process() {
+            ds_err!("failed to fork the keepalive process");
+            return -1;
+        }
         0
     })
 }
