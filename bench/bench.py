@@ -665,6 +665,7 @@ def bench_select(ctx):
             header.append(f"Rust/C ({fl}" + (f", target ≤ {t}" if t else "") + ")")
     rows = []
     slow = []
+    judged = {}
     note_lines = []
     for n in sizes:
         for alg in algs:
@@ -678,13 +679,23 @@ def bench_select(ctx):
                     r = ratio(meds["rust"], meds["c"])
                     t = target.get(flags)
                     row.append(fmt_ratio(r, t))
-                    if r is not None and t is not None and r > t:
-                        slow.append(f"select alg {alg}, {n} destinations, flags={flags}: Rust/C = {r:.2f} "
-                                    f"(target ≤ {t}; C {fmt_num(meds['c'])} ns, Rust {fmt_num(meds['rust'])} ns)")
+                    if r is not None and t is not None:
+                        judged.setdefault(flags, []).append((r, alg, n, meds["c"], meds["rust"]))
                 for nt in notes.get((flags, n, alg), []):
                     note_lines.append(f"alg {alg}, {n} dests, flags={flags}: {nt}")
             rows.append(row)
     t1 = md_table(header, rows)
+    for flags, lst_ in sorted(judged.items()):
+        t = target[flags]
+        miss = sorted([x for x in lst_ if x[0] > t], reverse=True)
+        if not miss:
+            continue
+        fl = "failover off" if flags == 0 else "failover on"
+        rs = [x[0] for x in lst_]
+        worst = "; ".join(f"alg {a}/{n} dests {r:.2f} (C {fmt_num(c)} ns, Rust {fmt_num(ru)} ns)"
+                          for r, a, n, c, ru in miss[:3])
+        slow.append(f"ds_select_dst, {fl} (flags={flags}, target ≤ {t}): Rust beyond the target in "
+                    f"{len(miss)} of {len(lst_)} rows (Rust/C {min(rs):.2f}–{max(rs):.2f}); worst: {worst}")
 
     rows2 = []
     for case, label in (("match", f"match: sender is the last of {isfrom_n:,} destinations"),
@@ -1041,7 +1052,7 @@ def bench_ping(ctx):
         f"(one socket per destination address, kernel receive timestamps via `SO_TIMESTAMP`, 100 ms bins "
         f"aligned to the window start; a retransmission is a Via branch seen before), so no capture tool "
         f"or privileges are needed. The C module pings every destination at once each interval; "
-        f"the Rust module spreads them over 100 ms ticks.",
+        f"the Rust module spreads them over its timer ticks.",
         "",
         t,
     ]
@@ -1430,6 +1441,7 @@ def run_main(args):
 
     try:
         kv = subprocess.run([KAMAILIO, "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+        kv = kv.replace("version:", "").strip()
     except (OSError, IndexError):
         kv = "kamailio ?"
     try:
@@ -1498,7 +1510,7 @@ def write_results(path, ctx, sections, slow, kv, rev, la0, t0, partial):
         tail.append("No crash.")
     if partial:
         tail += ["", "_(partial: more benchmarks still running)_"]
-    text = "\n".join(head) + "\n\n".join(sections) + "\n" + "\n".join(tail) + "\n"
+    text = "\n".join(head) + "\n" + "\n\n".join(sections) + "\n" + "\n".join(tail) + "\n"
     if path:
         tmp = path + ".tmp"
         with open(tmp, "w") as f:

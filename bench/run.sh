@@ -4,7 +4,7 @@
 # benchmark and writes them all to bench/results.md. Benchmarks never fail on a ratio;
 # the exit code is non-zero only if the harness itself could not run.
 #
-#   bench/run.sh                       # all: select, ping, lists (~15 min on 2 cores)
+#   bench/run.sh                       # all: select, ping, lists (~6 min on 2 cores)
 #   BENCH=select bench/run.sh          # a subset: select | ping | lists (comma separated)
 #   BENCH_REPS=1 BENCH=lists bench/run.sh
 #   DS_RUST_MODULE=/path/dispatcher.so bench/run.sh

@@ -69,6 +69,12 @@ pub type HashKeys = (Option<Vec<u8>>, Option<Vec<u8>>);
 ///
 /// An unparsable URI gives `Err` (the C caller returns -1).
 pub fn uri_hash_keys(uri: &[u8], user_only: bool) -> Result<HashKeys, UriError> {
+    let (x, y) = uri_hash_key_ranges(uri, user_only)?;
+    Ok((x.and_then(|r| uri.get(r)).map(|s| s.to_vec()), y.map(|r| uri.get(r).map(|s| s.to_vec()).unwrap_or_default())))
+}
+
+/// The keys of [`uri_hash_keys`] as ranges of `uri` (no allocation; the request path uses this).
+pub fn uri_hash_key_ranges(uri: &[u8], user_only: bool) -> Result<(Option<std::ops::Range<usize>>, Option<std::ops::Range<usize>>), UriError> {
     let p = parse_uri(uri)?;
     let mut user = p.user.clone();
     let mut is_sips = p.scheme == Scheme::Sips;
@@ -91,7 +97,7 @@ pub fn uri_hash_keys(uri: &[u8], user_only: bool) -> Result<HashKeys, UriError> 
             }
         }
     }
-    let x = user.and_then(|r| uri.get(r)).map(|s| s.to_vec());
+    let x = user.filter(|r| uri.get(r.clone()).is_some());
     if user_only {
         return Ok((x, None));
     }
@@ -103,7 +109,7 @@ pub fn uri_hash_keys(uri: &[u8], user_only: bool) -> Result<HashKeys, UriError> 
             y_range = p.host.start..pt.end;
         }
     }
-    let y = uri.get(y_range).map(|s| s.to_vec()).unwrap_or_default();
+    let y = if uri.get(y_range.clone()).is_some() { y_range } else { 0..0 };
     Ok((x, Some(y)))
 }
 

@@ -98,9 +98,10 @@ impl Control {
             let v = n.get();
             if v == 0 {
                 if let Some(s) = self.slots.get(slot) {
-                    s.store(self.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+                    // a SeqCst read-modify-write: a full barrier before the pointer load below
+                    // (Dekker-style with the writer's swap + scan), one instruction on x86
+                    s.swap(self.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
                 }
-                fence(Ordering::SeqCst);
             }
             n.set(v + 1);
         });

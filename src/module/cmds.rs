@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
-use crate::ds::hash::{ds_hash, uri_hash_keys};
+use crate::ds::hash::{ds_hash, uri_hash_key_ranges};
 use crate::ds::select::{self, failover_order, least_loaded, rr_commit, rr_take};
 use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE};
 use crate::kam::kam_rand;
@@ -47,20 +47,32 @@ fn push_dst(m: Msg, uri: &[u8], sock: usize, mode: SetOp) -> bool {
 /// Adds the failover record of destination `d` (spec §8.1 fields).
 fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, setid: i32, alg: i32) -> bool {
     let cfg = state::cfg();
-    let mut f: Vec<(&[u8], Field<'_>)> = Vec::with_capacity(6);
-    f.push((b"uri", Field::Str(d.uri.bytes())));
-    f.push((b"grp", Field::Int(setid)));
+    // at most 7 fields: built on the stack (this runs for every failover record)
+    let mut f: [(&[u8], Field<'_>); 7] = [
+        (b"uri", Field::Str(d.uri.bytes())),
+        (b"grp", Field::Int(setid)),
+        (b"", Field::Int(0)),
+        (b"", Field::Int(0)),
+        (b"", Field::Int(0)),
+        (b"", Field::Int(0)),
+        (b"", Field::Int(0)),
+    ];
+    let mut n = 2;
     let body = d.attrs_body.bytes();
     if cfg.xavp_dst_mode & 1 == 0 && !body.is_empty() {
-        f.push((b"attrs", Field::Str(body)));
+        f[n] = (b"attrs", Field::Str(body));
+        n += 1;
     }
     if d.sock != 0 {
-        f.push((b"sock", Field::Ptr(d.sock)));
+        f[n] = (b"sock", Field::Ptr(d.sock));
+        n += 1;
         if cfg.xavp_dst_mode & 2 != 0 && !d.socket.bytes().is_empty() {
-            f.push((b"socket", Field::Str(d.socket.bytes())));
+            f[n] = (b"socket", Field::Str(d.socket.bytes()));
+            n += 1;
         }
         if cfg.xavp_dst_mode & 4 != 0 && !d.sockname.bytes().is_empty() {
-            f.push((b"sockname", Field::Str(d.sockname.bytes())));
+            f[n] = (b"sockname", Field::Str(d.sockname.bytes()));
+            n += 1;
         }
     }
     if alg == select::ALG_CALLLOAD {
@@ -68,9 +80,10 @@ fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, setid: i32, alg: i32) -> bo
             ds_err!("no uid for destination: {} {}", setid, String::from_utf8_lossy(d.uri.bytes()));
             return false;
         }
-        f.push((b"dstid", Field::Str(d.duid.bytes())));
+        f[n] = (b"dstid", Field::Str(d.duid.bytes()));
+        n += 1;
     }
-    w.add(&f)
+    w.add(&f[..n])
 }
 
 /// State shared by the selections of one call (`ds_select_state_t`): records counted against
@@ -164,12 +177,12 @@ fn uri_hash(uri: Option<&[u8]>, what: &str) -> Option<u32> {
         ds_err!("cannot get {what} uri");
         return None;
     };
-    match uri_hash_keys(u, cfg.flags & 1 != 0) {
+    match uri_hash_key_ranges(u, cfg.flags & 1 != 0) {
         Ok((k1, k2)) => {
             if k1.is_none() {
                 ds_warn!("empty username in: {}", String::from_utf8_lossy(u));
             }
-            Some(ds_hash(k1.as_deref(), k2.as_deref()))
+            Some(ds_hash(k1.and_then(|r| u.get(r)), k2.map(|r| u.get(r).unwrap_or(&[]))))
         }
         Err(_) => {
             ds_err!("invalid uri {}", String::from_utf8_lossy(u));
