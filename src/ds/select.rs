@@ -174,15 +174,8 @@ pub fn alg13_rank_with(dests: &[DestRec], last: usize, use_default: bool) -> Vec
         }
         z = (z + 1) % n;
     }
-    // the C module's bubble sort: stable, descending
-    let len = out.len();
-    for _ in 0..len {
-        for ii in 1..len {
-            if out[ii - 1].prio < out[ii].prio {
-                out.swap(ii - 1, ii);
-            }
-        }
-    }
+    // the C module bubble-sorts (stable, descending): a stable sort gives the same order
+    out.sort_by(|a, b| b.prio.cmp(&a.prio));
     out
 }
 

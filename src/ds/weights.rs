@@ -74,6 +74,10 @@ pub fn rweight_table(rweights: &[i32], usable: &[bool], rng: &mut dyn FnMut() ->
 pub fn oc_table(rate: i32, rng: &mut dyn FnMut() -> u32) -> [u8; 100] {
     let r = rate.clamp(0, 100) as usize;
     let mut t = [1u8; 100];
+    if r == 0 {
+        // nothing to skip: no need to shuffle (keeps list loads cheap)
+        return t;
+    }
     for slot in t.iter_mut().take(r) {
         *slot = 0;
     }

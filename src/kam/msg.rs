@@ -276,6 +276,35 @@ impl Msg {
             }
         }
     }
+    /// Hash keys of the current R-URI from the core's own parse (`msg->parsed_uri`), as the
+    /// C module builds them: user, and host extended with `:port` when the port is explicit
+    /// and not the scheme default. None when the R-URI does not parse or has no host.
+    pub fn ruri_hash_keys(&self, user_only: bool) -> Option<(Option<&[u8]>, Option<&[u8]>)> {
+        // SAFETY: parse_sip_msg_uri fills msg->parsed_uri, whose strings point into the
+        // message's R-URI buffer; the host and port text are contiguous there ("host:port").
+        unsafe {
+            if sys::parse_sip_msg_uri(self.0) < 0 {
+                return None;
+            }
+            let pu = &(*self.0).parsed_uri;
+            if pu.host.s.is_null() {
+                return None;
+            }
+            let user = if pu.user.s.is_null() { None } else { Some(unsafe_bytes(pu.user)) };
+            if user_only {
+                return Some((user, None));
+            }
+            let mut len = pu.host.len.max(0) as usize;
+            if !pu.port.s.is_null() {
+                let dflt = if pu.type_ == sys::_uri_type_SIPS_URI_T { 5061 } else { 5060 };
+                if pu.port_no != dflt {
+                    len += pu.port.len.max(0) as usize + 1;
+                }
+            }
+            let host = std::slice::from_raw_parts(pu.host.s as *const u8, len);
+            Some((user, Some(host)))
+        }
+    }
     /// The current R-URI text (`new_uri` when rewritten, else the request line), unparsed.
     pub fn ruri_raw(&self) -> &[u8] {
         let m = self.m();

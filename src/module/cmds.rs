@@ -464,9 +464,17 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
             Some(h) => h,
             None => return -1,
         },
-        select::ALG_HASH_RURI => match uri_hash(m.ruri(), "request") {
-            Some(h) => h,
-            None => return -1,
+        select::ALG_HASH_RURI => match m.ruri_hash_keys(cfg.flags & 1 != 0) {
+            Some((k1, k2)) => {
+                if k1.is_none() {
+                    ds_warn!("empty username in: {}", String::from_utf8_lossy(m.ruri_raw()));
+                }
+                ds_hash(k1, k2)
+            }
+            None => {
+                ds_err!("can't get ruri hash");
+                return -1;
+            }
         },
         select::ALG_RR => {
             let (h, v) = rr_take(set.rec);

@@ -9,7 +9,7 @@ use crate::ds::dest::{prepare_dest, LoadEnv};
 use crate::ds::listfile::parse_list;
 use crate::ds::order::build_sets;
 use crate::ds::rcu::{Control, ReadGuard};
-use crate::ds::snapshot::{self, find_carry, Header, Snap};
+use crate::ds::snapshot::{self, Header, Snap};
 use crate::ds::uri::{Proto, Scheme};
 use crate::kam::mem::{shm_alloc, shm_free, ShmLock};
 use crate::kam::msg;
@@ -318,13 +318,15 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>) -> Result<(), Re
     let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
     let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
+    // (set, uri) → destination of the running list, so carrying state is O(1) per destination
+    let old_index = index_of(old);
     let block = snapshot::build(
         &sets,
         gen,
         // DNSTIME is shown only with the periodic DNS refresh (ds_dns_mode bit 4), as in C
         if cfg.dns_mode & 4 != 0 { now() } else { (0, 0) },
         &mut |id, uri, fl| {
-            let mut c = find_carry(old, id, uri, fl)?;
+            let mut c = carry_from(&old_index, old, id, uri, fl)?;
             if !cfg.keep_state {
                 c.flags = fl;
                 c.fail_cnt = 0;
@@ -491,6 +493,34 @@ pub fn dns_refresh() {
 fn reorder(sets: &mut [crate::ds::order::DestSet], insert_order: &[i32]) {
     let post = crate::ds::order::avl_postorder(insert_order);
     sets.sort_by_key(|s| post.iter().position(|&id| id == s.id).unwrap_or(usize::MAX));
+}
+
+type OldIndex<'a> = std::collections::HashMap<(i32, &'a [u8]), &'a crate::ds::snapshot::DestRec>;
+
+fn index_of<'a>(old: Option<Snap<'a>>) -> OldIndex<'a> {
+    let mut m = OldIndex::new();
+    if let Some(s) = old {
+        for set in s.sets() {
+            for d in set.dests {
+                m.entry((set.rec.id, d.uri.bytes())).or_insert(d);
+            }
+        }
+    }
+    m
+}
+
+fn carry_from(idx: &OldIndex<'_>, old: Option<Snap<'_>>, setid: i32, uri: &[u8], cfg_flags: i32) -> Option<crate::ds::snapshot::CarriedState> {
+    let _ = old;
+    let d = idx.get(&(setid, uri))?;
+    if d.cfg_flags != cfg_flags {
+        return None;
+    }
+    Some(crate::ds::snapshot::CarriedState {
+        flags: d.flags.load(Ordering::Relaxed),
+        fail_cnt: d.fail_cnt.load(Ordering::Relaxed),
+        dload: d.dload.load(Ordering::Relaxed),
+        lat: None,
+    })
 }
 
 fn old_latency(old: Option<Snap<'_>>, setid: i32, uri: &[u8]) -> Option<crate::ds::latency::LatencyStats> {
