@@ -73,7 +73,7 @@ pub fn oc_skip(d: &DestRec, now_us: u64) -> bool {
         return false;
     }
     let i = d.oc_idx.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some((v + 1) % 100)).unwrap_or(0);
-    d.oc_dist.get(i as usize).map(|m| m.load(Ordering::Relaxed) == 0).unwrap_or(false)
+    !d.oc_use(i)
 }
 
 /// Round-robin: takes the cursor and advances it (`last = (last+1) % nr`). Returns

@@ -157,7 +157,22 @@ pub struct DestRec {
     pub oc_seq: AtomicI32,
     pub oc_time_us: AtomicU64,
     pub oc_idx: AtomicU32,
-    pub oc_dist: [std::sync::atomic::AtomicU8; 100],
+    /// The 100-slot table as bits (bit i set = slot i says "use").
+    pub oc_dist: [AtomicU64; 2],
+}
+
+impl DestRec {
+    /// Stores an overload-control table (see `weights::oc_table`).
+    pub fn set_oc_table(&self, t: &[u8; 100]) {
+        let bits = crate::ds::weights::oc_bits(t);
+        self.oc_dist[0].store(bits[0], Ordering::Relaxed);
+        self.oc_dist[1].store(bits[1], Ordering::Relaxed);
+    }
+    /// Whether slot `i` of the overload-control table says "use".
+    pub fn oc_use(&self, i: u32) -> bool {
+        let i = (i % 100) as usize;
+        self.oc_dist[i / 64].load(Ordering::Relaxed) & (1u64 << (i % 64)) != 0
+    }
 }
 
 impl DestRec {
@@ -367,7 +382,8 @@ pub fn build(
     // SAFETY: `base` is a fresh allocation of `total` bytes, 16-aligned; every write below stays
     // inside it (offsets computed above) and uses properly aligned typed pointers.
     unsafe {
-        std::ptr::write_bytes(base, 0, total);
+        // only the header area is zeroed; every record and string is written whole below
+        std::ptr::write_bytes(base, 0, size_of::<Header>());
         let hdr = base as *mut Header;
         let set_ptr = base.add(off_sets) as *mut SetRec;
         let ids_ptr = base.add(off_ids) as *mut u32;
@@ -471,7 +487,10 @@ pub fn build(
                     oc_seq: AtomicI32::new(0),
                     oc_time_us: AtomicU64::new(0),
                     oc_idx: AtomicU32::new(0),
-                    oc_dist: crate::ds::weights::oc_table(a.ocrate, rng).map(std::sync::atomic::AtomicU8::new),
+                    oc_dist: {
+                        let b = crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(a.ocrate, rng));
+                        [AtomicU64::new(b[0]), AtomicU64::new(b[1])]
+                    },
                 });
                 di += 1;
             }

@@ -88,6 +88,17 @@ pub fn oc_table(rate: i32, rng: &mut dyn FnMut() -> u32) -> [u8; 100] {
     t
 }
 
+/// The table as two 64-bit masks (bit i = slot i says "use").
+pub fn oc_bits(t: &[u8; 100]) -> [u64; 2] {
+    let mut b = [0u64; 2];
+    for (i, &v) in t.iter().enumerate() {
+        if v != 0 {
+            b[i / 64] |= 1u64 << (i % 64);
+        }
+    }
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,9 +212,7 @@ pub fn oc_set_attrs(setid: i32, uri: &[u8], rval: i32, tval: i32, sval: i32) -> 
             let rate = rval.max(d.ocmin).min(d.ocmax);
             d.oc_rate.store(rate, Ordering::Relaxed);
             let t = crate::ds::weights::oc_table(rate, &mut kam_rand);
-            for (slot, v) in d.oc_dist.iter().zip(t.iter()) {
-                slot.store(*v, Ordering::Relaxed);
-            }
+            d.set_oc_table(&t);
             d.oc_time_us.store(now_us() + validity_us, Ordering::Relaxed);
             d.oc_seq.store(sval, Ordering::Relaxed);
             ret = 1;
