@@ -30,6 +30,8 @@ Environment (all optional):
     BENCH_PING_ANSWERED      of which answered by SIPp (default 100)
     BENCH_PING_WINDOW        measuring window in seconds (default 25)
     BENCH_PING_WARMUP        seconds between start-up and the window (default 3)
+    BENCH_PING_TIMER_MODE    ds_timer_mode for both modules (default 0; 2 = the Rust module's
+                             own keepalive process with 10 ms pacing, the C module treats 2 as 0)
     BENCH_LISTS_DESTS        destinations of the lists benchmark (default 10000)
     BENCH_LISTS_SETS         in that many sets (default 100)
     BENCH_LISTS_RELOADS      reloads for the shm-flatness check (default 1000)
@@ -918,7 +920,8 @@ def run_ping_once(ctx, m, rep, n_dests, n_answered, interval, window, warmup):
         if not os.path.exists(ready):
             raise RuntimeError("sink not ready after 60 s")
         kam = Kam(ctx, name, m, "ping.cfg.tmpl",
-                  dict(DEBUG=0, CHILDREN=2, LIST=lst, FR_TIMER=2000, PING_INTERVAL=interval),
+                  dict(DEBUG=0, CHILDREN=2, LIST=lst, FR_TIMER=2000, PING_INTERVAL=interval,
+                       TIMER_MODE=env_int("BENCH_PING_TIMER_MODE", 0)),
                   shm_mb=512, pkg_mb=64)
         kam.start()
         kam.wait_ready()

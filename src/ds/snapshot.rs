@@ -253,6 +253,21 @@ impl<'a> Snap<'a> {
         let s = *self;
         self.set_recs().iter().map(move |r| s.view(r))
     }
+    /// Destinations in iteration order starting at position `start` (0-based over the whole
+    /// list), with their set id; O(log sets) to find the start.
+    pub fn dests_from(&self, start: usize) -> impl Iterator<Item = (i32, &'a DestRec)> + 'a {
+        let recs = self.set_recs();
+        let all = self.all_dests();
+        // sets are laid out in iteration order, so `first` grows with the set index
+        let si = recs.partition_point(|r| (r.first as usize + r.nr as usize) <= start);
+        recs.get(si..).unwrap_or(&[]).iter().flat_map(move |r| {
+            let first = r.first as usize;
+            let from = start.max(first);
+            let end = first + r.nr as usize;
+            all.get(from..end).unwrap_or(&[]).iter().map(move |d| (r.id, d))
+        })
+    }
+
     /// Destinations whose address is `ip`, in iteration order: (set, destination).
     pub fn by_ip(&self, ip: IpAddr) -> impl Iterator<Item = (SetView<'a>, &'a DestRec)> + 'a {
         let (af, key) = ip_key(ip);
@@ -595,6 +610,11 @@ mod tests {
         assert_eq!(snap.set(1).expect("set 1").dests[0].priority, 5);
         assert_eq!(snap.set(1).expect("set 1").dests[0].ip_addr(), Some("127.0.0.1".parse().expect("ip")));
         assert!(snap.set(2).expect("set 2").dests.is_empty());
+        // positional iteration
+        let from1: Vec<Vec<u8>> = snap.dests_from(1).map(|(_, d)| d.uri.bytes().to_vec()).collect();
+        assert_eq!(from1, vec![b"sip:b".to_vec(), b"sip:c".to_vec()]);
+        assert_eq!(snap.dests_from(2).map(|(id, _)| id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(snap.dests_from(3).count(), 0);
         // address index: iteration order (set 3 first, then set 1)
         let hits: Vec<(i32, Vec<u8>)> =
             snap.by_ip("127.0.0.1".parse().expect("ip")).map(|(s, d)| (s.rec.id, d.uri.bytes().to_vec())).collect();

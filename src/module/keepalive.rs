@@ -17,8 +17,9 @@ use crate::{ds_dbg, ds_err};
 
 /// Pacing tick of the main-timer mode (the core timer runs at 16 Hz: one tick is 62.5 ms).
 const TICK_MS: u64 = 62;
-/// Pacing tick of the dedicated keepalive process (`ds_timer_mode` 2).
-const PROC_TICK_MS: i32 = 10;
+/// Pacing tick of the dedicated keepalive process (`ds_timer_mode` 2), in microseconds
+/// (fork_basic_utimer sleeps `sleep_us(interval)` despite its documentation saying ms).
+const PROC_TICK_US: i32 = 10_000;
 /// Marks the callback parameter as ours (so set id 0 is not a NULL parameter).
 const CBP_TAG: usize = 1 << 32;
 
@@ -78,7 +79,7 @@ pub fn fork_process() -> bool {
             1,
             Some(tick_any),
             std::ptr::null_mut(),
-            PROC_TICK_MS,
+            PROC_TICK_US,
         ) >= 0
     }
 }
@@ -125,18 +126,9 @@ fn tick() {
         // destinations due by now in this pass (all of them at the end of the interval)
         let due = ((total * elapsed).div_ceil(interval_us)).max(1).min(total) as usize;
         let mut cur = CURSOR.with(|c| c.get());
-        let mut idx = 0usize;
-        'sets: for set in snap.sets() {
-            for d in set.dests {
-                if idx < cur {
-                    idx += 1;
-                    continue;
-                }
-                if idx >= due {
-                    break 'sets;
-                }
-                idx += 1;
-                cur = idx;
+        if cur < due {
+            for (setid, d) in snap.dests_from(cur).take(due - cur) {
+                cur += 1;
                 if !eligible(d.flags.load(Ordering::Relaxed), cfg.probing_mode) {
                     continue;
                 }
@@ -152,7 +144,7 @@ fn tick() {
                 } else {
                     (Vec::new(), cfg.default_socket.clone())
                 };
-                jobs.push((set.rec.id, d.uri.bytes().to_vec(), from, ob, sn, sa));
+                jobs.push((setid, d.uri.bytes().to_vec(), from, ob, sn, sa));
             }
         }
         if cur >= total as usize {
