@@ -9,8 +9,7 @@
 //!
 //! No FFI here: the slot index (Kamailio's `process_no`) and the free function are passed in.
 
-use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicI32, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::ds::snapshot::{Header, Snap};
 
@@ -40,11 +39,10 @@ pub struct Control {
     pub freed: AtomicUsize,
     retired: [Retired; MAX_RETIRED],
     slots: [AtomicU64; MAX_SLOTS],
-}
-
-thread_local! {
-    // Kamailio processes are single-threaded: this is per process (per thread in unit tests).
-    static NEST: Cell<u32> = const { Cell::new(0) };
+    /// Read-section nesting depth per slot (only its own process touches it: no contention).
+    /// Kept here rather than in a thread-local, whose access costs a `__tls_get_addr` call in a
+    /// dlopened library.
+    nest: [AtomicU32; MAX_SLOTS],
 }
 
 /// A reader's hold on the current snapshot; the snapshot cannot be freed while it lives.
@@ -63,15 +61,14 @@ impl<'a> ReadGuard<'a> {
 
 impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
-        NEST.with(|n| {
-            let v = n.get().saturating_sub(1);
-            n.set(v);
-            if v == 0 {
-                if let Some(s) = self.ctl.slots.get(self.slot) {
-                    s.store(0, Ordering::Release);
-                }
+        let Some(n) = self.ctl.nest.get(self.slot) else { return };
+        let v = n.load(Ordering::Relaxed).saturating_sub(1);
+        n.store(v, Ordering::Relaxed);
+        if v == 0 {
+            if let Some(s) = self.ctl.slots.get(self.slot) {
+                s.store(0, Ordering::Release);
             }
-        });
+        }
     }
 }
 
@@ -94,8 +91,8 @@ impl Control {
     /// Enters a read-side section for the process owning `slot` and returns the current list.
     pub fn read(&self, slot: usize) -> ReadGuard<'_> {
         let slot = slot.min(MAX_SLOTS - 1);
-        NEST.with(|n| {
-            let v = n.get();
+        if let Some(n) = self.nest.get(slot) {
+            let v = n.load(Ordering::Relaxed);
             if v == 0 {
                 if let Some(s) = self.slots.get(slot) {
                     // a SeqCst read-modify-write: a full barrier before the pointer load below
@@ -103,8 +100,8 @@ impl Control {
                     s.swap(self.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
                 }
             }
-            n.set(v + 1);
-        });
+            n.store(v + 1, Ordering::Relaxed);
+        }
         let p = self.current.load(Ordering::SeqCst);
         // SAFETY: `p` is null or a block published by `publish`; our slot keeps it alive
         // until the guard is dropped.
