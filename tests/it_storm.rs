@@ -24,7 +24,7 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -59,34 +59,9 @@ struct Uac {
 
 impl Uac {
     fn start(dir: &std::path::Path, label: &str, target_port: u16, calls: u64, rate: u64, timeout: Duration) -> Uac {
-        let stat_file = dir.join(format!("{label}.stat.csv"));
-        let out_file = dir.join(format!("{label}.sipp.out"));
-        let err_file = dir.join(format!("{label}.errors.log"));
-        let out = fs::File::create(&out_file).expect("create uac out");
-        let mut cmd = Command::new(SIPP_BIN);
-        cmd.arg("-sf")
-            .arg(data_dir().join("uac.xml"))
-            .args(["-s", "rr"])
-            .arg(format!("127.0.0.1:{target_port}"))
-            .args(["-i", "127.0.0.1", "-bind_local"])
-            .args(["-p", &free_port().to_string()])
-            .args(["-cp", &free_port().to_string()])
-            .args(["-m", &calls.to_string()])
-            .args(["-r", &rate.to_string()])
-            .args(["-l", "1000"])
-            .arg("-nostdin")
-            .args(["-timeout", &format!("{}s", timeout.as_secs().max(1))])
-            .arg("-timeout_error")
-            .arg("-trace_stat")
-            .arg("-stf")
-            .arg(&stat_file)
-            .args(["-fd", "1"])
-            .arg("-trace_err")
-            .arg("-error_file")
-            .arg(&err_file)
-            .current_dir(dir)
-            .stdout(Stdio::from(out.try_clone().expect("dup")))
-            .stderr(Stdio::from(out));
+        let files = UacFiles::new(dir, label);
+        let (stat_file, out_file) = (files.stat_file.clone(), files.out_file.clone());
+        let mut cmd = sipp_uac_command(&data_dir().join("uac.xml"), "rr", target_port, calls, rate, 1000, timeout, dir, &files);
         let proc_ = Proc::spawn(&format!("sipp uac {label}"), &mut cmd).unwrap_or_else(|e| panic!("{e}"));
         Uac { proc_, stat_file, out_file, started: Instant::now() }
     }

@@ -508,35 +508,9 @@ pub fn spawn_uac_nobye(
     rate: u32,
     timeout: Duration,
 ) -> (Proc, PathBuf) {
-    let stat_file = dir.join(format!("{label}.stat.csv"));
-    let out_file = dir.join(format!("{label}.sipp.out"));
-    let err_file = dir.join(format!("{label}.errors.log"));
-    let _ = fs::remove_file(&stat_file);
-    let out = fs::File::create(&out_file).unwrap_or_else(|e| panic!("create {}: {e}", out_file.display()));
-    let mut cmd = Command::new(SIPP_BIN);
-    cmd.arg("-sf")
-        .arg(health_data("uac_noBye.xml"))
-        .args(["-s", service])
-        .arg(format!("127.0.0.1:{target_port}"))
-        .args(["-i", "127.0.0.1", "-bind_local"])
-        .args(["-p", &free_port().to_string()])
-        .args(["-cp", &free_port().to_string()])
-        .args(["-m", &calls.to_string()])
-        .args(["-r", &rate.to_string()])
-        .args(["-l", "200"])
-        .arg("-nostdin")
-        .args(["-timeout", &format!("{}s", timeout.as_secs().max(1))])
-        .arg("-timeout_error")
-        .arg("-trace_stat")
-        .arg("-stf")
-        .arg(&stat_file)
-        .args(["-fd", "1"])
-        .arg("-trace_err")
-        .arg("-error_file")
-        .arg(&err_file)
-        .current_dir(dir)
-        .stdout(Stdio::from(out.try_clone().expect("dup")))
-        .stderr(Stdio::from(out));
+    let files = UacFiles::new(dir, label);
+    let stat_file = files.stat_file.clone();
+    let mut cmd = sipp_uac_command(&health_data("uac_noBye.xml"), service, target_port, calls as u64, rate as u64, 200, timeout, dir, &files);
     let p = Proc::spawn(&format!("sipp uac {label}"), &mut cmd).unwrap_or_else(|e| panic!("{e}"));
     (p, stat_file)
 }

@@ -1216,41 +1216,74 @@ impl UacResult {
     }
 }
 
-/// Run the SIPp UAC (tests/data/uac.xml) against 127.0.0.1:`target_port` with R-URI user
-/// `service`: `calls` calls at `rate` calls/s, at most `timeout` (sipp's own -timeout plus
-/// a hard kill a few seconds later).
-pub fn run_uac(dir: &Path, label: &str, target_port: u16, service: &str, calls: u32, rate: u32, timeout: Duration) -> UacResult {
-    let port = free_port();
-    let cport = free_port();
-    let stat_file = dir.join(format!("{label}.stat.csv"));
-    let out_file = dir.join(format!("{label}.sipp.out"));
-    let err_file = dir.join(format!("{label}.errors.log"));
-    let _ = fs::remove_file(&stat_file);
-    let out = fs::File::create(&out_file).unwrap_or_else(|e| panic!("create {}: {e}", out_file.display()));
+/// Files of one SIPp UAC run: statistics CSV, stdout/stderr, error log.
+pub struct UacFiles {
+    pub stat_file: PathBuf,
+    pub out_file: PathBuf,
+    pub err_file: PathBuf,
+}
+
+impl UacFiles {
+    pub fn new(dir: &Path, label: &str) -> UacFiles {
+        UacFiles {
+            stat_file: dir.join(format!("{label}.stat.csv")),
+            out_file: dir.join(format!("{label}.sipp.out")),
+            err_file: dir.join(format!("{label}.errors.log")),
+        }
+    }
+}
+
+/// The SIPp UAC command shared by the tests: `scenario` against 127.0.0.1:`target_port` with
+/// R-URI user `service`, `calls` calls at `rate` calls/s (at most `limit` at once), sipp's own
+/// `-timeout`, statistics and errors into `files`, output appended to `files.out_file`.
+#[allow(clippy::too_many_arguments)]
+pub fn sipp_uac_command(
+    scenario: &Path,
+    service: &str,
+    target_port: u16,
+    calls: u64,
+    rate: u64,
+    limit: u32,
+    timeout: Duration,
+    dir: &Path,
+    files: &UacFiles,
+) -> Command {
+    let _ = fs::remove_file(&files.stat_file);
+    let out = fs::File::create(&files.out_file).unwrap_or_else(|e| panic!("create {}: {e}", files.out_file.display()));
     let mut cmd = Command::new(SIPP_BIN);
     cmd.arg("-sf")
-        .arg(data_dir().join("uac.xml"))
+        .arg(scenario)
         .args(["-s", service])
         .arg(format!("127.0.0.1:{target_port}"))
         .args(["-i", "127.0.0.1", "-bind_local"])
-        .args(["-p", &port.to_string()])
-        .args(["-cp", &cport.to_string()])
+        .args(["-p", &free_port().to_string()])
+        .args(["-cp", &free_port().to_string()])
         .args(["-m", &calls.to_string()])
         .args(["-r", &rate.to_string()])
-        .args(["-l", "200"])
+        .args(["-l", &limit.to_string()])
         .arg("-nostdin")
         .args(["-timeout", &format!("{}s", timeout.as_secs().max(1))])
         .arg("-timeout_error")
         .arg("-trace_stat")
         .arg("-stf")
-        .arg(&stat_file)
+        .arg(&files.stat_file)
         .args(["-fd", "1"])
         .arg("-trace_err")
         .arg("-error_file")
-        .arg(&err_file)
+        .arg(&files.err_file)
         .current_dir(dir)
         .stdout(Stdio::from(out.try_clone().expect("dup")))
         .stderr(Stdio::from(out));
+    cmd
+}
+
+/// Run the SIPp UAC (tests/data/uac.xml) against 127.0.0.1:`target_port` with R-URI user
+/// `service`: `calls` calls at `rate` calls/s, at most `timeout` (sipp's own -timeout plus
+/// a hard kill a few seconds later).
+pub fn run_uac(dir: &Path, label: &str, target_port: u16, service: &str, calls: u32, rate: u32, timeout: Duration) -> UacResult {
+    let files = UacFiles::new(dir, label);
+    let (stat_file, out_file, err_file) = (files.stat_file.clone(), files.out_file.clone(), files.err_file.clone());
+    let mut cmd = sipp_uac_command(&data_dir().join("uac.xml"), service, target_port, calls as u64, rate as u64, 200, timeout, dir, &files);
     let start = Instant::now();
     let mut proc_ = Proc::spawn(&format!("sipp uac {label}"), &mut cmd).unwrap_or_else(|e| panic!("{e}"));
     let status = proc_.wait_timeout(timeout + Duration::from_secs(10));
