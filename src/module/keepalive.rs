@@ -108,11 +108,16 @@ fn tick() {
     let now = now_us();
     if !IN_PASS.with(|p| p.get()) {
         let start = PASS_START.with(|p| p.get());
-        if start != 0 && now < start + interval_us {
+        if start == 0 {
+            // first tick after startup: the first round starts one interval later, as in C
+            PASS_START.with(|p| p.set(now));
+            return;
+        }
+        if now < start + interval_us {
             return;
         }
         // keep the period exact unless we fell behind by more than a pass
-        let next = if start != 0 && now < start + 2 * interval_us { start + interval_us } else { now };
+        let next = if now < start + 2 * interval_us { start + interval_us } else { now };
         PASS_START.with(|p| p.set(next));
         CURSOR.with(|c| c.set(0));
         IN_PASS.with(|p| p.set(true));
