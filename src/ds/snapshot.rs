@@ -503,7 +503,12 @@ pub fn build(
                     oc_time_us: AtomicU64::new(0),
                     oc_idx: AtomicU32::new(0),
                     oc_dist: {
-                        let b = crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(a.ocrate, rng));
+                        // rate 0 (the common case): every slot says "use", no table to shuffle
+                        let b = if a.ocrate <= 0 {
+                            [u64::MAX, (1u64 << 36) - 1]
+                        } else {
+                            crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(a.ocrate, rng))
+                        };
                         [AtomicU64::new(b[0]), AtomicU64::new(b[1])]
                     },
                 });

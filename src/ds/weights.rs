@@ -131,6 +131,8 @@ mod tests {
         assert_eq!(t.iter().filter(|&&x| x == 0).count(), 30);
         assert_eq!(oc_table(0, &mut lcg()), [1u8; 100]);
         assert_eq!(oc_table(100, &mut lcg()), [0u8; 100]);
+        // the all-"use" masks the snapshot stores for rate 0
+        assert_eq!(oc_bits(&oc_table(0, &mut lcg())), [u64::MAX, (1u64 << 36) - 1]);
     }
 
     #[test]
