@@ -495,10 +495,29 @@ fn reorder(sets: &mut [crate::ds::order::DestSet], insert_order: &[i32]) {
     sets.sort_by_key(|s| post.iter().position(|&id| id == s.id).unwrap_or(usize::MAX));
 }
 
-type OldIndex<'a> = std::collections::HashMap<(i32, &'a [u8]), &'a crate::ds::snapshot::DestRec>;
+/// FNV-1a: a fast hash for the (set, URI) index built on every reload (no DoS exposure: the
+/// keys come from the operator's own list).
+#[derive(Default)]
+struct Fnv(u64);
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type OldIndex<'a> =
+    std::collections::HashMap<(i32, &'a [u8]), &'a crate::ds::snapshot::DestRec, std::hash::BuildHasherDefault<Fnv>>;
 
 fn index_of<'a>(old: Option<Snap<'a>>) -> OldIndex<'a> {
-    let mut m = OldIndex::new();
+    let mut m = OldIndex::default();
     if let Some(s) = old {
         for set in s.sets() {
             for d in set.dests {
