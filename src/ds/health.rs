@@ -83,9 +83,9 @@ impl ReplyCodes {
     pub fn parse(s: &[u8]) -> ReplyCodes {
         let mut rc = ReplyCodes::default();
         for item in s.split(|&c| c == b';') {
-            let item = crate::ds::listfile_trim(item);
+            let item = crate::ds::trim_ws(item);
             let Some(eq) = item.iter().position(|&c| c == b'=') else { continue };
-            let (name, val) = (crate::ds::listfile_trim(&item[..eq]), crate::ds::listfile_trim(&item[eq + 1..]));
+            let (name, val) = (crate::ds::trim_ws(&item[..eq]), crate::ds::trim_ws(&item[eq + 1..]));
             let Some(v) = std::str::from_utf8(val).ok().and_then(|v| v.parse::<u32>().ok()) else { continue };
             if name.eq_ignore_ascii_case(b"code") && (100..700).contains(&v) {
                 rc.codes.push(v);

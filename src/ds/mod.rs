@@ -11,8 +11,8 @@ pub mod uri;
 pub mod weights; // owned by the lead developer
 pub mod health; // owned by the lead developer
 
-/// Trims spaces and tabs on both ends.
-pub fn listfile_trim(b: &[u8]) -> &[u8] {
+/// Trims SIP whitespace (space, tab, CR, LF) on both ends, like the core's `trim()`.
+pub fn trim_ws(b: &[u8]) -> &[u8] {
     let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
     let s = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
     let e = b.iter().rposition(|c| !ws(c)).map(|p| p + 1).unwrap_or(s);

@@ -120,12 +120,9 @@ pub struct DestRec {
     pub priority: i32,
     pub maxload: i32,
     pub weight: i32,
-    pub rweight: i32,
     pub cc: i32,
-    pub latency: i32,
     pub ocmin: i32,
     pub ocmax: i32,
-    pub ocrate: i32,
     /// Consecutive failures/successes counter of the state machine (spec §7.2).
     pub fail_cnt: AtomicI32,
     /// Active calls (alg 10).
@@ -476,12 +473,9 @@ pub fn build(
                     priority: d.priority,
                     maxload: a.maxload,
                     weight: a.weight,
-                    rweight: a.rweight,
                     cc: a.cc,
-                    latency: a.latency,
                     ocmin: a.ocmin,
                     ocmax: a.ocmax,
-                    ocrate: a.ocrate,
                     fail_cnt: AtomicI32::new(carried.map(|c| c.fail_cnt).unwrap_or(0)),
                     dload: AtomicI32::new(carried.map(|c| c.dload).unwrap_or(0)),
                     port: d.port,
@@ -537,17 +531,58 @@ pub fn build(
     }
 }
 
-/// Finds the runtime state of `(setid, uri)` in `old` to carry into a new list. The state is
-/// kept only when the configured flags did not change (a changed file flag wins).
-pub fn find_carry(old: Option<Snap<'_>>, setid: i32, uri: &[u8], cfg_flags: i32) -> Option<CarriedState> {
-    let set = old?.set(setid)?;
-    let d = set.dests.iter().find(|d| d.uri.bytes() == uri && d.cfg_flags == cfg_flags)?;
-    Some(CarriedState {
-        flags: d.flags.load(Ordering::Relaxed),
-        fail_cnt: d.fail_cnt.load(Ordering::Relaxed),
-        dload: d.dload.load(Ordering::Relaxed),
-        lat: None,
-    })
+/// FNV-1a: a fast hash for the (set, URI) index built on every reload (no DoS exposure: the
+/// keys come from the operator's own list).
+#[derive(Default)]
+struct Fnv(u64);
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// The destinations of the running list by (set, URI), to carry their runtime state into a
+/// new list in O(1) per destination.
+pub struct CarryIndex<'a> {
+    map: std::collections::HashMap<(i32, &'a [u8]), &'a DestRec, std::hash::BuildHasherDefault<Fnv>>,
+}
+
+impl<'a> CarryIndex<'a> {
+    pub fn new(old: Option<Snap<'a>>) -> CarryIndex<'a> {
+        let mut map = std::collections::HashMap::default();
+        if let Some(s) = old {
+            for set in s.sets() {
+                for d in set.dests {
+                    map.entry((set.rec.id, d.uri.bytes())).or_insert(d);
+                }
+            }
+        }
+        CarryIndex { map }
+    }
+
+    /// Runtime state of `(setid, uri)` to keep; None when it is new or its configured flags
+    /// changed (a changed file flag wins). `with_latency` also copies the latency statistics.
+    pub fn carry(&self, setid: i32, uri: &[u8], cfg_flags: i32, with_latency: bool) -> Option<CarriedState> {
+        let d = self.map.get(&(setid, uri))?;
+        if d.cfg_flags != cfg_flags {
+            return None;
+        }
+        Some(CarriedState {
+            flags: d.flags.load(Ordering::Relaxed),
+            fail_cnt: d.fail_cnt.load(Ordering::Relaxed),
+            dload: d.dload.load(Ordering::Relaxed),
+            // SAFETY: a racing keepalive update could tear the copy; acceptable for carried stats.
+            lat: if with_latency { Some(unsafe { d.latency_stats() }) } else { None },
+        })
+    }
 }
 
 #[cfg(test)]
@@ -638,7 +673,8 @@ mod tests {
         old.set(3).expect("3").dests[0].dload.store(4, Ordering::Relaxed);
         let mut sets2 = sample();
         sets2[0].dests[1].flags = 0; // changed in the file: file wins
-        let p2 = build(&sets2, 2, (0, 0), &mut |id, uri, fl| find_carry(Some(old), id, uri, fl), &mut testutil::heap_alloc, &mut || 7)
+        let idx = CarryIndex::new(Some(old));
+        let p2 = build(&sets2, 2, (0, 0), &mut |id, uri, fl| idx.carry(id, uri, fl, false), &mut testutil::heap_alloc, &mut || 7)
             .expect("build");
         let new = unsafe { Snap::from_ptr(p2) }.expect("snap");
         let d = &new.set(3).expect("3").dests;

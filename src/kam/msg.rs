@@ -213,13 +213,7 @@ fn hdr_flag(t: sys::hdr_types_t) -> sys::hdr_flags_t {
     (1 as sys::hdr_flags_t) << t
 }
 
-/// Trims SIP whitespace (space, tab, CR, LF) on both ends, like the core's `trim()`.
-pub fn trim(b: &[u8]) -> &[u8] {
-    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
-    let s = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
-    let e = b.iter().rposition(|c| !ws(c)).map(|p| p + 1).unwrap_or(s);
-    b.get(s..e.max(s)).unwrap_or(&[])
-}
+pub use crate::ds::trim_ws as trim;
 
 impl Msg {
     /// Call-ID body (not trimmed), None when missing/unparsable.
@@ -263,18 +257,11 @@ impl Msg {
     }
     /// The current R-URI (`$ru`: the new URI when rewritten), None when it does not parse.
     pub fn ruri(&self) -> Option<&[u8]> {
-        // SAFETY: parse_sip_msg_uri validates the current R-URI; the strings are message memory.
-        unsafe {
-            if sys::parse_sip_msg_uri(self.0) < 0 {
-                return None;
-            }
-            let m = &*self.0;
-            if !m.new_uri.s.is_null() && m.new_uri.len > 0 {
-                Some(unsafe_bytes(m.new_uri))
-            } else {
-                Some(unsafe_bytes(m.first_line.u.request.uri))
-            }
+        // SAFETY: parse_sip_msg_uri validates the current R-URI of the message.
+        if unsafe { sys::parse_sip_msg_uri(self.0) } < 0 {
+            return None;
         }
+        Some(self.ruri_raw())
     }
     /// Hash keys of the current R-URI from the core's own parse (`msg->parsed_uri`), as the
     /// C module builds them: user, and host extended with `:port` when the port is explicit

@@ -1001,7 +1001,8 @@ unsafe extern "C" fn w_ds_reload(_m: *mut sip_msg, _a: P, _b: P) -> c_int {
 /// Startup check for the failover functions (the C module's `ds_warn_fixup`).
 unsafe extern "C" fn ds_warn_fixup(_param: *mut *mut c_void, _no: c_int) -> c_int {
     guard("fixup", 0, || {
-        let p = crate::module::params::Config::from_params();
+        // fixups run after mod_init: the configuration is already read
+        let p = state::cfg();
         if p.xavp_dst.is_empty() || p.flags & 2 == 0 {
             ds_err!("failover functions used, but required XAVP or flags=2 are not set: feature disabled");
         }

@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::null_mut;
 
 use crate::sys;
-use crate::{ds_err, ds_warn};
+use crate::ds_err;
 
 /// Runs `f`, turning a panic into an error log and `err`.
 pub fn guard<R>(what: &str, err: R, f: impl FnOnce() -> R) -> R {
@@ -65,9 +65,6 @@ pub static mut exports: sys::module_exports = sys::module_exports {
 
 unsafe extern "C" fn mod_init() -> c_int {
     guard("mod_init", -1, || {
-        for p in params::Config::unsupported_in_use() {
-            ds_warn!("modparam '{p}' is accepted but its feature is not implemented yet in this module: ignored");
-        }
         let cfg = params::Config::from_params();
         if (cfg.flags & 2) != 0 && (cfg.xavp_dst.is_empty()) {
             ds_err!("failover support enabled (flags=2) but xavp_dst is empty: feature disabled");

@@ -246,10 +246,4 @@ impl Config {
             }
         }
     }
-
-    /// Parameters set to a non-default value whose feature is not built yet: one warning each.
-    /// (Every 5.6.3 parameter is implemented now; the mechanism stays for future ones.)
-    pub fn unsupported_in_use() -> Vec<&'static str> {
-        Vec::new()
-    }
 }

@@ -318,13 +318,13 @@ fn edit_reply(rpc: &Rpc, r: Result<(), state::ReloadError>, ok: &str, failed: &s
     }
 }
 
+/// The C module checks the rate limit before it parses the parameters.
 fn rate_limited(rpc: &Rpc) -> bool {
-    let (Some(ctl), cfg) = (state::ctl(), state::cfg()) else {
+    if state::ctl().is_none() {
         rpc.fault(500, "Not ready for reload");
         return true;
-    };
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    if cfg.reload_delta > 0 && t < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta) {
+    }
+    if state::too_soon() {
         rpc.fault(500, "Ongoing reload");
         return true;
     }

@@ -167,6 +167,12 @@ fn now() -> (u64, u64) {
     (d.as_secs(), d.subsec_micros() as u64)
 }
 
+/// Whether a list rebuild now would come sooner than `reload_delta` after the last one.
+pub fn too_soon() -> bool {
+    let (Some(ctl), cfg) = (ctl(), cfg()) else { return false };
+    cfg.reload_delta > 0 && (now().0 as i64) < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta)
+}
+
 /// Outcome of a rebuild request.
 #[derive(Debug)]
 pub enum ReloadError {
@@ -186,7 +192,7 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     let _g = lock.lock();
     let t = now().0 as i64;
     if rate_limit {
-        if cfg.reload_delta > 0 && t < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta) {
+        if too_soon() {
             return Err(ReloadError::TooSoon);
         }
         // the startup load does not count (as in the C module)
@@ -318,22 +324,18 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>) -> Result<(), Re
     let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
     let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
-    // (set, uri) → destination of the running list, so carrying state is O(1) per destination
-    let old_index = index_of(old);
+    let old_index = snapshot::CarryIndex::new(old);
     let block = snapshot::build(
         &sets,
         gen,
         // DNSTIME is shown only with the periodic DNS refresh (ds_dns_mode bit 4), as in C
         if cfg.dns_mode & 4 != 0 { now() } else { (0, 0) },
         &mut |id, uri, fl| {
-            let mut c = carry_from(&old_index, old, id, uri, fl)?;
+            let mut c = old_index.carry(id, uri, fl, cfg.retain_latency && cfg.latency_stats)?;
             if !cfg.keep_state {
                 c.flags = fl;
                 c.fail_cnt = 0;
                 c.dload = 0;
-            }
-            if cfg.retain_latency && cfg.latency_stats {
-                c.lat = old_latency(old, id, uri);
             }
             Some(c)
         },
@@ -405,7 +407,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
     let cfg = cfg();
     let _g = lock.lock();
     let t = now().0 as i64;
-    if cfg.reload_delta > 0 && t < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta) {
+    if too_soon() {
         return Err(ReloadError::TooSoon);
     }
     ctl.last_rebuild.store(t, Ordering::Relaxed);
@@ -493,59 +495,6 @@ pub fn dns_refresh() {
 fn reorder(sets: &mut [crate::ds::order::DestSet], insert_order: &[i32]) {
     let post = crate::ds::order::avl_postorder(insert_order);
     sets.sort_by_key(|s| post.iter().position(|&id| id == s.id).unwrap_or(usize::MAX));
-}
-
-/// FNV-1a: a fast hash for the (set, URI) index built on every reload (no DoS exposure: the
-/// keys come from the operator's own list).
-#[derive(Default)]
-struct Fnv(u64);
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type OldIndex<'a> =
-    std::collections::HashMap<(i32, &'a [u8]), &'a crate::ds::snapshot::DestRec, std::hash::BuildHasherDefault<Fnv>>;
-
-fn index_of<'a>(old: Option<Snap<'a>>) -> OldIndex<'a> {
-    let mut m = OldIndex::default();
-    if let Some(s) = old {
-        for set in s.sets() {
-            for d in set.dests {
-                m.entry((set.rec.id, d.uri.bytes())).or_insert(d);
-            }
-        }
-    }
-    m
-}
-
-fn carry_from(idx: &OldIndex<'_>, old: Option<Snap<'_>>, setid: i32, uri: &[u8], cfg_flags: i32) -> Option<crate::ds::snapshot::CarriedState> {
-    let _ = old;
-    let d = idx.get(&(setid, uri))?;
-    if d.cfg_flags != cfg_flags {
-        return None;
-    }
-    Some(crate::ds::snapshot::CarriedState {
-        flags: d.flags.load(Ordering::Relaxed),
-        fail_cnt: d.fail_cnt.load(Ordering::Relaxed),
-        dload: d.dload.load(Ordering::Relaxed),
-        lat: None,
-    })
-}
-
-fn old_latency(old: Option<Snap<'_>>, setid: i32, uri: &[u8]) -> Option<crate::ds::latency::LatencyStats> {
-    let d = old?.set(setid)?.dests.iter().find(|d| d.uri.bytes() == uri)?;
-    // SAFETY: a racing keepalive update could tear the copy; acceptable for carried stats.
-    Some(unsafe { d.latency_stats() })
 }
 
 /// Frees what can be freed at shutdown (main process, after children exited).
