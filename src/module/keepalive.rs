@@ -140,7 +140,10 @@ fn tick() {
                 d.ping_start_us.store(now, Ordering::Relaxed);
                 let from = d.ping_from.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.ping_from.clone());
                 let ob = d.obproxy.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.outbound_proxy.clone());
-                let (sn, sa) = if !d.sockname.bytes().is_empty() {
+                // 6.1 precedence: ping_socket attr, sockname, socket, then the defaults
+                let (sn, sa) = if !d.ping_socket.bytes().is_empty() {
+                    (Vec::new(), d.ping_socket.bytes().to_vec())
+                } else if !d.sockname.bytes().is_empty() {
                     (d.sockname.bytes().to_vec(), Vec::new())
                 } else if !d.socket.bytes().is_empty() {
                     (Vec::new(), d.socket.bytes().to_vec())
