@@ -230,7 +230,7 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     }
     let n = dests.len();
     let sets = build_sets(dests);
-    install(ctl, sets)?;
+    install(ctl, sets, Rebuild::Reload)?;
     ds_info!("loaded {} destinations from {}", n, file);
     if skipped > 0 && !cfg.db_url.is_empty() {
         // as the C module: a DB load that skipped rows reports failure, the new list is active
@@ -317,9 +317,21 @@ fn db_entries() -> Result<Vec<crate::ds::listfile::RawEntry>, ReloadError> {
     Ok(out)
 }
 
+/// Why a new list is built: decides what runtime state survives with `ds_reload_keep_state` 0.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Rebuild {
+    /// file/DB reload: with `ds_reload_keep_state` 0 the state is reset (as 5.6.3 reloads)
+    Reload,
+    /// `dispatcher.add` / `dispatcher.remove`: 5.6.3 copies the state flags and the call
+    /// load of every destination that stays (only the failure counter starts again)
+    Edit,
+    /// periodic DNS refresh: 5.6.3 updates the addresses in place, nothing is reset
+    Dns,
+}
+
 /// Builds a snapshot of `sets` (carrying runtime state of destinations that stay) and
 /// publishes it. Caller holds the writer lock.
-fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>) -> Result<(), ReloadError> {
+fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) -> Result<(), ReloadError> {
     let cfg = cfg();
     let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
@@ -333,9 +345,15 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>) -> Result<(), Re
         &mut |id, uri, fl| {
             let mut c = old_index.carry(id, uri, fl, cfg.retain_latency && cfg.latency_stats)?;
             if !cfg.keep_state {
-                c.flags = fl;
-                c.fail_cnt = 0;
-                c.dload = 0;
+                match why {
+                    Rebuild::Reload => {
+                        c.flags = fl;
+                        c.fail_cnt = 0;
+                        c.dload = 0;
+                    }
+                    Rebuild::Edit => c.fail_cnt = 0,
+                    Rebuild::Dns => {}
+                }
             }
             Some(c)
         },
@@ -455,7 +473,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             reorder(&mut sets, &order);
         }
     }
-    install(ctl, sets)
+    install(ctl, sets, Rebuild::Edit)
 }
 
 /// DNS refresh (`ds_dns_mode` bit 4): re-resolves every destination host and publishes a new
@@ -485,7 +503,7 @@ pub fn dns_refresh() {
     }
     let _ = cfg;
     if changed {
-        if let Err(e) = install(ctl, sets) {
+        if let Err(e) = install(ctl, sets, Rebuild::Dns) {
             crate::ds_err!("DNS refresh: {e:?}");
         }
     }
