@@ -1,28 +1,68 @@
-# Rust-native dispatcher for Kamailio 5.6.3.
-#   make            build target/release/dispatcher.so
+# Rust-native dispatcher for Kamailio 5.6.3 (Debian bookworm), 5.8, 6.0 and 6.1.
+#   make            build target/release/dispatcher.so for the installed (Debian) Kamailio
+#   make KAMAILIO_PREFIX=/opt/kamailio-6.1.4
+#                   build it for a Kamailio built by `make kamailio` (same output path)
+#   make kamailio KAMAILIO_VERSION=6.1.4 [KAMAILIO_PREFIX=...]
+#                   build and install that Kamailio release into /opt/kamailio-<version>
 #   make setup      install what a fresh Debian bookworm machine lacks (root/sudo)
 #   make demo       setup + build + the main job (kamailio + 3 sipp backends + calls)
 #   make test       setup + build + unit tests + post-build checks + integration tests
+#                   (for KAMAILIO_PREFIX's Kamailio when given, against its own C module)
+#   make test-matrix  build 5.8.8, 6.0.7, 6.1.4 and run `make test` for each and for Debian's
+#   make deb        a .deb of the module for the Kamailio it was built against
 #   make install    copy the module into Kamailio's module dir (backs up the C module)
 CARGO   ?= cargo
 SO      := target/release/dispatcher.so
-MODDIR  ?= /usr/lib/x86_64-linux-gnu/kamailio/modules
 # name under which `make install` puts the module (dispatcher = drop-in replacement)
 INSTALL_NAME ?= dispatcher
 IT_TESTS := $(patsubst tests/%.rs,--test %,$(wildcard tests/it_*.rs))
+KAMAILIO_VERSION ?=
+KAMAILIO_PREFIX ?=
 
-.PHONY: all build setup headers install demo test unit integration postbuild bench clean
+ifneq ($(strip $(KAMAILIO_PREFIX)),)
+# a source-built Kamailio: its binary, kamcmd, modules (make: lib64, cmake: lib) and the
+# headers build-kamailio.sh installed; the module is built in its own cargo target dir so
+# that switching versions does not rebuild everything
+MODDIR  ?= $(firstword $(wildcard $(KAMAILIO_PREFIX)/lib64/kamailio/modules $(KAMAILIO_PREFIX)/lib/kamailio/modules) $(KAMAILIO_PREFIX)/lib64/kamailio/modules)
+export KAMAILIO_PREFIX
+export KAMAILIO_BIN      := $(KAMAILIO_PREFIX)/sbin/kamailio
+export KAMCMD_BIN        := $(KAMAILIO_PREFIX)/sbin/kamcmd
+export KAMAILIO_MODULES  := $(MODDIR)
+export DS_C_MODULE       := $(MODDIR)/dispatcher.so
+export CARGO_TARGET_DIR  := $(CURDIR)/target/kam/$(notdir $(KAMAILIO_PREFIX))
+# the module under test: this build's own copy (target/release/dispatcher.so is also written)
+export DS_RUST_MODULE    := $(CARGO_TARGET_DIR)/release/dispatcher.so
+else
+MODDIR  ?= /usr/lib/x86_64-linux-gnu/kamailio/modules
+CARGO_TARGET_DIR := $(CURDIR)/target
+endif
+
+.PHONY: all build setup headers install demo test unit integration postbuild bench clean \
+        kamailio test-matrix deb test-deb
 
 all: build
 
 headers:
-	@test -f kamailio-headers/current/src/core/sr_module.h || kamailio-headers/fetch.sh
+	@if [ -z "$(KAMAILIO_PREFIX)" ]; then \
+	  test -f kamailio-headers/current/src/core/sr_module.h || kamailio-headers/fetch.sh; \
+	else \
+	  test -f "$(KAMAILIO_PREFIX)/share/kamailio-rs/src/core/sr_module.h" || { \
+	    echo "no Kamailio headers in $(KAMAILIO_PREFIX): build it with 'make kamailio KAMAILIO_PREFIX=$(KAMAILIO_PREFIX) KAMAILIO_VERSION=<x.y.z>'" >&2; exit 1; }; \
+	fi
 
 build: headers
 	DS_REQUIRE_KAMAILIO=1 $(CARGO) build --release
 	@# copy then rename: never rewrite a .so that a running Kamailio has mapped
-	cp -f target/release/libdispatcher.so $(SO).tmp && mv -f $(SO).tmp $(SO)
+	@mkdir -p target/release
+	cp -f $(CARGO_TARGET_DIR)/release/libdispatcher.so $(SO).tmp && mv -f $(SO).tmp $(SO)
+	@if [ "$(CARGO_TARGET_DIR)" != "$(CURDIR)/target" ]; then \
+	  cp -f $(SO) $(CARGO_TARGET_DIR)/release/dispatcher.so.tmp && mv -f $(CARGO_TARGET_DIR)/release/dispatcher.so.tmp $(CARGO_TARGET_DIR)/release/dispatcher.so; fi
 	@ls -l $(SO)
+	@strings $(SO) | grep -m1 '^kamailio [0-9]' | sed 's/^/built for: /'
+
+# build and install one Kamailio release (see kamailio-headers/build-kamailio.sh)
+kamailio:
+	kamailio-headers/build-kamailio.sh $(KAMAILIO_VERSION)
 
 setup:
 	.ci/setup.sh
@@ -47,6 +87,14 @@ integration: build
 	$(CARGO) test --release $(IT_TESTS) -- --test-threads=2
 
 test: setup build unit postbuild integration
+
+# every supported Kamailio: builds the releases (idempotent), runs `make test` for each, and
+# prints a version x suite table
+test-matrix: setup
+	tests/matrix.sh
+
+deb: build
+	pkg/deb/build.sh $(SO)
 
 bench: build
 	bench/run.sh

@@ -20,6 +20,17 @@ struct KamVersion {
     full_version: String, // "kamailio 5.6.3 (x86_64/linux)"
     flags: String,
     defines: Vec<String>,
+    versionval: u32,
+}
+
+/// `-V` tokens that are not compile defines: from 6.1 `core/ver.c` includes the allocator
+/// headers, which `#define` these when `DBG_SR_MEMORY` is set, so `-V` prints them while the
+/// loader's `SER_COMPILE_FLAGS` (and the module's `module_flags`) do not contain them.
+const MALLOC_DEBUG_TOKENS: &[&str] =
+    &["DBG_QM_MALLOC", "DBG_F_MALLOC", "DBG_TLSF_MALLOC", "DBG_SF_MALLOC", "DBG_LL_MALLOC"];
+
+fn strip_malloc_tokens(flags: &str) -> String {
+    flags.split(", ").filter(|t| !MALLOC_DEBUG_TOKENS.contains(&t.trim())).collect::<Vec<_>>().join(", ")
 }
 
 fn parse_kamailio_v(out: &str) -> Result<KamVersion, String> {
@@ -51,7 +62,7 @@ fn parse_kamailio_v(out: &str) -> Result<KamVersion, String> {
     let mut defines = vec![
         format!("NAME=\"{name}\""), format!("VERSION=\"{ver}\""), format!("ARCH=\"{arch}\""),
         format!("OS={os}_"), format!("OS_QUOTED=\"{os}\""), format!("__CPU_{arch}"),
-        format!("__OS_{os}"), format!("VERSIONVAL={versionval}"), "MOD_NAME=\"dispatcher\"".into(),
+        format!("__OS_{}", os.to_ascii_lowercase()), format!("VERSIONVAL={versionval}"), "MOD_NAME=\"dispatcher\"".into(),
     ];
     defines.extend(HIDDEN_DEFINES.iter().map(|s| s.to_string()));
     for tok in flags.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -71,10 +82,12 @@ fn parse_kamailio_v(out: &str) -> Result<KamVersion, String> {
                     }
                 }
             }
+            t if MALLOC_DEBUG_TOKENS.contains(&t) => {}
+            t if defines.iter().any(|d| d == t) => {}
             t => defines.push(t.to_string()),
         }
     }
-    Ok(KamVersion { full_version, flags, defines })
+    Ok(KamVersion { full_version, flags, defines, versionval })
 }
 
 fn no_kamailio(reason: &str) {
@@ -89,16 +102,45 @@ fn main() {
     println!("cargo:rerun-if-changed=kamailio-headers/wrapper.h");
     println!("cargo:rerun-if-changed=kamailio-headers/shim.c");
     println!("cargo:rerun-if-changed=kamailio-headers/probe.c");
+    println!("cargo:rerun-if-changed=kamailio-headers/probe_flags.c");
     println!("cargo:rerun-if-changed=build.rs");
 
+    println!("cargo:rustc-check-cfg=cfg(kam_ge_5_7)");
+    println!("cargo:rustc-check-cfg=cfg(kam_ge_5_8)");
+    println!("cargo:rustc-check-cfg=cfg(kam_ge_6_0)");
+    println!("cargo:rustc-check-cfg=cfg(kam_ge_6_1)");
+    println!("cargo:rerun-if-env-changed=KAMAILIO_PREFIX");
+
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let kbin = env::var("KAMAILIO_BIN").unwrap_or_else(|_| "/usr/sbin/kamailio".into());
-    let ksrc = env::var("KAMAILIO_SRC").map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("kamailio-headers/current/src"));
+    // KAMAILIO_PREFIX: a Kamailio built by `make kamailio` (kamailio-headers/build-kamailio.sh);
+    // KAMAILIO_BIN / KAMAILIO_SRC / KAMAILIO_LIBDIR override single paths. Nothing set: Debian's.
+    let prefix = env::var("KAMAILIO_PREFIX").ok().filter(|p| !p.is_empty()).map(PathBuf::from);
+    let kbin = env::var("KAMAILIO_BIN").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| match &prefix {
+        Some(p) => p.join("sbin/kamailio").to_string_lossy().into_owned(),
+        None => "/usr/sbin/kamailio".into(),
+    });
 
     let out = match Command::new(&kbin).arg("-V").output() {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-        _ => return no_kamailio(&format!("cannot run `{kbin} -V`")),
+        _ => {
+            if prefix.is_some() || env::var("DS_REQUIRE_KAMAILIO").is_ok() {
+                panic!("cannot run `{kbin} -V` (KAMAILIO_PREFIX={prefix:?}): build that Kamailio with `make kamailio`");
+            }
+            return no_kamailio(&format!("cannot run `{kbin} -V`"));
+        }
+    };
+    let kver = out.lines().find_map(|l| l.strip_prefix("version: kamailio "))
+        .and_then(|r| r.split_whitespace().next()).unwrap_or("").to_string();
+    let ksrc = match env::var("KAMAILIO_SRC").ok().filter(|p| !p.is_empty()) {
+        Some(s) => PathBuf::from(s),
+        None => match &prefix {
+            Some(p) => p.join("share/kamailio-rs/src"),
+            // Debian's package: headers fetched by kamailio-headers/fetch.sh for that version
+            None => {
+                let v = root.join(format!("kamailio-headers/src-{kver}/src"));
+                if v.exists() { v } else { root.join("kamailio-headers/current/src") }
+            }
+        },
     };
     if !ksrc.join("core/sr_module.h").exists() {
         if env::var("DS_REQUIRE_KAMAILIO").is_ok() {
@@ -107,7 +149,18 @@ fn main() {
         return no_kamailio(&format!("no headers in {} — run kamailio-headers/fetch.sh", ksrc.display()));
     }
     println!("cargo:rerun-if-changed={}", ksrc.join("core/sr_module.h").display());
-    let kv = parse_kamailio_v(&out).unwrap_or_else(|e| panic!("cannot parse `{kbin} -V`: {e}"));
+    let mut kv = parse_kamailio_v(&out).unwrap_or_else(|e| panic!("cannot parse `{kbin} -V`: {e}"));
+    // a cmake-built Kamailio: take its exact compile defines (they differ from what `-V` implies)
+    let ccmds = ksrc.parent().map(|d| d.join("compile_commands.json"));
+    if let Some(cc) = ccmds.as_ref().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", cc.display());
+        kv.defines = cmake_defines(cc).unwrap_or_else(|e| panic!("{}: {e}", cc.display()));
+    }
+    let vv = kv.versionval;
+    for (flag, min) in [("kam_ge_5_7", 5_007_000), ("kam_ge_5_8", 5_008_000), ("kam_ge_6_0", 6_000_000), ("kam_ge_6_1", 6_001_000)] {
+        if vv >= min { println!("cargo:rustc-cfg={flag}"); }
+    }
+    println!("cargo:rustc-env=KAMAILIO_VERSIONVAL={vv}");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let hdr_dir = root.join("kamailio-headers");
 
@@ -119,7 +172,8 @@ fn main() {
         if let Some(v) = line.strip_prefix("version ") {
             assert_eq!(v, kv.full_version, "SER_FULL_VERSION from headers differs from `kamailio -V`");
         } else if let Some(f) = line.strip_prefix("flags ") {
-            assert_eq!(f, kv.flags, "SER_COMPILE_FLAGS from headers+defines differs from `kamailio -V`: wrong -D set");
+            assert_eq!(strip_malloc_tokens(f), strip_malloc_tokens(&kv.flags),
+                "SER_COMPILE_FLAGS from headers+defines differs from `kamailio -V`: wrong -D set");
         } else if let Some(s) = line.strip_prefix("size ") {
             let (t, n) = s.rsplit_once(' ').expect("probe size line");
             sizes.push((t.to_string(), n.to_string()));
@@ -167,17 +221,29 @@ fn main() {
     }
     fs::write(out_dir.join("layout_asserts.rs"), asserts).expect("write asserts");
 
-    // DB API (db_bind_mod, db_table_version) lives in libsrdb1, next to the modules
-    let libdir = env::var("KAMAILIO_LIBDIR").unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/kamailio".into());
+    // DB API (db_bind_mod, db_table_version): in libsrdb1 next to the modules before 6.0;
+    // from 6.0 srdb1 is compiled into the kamailio binary itself
     println!("cargo:rerun-if-env-changed=KAMAILIO_LIBDIR");
-    // only for the module itself: unit-test binaries must not pull in Kamailio libraries
-    println!("cargo:rustc-cdylib-link-arg=-L{libdir}");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,--no-as-needed");
-    println!("cargo:rustc-cdylib-link-arg=-lsrdb1");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{libdir}/");
+    if vv < 6_000_000 {
+        let libdir = env::var("KAMAILIO_LIBDIR").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| match &prefix {
+            Some(p) => ["lib64/kamailio", "lib/kamailio", "lib/x86_64-linux-gnu/kamailio"].iter()
+                .map(|d| p.join(d)).find(|d| d.join("libsrdb1.so").exists() || d.join("libsrdb1.so.1").exists())
+                .unwrap_or_else(|| p.join("lib64/kamailio")).to_string_lossy().into_owned(),
+            None => "/usr/lib/x86_64-linux-gnu/kamailio".into(),
+        });
+        // only for the module itself: unit-test binaries must not pull in Kamailio libraries
+        println!("cargo:rustc-cdylib-link-arg=-L{libdir}");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-cdylib-link-arg=-lsrdb1");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{libdir}/");
+    }
 
+    // module_flags: what the loader's SER_COMPILE_FLAGS is (core/ver_defs.h alone)
+    let module_flags = run_flags_probe(&ksrc, &hdr_dir, &kv, &out_dir);
+    assert_eq!(strip_malloc_tokens(&module_flags), strip_malloc_tokens(&kv.flags),
+        "module_flags from core/ver_defs.h differ from `kamailio -V`");
     println!("cargo:rustc-env=KAMAILIO_FULL_VERSION={}", kv.full_version);
-    println!("cargo:rustc-env=KAMAILIO_COMPILE_FLAGS={}", kv.flags);
+    println!("cargo:rustc-env=KAMAILIO_COMPILE_FLAGS={module_flags}");
 }
 
 fn rust_type(c: &str) -> String {
@@ -186,6 +252,62 @@ fn rust_type(c: &str) -> String {
         "str" => "str_".to_string(),
         other => other.to_string(),
     }
+}
+
+/// `-D` defines of the dispatcher module's compile command in a cmake build's
+/// `compile_commands.json` (installed beside the headers by build-kamailio.sh).
+fn cmake_defines(path: &Path) -> Result<Vec<String>, String> {
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    const KEY: &str = "\"command\": \"";
+    // every compile command as a decoded JSON string; the dispatcher's, else any module's
+    let mut cmds = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find(KEY) {
+        rest = &rest[i + KEY.len()..];
+        let mut cmd = String::new();
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => if let Some(n) = chars.next() { cmd.push(n) },
+                '"' => break,
+                c => cmd.push(c),
+            }
+        }
+        cmds.push(cmd);
+    }
+    let cmd = cmds.iter().find(|c| c.contains("modules/dispatcher/dispatcher.c"))
+        .or_else(|| cmds.iter().find(|c| c.contains("/modules/")))
+        .ok_or("no module compile command")?;
+    let mut defs = Vec::new();
+    for tok in cmd.split_whitespace() {
+        if let Some(d) = tok.strip_prefix("-D") {
+            // shell quoting: NAME=\"kamailio\" -> NAME="kamailio"
+            let d = d.replace("\\\"", "\"");
+            let key = d.split('=').next().unwrap_or("");
+            if matches!(key, "MOD_NAME" | "MOD_NAMEID" | "COMPILER" | "CFG_DIR" | "RUN_DIR" | "SHARE_DIR")
+                || key.ends_with("_EXPORTS") || MALLOC_DEBUG_TOKENS.contains(&key) {
+                continue;
+            }
+            defs.push(d);
+        }
+    }
+    defs.push("MOD_NAME=\"dispatcher\"".into());
+    if defs.len() < 10 { return Err(format!("too few defines found: {defs:?}")); }
+    Ok(defs)
+}
+
+fn run_flags_probe(ksrc: &Path, hdr_dir: &Path, kv: &KamVersion, out_dir: &Path) -> String {
+    let compiler = cc::Build::new().get_compiler();
+    let exe = out_dir.join("kam_probe_flags");
+    let mut cmd = compiler.to_command();
+    cmd.arg("-o").arg(&exe).arg(hdr_dir.join("probe_flags.c"))
+        .arg(format!("-I{}", ksrc.display())).arg("-w");
+    for d in &kv.defines { cmd.arg(format!("-D{d}")); }
+    let st = cmd.status().expect("run C compiler for the flags probe");
+    assert!(st.success(), "C flags probe failed to compile");
+    let o = Command::new(&exe).output().expect("run flags probe");
+    assert!(o.status.success(), "C flags probe failed");
+    String::from_utf8_lossy(&o.stdout).trim_end().to_string()
 }
 
 fn run_probe(ksrc: &Path, hdr_dir: &Path, kv: &KamVersion, out_dir: &Path) -> String {

@@ -621,7 +621,7 @@ fn hostname_destination() {
 fn module_dir(dir: &Path, kind: ModuleKind) -> std::path::PathBuf {
     let md = dir.join("modules");
     fs::create_dir_all(&md).expect("mkdir modules");
-    for e in fs::read_dir(MODULES_DIR).expect("read modules dir").flatten() {
+    for e in fs::read_dir(&*MODULES_DIR).expect("read modules dir").flatten() {
         let name = e.file_name();
         if name.to_string_lossy().ends_with(".so") && name != "dispatcher.so" {
             let _ = std::os::unix::fs::symlink(e.path(), md.join(&name));
@@ -657,7 +657,7 @@ fn example_db_mode_cfg() {
     let port = free_port();
     let ctl = ctl_socket_path(&kdir);
     let log_path = kdir.join("kamailio.log");
-    let mut cmd = std::process::Command::new(KAMAILIO_BIN);
+    let mut cmd = std::process::Command::new(&*KAMAILIO_BIN);
     cmd.args(["-DD", "-E", "-m", "64", "-M", "8"])
         .arg("-f")
         .arg(&cfg)

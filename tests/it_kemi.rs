@@ -25,7 +25,7 @@ fn kemi_opts(list: &str) -> KamOpts {
 }
 
 fn lua_available() -> bool {
-    std::path::Path::new(MODULES_DIR).join("app_lua.so").is_file()
+    std::path::Path::new(&*MODULES_DIR).join("app_lua.so").is_file()
 }
 
 #[test]

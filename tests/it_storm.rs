@@ -140,7 +140,7 @@ fn report_cores(dir: &std::path::Path) {
             continue;
         }
         let mut cmd = Command::new("gdb");
-        cmd.args(["-batch", "-ex", "bt 12"]).arg(KAMAILIO_BIN).arg(e.path());
+        cmd.args(["-batch", "-ex", "bt 12"]).arg(&*KAMAILIO_BIN).arg(e.path());
         match run_with_timeout(&mut cmd, Duration::from_secs(60)) {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout);

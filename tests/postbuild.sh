@@ -20,7 +20,11 @@ SO="${1:-$ROOT/target/release/dispatcher.so}"
 KAMAILIO="${KAMAILIO_BIN:-/usr/sbin/kamailio}"
 MODDIR="${KAMAILIO_MODULES:-/usr/lib/x86_64-linux-gnu/kamailio/modules}"
 LIBDIR=/lib/x86_64-linux-gnu
-SRDB1="$(ls /usr/lib/x86_64-linux-gnu/kamailio/libsrdb1.so.1 2>/dev/null || true)"
+if [ -n "${KAMAILIO_PREFIX:-}" ]; then
+  SRDB1="$(ls "$KAMAILIO_PREFIX"/lib64/kamailio/libsrdb1.so.1 "$KAMAILIO_PREFIX"/lib/kamailio/libsrdb1.so.1 2>/dev/null | head -n1 || true)"
+else
+  SRDB1="$(ls /usr/lib/x86_64-linux-gnu/kamailio/libsrdb1.so.1 2>/dev/null || true)"
+fi
 
 fail=0
 case "$SO" in /*) ;; *) SO="$PWD/$SO" ;; esac

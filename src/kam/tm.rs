@@ -52,7 +52,7 @@ pub fn request(method: &[u8], uri: &[u8], from: &[u8], obproxy: &[u8], ssockname
     let mut sa = k(ssock);
     let mut r: sys::uac_req_t = Default::default();
     r.method = &mut m;
-    r.cb_flags = sys::TMCB_LOCAL_COMPLETED as c_int;
+    r.cb_flags = sys::TMCB_LOCAL_COMPLETED as _;
     r.cb = Some(cb);
     r.cbp = cbp as *mut c_void;
     if !ssockname.is_empty() {
@@ -88,7 +88,10 @@ pub unsafe fn completion(t: *mut sys::cell, ps: *mut sys::tmcb_params) -> Option
         let rpl = (*ps).rpl;
         let real = !rpl.is_null() && rpl as isize != -1;
         let reason = if real { unsafe_bytes((*rpl).first_line.u.reply.reason).to_vec() } else { Vec::new() };
+        #[cfg(not(kam_ge_5_7))]
         let to = unsafe_bytes((*t).to);
+        #[cfg(kam_ge_5_7)]
+        let to = unsafe_bytes((*t).to_hdr);
         // "To: <" + uri + ">\r\n"
         let uri = if to.len() > 8 { to[5..to.len() - 3].to_vec() } else { Vec::new() };
         Some(Completion { cbp, code: (*ps).code, real_reply: real, reason, uri })

@@ -36,10 +36,7 @@ impl<'n> RecordWriter<'n> {
                     v.type_ = sys::sr_xtype_t_SR_XTYPE_STR;
                     v.v.s = kstr(s);
                 }
-                Field::Int(i) => {
-                    v.type_ = sys::sr_xtype_t_SR_XTYPE_INT;
-                    v.v.i = *i;
-                }
+                Field::Int(i) => set_int(&mut v, *i),
                 Field::Ptr(p) => {
                     v.type_ = sys::sr_xtype_t_SR_XTYPE_VPTR;
                     v.v.vptr = *p as *mut _;
@@ -70,11 +67,40 @@ impl<'n> RecordWriter<'n> {
     }
 }
 
+/// An integer xavp value: `SR_XTYPE_INT`/`v.i` up to 5.6, `SR_XTYPE_LONG`/`v.l` from 5.7
+/// (the INT type was removed and the enum renumbered).
+fn set_int(v: &mut sys::sr_xval_t, i: i32) {
+    #[cfg(not(kam_ge_5_7))]
+    {
+        v.type_ = sys::sr_xtype_t_SR_XTYPE_INT;
+        v.v.i = i;
+    }
+    #[cfg(kam_ge_5_7)]
+    {
+        v.type_ = sys::sr_xtype_t_SR_XTYPE_LONG;
+        v.v.l = i as _;
+    }
+}
+
+/// Reads an integer xavp value (INT or LONG; a script may have written either).
+fn get_int(v: &sys::sr_xval_t) -> Option<i32> {
+    // SAFETY: the union member read is the one the type tag names.
+    unsafe {
+        #[cfg(not(kam_ge_5_7))]
+        if v.type_ == sys::sr_xtype_t_SR_XTYPE_INT {
+            return Some(v.v.i);
+        }
+        if v.type_ == sys::sr_xtype_t_SR_XTYPE_LONG {
+            return Some(v.v.l as i32);
+        }
+    }
+    None
+}
+
 /// Prepends a new root record `name` holding one int field (`_dsctx_` with `cnt`).
 pub fn add_ctx_int(name: &[u8], field: &[u8], val: i32) -> bool {
     let mut v: sys::sr_xval_t = Default::default();
-    v.type_ = sys::sr_xtype_t_SR_XTYPE_INT;
-    v.v.i = val;
+    set_int(&mut v, val);
     let (n, f) = (kstr(name), kstr(field));
     // SAFETY: values are copied by the core; null list = the current request's list.
     !unsafe { sys::xavp_add_xavp_value(&n as *const _ as *mut _, &f as *const _ as *mut _, &mut v, std::ptr::null_mut()) }.is_null()
@@ -113,11 +139,7 @@ pub fn first_record(name: &[u8]) -> Option<FirstRecord> {
         }
         let g = get(b"grp");
         if !g.is_null() {
-            if (*g).val.type_ == sys::sr_xtype_t_SR_XTYPE_INT {
-                out.grp = Some((*g).val.v.i);
-            } else if (*g).val.type_ == sys::sr_xtype_t_SR_XTYPE_LONG {
-                out.grp = Some((*g).val.v.l as i32);
-            }
+            out.grp = get_int(&(*g).val);
         }
         let d = get(b"dstid");
         if !d.is_null() && (*d).val.type_ == sys::sr_xtype_t_SR_XTYPE_STR {

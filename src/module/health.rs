@@ -181,7 +181,7 @@ fn parse_pv_key(sp: *mut sys::pv_spec_t, name: *mut sys::str_, keys: &[(&[u8], c
     unsafe {
         (*sp).pvp.pvn.type_ = sys::PV_NAME_INTSTR as c_int;
         (*sp).pvp.pvn.u.isname.type_ = 0;
-        (*sp).pvp.pvn.u.isname.name.n = id;
+        (*sp).pvp.pvn.u.isname.name.n = id as _;
     }
     0
 }
@@ -199,12 +199,12 @@ unsafe extern "C" fn pv_get_dsv(msg: *mut sys::sip_msg, param: *mut sys::pv_para
         // SAFETY: the core passes valid param/res; the value helpers copy what they need
         // (strings must stay valid until used: they point into this process' RCTX).
         unsafe {
-            let id = (*param).pvn.u.isname.name.n;
+            let id = (*param).pvn.u.isname.name.n as c_int;
             RCTX.with(|r| {
                 let r = r.borrow();
                 let Some(c) = r.as_ref() else { return sys::pv_get_null(msg, param, res) };
                 match id {
-                    0 => sys::pv_get_sintval(msg, param, res, c.code),
+                    0 => sys::pv_get_sintval(msg, param, res, c.code as _),
                     1 => match &c.reason {
                         Some(v) if !v.is_empty() => {
                             let mut s = sys::str_ { s: v.as_ptr() as *mut _, len: v.len() as c_int };
@@ -212,12 +212,12 @@ unsafe extern "C" fn pv_get_dsv(msg: *mut sys::sip_msg, param: *mut sys::pv_para
                         }
                         _ => sys::pv_get_null(msg, param, res),
                     },
-                    2 => sys::pv_get_sintval(msg, param, res, c.flags),
+                    2 => sys::pv_get_sintval(msg, param, res, c.flags as _),
                     3 => {
                         let mut s = sys::str_ { s: c.uri.as_ptr() as *mut _, len: c.uri.len() as c_int };
                         sys::pv_get_strval(msg, param, res, &mut s)
                     }
-                    4 => sys::pv_get_sintval(msg, param, res, c.setid),
+                    4 => sys::pv_get_sintval(msg, param, res, c.setid as _),
                     _ => sys::pv_get_null(msg, param, res),
                 }
             })
@@ -290,7 +290,7 @@ unsafe extern "C" fn pv_get_dsg(msg: *mut sys::sip_msg, param: *mut sys::pv_para
         }
         // SAFETY: the core passes valid param/res.
         unsafe {
-            let id = (*param).pvn.u.isname.name.n;
+            let id = (*param).pvn.u.isname.name.n as c_int;
             DSG.with(|g| {
                 let g = g.borrow();
                 if !g.found {
@@ -309,7 +309,7 @@ unsafe extern "C" fn pv_get_dsg(msg: *mut sys::sip_msg, param: *mut sys::pv_para
                     8 => (g.octime_us % 1_000_000) as i32,
                     _ => return sys::pv_get_null(msg, param, res),
                 };
-                sys::pv_get_sintval(msg, param, res, v)
+                sys::pv_get_sintval(msg, param, res, v as _)
             })
         }
     })

@@ -24,11 +24,48 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub const KAMAILIO_BIN: &str = "/usr/sbin/kamailio";
-pub const KAMCMD_BIN: &str = "/usr/sbin/kamcmd";
 pub const SIPP_BIN: &str = "/usr/bin/sipp";
-pub const MODULES_DIR: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
-pub const C_MODULE: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/dispatcher.so";
+
+/// The Kamailio under test: Debian's by default; `make test KAMAILIO_PREFIX=...` exports
+/// `KAMAILIO_BIN`, `KAMCMD_BIN` and `KAMAILIO_MODULES` for a source-built release.
+pub static KAMAILIO_BIN: once_cell::sync::Lazy<String> =
+    once_cell::sync::Lazy::new(|| env_or("KAMAILIO_BIN", "/usr/sbin/kamailio"));
+pub static KAMCMD_BIN: once_cell::sync::Lazy<String> =
+    once_cell::sync::Lazy::new(|| env_or("KAMCMD_BIN", "/usr/sbin/kamcmd"));
+pub static MODULES_DIR: once_cell::sync::Lazy<String> =
+    once_cell::sync::Lazy::new(|| env_or("KAMAILIO_MODULES", "/usr/lib/x86_64-linux-gnu/kamailio/modules"));
+/// The C dispatcher of the same Kamailio: the reference of the differential tests.
+pub static C_MODULE: once_cell::sync::Lazy<String> =
+    once_cell::sync::Lazy::new(|| env_or("DS_C_MODULE", &format!("{}/dispatcher.so", &*MODULES_DIR)));
+
+fn env_or(name: &str, default: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => default.to_string(),
+    }
+}
+
+/// Version of the Kamailio under test as `major*1_000_000 + minor*1000 + patch` (like the
+/// core's VERSIONVAL), read from `kamailio -V` once.
+pub fn kam_version() -> u32 {
+    static V: once_cell::sync::Lazy<u32> = once_cell::sync::Lazy::new(|| {
+        let out = Command::new(&*KAMAILIO_BIN).arg("-V").output().expect("run kamailio -V");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ver = text
+            .lines()
+            .find_map(|l| l.strip_prefix("version: kamailio "))
+            .and_then(|r| r.split_whitespace().next())
+            .expect("version line in kamailio -V");
+        let n: Vec<u32> = ver.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+        n.first().copied().unwrap_or(0) * 1_000_000 + n.get(1).copied().unwrap_or(0) * 1000 + n.get(2).copied().unwrap_or(0)
+    });
+    *V
+}
+
+/// True when the Kamailio under test is at least `major.minor.patch`.
+pub fn kam_at_least(major: u32, minor: u32, patch: u32) -> bool {
+    kam_version() >= major * 1_000_000 + minor * 1000 + patch
+}
 
 /// The test cfg template (see the comment at its top for the test entry points).
 pub const CFG_TEMPLATE: &str = include_str!("../data/ds-test.cfg.tmpl");
@@ -75,7 +112,7 @@ impl ModuleKind {
     /// the file is missing.
     pub fn so_path(self) -> PathBuf {
         let p = match self {
-            ModuleKind::C => PathBuf::from(C_MODULE),
+            ModuleKind::C => PathBuf::from(&*C_MODULE),
             ModuleKind::Rust => match std::env::var_os("DS_RUST_MODULE") {
                 Some(v) if !v.is_empty() => PathBuf::from(v),
                 _ => manifest_dir().join("target").join("release").join("dispatcher.so"),
@@ -526,7 +563,7 @@ impl Kamailio {
         let log = fs::File::create(&log_path).map_err(|e| format!("create {}: {e}", log_path.display()))?;
         let out = fs::File::create(dir.join("kamailio.stdout")).map_err(|e| format!("create stdout: {e}"))?;
         let _ = fs::remove_file(&ctl_path);
-        let mut cmd = Command::new(KAMAILIO_BIN);
+        let mut cmd = Command::new(&*KAMAILIO_BIN);
         cmd.arg("-DD")
             .arg("-E")
             .arg("-f")
@@ -540,7 +577,7 @@ impl Kamailio {
             .arg("-M")
             .arg("8")
             .arg("-L")
-            .arg(MODULES_DIR)
+            .arg(&*MODULES_DIR)
             .args(extra_args)
             .current_dir(&dir)
             .stdout(Stdio::from(out))
@@ -671,7 +708,7 @@ pub fn ctl_socket_path(dir: &Path) -> PathBuf {
 
 /// `kamcmd -s unix:<ctl> args...` (see `Kamailio::kamcmd`).
 pub fn kamcmd_at(ctl: &Path, args: &[&str]) -> Result<String, String> {
-    let mut cmd = Command::new(KAMCMD_BIN);
+    let mut cmd = Command::new(&*KAMCMD_BIN);
     cmd.arg("-s").arg(format!("unix:{}", ctl.display())).args(args);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(10)).map_err(|e| format!("kamcmd: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
