@@ -295,10 +295,27 @@ pub fn prepare_dest(
         }
         _ => env.default_socket(),
     };
+    // Kamailio 6.1: the keepalive socket must be local too
+    if crate::ds::compat::ge(6, 1, 0) {
+        if let Some(spec) = attrs.ping_socket.as_deref().filter(|s| !s.is_empty()) {
+            if env.socket_by_addr(spec) == 0 {
+                return Err(fail(format!("non-local socket <{}>", show(spec))));
+            }
+        }
+    }
 
     // 6. address
     let mut port = parts.port;
     let mut proto = parts.transport;
+    // Kamailio 6.1 (RFC 3263): without `;transport=`, an IP address or a host with a port
+    // means UDP (TCP for a `sips:` host name with a port); a bare host name is left to DNS
+    if crate::ds::compat::ge(6, 1, 0) && proto == Proto::None {
+        if ip_literal(&host).is_some() {
+            proto = Proto::Udp;
+        } else if port != 0 {
+            proto = if parts.scheme == Scheme::Sip { Proto::Udp } else { Proto::Tcp };
+        }
+    }
     let ip = if e.flags & DS_NODNSARES_DST != 0 {
         None
     } else if dns_mode & (DS_DNS_MODE_INIT | DS_DNS_MODE_TIMER) != 0 {
@@ -432,6 +449,30 @@ mod tests {
         attrs: &str,
     ) -> Result<(Dest, Vec<String>), DestError> {
         prepare_dest(&raw(uri, flags, attrs), false, DS_DNS_MODE_INIT, f)
+    }
+
+    #[test]
+    fn transport_defaulting_from_6_1() {
+        use crate::ds::compat;
+        let cases = [
+            ("sip:127.0.0.1:5080", Proto::Udp),
+            ("sips:127.0.0.1", Proto::Udp),
+            ("sip:[::1]:5080", Proto::Udp),
+            ("sip:gw.example:5080", Proto::Udp),
+            ("sips:gw.example:5081", Proto::Tcp),
+            ("sip:gw.example", Proto::None),
+            ("sip:127.0.0.1;transport=tls", Proto::Tls),
+        ];
+        for (uri, want) in cases {
+            let got = compat::with(compat::val(6, 1, 0), || prep(&mut env(), uri, 16, "").expect(uri).0.proto);
+            assert_eq!(got, want, "{uri} on 6.1");
+            let old = compat::with(compat::BASELINE, || prep(&mut env(), uri, 16, "").expect(uri).0.proto);
+            let explicit = if uri.contains("transport=") { want } else { Proto::None };
+            assert_eq!(old, explicit, "{uri} on 5.6.3");
+        }
+        // 6.1 rejects a non-local ping_socket
+        let e = compat::with(compat::val(6, 1, 0), || prep(&mut env(), "sip:127.0.0.1", 0, "ping_socket=udp:10.9.9.9:5060"));
+        assert!(e.is_err());
     }
 
     #[test]

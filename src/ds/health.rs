@@ -1,6 +1,6 @@
 //! Destination state machine (spec §7.2), in plain Rust.
 
-use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE, DS_PROBING, DS_STATES_ALL, DS_TRYING};
+use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE, DS_PROBING, DS_TRYING};
 
 /// Usable = neither inactive nor disabled.
 pub fn usable(flags: i32) -> bool {
@@ -10,7 +10,7 @@ pub fn usable(flags: i32) -> bool {
 /// Applies the requested `state` to a destination with flags `old` and counter `cnt`
 /// (`ds_update_state`): returns the new flags and counter.
 pub fn next_state(old: i32, cnt: i32, state: i32, probing_threshold: i32, inactive_threshold: i32) -> (i32, i32) {
-    let mut flags = old & !DS_STATES_ALL;
+    let mut flags = old & !crate::ds::snapshot::states_all();
     let init = state;
     let mut state = state;
     if state & DS_TRYING != 0 && old & DS_INACTIVE != 0 {

@@ -13,7 +13,8 @@
 //!   if nothing (or a `#`) follows it, the line is a "bad line" and **the whole load fails**;
 //! * the URI runs up to whitespace or `#`;
 //! * flags and priority are digit runs stopping at the first non-digit (`8abc` gives flags 8,
-//!   priority 0, attrs `abc`); a `#` before them ends the line;
+//!   priority 0, attrs `abc`); a `#` before them ends the line; from Kamailio 6.1 flags may
+//!   also be `0x` + hex digits (`0x8`), see `compat`;
 //! * attrs run up to whitespace (a `#` inside attrs is kept).
 //!
 //! Digit runs are converted like the C `x = x * 10 + digit` on `int`: they wrap around modulo
@@ -72,6 +73,22 @@ fn digits(i: &[u8]) -> IResult<&[u8], i32> {
         acc.wrapping_mul(10).wrapping_add(i32::from(c - b'0'))
     });
     Ok((rest, v))
+}
+
+/// The flags field: decimal digits, or from Kamailio 6.1 `0x` (lower-case x) and hex digits
+/// (wrapping like the C `flags << 4 | digit` on `int`).
+fn flags_field(i: &[u8]) -> IResult<&[u8], i32> {
+    if super::compat::ge(6, 1, 0) {
+        if let Some(hex) = i.strip_prefix(b"0x") {
+            let (rest, d) = take_while(|c: u8| c.is_ascii_hexdigit())(hex)?;
+            let v = d.iter().fold(0i32, |acc, &c| {
+                let n = (c as char).to_digit(16).unwrap_or(0) as i32;
+                acc.wrapping_shl(4) | n
+            });
+            return Ok((rest, v));
+        }
+    }
+    digits(i)
 }
 
 fn uri_field(i: &[u8]) -> IResult<&[u8], &[u8]> {
@@ -134,7 +151,7 @@ fn parse_chunk(c: &[u8]) -> Chunk<'_> {
         let (mut flags, mut priority, mut attrs) = (0, 0, &[][..]);
         // optional fields: each one is only read when the line goes on
         if !line_ends(i) {
-            (i, flags) = digits(i)?;
+            (i, flags) = flags_field(i)?;
             (i, _) = ws(i)?;
             if !line_ends(i) {
                 (i, priority) = digits(i)?;
@@ -378,6 +395,24 @@ mod tests {
         line.push_str(&"c".repeat(1022 - line.len()));
         line.push('\n');
         assert_eq!(pl(&line).len(), 1);
+    }
+
+    #[test]
+    fn hex_flags_from_6_1() {
+        use crate::ds::compat;
+        let text = b"1 sip:a 0x1A 5 x=1\n1 sip:b 0X8 2\n1 sip:c 0x 3\n";
+        compat::with(compat::val(6, 1, 4), || {
+            let v = parse_list(text, "f").expect("parse");
+            assert_eq!((v[0].flags, v[0].priority, &v[0].attrs[..]), (0x1a, 5, &b"x=1"[..]));
+            // only a lower-case x is hex; "0X8" is flags 0 and priority 0, attrs "X8"
+            assert_eq!((v[1].flags, v[1].priority, &v[1].attrs[..]), (0, 0, &b"X8"[..]));
+            assert_eq!((v[2].flags, v[2].priority), (0, 3));
+        });
+        compat::with(compat::BASELINE, || {
+            let v = parse_list(text, "f").expect("parse");
+            // 5.6.3: "0x1A" is flags 0, priority 0 (stops at 'x'), attrs "x1A"
+            assert_eq!((v[0].flags, v[0].priority, &v[0].attrs[..]), (0, 0, &b"x1A"[..]));
+        });
     }
 
     #[test]

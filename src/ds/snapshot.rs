@@ -24,8 +24,18 @@ pub const DS_TRYING: i32 = 2;
 pub const DS_DISABLED: i32 = 4;
 pub const DS_PROBING: i32 = 8;
 pub const DS_NODNS: i32 = 16;
-/// Bits replaced by a state change.
-pub const DS_STATES_ALL: i32 = 31;
+/// No keepalives for this destination (Kamailio 6.0).
+pub const DS_NOPING: i32 = 32;
+
+/// Bits replaced by a state change: 31, from Kamailio 6.0 63 (so a state change also clears
+/// the no-ping bit, as the C module does).
+pub fn states_all() -> i32 {
+    if crate::ds::compat::ge(6, 0, 0) {
+        63
+    } else {
+        31
+    }
+}
 
 const MAGIC: u32 = 0x4453_4e50; // "DSNP"
 
@@ -113,6 +123,10 @@ pub struct DestRec {
     pub ping_from: ShStr,
     pub obproxy: ShStr,
     pub ping_socket: ShStr,
+    /// Internal unique id (Kamailio 6.1 `IUID`): assigned when the destination first enters a
+    /// list (`(generation << 24) | (index + 1)`, unique for the module's lifetime) and kept
+    /// while it stays; rendered by `iuid_text`.
+    pub iuid: u64,
     /// Runtime state bits (spec §4.2), shared by all processes.
     pub flags: AtomicI32,
     /// The flags as configured in the file/DB.
@@ -302,6 +316,25 @@ pub struct CarriedState {
     pub dload: i32,
     /// Latency statistics to keep (None: start from the `latency` attr / empty).
     pub lat: Option<LatencyStats>,
+    /// The internal unique id to keep (0: assign a new one).
+    pub iuid: u64,
+}
+
+/// The `IUID` text of a destination, shaped like Kamailio 6.1's sruid (`SRUID_INC`):
+/// `<prefix><counter as hex, least significant nibble first>-<setid>`, where `prefix` is
+/// `dspt-<start time hex>-<pid hex>-` of the main process.
+pub fn iuid_text(prefix: &str, iuid: u64, setid: i32) -> String {
+    let mut out = String::with_capacity(prefix.len() + 24);
+    out.push_str(prefix);
+    let mut v = iuid;
+    while v != 0 {
+        let d = (v & 0xf) as u32;
+        out.push(char::from_digit(d, 16).unwrap_or('0'));
+        v >>= 4;
+    }
+    out.push('-');
+    out.push_str(&setid.to_string());
+    out
 }
 
 fn ip_key(ip: IpAddr) -> (u8, [u8; 16]) {
@@ -468,6 +501,7 @@ pub fn build(
                     ping_from: put(st[6]),
                     obproxy: put(st[7]),
                     ping_socket: put(st[8]),
+                    iuid: carried.map(|c| c.iuid).filter(|&i| i != 0).unwrap_or((generation << 24) | (di as u64 + 1)),
                     flags: AtomicI32::new(carried.map(|c| c.flags).unwrap_or(d.flags)),
                     cfg_flags: d.flags,
                     priority: d.priority,
@@ -581,6 +615,7 @@ impl<'a> CarryIndex<'a> {
             dload: d.dload.load(Ordering::Relaxed),
             // SAFETY: a racing keepalive update could tear the copy; acceptable for carried stats.
             lat: if with_latency { Some(unsafe { d.latency_stats() }) } else { None },
+            iuid: d.iuid,
         })
     }
 }
@@ -681,6 +716,14 @@ mod tests {
         assert_eq!(d[0].flags.load(Ordering::Relaxed), DS_INACTIVE | DS_PROBING);
         assert_eq!(d[0].dload.load(Ordering::Relaxed), 4);
         assert_eq!(d[1].flags.load(Ordering::Relaxed), 0);
+        // the internal id stays with a carried destination; a new one gets a fresh, unique id
+        let o = &old.set(3).expect("3").dests;
+        assert_eq!(d[0].iuid, o[0].iuid);
+        assert_ne!(d[1].iuid, o[1].iuid);
+        let all: std::collections::HashSet<u64> =
+            old.sets().chain(new.sets()).flat_map(|s| s.dests.iter().map(|d| d.iuid)).collect();
+        assert_eq!(all.len(), old.header().ndests as usize + 1);
+        assert_eq!(iuid_text("dspt-65f-1a2-", 0x123, 3), "dspt-65f-1a2-321-3");
         testutil::heap_free(p as *mut u8, old.header().total_size);
         testutil::heap_free(p2 as *mut u8, new.header().total_size);
     }

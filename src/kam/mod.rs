@@ -10,6 +10,26 @@ pub mod rpc;
 pub mod tm;
 pub mod xavp;
 
+/// The Kamailio release this module is built for, as the core's `VERSIONVAL`
+/// (`major*1_000_000 + minor*1000 + patch`); 5.6.3 when built without Kamailio.
+pub const VERSIONVAL: u32 = match option_env!("KAMAILIO_VERSIONVAL") {
+    Some(s) => parse_u32(s),
+    None => 5_006_003,
+};
+
+const fn parse_u32(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut v = 0u32;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            v = v * 10 + (b[i] - b'0') as u32;
+        }
+        i += 1;
+    }
+    v
+}
+
 extern "C" {
     fn random() -> std::os::raw::c_long;
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use once_cell::sync::OnceCell;
 
 use crate::ds::health::{next_state, usable};
-use crate::ds::snapshot::{DestRec, SetView, DS_STATES_ALL};
+use crate::ds::snapshot::{states_all, DestRec, SetView};
 use crate::ds::weights::rweight_table;
 use crate::kam::event;
 use crate::kam::mem::ShmLock;
@@ -116,8 +116,8 @@ pub fn reinit_state(setid: i32, key: &[u8], st: i32, by_duid: bool) -> bool {
             if !m {
                 continue;
             }
-            let old = d.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| Some((f & !DS_STATES_ALL) | st)).unwrap_or(0);
-            after_change(&set, d, old, (old & !DS_STATES_ALL) | st);
+            let old = d.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| Some((f & !states_all()) | st)).unwrap_or(0);
+            after_change(&set, d, old, (old & !states_all()) | st);
             hit = true;
             if !all {
                 break;

@@ -134,6 +134,8 @@ pub static mut KEMI: [sys::sr_kemi_t; 27] = [
 #[no_mangle]
 pub unsafe extern "C" fn mod_register(_path: *mut c_char, _dlflags: *mut c_int, _p1: *mut c_void, _p2: *mut c_void) -> c_int {
     guard("mod_register", -1, || {
+        // behave like the C dispatcher of the Kamailio release this module was built for
+        crate::ds::compat::set(crate::kam::VERSIONVAL);
         // SAFETY: the static array lives for the process lifetime, as the core requires.
         unsafe { sys::sr_kemi_modules_add(&raw mut KEMI as *mut sys::sr_kemi_t) };
         0

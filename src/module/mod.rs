@@ -66,6 +66,7 @@ pub static mut exports: sys::module_exports = sys::module_exports {
 unsafe extern "C" fn mod_init() -> c_int {
     guard("mod_init", -1, || {
         let cfg = params::Config::from_params();
+        state::init_iuid_prefix();
         if (cfg.flags & 2) != 0 && (cfg.xavp_dst.is_empty()) {
             ds_err!("failover support enabled (flags=2) but xavp_dst is empty: feature disabled");
         }
@@ -82,7 +83,11 @@ unsafe extern "C" fn mod_init() -> c_int {
             return -1;
         }
         if !(1..=999).contains(&cfg_alpha()) {
-            ds_err!("invalid ds_latency_estimator_alpha {} (valid: 1..999), using 900", cfg_alpha());
+            ds_err!(
+                "invalid ds_latency_estimator_alpha {} (valid: 1..999), using {}",
+                cfg_alpha(),
+                if params::ALPHA_IS_SAMPLE_WEIGHT { 100 } else { 900 }
+            );
         }
         if !cfgvars::declare(cfg.probing_threshold, cfg.inactive_threshold, &cfg.ping_reply_codes) {
             ds_err!("failed to declare the cfg group dispatcher");

@@ -1,4 +1,4 @@
-//! The 43 modparams of Kamailio 5.6.3's dispatcher, with their types and defaults (spec §1.1).
+//! The 43 modparams of Kamailio 5.6.3's dispatcher, those added up to 6.1 and master, with their types and defaults (spec §1.1).
 //! The core writes into these statics while parsing the cfg, before `mod_init`; they are
 //! read-only afterwards. [`Config::from_params`] turns them into plain Rust values.
 #![allow(non_upper_case_globals)]
@@ -39,7 +39,11 @@ pub static mut ds_ping_method: str_ = cs(c"OPTIONS");
 pub static mut ds_ping_from: str_ = cs(c"sip:dispatcher@localhost");
 pub static mut ds_ping_interval: c_int = 0;
 pub static mut ds_ping_latency_stats: c_int = 0;
-pub static mut ds_latency_estimator_alpha: c_int = 900;
+/// 5.6–6.0.3: weight of the old estimate (default 900 = 0.9); from 6.0.4 the weight of the new
+/// sample (default 100 = 0.1), as the C module of the release this build is for.
+pub static mut ds_latency_estimator_alpha: c_int = if ALPHA_IS_SAMPLE_WEIGHT { 100 } else { 900 };
+/// From Kamailio 6.0.4 `ds_latency_estimator_alpha` weighs the new sample.
+pub const ALPHA_IS_SAMPLE_WEIGHT: bool = crate::kam::VERSIONVAL >= 6_000_004;
 pub static mut ds_ping_reply_codes: str_ = s0();
 pub static mut ds_probing_mode: c_int = 0;
 pub static mut ds_hash_size: c_int = 0;
@@ -63,6 +67,16 @@ pub static mut ds_dns_ttl: c_int = 0;
 pub static mut ds_reload_keep_state: c_int = 1;
 /// Kamailio 5.8: keep latency statistics across reloads.
 pub static mut ds_retain_latency_stats: c_int = 0;
+/// Kamailio 6.1: fr_timeout of keepalive transactions in tm ticks (1/16 s), 0 = tm's fr_timer
+/// (also named `ds_ping_fr_timer`). Needs the 6.1 tm API; ignored with a warning before 6.1.
+pub static mut ds_ping_fr_timeout: c_int = 0;
+/// Kamailio 6.1: default sending socket of keepalives (checked to be local at startup).
+pub static mut ds_ping_socket: str_ = s0();
+/// Kamailio 6.1: which state changes run the event routes (0 runtime, 1 options, 2 init).
+pub static mut event_callback_mode: c_int = 0;
+/// Kamailio master (offered on every version): keep every A/AAAA address of a destination
+/// (up to 32) and let `ds_is_from_list` match any of them.
+pub static mut ds_dns_match_all: c_int = 0;
 
 const STR: u32 = sys::PARAM_STR as u32;
 const STRING: u32 = sys::PARAM_STRING as u32;
@@ -78,7 +92,7 @@ macro_rules! p {
     };
 }
 
-pub static mut PARAMS: [param_export_t; 46] = [
+pub static mut PARAMS: [param_export_t; 51] = [
     p!(c"list_file", STRING, list_file),
     p!(c"db_url", STR, db_url),
     p!(c"table_name", STR, table_name),
@@ -124,6 +138,11 @@ pub static mut PARAMS: [param_export_t; 46] = [
     p!(c"ds_dns_ttl", INT, ds_dns_ttl),
     p!(c"ds_reload_keep_state", INT, ds_reload_keep_state),
     p!(c"ds_retain_latency_stats", INT, ds_retain_latency_stats),
+    p!(c"ds_ping_fr_timeout", INT, ds_ping_fr_timeout),
+    p!(c"ds_ping_fr_timer", INT, ds_ping_fr_timeout),
+    p!(c"ds_ping_socket", STR, ds_ping_socket),
+    p!(c"event_callback_mode", INT, event_callback_mode),
+    p!(c"ds_dns_match_all", INT, ds_dns_match_all),
     param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
 ];
 
@@ -174,6 +193,12 @@ pub struct Config {
     pub cols: [Vec<u8>; 5],
     pub db_extra_attrs: Vec<u8>,
     pub retain_latency: bool,
+    /// keepalive fr_timeout in tm ticks (6.1), 0 = tm default
+    pub ping_fr_timeout: i32,
+    pub ping_socket: Vec<u8>,
+    /// 0 runtime (keepalives and cfg marks), 1 keepalives only, 2 runtime + initial state
+    pub event_callback_mode: i32,
+    pub dns_match_all: bool,
 }
 
 fn get_str(s: *const str_) -> Vec<u8> {
@@ -224,10 +249,12 @@ impl Config {
                 outbound_proxy: get_str(&raw const outbound_proxy),
                 ping_reply_codes: get_str(&raw const ds_ping_reply_codes),
                 latency_stats: ds_ping_latency_stats != 0,
-                latency_alpha: if (1..=999).contains(&{ ds_latency_estimator_alpha }) {
-                    ds_latency_estimator_alpha as f64 / 1000.0
-                } else {
-                    0.9
+                latency_alpha: match (ALPHA_IS_SAMPLE_WEIGHT, (1..=999).contains(&{ ds_latency_estimator_alpha })) {
+                    (false, true) => ds_latency_estimator_alpha as f64 / 1000.0,
+                    (false, false) => 0.9,
+                    // stored as the weight of the old estimate either way
+                    (true, true) => 1.0 - ds_latency_estimator_alpha as f64 / 1000.0,
+                    (true, false) => 0.9,
                 },
                 keep_state: ds_reload_keep_state != 0,
                 dns_interval: if ds_dns_interval > 0 { ds_dns_interval } else { 600 },
@@ -243,6 +270,10 @@ impl Config {
                 ],
                 db_extra_attrs: get_str(&raw const ds_db_extra_attrs),
                 retain_latency: ds_retain_latency_stats != 0,
+                ping_fr_timeout: ds_ping_fr_timeout.max(0),
+                ping_socket: get_str(&raw const ds_ping_socket),
+                event_callback_mode,
+                dns_match_all: ds_dns_match_all != 0,
             }
         }
     }

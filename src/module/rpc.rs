@@ -4,7 +4,8 @@ use std::ptr::null_mut;
 use std::sync::atomic::Ordering;
 
 use crate::ds::hash::ds_hash;
-use crate::ds::snapshot::{Snap, DS_DISABLED, DS_INACTIVE, DS_PROBING, DS_TRYING};
+use crate::ds::compat;
+use crate::ds::snapshot::{Snap, DS_DISABLED, DS_INACTIVE, DS_NOPING, DS_PROBING, DS_TRYING};
 use crate::kam::rpc::{Rpc, RpcStruct};
 use crate::module::{guard, state};
 use crate::sys::{self, rpc_export_t};
@@ -20,7 +21,13 @@ pub fn flag_letters(f: i32) -> String {
     } else {
         'A'
     };
-    let b = if f & DS_PROBING != 0 { 'P' } else { 'X' };
+    let b = if f & DS_PROBING != 0 {
+        'P'
+    } else if f & DS_NOPING != 0 && compat::ge(6, 0, 0) {
+        'N'
+    } else {
+        'X'
+    };
     format!("{a}{b}")
 }
 
@@ -86,15 +93,25 @@ unsafe extern "C" fn rpc_oclist(api: *mut sys::rpc_t, ctx: *mut c_void) {
 }
 
 fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'static str> {
+    // fields of the C module of the release this build is for
+    let (v60, v61) = (compat::ge(6, 0, 0), compat::ge(6, 1, 0));
+    // before 6.0 the overload-control fields are this module's extension: only when used
+    let oc_fields = v60 || uses_oc(&snap);
     for set in snap.sets() {
         let sh = recs.child_struct("SET").map_err(|_| "Internal error set structure")?;
         let targets = sh.int_and_array("ID", set.rec.id, "TARGETS").map_err(|_| "Internal error creating set id")?;
-        for d in set.dests {
+        for (j, d) in set.dests.iter().enumerate() {
             let vh = targets.child_struct("DEST").map_err(|_| "Internal error creating dest")?;
             let e = "Internal error creating dest struct";
+            if v61 {
+                vh.int("IDX", j as i32).map_err(|_| e)?;
+            }
             vh.str("URI", Some(d.uri.bytes())).map_err(|_| e)?;
             vh.cstring("FLAGS", &flag_letters(d.flags.load(Ordering::Relaxed))).map_err(|_| e)?;
             vh.int("PRIORITY", d.priority).map_err(|_| e)?;
+            if v61 {
+                vh.cstring("IUID", &state::iuid_text(d.iuid, set.rec.id)).map_err(|_| e)?;
+            }
             if mode == ListMode::Full {
                 let ip = crate::kam::msg::ip_text(d.ip_addr());
                 vh.str("HOST", Some(d.host.bytes())).map_err(|_| e)?;
@@ -103,8 +120,8 @@ fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'st
                 vh.int("PROTOID", d.proto as i32).map_err(|_| e)?;
                 vh.ulong("DNSTIME_SEC", d.dnstime_sec).map_err(|_| e)?;
                 vh.ulong("DNSTIME_USEC", d.dnstime_usec).map_err(|_| e)?;
-                if uses_oc(&snap) {
-                    // Kamailio 6.0 fields, shown when the list uses overload control
+                if oc_fields {
+                    // Kamailio 6.0 fields
                     let t = d.oc_time_us.load(Ordering::Relaxed);
                     vh.int("OCRATE", d.oc_rate.load(Ordering::Relaxed))
                         .and_then(|_| vh.int("OCIDX", d.oc_idx.load(Ordering::Relaxed) as i32))
@@ -114,18 +131,27 @@ fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'st
                         .map_err(|_| e)?;
                 }
             }
-            if mode != ListMode::Short {
-                if let Some(body) = d.attrs_body.get() {
-                    let wh = vh.child_struct("ATTRS").map_err(|_| e)?;
-                    let ea = "Internal error creating attrs struct";
-                    wh.str("BODY", Some(body)).map_err(|_| ea)?;
-                    wh.str("DUID", d.duid.get()).map_err(|_| ea)?;
-                    wh.int("MAXLOAD", d.maxload).map_err(|_| ea)?;
-                    wh.int("WEIGHT", d.weight).map_err(|_| ea)?;
-                    wh.int("RWEIGHT", d.rweight_rt.load(Ordering::Relaxed)).map_err(|_| ea)?;
-                    wh.str("SOCKET", d.socket.get()).map_err(|_| ea)?;
-                    wh.str("SOCKNAME", d.sockname.get()).map_err(|_| ea)?;
-                    wh.str("OBPROXY", d.obproxy.get()).map_err(|_| ea)?;
+            // 6.0: the full mode always has ATTRS
+            if (mode != ListMode::Short && d.attrs_body.get().is_some()) || (v60 && mode == ListMode::Full) {
+                let wh = vh.child_struct("ATTRS").map_err(|_| e)?;
+                let ea = "Internal error creating attrs struct";
+                wh.str("BODY", d.attrs_body.get()).map_err(|_| ea)?;
+                wh.str("DUID", d.duid.get()).map_err(|_| ea)?;
+                if v60 {
+                    wh.int("PROBING_COUNT", d.fail_cnt.load(Ordering::Relaxed)).map_err(|_| ea)?;
+                }
+                wh.int("MAXLOAD", d.maxload).map_err(|_| ea)?;
+                wh.int("WEIGHT", d.weight).map_err(|_| ea)?;
+                wh.int("RWEIGHT", d.rweight_rt.load(Ordering::Relaxed)).map_err(|_| ea)?;
+                wh.str("SOCKET", d.socket.get()).map_err(|_| ea)?;
+                wh.str("SOCKNAME", d.sockname.get()).map_err(|_| ea)?;
+                if v61 {
+                    wh.str("PING_SOCKET", d.ping_socket.get()).map_err(|_| ea)?;
+                }
+                wh.str("OBPROXY", d.obproxy.get()).map_err(|_| ea)?;
+                if v60 {
+                    wh.ulong("OCMIN", d.ocmin as u64).map_err(|_| ea)?;
+                    wh.ulong("OCMAX", d.ocmax as u64).map_err(|_| ea)?;
                 }
             }
             if state::cfg().latency_stats {

@@ -524,3 +524,18 @@ pub fn destroy() {
         }
     }
 }
+
+/// `dspt-<time hex>-<pid hex>-`: the IUID prefix of this Kamailio instance (set in mod_init,
+/// inherited by every child process, like the C module's sruid).
+static IUID_PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the IUID prefix (mod_init, main process).
+pub fn init_iuid_prefix() {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let _ = IUID_PREFIX.set(format!("dspt-{:x}-{:x}-", t as u32, std::process::id()));
+}
+
+/// The `IUID` text of a destination of set `setid` (Kamailio 6.1).
+pub fn iuid_text(iuid: u64, setid: i32) -> String {
+    crate::ds::snapshot::iuid_text(IUID_PREFIX.get().map(|s| s.as_str()).unwrap_or("dspt-0-0-"), iuid, setid)
+}
