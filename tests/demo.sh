@@ -5,6 +5,10 @@
 #
 #   tests/demo.sh                      # the Rust module (target/release/dispatcher.so)
 #   DS_TEST_MODULE=c tests/demo.sh     # Debian's C module, for comparison
+#   DS_TEST_MODULE=installed tests/demo.sh   # whatever dispatcher.so the module dir holds
+#                                      # (e.g. the .deb's), -L <moddir> with no override
+#   DEMO_ON_READY='cmd' tests/demo.sh  # run `sh -c cmd` once Kamailio is up (env DEMO_KAMAILIO_PID,
+#                                      # DEMO_CTL, DEMO_RUN); the demo fails if it fails
 #   DS_RUST_MODULE=/path/dispatcher.so tests/demo.sh
 #   DEMO_CALLS=300 DEMO_RATE=50 tests/demo.sh
 #
@@ -24,9 +28,9 @@ RATE="${DEMO_RATE:-50}"
 KIND="$(printf '%s' "${DS_TEST_MODULE:-rust}" | tr 'A-Z' 'a-z')"
 
 case "$KIND" in
-  c) SO="$MODDIR/dispatcher.so" ;;
+  c|installed) SO="$MODDIR/dispatcher.so" ;;
   rust|rs|"") KIND=rust; SO="${DS_RUST_MODULE:-$ROOT/target/release/dispatcher.so}" ;;
-  *) echo "demo: DS_TEST_MODULE=$KIND: expected rust or c" >&2; exit 2 ;;
+  *) echo "demo: DS_TEST_MODULE=$KIND: expected rust, c or installed" >&2; exit 2 ;;
 esac
 case "$SO" in /*) ;; *) SO="$ROOT/$SO" ;; esac
 if [ ! -f "$SO" ]; then
@@ -158,7 +162,7 @@ LIST="$RUN/dispatcher.list"
 # ---------------------------------------------------------------------------------------
 # Kamailio with the example config and the module under test
 # ---------------------------------------------------------------------------------------
-if [ "$KIND" = c ]; then
+if [ "$KIND" = c ] || [ "$KIND" = installed ]; then
   MPATH="$MODDIR"
 else
   # all of Debian's modules, with dispatcher.so replaced by ours
@@ -190,6 +194,10 @@ if [ "$ready" != 1 ]; then
   exit 1
 fi
 echo "demo: kamailio (pid $KPID) on udp:127.0.0.1:$KPORT with $CFG"
+if [ -n "${DEMO_ON_READY:-}" ]; then
+  DEMO_KAMAILIO_PID="$KPID" DEMO_CTL="$CTL" DEMO_RUN="$RUN" sh -c "$DEMO_ON_READY" \
+    || { echo "demo: FAILED: DEMO_ON_READY command failed" >&2; exit 1; }
+fi
 
 # ---------------------------------------------------------------------------------------
 # the calls
