@@ -96,6 +96,11 @@ test-matrix: setup
 deb: build
 	pkg/deb/build.sh $(SO)
 
+# installs the .deb, runs the demo with the plain loadmodule "dispatcher.so", removes it and
+# proves the C module is back (alone: other tests use the C module as their reference)
+test-deb: deb
+	tests/deb_test.sh $(SO)
+
 bench: build
 	bench/run.sh
 

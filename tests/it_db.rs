@@ -56,7 +56,10 @@ fn set_rows(list: &Node, id: &str) -> Vec<(String, String, String, String)> {
 }
 
 fn row(uri: &str, flags: &str, prio: &str, attrs: &str) -> (String, String, String, String) {
-    (uri.to_string(), flags.to_string(), prio.to_string(), attrs.to_string())
+    // Kamailio 6.1 drops the probing flag at load when keepalives are off (tm not bound),
+    // and these tests run without keepalives
+    let flags = if kam_at_least(6, 1, 0) { flags.replace('P', "X") } else { flags.to_string() };
+    (uri.to_string(), flags, prio.to_string(), attrs.to_string())
 }
 
 /// Start Kamailio in DB mode: `db_module` loaded before the dispatcher, `db_url` = `url`.
@@ -293,12 +296,9 @@ fn sqlite_bad_row_load_mode_0() {
             "reload reply with a skipped row: module under test {rt:?} vs C {rc:?}"
         );
     }
-    assert_eq!(
-        reload_class(&rt),
-        Err("Reload Failed".to_string()),
-        "reload with a skipped row: {rt:?}\n{}",
-        t.log_hint()
-    );
+    // from Kamailio 6.1 skipped rows no longer fail the reload
+    let want = if kam_at_least(6, 1, 0) { Ok(RELOAD_OK.to_string()) } else { Err("Reload Failed".to_string()) };
+    assert_eq!(reload_class(&rt), want, "reload with a skipped row: {rt:?}\n{}", t.log_hint());
     let l = t.ds_list(None).expect("dispatcher.list");
     assert_eq!(
         set_uris(&l, "1"),

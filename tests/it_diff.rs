@@ -275,8 +275,10 @@ fn run_pair(label: &'static str, extra_params: &str, hash_pvar: HashPvar, with_r
     let mut shown = 0usize;
     let mismatch_path = pair.c.dir.parent().map(|d| d.join("mismatches.txt"));
     let mut mismatch_file = mismatch_path.as_ref().and_then(|p| std::fs::File::create(p).ok());
-    for &alg in DET_ALGS {
-        let mut g = Gen::new(seed, alg, alg * 1_000_000, hash_pvar, DET_ALGS);
+    // Kamailio 6.1 adds algorithm 14 (round-robin or serial)
+    let det_algs: Vec<u32> = DET_ALGS.iter().copied().chain(kam_at_least(6, 1, 0).then_some(14)).collect();
+    for &alg in &det_algs {
+        let mut g = Gen::new(seed, alg, alg * 1_000_000, hash_pvar, &det_algs);
         let mut st = AlgStats::default();
         let t0 = Instant::now();
         for _ in 0..n_msgs {

@@ -38,21 +38,6 @@ fn normalized(list: &Node, port: u16) -> Vec<String> {
     list.flatten().into_iter().map(|l| normalize_iuid(&l.replace(&p, "127.0.0.1:{{PORT}}"))).collect()
 }
 
-/// Kamailio 6.1's `IUID` (`dspt-<time hex>-<pid hex>-<counter hex>-<setid>`) differs between
-/// two instances: keep its shape and the set id, drop the instance-specific parts.
-fn normalize_iuid(line: &str) -> String {
-    let Some((path, v)) = line.split_once(" = ") else { return line.to_string() };
-    if !path.ends_with("IUID") {
-        return line.to_string();
-    }
-    let parts: Vec<&str> = v.split('-').collect();
-    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
-    if parts.len() == 5 && parts[0] == "dspt" && parts[1..4].iter().all(|p| hex(p)) {
-        format!("{path} = dspt-*-*-*-{}", parts[4])
-    } else {
-        format!("{path} = malformed IUID {v}")
-    }
-}
 
 struct ListCase {
     file: &'static str,

@@ -23,6 +23,8 @@ pub const ALG_CALLLOAD: i32 = 10;
 pub const ALG_RELWEIGHT: i32 = 11;
 pub const ALG_PARALLEL: i32 = 12;
 pub const ALG_LATENCY: i32 = 13;
+/// Kamailio 6.1: round-robin if all destinations share one priority > 0, else serial.
+pub const ALG_RR_SERIAL: i32 = 14;
 pub const ALG_OVERLOAD: i32 = 64;
 
 /// Number of destinations taking part in index arithmetic (the last one is reserved as the

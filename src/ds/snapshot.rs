@@ -109,6 +109,8 @@ pub struct SetRec {
     pub wlist: [u32; 100],
     /// Alg 11 table, rebuilt when a destination with `rweight` changes usability.
     pub rwlist: [AtomicU32; 100],
+    /// Alg 14 (6.1): every destination has the same priority, and it is > 0.
+    pub rrserial: bool,
 }
 
 /// One destination: the configured values plus its shared runtime state.
@@ -469,6 +471,7 @@ pub fn build(
                 rwlast: AtomicU32::new(0),
                 wlist,
                 rwlist: rw.map(AtomicU32::new),
+                rrserial: s.dests.first().is_some_and(|f| f.priority > 0 && s.dests.iter().all(|d| d.priority == f.priority)),
             });
             for d in &s.dests {
                 let st = dest_strings(d);

@@ -45,10 +45,10 @@ fn push_dst(m: Msg, uri: &[u8], sock: usize, mode: SetOp) -> bool {
 }
 
 /// Adds the failover record of destination `d` (spec §8.1 fields).
-fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, setid: i32, alg: i32) -> bool {
+fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, idx: usize, setid: i32, alg: i32) -> bool {
     let cfg = state::cfg();
-    // at most 7 fields: built on the stack (this runs for every failover record)
-    let mut f: [(&[u8], Field<'_>); 7] = [
+    // at most 8 fields: built on the stack (this runs for every failover record)
+    let mut f: [(&[u8], Field<'_>); 8] = [
         (b"uri", Field::Str(d.uri.bytes())),
         (b"grp", Field::Int(setid)),
         (b"", Field::Int(0)),
@@ -56,8 +56,14 @@ fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, setid: i32, alg: i32) -> bo
         (b"", Field::Int(0)),
         (b"", Field::Int(0)),
         (b"", Field::Int(0)),
+        (b"", Field::Int(0)),
     ];
     let mut n = 2;
+    if crate::ds::compat::ge(6, 1, 0) {
+        // Kamailio 6.1: the destination's index within its set
+        f[n] = (b"dstidx", Field::Int(idx as i32));
+        n += 1;
+    }
     let body = d.attrs_body.bytes();
     if cfg.xavp_dst_mode & 1 == 0 && !body.is_empty() {
         f[n] = (b"attrs", Field::Str(body));
@@ -446,7 +452,19 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
     let mut alg_rec = alg; // the algorithm the records are built for (10 may fall back to 0)
     let mut rr: Option<u32> = None;
     let mut ranked: Option<Vec<select::Ranked>> = None;
-    let hash: u32 = match alg {
+    // Kamailio 6.1 alg 14: round-robin when every destination has the same priority > 0,
+    // else serial; the records are still built for 14
+    let valg = match alg {
+        select::ALG_RR_SERIAL if crate::ds::compat::ge(6, 1, 0) => {
+            if set.rec.rrserial {
+                select::ALG_RR
+            } else {
+                select::ALG_SERIAL
+            }
+        }
+        a => a,
+    };
+    let hash: u32 = match valg {
         select::ALG_HASH_CALLID => match m.callid() {
             Some(c) => ds_hash(Some(trim(c)), None),
             None => {
@@ -553,7 +571,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
                         continue;
                     }
                     let Some(d) = set.dests.get(x.idx as usize) else { continue };
-                    if !add_record(&mut st.w, d, setid, alg) {
+                    if !add_record(&mut st.w, d, x.idx as usize, setid, alg) {
                         return -1;
                     }
                     st.cnt += 1;
@@ -609,7 +627,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         // failover_order appends the default itself; done below for alg 13 only
         for idx in order {
             let Some(d) = set.dests.get(idx) else { continue };
-            if !add_record(&mut st.w, d, setid, alg_rec) {
+            if !add_record(&mut st.w, d, idx, setid, alg_rec) {
                 ds_err!("failed to add destination in the xavp ({idx}/{setid})");
                 return -1;
             }
@@ -617,7 +635,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         }
     } else if cfg.use_default && i != nr - 1 && (st.cnt as u32) < limit {
         let Some(d) = set.dests.get(nr - 1) else { return 1 };
-        if !add_record(&mut st.w, d, setid, alg_rec) {
+        if !add_record(&mut st.w, d, nr - 1, setid, alg_rec) {
             ds_err!("failed to add default destination in the xavp");
             return -1;
         }

@@ -211,6 +211,7 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0) };
     let mut dests = Vec::with_capacity(entries.len());
     for e in &entries {
+        let e = &no_probing_without_tm(e.clone(), &cfg);
         match prepare_dest(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
             Ok((d, warns)) => {
                 for w in warns {
@@ -233,8 +234,13 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     install(ctl, sets, Rebuild::Reload)?;
     ds_info!("loaded {} destinations from {}", n, file);
     if skipped > 0 && !cfg.db_url.is_empty() {
-        // as the C module: a DB load that skipped rows reports failure, the new list is active
-        return Err(ReloadError::Partial(format!("{skipped} rows skipped; the new list is active")));
+        if crate::ds::compat::ge(6, 1, 0) {
+            // Kamailio 6.1: skipped rows no longer fail the reload
+            ds_warn!("failure while loading one or more dispatcher entries");
+        } else {
+            // as the C module: a DB load that skipped rows reports failure, the new list is active
+            return Err(ReloadError::Partial(format!("{skipped} rows skipped; the new list is active")));
+        }
     }
     Ok(n)
 }
@@ -293,7 +299,12 @@ fn db_entries() -> Result<Vec<crate::ds::listfile::RawEntry>, ReloadError> {
                 attrs.push(b';');
             }
             for (k, (name, _)) in extra.iter().enumerate() {
-                if let Some(v) = get(5 + k).bytes().filter(|v| !v.is_empty()) {
+                // Kamailio 6.1 also prints integer columns (NULL skipped)
+                let num = match get(5 + k) {
+                    crate::kam::db::Val::Int(n) if crate::ds::compat::ge(6, 1, 0) => Some(n.to_string().into_bytes()),
+                    _ => None,
+                };
+                if let Some(v) = num.as_deref().or(get(5 + k).bytes()).filter(|v| !v.is_empty()) {
                     attrs.extend_from_slice(name);
                     attrs.push(b'=');
                     attrs.extend_from_slice(v);
@@ -436,6 +447,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
     match e {
         Edit::Add { setid, uri, flags, priority, attrs } => {
             let raw = crate::ds::listfile::RawEntry { setid, uri, flags, priority, attrs, line: 0, col: 0 };
+            let raw = no_probing_without_tm(raw, &cfg);
             match prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env) {
                 Ok((d, _)) => {
                     let order: Vec<i32> = sets.iter().map(|s| s.id).chain(std::iter::once(setid)).collect();
@@ -538,4 +550,14 @@ pub fn init_iuid_prefix() {
 /// The `IUID` text of a destination of set `setid` (Kamailio 6.1).
 pub fn iuid_text(iuid: u64, setid: i32) -> String {
     crate::ds::snapshot::iuid_text(IUID_PREFIX.get().map(|s| s.as_str()).unwrap_or("dspt-0-0-"), iuid, setid)
+}
+
+/// Kamailio 6.1: tm is bound only when `ds_ping_interval` > 0; without it the probing flag
+/// (8) is removed from every destination at load, with a warning.
+fn no_probing_without_tm(mut e: crate::ds::listfile::RawEntry, cfg: &crate::module::params::Config) -> crate::ds::listfile::RawEntry {
+    if e.flags & crate::ds::snapshot::DS_PROBING != 0 && cfg.ping_interval <= 0 && crate::ds::compat::ge(6, 1, 0) {
+        ds_warn!("tm module not loaded, disabling probing");
+        e.flags &= !crate::ds::snapshot::DS_PROBING;
+    }
+    e
 }

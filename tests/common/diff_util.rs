@@ -153,7 +153,7 @@ pub struct Gen {
 }
 
 /// The sets of tests/data/diff/diff.list plus one unknown set, with pick weights.
-const SETS: &[(u32, &str)] = &[(10, "1"), (28, "2"), (40, "3"), (5, "4"), (8, "5"), (5, "6"), (2, "77")];
+const SETS: &[(u32, &str)] = &[(10, "1"), (28, "2"), (40, "3"), (5, "4"), (8, "5"), (5, "6"), (6, "7"), (2, "77")];
 
 impl Gen {
     pub fn new(seed: u64, alg: u32, first_seq: u32, hash_pvar: HashPvar, det_algs: &[u32]) -> Gen {

@@ -892,8 +892,8 @@ pub fn parse_kamcmd(text: &str) -> Node {
 /// A readable line diff of two flattened trees ("-" only in `a`, "+" only in `b`), or
 /// None when they are equal.
 pub fn tree_diff(a: &Node, b: &Node, a_name: &str, b_name: &str) -> Option<String> {
-    let fa = a.flatten();
-    let fb = b.flatten();
+    let fa: Vec<String> = a.flatten().iter().map(|l| normalize_iuid(l)).collect();
+    let fb: Vec<String> = b.flatten().iter().map(|l| normalize_iuid(l)).collect();
     if fa == fb {
         return None;
     }
@@ -1414,4 +1414,21 @@ pub fn replace_file(path: &Path, text: &str) {
         f.sync_all().ok();
     }
     fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+}
+
+/// Kamailio 6.1's `IUID` (`dspt-<time hex>-<pid hex>-<counter hex>-<setid>`) differs between
+/// two instances: keep its shape and the set id of a flattened `path = value` line, drop the
+/// instance-specific parts.
+pub fn normalize_iuid(line: &str) -> String {
+    let Some((path, v)) = line.split_once(" = ") else { return line.to_string() };
+    if !path.ends_with("IUID") {
+        return line.to_string();
+    }
+    let parts: Vec<&str> = v.split('-').collect();
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    if parts.len() == 5 && parts[0] == "dspt" && parts[1..4].iter().all(|p| hex(p)) {
+        format!("{path} = dspt-*-*-*-{}", parts[4])
+    } else {
+        format!("{path} = malformed IUID {v}")
+    }
 }
