@@ -17,6 +17,9 @@ mod health_util;
 
 use common::*;
 use health_util::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 fn kam(k: &Kamailio, args: &[&str]) -> String {
     k.kamcmd(args).unwrap_or_else(|e| panic!("kamcmd {args:?}: {e}\n{}", k.log_hint()))
@@ -80,4 +83,176 @@ fn keep_state_0_add_remove_keep_state_reload_resets() {
 
 fn get<'a>(m: &'a std::collections::BTreeMap<String, String>, uri: &str) -> &'a str {
     m.get(uri).map(String::as_str).unwrap_or("<missing>")
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. The first keepalive round: every destination one interval after startup
+// ---------------------------------------------------------------------------------------
+
+/// A SIP UAS thread on 127.0.0.1:<free port> that answers every request with 200 and
+/// records when each request arrived (Call-ID, time since `t0`). Stopped on drop.
+struct Responder {
+    port: u16,
+    seen: Arc<Mutex<Vec<(String, Duration)>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Responder {
+    fn start(t0: Instant) -> Responder {
+        let sock = bound_socket();
+        let port = sock.local_addr().expect("local addr").port();
+        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let at = t0.elapsed();
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.starts_with("SIP/2.0") {
+                    continue;
+                }
+                let mut reply = String::from("SIP/2.0 200 OK\r\n");
+                let mut callid = String::new();
+                for line in text.split("\r\n").skip(1) {
+                    if line.is_empty() {
+                        break;
+                    }
+                    let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+                    match name.as_str() {
+                        "via" | "v" | "from" | "f" | "cseq" => reply.push_str(&format!("{line}\r\n")),
+                        "call-id" | "i" => {
+                            callid = line.split_once(':').map(|x| x.1.trim().to_string()).unwrap_or_default();
+                            reply.push_str(&format!("{line}\r\n"));
+                        }
+                        "to" | "t" => {
+                            if line.contains(";tag=") {
+                                reply.push_str(&format!("{line}\r\n"));
+                            } else {
+                                reply.push_str(&format!("{line};tag=resp1\r\n"));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                reply.push_str("Content-Length: 0\r\n\r\n");
+                let _ = sock.send_to(reply.as_bytes(), from);
+                seen2.lock().unwrap_or_else(|e| e.into_inner()).push((callid, at));
+            }
+        });
+        Responder { port, seen, stop, handle: Some(handle) }
+    }
+
+    fn uri(&self) -> String {
+        format!("sip:127.0.0.1:{}", self.port)
+    }
+
+    /// Arrival times of distinct requests (first transmission of each Call-ID).
+    fn pings(&self) -> Vec<Duration> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids = std::collections::HashSet::new();
+        seen.iter().filter(|(c, _)| ids.insert(c.clone())).map(|(_, t)| *t).collect()
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn secs(v: &[Duration]) -> Vec<String> {
+    v.iter().map(|d| format!("{:.2}", d.as_secs_f64())).collect()
+}
+
+/// `ds_ping_interval` 4 with 4 destinations (probing mode 1, all answering 200): every
+/// destination gets its first OPTIONS one interval after startup, at most a tick (plus
+/// start-up and scheduling slack) later. After it the rounds are paced (Rust) or not (C),
+/// but a destination is probed once per interval: two probes are never less than an
+/// interval apart (minus slack) nor more than two, and four intervals after startup every
+/// destination had at least three probes. Before the fix the first round was paced over
+/// the second interval: the 4 first probes came at about 4, 5, 6 and 7 s.
+fn first_round_on_time(timer_mode: u32) {
+    let kind = ModuleKind::from_env();
+    let dir = run_dir(&format!("defects-first-round-{timer_mode}"));
+    const INTERVAL: f64 = 4.0;
+    const N: usize = 4;
+    // the timer's own period: its first callback marks startup, the round may be a tick late
+    let tick = match timer_mode {
+        1 => 1.0,
+        2 => 0.01,
+        _ => 0.0625,
+    };
+    // Kamailio's start-up (spawn to timer process) and scheduling on a busy machine
+    let slack = 0.6;
+    let t0 = Instant::now();
+    let rs: Vec<Responder> = (0..N).map(|_| Responder::start(t0)).collect();
+    let list: String = rs.iter().map(|r| format!("1 {} 0 0\n", r.uri())).collect();
+    let extra = modparams(&[
+        ("ds_ping_interval", &format!("{}", INTERVAL as u32)),
+        ("ds_probing_mode", "1"),
+        ("ds_timer_mode", &timer_mode.to_string()),
+    ]);
+    let spawn = t0.elapsed();
+    let k = Kamailio::start(&dir, "kam", kind, &health_opts(kind, &list, &extra));
+    let ready = t0.elapsed();
+    // four intervals after startup: the first round, then two or three more
+    let end = spawn + Duration::from_secs_f64(4.0 * INTERVAL + tick + slack);
+    while t0.elapsed() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pings: Vec<Vec<Duration>> = rs.iter().map(Responder::pings).collect();
+    drop(k);
+    let report: Vec<String> = pings
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("  dest {i}: {:?}", secs(&p.iter().map(|t| t.saturating_sub(spawn)).collect::<Vec<_>>())))
+        .collect();
+    let report = format!(
+        "timer mode {timer_mode}, interval {INTERVAL} s, Kamailio ready {:.2} s after spawn; OPTIONS arrival (s after spawn):\n{}",
+        (ready - spawn).as_secs_f64(),
+        report.join("\n")
+    );
+    eprintln!("{report}");
+    for (i, p) in pings.iter().enumerate() {
+        let first = p.first().map(|t| t.saturating_sub(spawn).as_secs_f64());
+        assert!(
+            first.is_some_and(|f| f >= INTERVAL - 0.05 && f <= INTERVAL + tick + slack),
+            "dest {i}: first probe {first:?} not within [{INTERVAL}, {INTERVAL} + tick {tick} + slack {slack}] s\n{report}"
+        );
+        for w in p.windows(2) {
+            let gap = (w[1] - w[0]).as_secs_f64();
+            assert!(
+                gap >= INTERVAL - tick - 0.3 && gap <= 2.0 * INTERVAL + tick + slack,
+                "dest {i}: {gap:.2} s between two probes\n{report}"
+            );
+        }
+        assert!(p.len() >= 3, "dest {i}: only {} probes in 4 intervals\n{report}", p.len());
+    }
+}
+
+#[test]
+fn first_keepalive_round_on_time_core_timer() {
+    first_round_on_time(0);
+}
+
+#[test]
+fn first_keepalive_round_on_time_secondary_timer() {
+    first_round_on_time(1);
+}
+
+#[test]
+fn first_keepalive_round_on_time_own_process() {
+    // ds_timer_mode 2 is this module's own keepalive process: 5.6.3 has no such mode
+    if ModuleKind::from_env() == ModuleKind::C {
+        eprintln!("ds_timer_mode 2 does not exist in the C module: skipped");
+        return;
+    }
+    first_round_on_time(2);
 }

@@ -8,6 +8,7 @@ pub mod dest;
 pub mod hash;
 pub mod listfile;
 pub mod order;
+pub mod pacing;
 pub mod uri;
 pub mod weights; // owned by the lead developer
 pub mod health; // owned by the lead developer

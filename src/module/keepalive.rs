@@ -1,12 +1,13 @@
 //! OPTIONS keepalives (spec §7.3) sent through TM from a core timer, paced across the
 //! interval, and their results fed into the state machine and the latency statistics.
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::Ordering;
 
 use once_cell::sync::OnceCell;
 
 use crate::ds::latency::congestion_rweights;
+use crate::ds::pacing::Pacer;
 use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE, DS_PROBING, DS_TRYING};
 use crate::kam::mem::ShmLock;
 use crate::kam::tm;
@@ -27,9 +28,17 @@ static LAT_LOCK: OnceCell<ShmLock> = OnceCell::new();
 
 thread_local! {
     // the timer callbacks always run in the same process: pacing state is process-local
-    static CURSOR: Cell<usize> = const { Cell::new(0) };
-    static PASS_START: Cell<u64> = const { Cell::new(0) };
-    static IN_PASS: Cell<bool> = const { Cell::new(false) };
+    static PACER: RefCell<Option<Pacer>> = const { RefCell::new(None) };
+}
+
+/// The timer period of `ds_timer_mode`, in microseconds.
+fn tick_us(timer_mode: i32) -> u64 {
+    match timer_mode {
+        1 => 1_000_000,
+        2 => PROC_TICK_US as u64,
+        // the core timer runs at 16 Hz
+        _ => 62_500,
+    }
 }
 
 fn now_us() -> u64 {
@@ -96,8 +105,9 @@ fn eligible(flags: i32, mode: i32) -> bool {
     }
 }
 
-/// One pacing tick: pings the destinations that are due, so that each pass over the list
-/// is spread evenly over `ds_ping_interval` (by elapsed time, whatever the tick length).
+/// One pacing tick: pings the destinations that are due. The first round pings all of them
+/// one interval after startup (as the C module); the following rounds are spread evenly
+/// over `ds_ping_interval` (by elapsed time, whatever the tick length): see [`Pacer`].
 fn tick() {
     let cfg = state::cfg();
     let Some(ctl) = state::ctl() else { return };
@@ -106,59 +116,34 @@ fn tick() {
     }
     let interval_us = (cfg.ping_interval.max(1) as u64) * 1_000_000;
     let now = now_us();
-    if !IN_PASS.with(|p| p.get()) {
-        let start = PASS_START.with(|p| p.get());
-        if start == 0 {
-            // first tick after startup: the first round starts one interval later, as in C
-            PASS_START.with(|p| p.set(now));
-            return;
-        }
-        if now < start + interval_us {
-            return;
-        }
-        // keep the period exact unless we fell behind by more than a pass
-        let next = if now < start + 2 * interval_us { start + interval_us } else { now };
-        PASS_START.with(|p| p.set(next));
-        CURSOR.with(|c| c.set(0));
-        IN_PASS.with(|p| p.set(true));
-    }
-    let pass_start = PASS_START.with(|p| p.get());
     let mut jobs: Vec<(i32, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
     state::with_snap(|snap| {
+        let total = snap.map(|s| s.header().ndests as usize).unwrap_or(0);
+        let due = PACER.with(|p| {
+            p.borrow_mut().get_or_insert_with(|| Pacer::new(tick_us(cfg.timer_mode))).tick(now, interval_us, total)
+        });
         let Some(snap) = snap else { return };
-        let total = snap.header().ndests as u64;
-        let elapsed = now.saturating_sub(pass_start).min(interval_us);
-        // destinations due by now in this pass (all of them at the end of the interval)
-        let due = ((total * elapsed).div_ceil(interval_us)).max(1).min(total) as usize;
-        let mut cur = CURSOR.with(|c| c.get());
-        if cur < due {
-            for (setid, d) in snap.dests_from(cur).take(due - cur) {
-                cur += 1;
-                if !eligible(d.flags.load(Ordering::Relaxed), cfg.probing_mode) {
-                    continue;
-                }
-                d.ping_start_us.store(now, Ordering::Relaxed);
-                let from = d.ping_from.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.ping_from.clone());
-                let ob = d.obproxy.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.outbound_proxy.clone());
-                // 6.1 precedence: ping_socket attr, sockname, socket, then the defaults
-                let (sn, sa) = if !d.ping_socket.bytes().is_empty() {
-                    (Vec::new(), d.ping_socket.bytes().to_vec())
-                } else if !d.sockname.bytes().is_empty() {
-                    (d.sockname.bytes().to_vec(), Vec::new())
-                } else if !d.socket.bytes().is_empty() {
-                    (Vec::new(), d.socket.bytes().to_vec())
-                } else if !cfg.default_sockname.is_empty() {
-                    (cfg.default_sockname.clone(), Vec::new())
-                } else {
-                    (Vec::new(), cfg.default_socket.clone())
-                };
-                jobs.push((setid, d.uri.bytes().to_vec(), from, ob, sn, sa));
+        for (setid, d) in due.into_iter().flat_map(|r| snap.dests_from(r.start).take(r.len())) {
+            if !eligible(d.flags.load(Ordering::Relaxed), cfg.probing_mode) {
+                continue;
             }
+            d.ping_start_us.store(now, Ordering::Relaxed);
+            let from = d.ping_from.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.ping_from.clone());
+            let ob = d.obproxy.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.outbound_proxy.clone());
+            // 6.1 precedence: ping_socket attr, sockname, socket, then the defaults
+            let (sn, sa) = if !d.ping_socket.bytes().is_empty() {
+                (Vec::new(), d.ping_socket.bytes().to_vec())
+            } else if !d.sockname.bytes().is_empty() {
+                (d.sockname.bytes().to_vec(), Vec::new())
+            } else if !d.socket.bytes().is_empty() {
+                (Vec::new(), d.socket.bytes().to_vec())
+            } else if !cfg.default_sockname.is_empty() {
+                (cfg.default_sockname.clone(), Vec::new())
+            } else {
+                (Vec::new(), cfg.default_socket.clone())
+            };
+            jobs.push((setid, d.uri.bytes().to_vec(), from, ob, sn, sa));
         }
-        if cur >= total as usize {
-            IN_PASS.with(|p| p.set(false));
-        }
-        CURSOR.with(|c| c.set(cur));
     });
     // send outside the read section: TM may take its own locks and time
     for (setid, uri, from, ob, sn, sa) in jobs {
