@@ -162,6 +162,7 @@ fn is_from_list_true_false() {
     let g = |v: &str| ("X-Group", v.to_string());
     let m = |v: &str| ("X-Mode", v.to_string());
     let u = |v: String| ("X-Uri", v);
+    let v61 = kam_at_least(6, 1, 0);
     let cases = vec![
         Case { what: "no args, listed source", src: from(pa), hdrs: vec![], ret: "1", setid: "1", attrs: "tag=a" },
         Case { what: "no args, unlisted port", src: from(px), hdrs: vec![], ret: "-1", setid: "unset", attrs: "unset" },
@@ -173,7 +174,8 @@ fn is_from_list_true_false() {
         Case { what: "group 4, other IP", src: from(pa), hdrs: vec![g("4")], ret: "-1", setid: "unset", attrs: "unset" },
         Case { what: "group 9 (unknown)", src: from(pa), hdrs: vec![g("9")], ret: "-1", setid: "unset", attrs: "unset" },
         // mode 0: the protocol must match; a destination without ;transport is proto NONE
-        Case { what: "mode 0, no transport in dst", src: from(pa), hdrs: vec![g("1"), m("0")], ret: "-1", setid: "unset", attrs: "unset" },
+        // (Kamailio 6.1: an IP destination without ;transport is UDP, so a UDP sender matches)
+        Case { what: "mode 0, no transport in dst", src: from(pa), hdrs: vec![g("1"), m("0")], ret: if v61 { "1" } else { "-1" }, setid: "unset", attrs: if v61 { "tag=a" } else { "unset" } },
         Case { what: "mode 0, transport=udp in dst", src: from(pb), hdrs: vec![g("2"), m("0")], ret: "1", setid: "unset", attrs: "tag=b" },
         Case { what: "mode 2 ignores proto", src: from(pa), hdrs: vec![g("1"), m("2")], ret: "1", setid: "unset", attrs: "tag=a" },
         // mode bit 1 ignores the port
@@ -185,7 +187,7 @@ fn is_from_list_true_false() {
         Case { what: "inactive dst, mode 6", src: from(pc), hdrs: vec![g("3"), m("6")], ret: "-1", setid: "unset", attrs: "unset" },
         // uri form: the uri is matched, not the source
         Case { what: "uri form, match, all groups", src: from(px), hdrs: vec![g("-1"), m("0"), u(format!("sip:127.0.0.1:{pa}"))], ret: "1", setid: "1", attrs: "tag=a" },
-        Case { what: "uri form, proto udp vs none, mode 0", src: from(px), hdrs: vec![g("-1"), m("0"), u(format!("sip:127.0.0.1:{pa};transport=udp"))], ret: "-1", setid: "unset", attrs: "unset" },
+        Case { what: "uri form, proto udp vs none, mode 0", src: from(px), hdrs: vec![g("-1"), m("0"), u(format!("sip:127.0.0.1:{pa};transport=udp"))], ret: if v61 { "1" } else { "-1" }, setid: if v61 { "1" } else { "unset" }, attrs: if v61 { "tag=a" } else { "unset" } },
         Case { what: "uri form, proto udp vs none, mode 2", src: from(px), hdrs: vec![g("1"), m("2"), u(format!("sip:127.0.0.1:{pa};transport=udp"))], ret: "1", setid: "unset", attrs: "tag=a" },
         Case { what: "uri form, unlisted port", src: from(pa), hdrs: vec![g("-1"), m("2"), u(format!("sip:127.0.0.1:{px}"))], ret: "-1", setid: "unset", attrs: "unset" },
         Case { what: "uri form, set 2", src: from(pa), hdrs: vec![g("2"), m("0"), u(format!("sip:127.0.0.1:{pb};transport=udp"))], ret: "1", setid: "unset", attrs: "tag=b" },

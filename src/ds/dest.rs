@@ -211,6 +211,25 @@ fn show(b: &[u8]) -> String {
 /// Validates one list entry and builds the destination (C `pack_dest`).
 /// Returns the destination and the messages to log (INFO for the `sip:` fix-up, the attrs
 /// weight warnings).
+/// RFC 3263 transport defaulting (Kamailio 6.1 list entries, 6.1.4 `ds_is_from_list` URI):
+/// without a transport, an IP address or a host with a port means UDP (TCP for a `sips:`
+/// host name with a port); a bare host name stays without one (left to NAPTR/SRV).
+pub fn default_transport(host: &[u8], port: u16, scheme: Scheme, proto: Proto) -> Proto {
+    if proto != Proto::None {
+        proto
+    } else if ip_literal(host).is_some() {
+        Proto::Udp
+    } else if port != 0 {
+        if scheme == Scheme::Sip {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        }
+    } else {
+        Proto::None
+    }
+}
+
 pub fn prepare_dest(
     e: &RawEntry,
     attrs_none: bool,
@@ -309,12 +328,8 @@ pub fn prepare_dest(
     let mut proto = parts.transport;
     // Kamailio 6.1 (RFC 3263): without `;transport=`, an IP address or a host with a port
     // means UDP (TCP for a `sips:` host name with a port); a bare host name is left to DNS
-    if crate::ds::compat::ge(6, 1, 0) && proto == Proto::None {
-        if ip_literal(&host).is_some() {
-            proto = Proto::Udp;
-        } else if port != 0 {
-            proto = if parts.scheme == Scheme::Sip { Proto::Udp } else { Proto::Tcp };
-        }
+    if crate::ds::compat::ge(6, 1, 0) {
+        proto = default_transport(&host, port, parts.scheme, proto);
     }
     let ip = if e.flags & DS_NODNSARES_DST != 0 {
         None

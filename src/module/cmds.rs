@@ -709,6 +709,11 @@ fn match_addr(m: Msg, uri: Option<&[u8]>) -> Option<(IpAddr, u16, u8)> {
                 }
             };
             let host = u.get(p.host.clone())?;
+            // Kamailio 6.1.4 normalises the URI argument's transport like the list entries
+            let mut p = p;
+            if crate::ds::compat::ge(6, 1, 4) {
+                p.transport = crate::ds::dest::default_transport(host, p.port, p.scheme, p.transport);
+            }
             if state::cfg().dns_mode & 8 != 0 {
                 // SIP resolution: the port and protocol found replace the URI's
                 let Some((ip, sp, spr)) = msg::sip_resolve(host, p.port, p.transport as u8) else {
