@@ -256,3 +256,184 @@ fn first_keepalive_round_on_time_own_process() {
     }
     first_round_on_time(2);
 }
+
+// ---------------------------------------------------------------------------------------
+// 2 and 3. Log lines: severity, the C module's function name and facts
+// ---------------------------------------------------------------------------------------
+
+/// A small cfg for the log tests (the harness fills the double-brace placeholders). Entry
+/// points (R-URI user): `selset` / `selalg` / `sellimit` run `ds_select_dst()` with a PV
+/// parameter holding "abc"; `reload` runs `ds_reload()`; `mark` runs `ds_mark_dst("x")`.
+/// The reply carries `X-Ret: <return code>`; any other user gets a 404.
+const LOG_CFG: &str = r#"#!KAMAILIO
+debug={{DEBUG}}
+log_stderror=yes
+children={{CHILDREN}}
+listen=udp:127.0.0.1:{{PORT}}
+auto_aliases=no
+dns=no
+rev_dns=no
+disable_tcp=yes
+disable_sctp=yes
+use_dns_cache=no
+dns_try_ipv6=no
+
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "xlog.so"
+loadmodule "textops.so"
+loadmodule "ctl.so"
+loadmodule "{{DISPATCHER_SO}}"
+
+modparam("tm", "fr_timer", {{FR_TIMER}})
+modparam("tm", "fr_inv_timer", {{FR_INV_TIMER}})
+modparam("ctl", "binrpc", "unix:{{RUNDIR}}/kamailio_ctl")
+modparam("dispatcher", "list_file", "{{LIST_FILE}}")
+modparam("dispatcher", "flags", 2)
+{{EXTRA_PARAMS}}
+
+request_route {
+	$var(ret) = "none";
+	$var(abc) = "abc";
+	if ($rU == "selset") {
+		ds_select_dst("$var(abc)", "4");
+		$var(ret) = $rc;
+	} else if ($rU == "selalg") {
+		ds_select_dst("1", "$var(abc)");
+		$var(ret) = $rc;
+	} else if ($rU == "sellimit") {
+		ds_select_dst("1", "4", "$var(abc)");
+		$var(ret) = $rc;
+	} else if ($rU == "reload") {
+		ds_reload();
+		$var(ret) = $rc;
+	} else if ($rU == "mark") {
+		ds_mark_dst("x");
+		$var(ret) = $rc;
+	} else {
+		# the harness waits for a 404 to know that a SIP worker is up
+		sl_send_reply("404", "No such test route");
+		exit;
+	}
+	append_to_reply("X-Ret: $var(ret)\r\n");
+	sl_send_reply("200", "done");
+	exit;
+}
+"#;
+
+fn log_opts(list: &str, extra: &str) -> KamOpts {
+    KamOpts { list: list.to_string(), extra_params: extra.to_string(), cfg_template: Some(LOG_CFG.to_string()), children: 1, ..KamOpts::default() }
+}
+
+/// The module's log lines (`<LEVEL>: dispatcher [file:line]: func(): message`).
+fn module_lines(k: &Kamailio) -> Vec<String> {
+    k.log_text().lines().filter(|l| l.contains(": dispatcher [")).map(str::to_string).collect()
+}
+
+/// Waits (up to 3 s: the log is written by another process) for a module line at `level`
+/// (ERROR, WARNING, INFO) logged by the function `func` (the C module's name) and holding
+/// every one of `facts`. Panics with the module's log lines otherwise.
+fn expect_log(k: &Kamailio, level: &str, func: &str, facts: &[&str]) {
+    let want_level = format!("{level}: dispatcher [");
+    let want_func = format!("]: {func}(): ");
+    let hit = |l: &String| l.contains(&want_level) && l.contains(&want_func) && facts.iter().all(|f| l.contains(f));
+    if wait_until(Duration::from_secs(3), Duration::from_millis(50), || module_lines(k).iter().any(hit)) {
+        return;
+    }
+    panic!(
+        "no {level} line of {func}() with {facts:?} in the {} module's log; its lines:\n{}",
+        k.kind.name(),
+        module_lines(k).join("\n")
+    );
+}
+
+fn sip_ret(k: &Kamailio, user: &str) -> String {
+    k.request(user, &[]).hdr("X-Ret").to_string()
+}
+
+/// Defect 2: a rebuild refused by `reload_delta` is logged at ERROR level (`ongoing reload`)
+/// by `dispatcher.reload`, `dispatcher.add`, `dispatcher.remove` and cfg `ds_reload()`, as
+/// the C module does (the faults say `Ongoing reload`).
+#[test]
+fn reload_delta_refusals_are_logged() {
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("defects-reload-delta-log");
+    let a = format!("sip:127.0.0.1:{}", free_port());
+    let b = format!("sip:127.0.0.1:{}", free_port());
+    let k = Kamailio::start(&dir, "kam", kind, &log_opts(&format!("1 {a} 0 0\n"), &modparams(&[("reload_delta", "30")])));
+    // the startup load does not count: the first reload goes through
+    assert_eq!(kam(&k, &["dispatcher.reload"]).trim(), "Ok. Dispatcher successfully reloaded.");
+    for (args, func) in [
+        (vec!["dispatcher.reload"], "dispatcher_rpc_reload"),
+        (vec!["dispatcher.add", "1", b.as_str()], "dispatcher_rpc_add"),
+        (vec!["dispatcher.remove", "1", a.as_str()], "dispatcher_rpc_remove"),
+    ] {
+        assert_eq!(k.kamcmd(&args), Err("Ongoing reload".to_string()), "{args:?}");
+        expect_log(&k, "ERROR", func, &["ongoing reload"]);
+    }
+    assert_eq!(sip_ret(&k, "reload"), "-1");
+    expect_log(&k, "ERROR", "ds_reload", &["ongoing reload"]);
+}
+
+/// Defect 3: error paths log the C module's severity, function name and facts: skipped
+/// list entries (ERROR with the fault, then WARNING "unable to add destination ... --
+/// skipping"), an out-of-range weight (ERROR), unparsable `ds_select_dst()` parameters
+/// (ERROR with the value: `from [abc]`), `dispatcher.set_state`/`set_duid_state` failures
+/// (ERROR, naming the set and the address), `ds_mark_dst()` with a bad state (WARNING), and
+/// a keepalive that cannot be sent (ERROR `unable to ping [...] in group [N]`). No line
+/// names a Rust path as its function.
+#[test]
+fn error_paths_log_like_c() {
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("defects-error-logs");
+    let good = format!("sip:127.0.0.1:{}", free_port());
+    // with disable_tcp=yes TM has no socket for a TCP destination: its keepalive cannot
+    // be sent
+    let tcp = format!("sip:127.0.0.1:{};transport=tcp", free_port());
+    let list = format!(
+        "1 {good} 0 0\n\
+         1 sip:127.0.0.1:{} 0 0 weight=200\n\
+         1 sip:a@b@c:xx 0 0\n\
+         2 sip:127.0.0.1:{} 0 0 socket=udp:8.8.8.8:5060\n\
+         3 {tcp} 8 0\n",
+        free_port(),
+        free_port()
+    );
+    let k = Kamailio::start(&dir, "kam", kind, &log_opts(&list, &modparams(&[("ds_ping_interval", "1")])));
+
+    // list entries
+    expect_log(&k, "ERROR", "ds_set_attrs", &["weight 200 not in 1-100 range"]);
+    expect_log(&k, "ERROR", "pack_dest", &["bad uri [sip:a@b@c:xx]"]);
+    expect_log(&k, "WARNING", "ds_load_list", &["unable to add destination sip:a@b@c:xx to set 1 -- skipping"]);
+    expect_log(&k, "ERROR", "pack_dest", &["non-local socket <udp:8.8.8.8:5060>"]);
+
+    // unparsable parameters of ds_select_dst()
+    assert_eq!(sip_ret(&k, "selset"), "-1");
+    expect_log(&k, "ERROR", "w_ds_select_addr", &["unable to get destination set from [abc]"]);
+    assert_eq!(sip_ret(&k, "selalg"), "-1");
+    expect_log(&k, "ERROR", "w_ds_select_addr", &["unable to get algorithm from [abc]"]);
+    assert_eq!(sip_ret(&k, "sellimit"), "-1");
+    expect_log(&k, "ERROR", "w_ds_select_addr", &["unable to get dst number limit from [abc]"]);
+
+    // ds_mark_dst() with a state it cannot parse
+    assert_eq!(sip_ret(&k, "mark"), "-1");
+    expect_log(&k, "WARNING", "ki_ds_mark_dst_state", &["Failed to parse state flags: x"]);
+
+    // dispatcher.set_state / set_duid_state failures
+    assert_eq!(k.kamcmd(&["dispatcher.set_state", "ip", "99", &good]), Err("State Update Failed".to_string()));
+    expect_log(&k, "ERROR", "ds_reinit_state", &["destination set [99] not found"]);
+    assert_eq!(k.kamcmd(&["dispatcher.set_state", "ip", "1", "sip:nothere"]), Err("State Update Failed".to_string()));
+    expect_log(&k, "ERROR", "ds_reinit_state", &["destination address [1 : sip:nothere] not found"]);
+    assert_eq!(k.kamcmd(&["dispatcher.set_duid_state", "ip", "1", "nope"]), Err("State Update Failed".to_string()));
+    expect_log(&k, "ERROR", "ds_reinit_duid_state", &["destination duid [1 : nope] not found"]);
+    assert_eq!(k.kamcmd(&["dispatcher.set_state", "x", "1", "all"]), Err("Unknown State Value".to_string()));
+    expect_log(&k, "ERROR", "dispatcher_rpc_set_state_helper", &["unknown state value"]);
+
+    // a keepalive that cannot be sent: the set is named
+    expect_log(&k, "ERROR", "ds_ping_set", &[&format!("unable to ping [{tcp}] in group [3]")]);
+
+    // function names are C-like, never Rust paths
+    let rust_paths: Vec<String> = module_lines(&k).into_iter().filter(|l| l.contains("::")).collect();
+    assert!(rust_paths.is_empty(), "log lines naming Rust paths:\n{}", rust_paths.join("\n"));
+}

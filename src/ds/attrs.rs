@@ -17,6 +17,8 @@
 //! * `latency` is only applied when its whole value converts without error
 //!   (see [`Attrs::latency_init`]).
 
+use crate::ds::logfmt::{Level, Note};
+
 /// Parsed destination attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attrs {
@@ -275,8 +277,9 @@ pub fn str2uint(s: &[u8]) -> (u32, bool) {
 
 /// Parses a destination's attrs (`raw` as read from the list file, DB or RPC).
 /// `attrs_none` is the `ds_attrs_none` modparam: empty attrs become `none=yes`.
-/// Returns the attributes and the warnings to log (out-of-range weights).
-pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<String>), AttrError> {
+/// Returns the attributes and the messages to log (out-of-range weights: ERROR for
+/// `weight`, WARNING for `rweight`, as the C module's `ds_set_attrs`).
+pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), AttrError> {
     let mut a = Attrs::default();
     let mut warnings = Vec::new();
     let src: &[u8] = if raw.is_empty() {
@@ -312,14 +315,20 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<String>),
             if is("weight") {
                 a.weight = w;
                 if w == 0 {
-                    warnings.push(format!(
-                        "weight {val} not in 1-100 range - ignoring destination"
+                    warnings.push(Note::new(
+                        Level::Err,
+                        "ds_set_attrs",
+                        format!("weight {val} not in 1-100 range - ignoring destination"),
                     ));
                 }
             } else {
                 a.rweight = w;
                 if w == 0 {
-                    warnings.push(format!("rweight {val} not in 1-100 range - ignoring"));
+                    warnings.push(Note::new(
+                        Level::Warn,
+                        "ds_set_attrs",
+                        format!("rweight {val} not in 1-100 range - ignoring"),
+                    ));
                 }
             }
         } else if is("latency") {
@@ -378,7 +387,7 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<String>),
 mod tests {
     use super::*;
 
-    fn pa(s: &str) -> (Attrs, Vec<String>) {
+    fn pa(s: &str) -> (Attrs, Vec<Note>) {
         parse_attrs(s.as_bytes(), false).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
@@ -436,19 +445,20 @@ mod tests {
     fn weights() {
         let (a, w) = pa("weight=0");
         assert_eq!(a.weight, 0);
+        // severities of the C module's ds_set_attrs: ERROR for weight, WARNING for rweight
         assert_eq!(
             w,
-            vec!["weight 0 not in 1-100 range - ignoring destination".to_string()]
+            vec![Note::new(Level::Err, "ds_set_attrs", "weight 0 not in 1-100 range - ignoring destination".into())]
         );
         let (a, w) = pa("weight=101;rweight=-3");
         assert_eq!((a.weight, a.rweight), (0, 0));
         assert_eq!(w.len(), 2);
-        assert!(w
-            .iter()
-            .any(|s| s == "rweight -3 not in 1-100 range - ignoring"));
-        assert!(w
-            .iter()
-            .any(|s| s == "weight 101 not in 1-100 range - ignoring destination"));
+        assert!(w.contains(&Note::new(Level::Warn, "ds_set_attrs", "rweight -3 not in 1-100 range - ignoring".into())));
+        assert!(w.contains(&Note::new(
+            Level::Err,
+            "ds_set_attrs",
+            "weight 101 not in 1-100 range - ignoring destination".into()
+        )));
         assert_eq!(pa("weight=100").0.weight, 100);
         assert_eq!(pa("weight=1").0.weight, 1);
         // no '=' : value 0 -> warning

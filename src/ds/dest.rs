@@ -18,6 +18,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::ds::logfmt::{Level, Note};
 use crate::ds::attrs::{parse_attrs, Attrs};
 use crate::ds::listfile::RawEntry;
 use crate::ds::uri::{parse_uri, Proto, Scheme};
@@ -85,11 +86,15 @@ pub struct Dest {
 
 /// Why an entry was rejected. With `ds_load_mode=0` the caller skips the entry with a warning
 /// ("unable to add destination ... -- skipping"); with 1 the whole load fails.
+/// `level` and `func` are the severity and the function of the C module's message for the
+/// same fault (`pack_dest`: ERROR, except the skipped IPv6 record: DEBUG).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DestError {
     pub line: usize,
     pub col: usize,
     pub msg: String,
+    pub level: Level,
+    pub func: &'static str,
 }
 
 impl std::fmt::Display for DestError {
@@ -210,7 +215,7 @@ fn show(b: &[u8]) -> String {
 
 /// Validates one list entry and builds the destination (C `pack_dest`).
 /// Returns the destination and the messages to log (INFO for the `sip:` fix-up, the attrs
-/// weight warnings).
+/// weight messages).
 /// RFC 3263 transport defaulting (Kamailio 6.1 list entries, 6.1.4 `ds_is_from_list` URI):
 /// without a transport, an IP address or a host with a port means UDP (TCP for a `sips:`
 /// host name with a port); a bare host name stays without one (left to NAPTR/SRV).
@@ -235,11 +240,13 @@ pub fn prepare_dest(
     attrs_none: bool,
     dns_mode: i32,
     env: &mut dyn LoadEnv,
-) -> Result<(Dest, Vec<String>), DestError> {
+) -> Result<(Dest, Vec<Note>), DestError> {
     let fail = |msg: String| DestError {
         line: e.line,
         col: e.col,
         msg,
+        level: Level::Err,
+        func: "pack_dest",
     };
     let mut notes = Vec::new();
 
@@ -253,9 +260,10 @@ pub fn prepare_dest(
                 fixed.extend_from_slice(&e.uri);
                 match parse_uri(&fixed) {
                     Ok(p) => {
-                        notes.push(format!(
-                            "uri without sip scheme - fixing it: {}",
-                            show(&e.uri)
+                        notes.push(Note::new(
+                            Level::Info,
+                            "pack_dest",
+                            format!("uri without sip scheme - fixing it: {}", show(&e.uri)),
                         ));
                         (fixed, p)
                     }
@@ -280,16 +288,17 @@ pub fn prepare_dest(
 
     // 3. IPv6 references when IPv6 is off
     if !env.allow_ipv6() && host.first() == Some(&b'[') && host.last() == Some(&b']') {
-        return Err(fail(format!(
-            "skipping IPv6 record {} (dns_try_ipv6 is off)",
-            show(&host)
-        )));
+        // the C module only says so at DEBUG level (and then "unable to add ... -- skipping")
+        return Err(DestError {
+            level: Level::Dbg,
+            ..fail(format!("skipping IPv6 record {} (dns_try_ipv6 is off)", show(&host)))
+        });
     }
 
     // 4. attrs
     let (attrs, warnings) = parse_attrs(&e.attrs, attrs_none).map_err(|ae| {
         fail(format!(
-            "cannot set attributes [{}]: {}",
+            "cannot set attributes! [{}]: {}",
             show(&e.attrs),
             ae
         ))
@@ -462,7 +471,7 @@ mod tests {
         uri: &str,
         flags: i32,
         attrs: &str,
-    ) -> Result<(Dest, Vec<String>), DestError> {
+    ) -> Result<(Dest, Vec<Note>), DestError> {
         prepare_dest(&raw(uri, flags, attrs), false, DS_DNS_MODE_INIT, f)
     }
 
@@ -587,9 +596,10 @@ mod tests {
         assert_eq!(d.uri, b"sip:127.0.0.1:5060");
         assert_eq!(d.host, b"127.0.0.1");
         assert_eq!(d.port, 5060);
+        // INFO, as the C module's pack_dest
         assert_eq!(
             notes,
-            vec!["uri without sip scheme - fixing it: 127.0.0.1:5060".to_string()]
+            vec![Note::new(Level::Info, "pack_dest", "uri without sip scheme - fixing it: 127.0.0.1:5060".into())]
         );
         let (d, _) = prep(&mut f, "gw.example", 0, "").expect("fixed");
         assert_eq!(d.uri, b"sip:gw.example");
@@ -630,7 +640,9 @@ mod tests {
         assert_eq!(d.ip, Some("2001:db8::5".parse().expect("ip")));
         assert_eq!(d.host, b"[2001:db8::5]");
         f.ipv6 = false;
-        assert!(prep(&mut f, "sip:[2001:db8::5]:5070", 0, "").is_err());
+        let e = prep(&mut f, "sip:[2001:db8::5]:5070", 0, "").expect_err("v6 off");
+        // the C module says so at DEBUG level only (then "unable to add ... -- skipping")
+        assert_eq!((e.level, e.func), (Level::Dbg, "pack_dest"));
         assert!(prep(&mut f, "sip:[2001:db8::5]:5070", 16, "").is_err());
     }
 
@@ -672,9 +684,15 @@ mod tests {
         let mut f = env();
         let err = prep(&mut f, "sip:1.2.3.4", 0, "a=\"x").expect_err("bad attrs");
         assert!(err.msg.starts_with("cannot set attributes"));
+        // every rejection is an ERROR of pack_dest, as in the C module
+        assert_eq!((err.level, err.func), (Level::Err, "pack_dest"));
+        let err = prep(&mut f, "sip:a@b@c:xx", 0, "").expect_err("bad uri");
+        assert_eq!((err.level, err.func), (Level::Err, "pack_dest"));
+        assert!(err.msg.starts_with("bad uri [sip:a@b@c:xx]"), "{}", err.msg);
         let (d, notes) = prep(&mut f, "sip:1.2.3.4", 0, "weight=0;duid=d1").expect("ok");
         assert_eq!(d.attrs.duid, Some(b"d1".to_vec()));
         assert_eq!(notes.len(), 1);
+        assert_eq!((notes[0].level, notes[0].func), (Level::Err, "ds_set_attrs"));
         let (d, _) = prepare_dest(&raw("sip:1.2.3.4", 0, ""), true, 1, &mut f).expect("ok");
         assert_eq!(d.attrs.body, b"none=yes");
     }

@@ -7,6 +7,7 @@ pub mod compat;
 pub mod dest;
 pub mod hash;
 pub mod listfile;
+pub mod logfmt;
 pub mod order;
 pub mod pacing;
 pub mod uri;

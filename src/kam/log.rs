@@ -23,11 +23,28 @@ pub fn write(level: i32, file: &str, line: u32, func: &str, msg: &str) {
     unsafe { sys::rds_log(level, f.as_ptr(), line as i32, fu.as_ptr(), m.as_ptr()) }
 }
 
+/// Name of the enclosing function (closures are skipped).
+#[macro_export]
+macro_rules! fn_name {
+    () => {{
+        fn here() {}
+        $crate::ds::logfmt::short_fn_name(::std::any::type_name_of_val(&here))
+    }};
+}
+
+/// `ds_log!(level, "fmt", args...)` logs with the enclosing function's name;
+/// `ds_log!(level, fn "c_name"; "fmt", args...)` with an explicit one (the C module's
+/// function name where the message is the C module's).
 #[macro_export]
 macro_rules! ds_log {
+    ($lvl:expr, fn $f:expr; $($arg:tt)*) => {{
+        if $crate::kam::log::enabled($lvl) {
+            $crate::kam::log::write($lvl, file!(), line!(), $f, &format!($($arg)*));
+        }
+    }};
     ($lvl:expr, $($arg:tt)*) => {{
         if $crate::kam::log::enabled($lvl) {
-            $crate::kam::log::write($lvl, file!(), line!(), module_path!(), &format!($($arg)*));
+            $crate::kam::log::write($lvl, file!(), line!(), $crate::fn_name!(), &format!($($arg)*));
         }
     }};
 }
@@ -39,3 +56,20 @@ macro_rules! ds_warn { ($($arg:tt)*) => { $crate::ds_log!($crate::kam::log::L_WA
 macro_rules! ds_info { ($($arg:tt)*) => { $crate::ds_log!($crate::kam::log::L_INFO, $($arg)*) }; }
 #[macro_export]
 macro_rules! ds_dbg { ($($arg:tt)*) => { $crate::ds_log!($crate::kam::log::L_DBG, $($arg)*) }; }
+
+
+/// Kamailio's level for a severity of the pure core.
+pub fn level(l: crate::ds::logfmt::Level) -> i32 {
+    use crate::ds::logfmt::Level;
+    match l {
+        Level::Err => L_ERR,
+        Level::Warn => L_WARN,
+        Level::Info => L_INFO,
+        Level::Dbg => L_DBG,
+    }
+}
+
+/// Logs a message of the pure core (its severity and C function name), after `prefix`.
+pub fn note(n: &crate::ds::logfmt::Note, prefix: &str) {
+    crate::ds_log!(level(n.level), fn n.func; "{prefix}{}", n.msg);
+}

@@ -85,21 +85,44 @@ impl PvSpec {
     }
 }
 
-/// Int value of a parameter read with `get_is_fparam` (what the C module's selection
-/// functions use): None unless the core could produce an int (its PARAM_INT flag).
-pub(crate) fn get_int_is(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
+/// Value of a parameter read with `get_is_fparam` (what the C module's selection functions
+/// use).
+pub(crate) enum IsValue {
+    /// the core could produce an int (its PARAM_INT flag)
+    Int(i32),
+    /// only a string (PARAM_STR), e.g. a PV holding "abc"; copied out
+    Str(Vec<u8>),
+    /// no value at all (`get_is_fparam` failed)
+    None,
+}
+
+pub(crate) fn get_is(msg: *mut sys::sip_msg, p: *mut c_char) -> IsValue {
     if p.is_null() {
-        return None;
+        return IsValue::None;
     }
     let mut i: c_int = 0;
     let mut s = sys::str_ { s: std::ptr::null_mut(), len: 0 };
     let mut flags: std::os::raw::c_uint = 0;
     // SAFETY: `p` is the fparam_t created by the core's fixup; outputs are local.
     let rc = unsafe { sys::get_is_fparam(&mut i, &mut s, msg, p as *mut sys::fparam_t, &mut flags) };
-    if rc != 0 || flags & (sys::PARAM_INT as u32) == 0 {
-        return None;
+    if rc != 0 {
+        IsValue::None
+    } else if flags & (sys::PARAM_INT as u32) != 0 {
+        IsValue::Int(i)
+    } else if flags & (sys::PARAM_STR as u32) != 0 {
+        IsValue::Str(unsafe_bytes(s).to_vec())
+    } else {
+        IsValue::None
     }
-    Some(i)
+}
+
+/// Int value of a parameter read with `get_is_fparam`: None unless the core could produce an
+/// int (its PARAM_INT flag).
+pub(crate) fn get_int_is(msg: *mut sys::sip_msg, p: *mut c_char) -> Option<i32> {
+    match get_is(msg, p) {
+        IsValue::Int(i) => Some(i),
+        _ => None,
+    }
 }
 
 /// A PV format string (e.g. `hash_pvar`), parsed once at startup.

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use crate::ds::snapshot::{DestRec, Snap};
 use crate::ds::uri::parse_uri;
 use crate::kam::msg::{self, Msg};
-use crate::kam::param::{get_int, get_int_is, get_str};
+use crate::kam::param::{get_int, get_int_is, get_is, get_str, IsValue};
 use crate::kam::xavp::{self, Field, RecordWriter};
 use crate::module::{guard, health, load, state};
 use crate::ds::health::parse_mark_state;
@@ -37,7 +37,8 @@ fn push_dst(m: Msg, uri: &[u8], sock: usize, mode: SetOp) -> bool {
         SetOp::DstUri => m.set_dst_uri(uri),
     };
     if !ok {
-        ds_err!("cannot set next hop address with: {}", String::from_utf8_lossy(uri));
+        let what = if mode == SetOp::Ruri { "r-uri domain" } else { "dst uri" };
+        ds_err!(fn "ds_push_dst"; "error while setting {what} with: {}", String::from_utf8_lossy(uri));
         return false;
     }
     m.force_socket(sock);
@@ -83,7 +84,7 @@ fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, idx: usize, setid: i32, alg
     }
     if alg == select::ALG_CALLLOAD {
         if d.duid.bytes().is_empty() {
-            ds_err!("no uid for destination: {} {}", setid, String::from_utf8_lossy(d.uri.bytes()));
+            ds_err!(fn "ds_add_xavp_record"; "no uid for destination: {} {}", setid, String::from_utf8_lossy(d.uri.bytes()));
             return false;
         }
         f[n] = (b"dstid", Field::Str(d.duid.bytes()));
@@ -104,7 +105,7 @@ pub struct SelState<'a> {
 fn add_ctx_cnt(cnt: i32) -> bool {
     let cfg = state::cfg();
     if cfg.xavp_ctx_mode & 1 == 0 && !cfg.xavp_ctx.is_empty() && !xavp::add_ctx_int(&cfg.xavp_ctx, b"cnt", cnt) {
-        ds_err!("failed to add cnt value to xavp");
+        ds_err!(fn "ds_select_dst_limit"; "failed to add cnt value to xavp");
         return false;
     }
     true
@@ -141,7 +142,7 @@ pub fn select_routes(m: Msg, rules: &[u8], umode: &[u8], limit: u32) -> i32 {
                 *i += 1;
                 break;
             } else {
-                ds_err!("invalid character in [{}] at [{}]", String::from_utf8_lossy(rules), *i);
+                ds_err!(fn "ki_ds_select_routes_limit"; "invalid character in [{}] at [{}]", String::from_utf8_lossy(rules), *i);
                 return Err(());
             }
         }
@@ -158,7 +159,7 @@ pub fn select_routes(m: Msg, rules: &[u8], umode: &[u8], limit: u32) -> i32 {
                 Some(b'1' | b'r' | b'R') => SetOp::Ruri,
                 Some(b'2' | b'x' | b'X') => SetOp::Xavp,
                 _ => {
-                    ds_err!("invalid routing mode parameter: {}", String::from_utf8_lossy(umode));
+                    ds_err!(fn "ki_ds_select_routes_limit"; "invalid routing mode parameter: {}", String::from_utf8_lossy(umode));
                     return -1;
                 }
             }
@@ -179,19 +180,22 @@ pub fn select_routes(m: Msg, rules: &[u8], umode: &[u8], limit: u32) -> i32 {
 
 fn uri_hash(uri: Option<&[u8]>, what: &str) -> Option<u32> {
     let cfg = state::cfg();
+    let func = if what == "From" { "ds_hash_fromuri" } else { "ds_hash_touri" };
     let Some(u) = uri else {
-        ds_err!("cannot get {what} uri");
+        ds_err!(fn func; "cannot get {what} uri");
+        ds_err!(fn "ds_manage_routes"; "can't get {what} uri hash");
         return None;
     };
     match uri_hash_key_ranges(u, cfg.flags & 1 != 0) {
         Ok((k1, k2)) => {
             if k1.is_none() {
-                ds_warn!("empty username in: {}", String::from_utf8_lossy(u));
+                ds_warn!(fn "get_uri_hash_keys"; "empty username in: {}", String::from_utf8_lossy(u));
             }
             Some(ds_hash(k1.and_then(|r| u.get(r)), k2.map(|r| u.get(r).unwrap_or(&[]))))
         }
         Err(_) => {
-            ds_err!("invalid uri {}", String::from_utf8_lossy(u));
+            ds_err!(fn "get_uri_hash_keys"; "invalid uri {}", String::from_utf8_lossy(u));
+            ds_err!(fn "ds_manage_routes"; "can't get {what} uri hash");
             None
         }
     }
@@ -324,11 +328,11 @@ fn load_add(m: Msg, d: Option<&DestRec>, setid: i32) -> bool {
     let (Some(t), Some(d)) = (load::table(), d) else { return false };
     let Some(cid) = m.callid() else { return false };
     if d.duid.bytes().is_empty() {
-        ds_err!("dst unique id not set for {} ({})", setid, String::from_utf8_lossy(cid));
+        ds_err!(fn "ds_load_add"; "dst unique id not set for {} ({})", setid, String::from_utf8_lossy(cid));
         return false;
     }
     if !t.add(cid, d.duid.bytes(), setid) {
-        ds_err!("cannot add load to {} ({})", setid, String::from_utf8_lossy(cid));
+        ds_err!(fn "ds_load_add"; "cannot add load to {} ({})", setid, String::from_utf8_lossy(cid));
         return false;
     }
     d.dload.fetch_add(1, Ordering::AcqRel);
@@ -338,14 +342,21 @@ fn load_add(m: Msg, d: Option<&DestRec>, setid: i32) -> bool {
 /// `ds_load_update()`: BYE/CANCEL end the call, a 2xx to INVITE confirms it. Returns 1 / -1.
 pub fn load_update(m: Msg) -> i32 {
     let Some(cid) = m.callid().map(|c| c.to_vec()) else {
-        ds_err!("cannot parse cseq and callid headers");
+        ds_err!(fn "ds_load_update"; "cannot parse cseq and callid headers");
         return -1;
     };
     let Some((is_req, method, cseq_invite, status)) = m.load_info() else {
-        ds_err!("cannot parse cseq and callid headers");
+        ds_err!(fn "ds_load_update"; "cannot parse cseq and callid headers");
         return -1;
     };
-    let Some(t) = load::table() else { return 1 };
+    let off_load = is_req && (method == METHOD_BYE || method == METHOD_CANCEL);
+    let Some(t) = load::table() else {
+        if off_load {
+            // no call-load table (ds_hash_size 0): nothing can be found, as in C
+            ds_err!(fn "ds_load_remove"; "cannot find load for ({})", String::from_utf8_lossy(&cid));
+        }
+        return 1;
+    };
     if is_req {
         if method == METHOD_BYE || method == METHOD_CANCEL {
             t.remove(&cid);
@@ -370,7 +381,12 @@ pub fn load_unset(m: Msg) -> i32 {
     let Some(cid) = m.callid().map(|c| c.to_vec()) else { return -1 };
     match load::table() {
         Some(t) if t.remove(&cid) == 0 => 1,
-        _ => -1,
+        Some(_) => -1,
+        None => {
+            // no call-load table (ds_hash_size 0): nothing can be found, as in C
+            ds_err!(fn "ds_load_remove"; "cannot find load for ({})", String::from_utf8_lossy(&cid));
+            -1
+        }
     }
 }
 
@@ -382,7 +398,7 @@ fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
     let from = if mode == SetOp::Xavp { sel } else { sel + 1 };
     let ruri_user = if mode == SetOp::Ruri {
         if m.ruri().is_none() {
-            ds_err!("failed to parse sip msg uri");
+            ds_err!(fn "ds_add_branches"; "failed to parse sip msg uri");
             return false;
         }
         m.ruri_user().filter(|u| !u.is_empty())
@@ -396,7 +412,7 @@ fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
                 None => m.append_branch(uri, &[], d.sock),
                 Some(user) => {
                     if uri.len() < 6 {
-                        ds_warn!("invalid dispatcher uri - skipping ({i})");
+                        ds_warn!(fn "ds_add_branches"; "invalid dispatcher uri - skipping ({i})");
                         continue;
                     }
                     let (scheme, rest): (&[u8], &[u8]) = if uri.starts_with(b"sips:") {
@@ -404,7 +420,7 @@ fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
                     } else if uri.starts_with(b"sip:") {
                         (b"sip:", &uri[4..])
                     } else {
-                        ds_warn!("unsupported protocol schema - ignoring");
+                        ds_warn!(fn "ds_add_branches"; "unsupported protocol schema - ignoring");
                         continue;
                     };
                     let mut b = Vec::with_capacity(uri.len() + user.len() + 2);
@@ -421,7 +437,12 @@ fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
             m.append_branch(&r, uri, d.sock)
         };
         if !ok {
-            ds_err!("failed to add branch");
+            let what = match (mode, &ruri_user) {
+                (SetOp::Ruri, None) => "ruri",
+                (SetOp::Ruri, Some(_)) => "user ruri",
+                _ => "duri",
+            };
+            ds_err!(fn "ds_add_branches"; "failed to add branch with {what} ({})", String::from_utf8_lossy(uri));
             return false;
         }
     }
@@ -431,20 +452,20 @@ fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
 fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelState<'_>, mode: SetOp) -> i32 {
     let cfg = state::cfg();
     let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
-        ds_err!("no destination sets");
+        ds_err!(fn "ds_manage_routes"; "no destination sets");
         return -1;
     };
     if mode == SetOp::DstUri && !cfg.force_dst && !m.dst_uri().is_empty() {
-        ds_err!("destination already set [{}]", String::from_utf8_lossy(m.dst_uri()));
+        ds_err!(fn "ds_manage_routes"; "destination already set [{}]", String::from_utf8_lossy(m.dst_uri()));
         return -1;
     }
     let Some(set) = snap.set(setid) else {
-        ds_err!("destination set [{setid}] not found");
+        ds_err!(fn "ds_manage_routes"; "destination set [{setid}] not found");
         return -1;
     };
     let nr = set.dests.len();
     if nr == 0 {
-        ds_err!("destination set [{setid}] is empty");
+        ds_err!(fn "ds_manage_routes"; "destination set [{setid}] is empty");
         return -1;
     }
     let failover = cfg.flags & 2 != 0 && !cfg.xavp_dst.is_empty();
@@ -468,7 +489,8 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         select::ALG_HASH_CALLID => match m.callid() {
             Some(c) => ds_hash(Some(trim(c)), None),
             None => {
-                ds_err!("cannot parse Call-Id");
+                ds_err!(fn "ds_hash_callid"; "cannot parse Call-Id");
+                ds_err!(fn "ds_manage_routes"; "can't get callid hash");
                 return -1;
             }
         },
@@ -483,12 +505,13 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         select::ALG_HASH_RURI => match m.ruri_hash_keys(cfg.flags & 1 != 0) {
             Some((k1, k2)) => {
                 if k1.is_none() {
-                    ds_warn!("empty username in: {}", String::from_utf8_lossy(m.ruri_raw()));
+                    ds_warn!(fn "get_uri_hash_keys"; "empty username in: {}", String::from_utf8_lossy(m.ruri_raw()));
                 }
                 ds_hash(k1, k2)
             }
             None => {
-                ds_err!("can't get ruri hash");
+                ds_err!(fn "ds_hash_ruri"; "bad request uri [{}]", String::from_utf8_lossy(m.ruri_raw()));
+                ds_err!(fn "ds_manage_routes"; "can't get ruri hash");
                 return -1;
             }
         },
@@ -505,23 +528,27 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
                 h
             }
             Err(()) => {
-                ds_err!("can't get authorization hash");
+                ds_err!(fn "ds_hash_authusername"; "error parsing headers!");
+                ds_err!(fn "ds_manage_routes"; "can't get authorization hash");
                 return -1;
             }
         },
         select::ALG_RANDOM => kam_rand(),
         select::ALG_HASH_PV => {
             let Some(f) = state::hash_fmt() else {
-                ds_err!("can't get PV hash: hash_pvar is not set");
+                ds_err!(fn "ds_hash_pvar"; "bad parameters (hash_pvar is not set)");
+                ds_err!(fn "ds_manage_routes"; "can't get PV hash");
                 return -1;
             };
             let Some(v) = f.print(m.0) else {
-                ds_err!("error - cannot print the format");
+                ds_err!(fn "ds_hash_pvar"; "error - cannot print the format");
+                ds_err!(fn "ds_manage_routes"; "can't get PV hash");
                 return -1;
             };
             let v = trim(&v);
             if v.is_empty() {
-                ds_err!("String is empty!");
+                ds_err!(fn "ds_hash_pvar"; "String is empty!");
+                ds_err!(fn "ds_manage_routes"; "can't get PV hash");
                 return -1;
             }
             ds_hash(Some(v), None)
@@ -545,13 +572,13 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
                 alg_rec = 0;
                 0
             } else if cfg.xavp_dst.is_empty() {
-                ds_err!("no dst xavp for load distribution - using first entry...");
+                ds_err!(fn "ds_manage_routes"; "no dst xavp for load distribution - using first entry...");
                 alg_rec = 0;
                 0
             } else {
                 let Some(i) = least_loaded(set.dests) else { return -1 };
                 if !load_add(m, set.dests.get(i), setid) {
-                    ds_err!("unable to update destination load - classic dispatching");
+                    ds_err!(fn "ds_manage_routes"; "unable to update destination load - classic dispatching");
                     alg_rec = 0;
                 }
                 i as u32
@@ -584,7 +611,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
             first as u32
         }
         _ => {
-            ds_warn!("algo {alg} not implemented - using first entry...");
+            ds_warn!(fn "ds_manage_routes"; "algo {alg} not implemented - using first entry...");
             0
         }
     };
@@ -603,6 +630,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
     let Some(d) = set.dests.get(i) else { return -1 };
     if mode != SetOp::Xavp {
         if !push_dst(m, d.uri.bytes(), d.sock, mode) {
+            ds_err!(fn "ds_select_dst_limit"; "cannot set next hop address with: {}", String::from_utf8_lossy(d.uri.bytes()));
             return -1;
         }
         st.emode = true;
@@ -612,7 +640,12 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
     }
     ds_dbg!("selected [{alg}-{setid}-{mode:?}/{i}] <{}>", String::from_utf8_lossy(d.uri.bytes()));
     if alg == select::ALG_PARALLEL {
-        return if add_branches(m, set.dests, i, mode) { 1 } else { 2 };
+        if !add_branches(m, set.dests, i, mode) {
+            // one destination was already set: success anyhow (2), as in C
+            ds_err!(fn "ds_manage_routes"; "failed to add additional branches");
+            return 2;
+        }
+        return 1;
     }
     if !failover {
         return 1;
@@ -628,7 +661,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         for idx in order {
             let Some(d) = set.dests.get(idx) else { continue };
             if !add_record(&mut st.w, d, idx, setid, alg_rec) {
-                ds_err!("failed to add destination in the xavp ({idx}/{setid})");
+                ds_err!(fn "ds_select_dst_limit"; "failed to add destination in the xavp ({idx}/{setid})");
                 return -1;
             }
             st.cnt += 1;
@@ -636,7 +669,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
     } else if cfg.use_default && i != nr - 1 && (st.cnt as u32) < limit {
         let Some(d) = set.dests.get(nr - 1) else { return 1 };
         if !add_record(&mut st.w, d, nr - 1, setid, alg_rec) {
-            ds_err!("failed to add default destination in the xavp");
+            ds_err!(fn "ds_select_dst_limit"; "failed to add default destination in the xavp");
             return -1;
         }
         st.cnt += 1;
@@ -648,7 +681,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
 pub fn update_dst(m: Msg, next: bool, mode: SetOp) -> i32 {
     let cfg = state::cfg();
     if next && (cfg.flags & 2 == 0 || cfg.xavp_dst.is_empty()) {
-        ds_warn!("failover support disabled");
+        ds_warn!(fn "ds_update_dst"; "failover support disabled");
         return -1;
     }
     if cfg.xavp_dst.is_empty() || xavp::first_record(&cfg.xavp_dst).is_none() {
@@ -664,10 +697,11 @@ pub fn update_dst(m: Msg, next: bool, mode: SetOp) -> i32 {
             return -1;
         };
         let Some(uri) = rec.uri else {
-            ds_warn!("no xavp uri field in next destination record");
+            ds_warn!(fn "ds_update_dst"; "no xavp uri field in next destination record");
             return -1;
         };
         if !push_dst(m, &uri, rec.sock, mode) {
+            ds_err!(fn "ds_update_dst"; "cannot set dst addr: {}", String::from_utf8_lossy(&uri));
             return -1;
         }
         let Some(dstid) = rec.dstid else { return 1 };
@@ -682,11 +716,11 @@ pub fn update_dst(m: Msg, next: bool, mode: SetOp) -> i32 {
         match rc {
             0 => return 1,
             -2 => {
-                ds_err!("cannot update load with {}, skipping dst.", String::from_utf8_lossy(&dstid));
+                ds_err!(fn "ds_update_dst"; "cannot update load with {}, skipping dst.", String::from_utf8_lossy(&dstid));
                 xavp::remove_first(&cfg.xavp_dst);
             }
             _ => {
-                ds_err!("cannot update load distribution");
+                ds_err!(fn "ds_update_dst"; "cannot update load distribution");
                 return -1;
             }
         }
@@ -704,7 +738,7 @@ fn match_addr(m: Msg, uri: Option<&[u8]>) -> Option<(IpAddr, u16, u8)> {
             let p = match parse_uri(u) {
                 Ok(p) if p.host.len() <= 254 => p,
                 _ => {
-                    ds_err!("bad uri [{}]", String::from_utf8_lossy(u));
+                    ds_err!(fn "ds_is_addr_from_list"; "bad uri [{}]", String::from_utf8_lossy(u));
                     return None;
                 }
             };
@@ -717,13 +751,13 @@ fn match_addr(m: Msg, uri: Option<&[u8]>) -> Option<(IpAddr, u16, u8)> {
             if state::cfg().dns_mode & 8 != 0 {
                 // SIP resolution: the port and protocol found replace the URI's
                 let Some((ip, sp, spr)) = msg::sip_resolve(host, p.port, p.transport as u8) else {
-                    ds_err!("could not resolve {}", String::from_utf8_lossy(host));
+                    ds_err!(fn "ds_is_addr_from_list"; "could not resolve {}", String::from_utf8_lossy(host));
                     return None;
                 };
                 return Some((ip, if sp != 0 { sp } else { p.port }, if spr != 0 { spr } else { p.transport as u8 }));
             }
             let Some(ip) = msg::resolve_host(host) else {
-                ds_err!("could not resolve {}", String::from_utf8_lossy(host));
+                ds_err!(fn "ds_is_addr_from_list"; "could not resolve {}", String::from_utf8_lossy(host));
                 return None;
             };
             Some((ip, p.port, p.transport as u8))
@@ -740,7 +774,11 @@ pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
         let matches = |d: &DestRec| {
             let dip = if dns_always && d.cfg_flags & crate::ds::snapshot::DS_NODNS == 0 {
                 // ds_dns_mode bit 2: resolve at match time
-                msg::resolve_host(d.host.bytes())
+                let ip = msg::resolve_host(d.host.bytes());
+                if ip.is_none() {
+                    ds_warn!(fn "ds_is_addr_from_list"; "could not resolve {} (skipping)", String::from_utf8_lossy(d.host.bytes()));
+                }
+                ip
             } else {
                 d.ip_addr()
             };
@@ -765,7 +803,7 @@ pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
             if group == -1 {
                 if let Some(sp) = &pv.setid {
                     if !sp.set_int(m.0, sid) {
-                        ds_err!("setting PV failed");
+                        ds_err!(fn "ds_is_addr_from_list"; "setting PV failed");
                         return -2;
                     }
                 }
@@ -773,7 +811,7 @@ pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
             let body = d.attrs_body.bytes();
             if let Some(ap) = &pv.attrs {
                 if !body.is_empty() && !ap.set_str(m.0, body) {
-                    ds_err!("setting attrs pv failed");
+                    ds_err!(fn "ds_is_addr_from_list"; "setting attrs pv failed");
                     return -3;
                 }
             }
@@ -798,22 +836,29 @@ pub fn is_active(group: i32, uri: Option<&[u8]>) -> i32 {
 
 type P = *mut c_char;
 
+/// An int/PV parameter of the selection functions, with the C module's messages
+/// (`w_ds_select_addr`): `name` for "no <name> value", `what` for "unable to get <what>".
+fn sel_value(m: *mut sip_msg, p: P, name: &str, what: &str) -> Option<i32> {
+    match get_is(m, p) {
+        IsValue::Int(v) => Some(v),
+        IsValue::Str(v) => {
+            ds_err!(fn "w_ds_select_addr"; "unable to get {what} from [{}]", String::from_utf8_lossy(&v));
+            None
+        }
+        IsValue::None => {
+            ds_err!(fn "w_ds_select_addr"; "no {name} value");
+            None
+        }
+    }
+}
+
 fn sel_params(m: *mut sip_msg, s: P, a: P, l: Option<P>) -> Option<(i32, i32, u32)> {
-    let set = get_int_is(m, s).or_else(|| {
-        ds_err!("unable to get destination set");
-        None
-    })?;
-    let alg = get_int_is(m, a).or_else(|| {
-        ds_err!("unable to get algorithm");
-        None
-    })?;
+    let set = sel_value(m, s, "destination set", "destination set")?;
+    let alg = sel_value(m, a, "algorithm", "algorithm")?;
     let limit = match l {
         // no limit given: a very large value, as in the C module
         None => u32::MAX,
-        Some(p) => get_int_is(m, p).or_else(|| {
-            ds_err!("unable to get dst number limit");
-            None
-        })? as u32,
+        Some(p) => sel_value(m, p, "limit", "dst number limit")? as u32,
     };
     Some((set, alg, limit))
 }
@@ -840,8 +885,12 @@ sel_wrapper!(w_ds_select, w_ds_select_limit, SetOp::Xavp);
 
 unsafe extern "C" fn w_ds_select_routes(m: *mut sip_msg, r: P, md: P) -> c_int {
     guard("ds_select_routes", -1, || {
-        let (Some(r), Some(md)) = (get_str(m, r), get_str(m, md)) else {
-            ds_err!("cannot get rules or mode param value");
+        let Some(r) = get_str(m, r) else {
+            ds_err!(fn "w_ds_select_routes_limit"; "failed to get routing rules parameter");
+            return -1;
+        };
+        let Some(md) = get_str(m, md) else {
+            ds_err!(fn "w_ds_select_routes_limit"; "failed to get update mode parameter");
             return -1;
         };
         if m.is_null() { -1 } else { select_routes(Msg(m), &r, &md, 0) }
@@ -849,8 +898,16 @@ unsafe extern "C" fn w_ds_select_routes(m: *mut sip_msg, r: P, md: P) -> c_int {
 }
 unsafe extern "C" fn w_ds_select_routes_limit(m: *mut sip_msg, r: P, md: P, l: P) -> c_int {
     guard("ds_select_routes", -1, || {
-        let (Some(r), Some(md), Some(l)) = (get_str(m, r), get_str(m, md), get_int(m, l)) else {
-            ds_err!("cannot get rules, mode or limit param value");
+        let Some(r) = get_str(m, r) else {
+            ds_err!(fn "w_ds_select_routes_limit"; "failed to get routing rules parameter");
+            return -1;
+        };
+        let Some(md) = get_str(m, md) else {
+            ds_err!(fn "w_ds_select_routes_limit"; "failed to get update mode parameter");
+            return -1;
+        };
+        let Some(l) = get_int(m, l) else {
+            ds_err!(fn "w_ds_select_routes_limit"; "failed to get limit parameter");
             return -1;
         };
         if m.is_null() { -1 } else { select_routes(Msg(m), &r, &md, l as u32) }
@@ -876,7 +933,7 @@ unsafe extern "C" fn w_ds_is_from_list0(m: *mut sip_msg, _a: P, _b: P) -> c_int 
 unsafe extern "C" fn w_ds_is_from_list1(m: *mut sip_msg, g: P, _b: P) -> c_int {
     guard("ds_is_from_list", -1, || {
         let Some(g) = get_int(m, g) else {
-            ds_err!("cannot get set id value");
+            ds_err!(fn "w_ds_is_from_list1"; "cannot get set id value");
             return -1;
         };
         if m.is_null() { -1 } else { is_from_list(Msg(m), g, None, 2) }
@@ -884,8 +941,12 @@ unsafe extern "C" fn w_ds_is_from_list1(m: *mut sip_msg, g: P, _b: P) -> c_int {
 }
 unsafe extern "C" fn w_ds_is_from_list2(m: *mut sip_msg, g: P, md: P) -> c_int {
     guard("ds_is_from_list", -1, || {
-        let (Some(g), Some(md)) = (get_int(m, g), get_int(m, md)) else {
-            ds_err!("cannot get set id or mode value");
+        let Some(g) = get_int(m, g) else {
+            ds_err!(fn "w_ds_is_from_list2"; "cannot get set id value");
+            return -1;
+        };
+        let Some(md) = get_int(m, md) else {
+            ds_err!(fn "w_ds_is_from_list2"; "cannot get mode value");
             return -1;
         };
         if m.is_null() { -1 } else { is_from_list(Msg(m), g, None, md) }
@@ -893,8 +954,16 @@ unsafe extern "C" fn w_ds_is_from_list2(m: *mut sip_msg, g: P, md: P) -> c_int {
 }
 unsafe extern "C" fn w_ds_is_from_list3(m: *mut sip_msg, g: P, md: P, u: P) -> c_int {
     guard("ds_is_from_list", -1, || {
-        let (Some(g), Some(md), Some(u)) = (get_int(m, g), get_int(m, md), get_str(m, u)) else {
-            ds_err!("cannot get set id, mode or uri value");
+        let Some(g) = get_int(m, g) else {
+            ds_err!(fn "w_ds_is_from_list3"; "cannot get set id value");
+            return -1;
+        };
+        let Some(md) = get_int(m, md) else {
+            ds_err!(fn "w_ds_is_from_list3"; "cannot get mode value");
+            return -1;
+        };
+        let Some(u) = get_str(m, u) else {
+            ds_err!(fn "w_ds_is_from_list3"; "cannot get uri value");
             return -1;
         };
         if m.is_null() { -1 } else { is_from_list(Msg(m), g, Some(&u), md) }
@@ -904,7 +973,7 @@ unsafe extern "C" fn w_ds_is_from_list3(m: *mut sip_msg, g: P, md: P, u: P) -> c
 unsafe extern "C" fn w_ds_list_exist(m: *mut sip_msg, g: P, _b: P) -> c_int {
     guard("ds_list_exists", -1, || {
         let Some(g) = get_int(m, g) else {
-            ds_err!("cannot get set id param value");
+            ds_err!(fn "w_ds_list_exist"; "cannot get set id param value");
             return -2;
         };
         state::with_snap(|s| if s.and_then(|s| s.set(g)).is_some() { 1 } else { -1 })
@@ -914,7 +983,7 @@ unsafe extern "C" fn w_ds_list_exist(m: *mut sip_msg, g: P, _b: P) -> c_int {
 unsafe extern "C" fn w_ds_is_active(m: *mut sip_msg, g: P, _b: P) -> c_int {
     guard("ds_is_active", -1, || {
         let Some(g) = get_int(m, g) else {
-            ds_err!("cannot get set id param value");
+            ds_err!(fn "w_ds_is_active"; "cannot get set id value");
             return -1;
         };
         is_active(g, None)
@@ -922,8 +991,12 @@ unsafe extern "C" fn w_ds_is_active(m: *mut sip_msg, g: P, _b: P) -> c_int {
 }
 unsafe extern "C" fn w_ds_is_active_uri(m: *mut sip_msg, g: P, u: P) -> c_int {
     guard("ds_is_active", -1, || {
-        let (Some(g), Some(u)) = (get_int(m, g), get_str(m, u)) else {
-            ds_err!("cannot get set id or uri param value");
+        let Some(g) = get_int(m, g) else {
+            ds_err!(fn "w_ds_is_active_uri"; "cannot get set id value");
+            return -1;
+        };
+        let Some(u) = get_str(m, u) else {
+            ds_err!(fn "w_ds_is_active_uri"; "cannot get uri value");
             return -1;
         };
         is_active(g, Some(&u))
@@ -954,7 +1027,7 @@ unsafe extern "C" fn w_ds_mark_dst1(m: *mut sip_msg, s: P, _b: P) -> c_int {
             match parse_mark_state(&v) {
                 Some(st) => st,
                 None => {
-                    ds_warn!("unknown state value: {}", String::from_utf8_lossy(&v));
+                    ds_warn!(fn "ki_ds_mark_dst_state"; "Failed to parse state flags: {}", String::from_utf8_lossy(&v));
                     return -1;
                 }
             }
@@ -970,7 +1043,7 @@ unsafe extern "C" fn w_ds_mark_addr(m: *mut sip_msg, st: P, g: P, u: P) -> c_int
             return -1;
         };
         let Some(x) = parse_mark_state(&stv) else {
-            ds_warn!("unknown state value: {}", String::from_utf8_lossy(&stv));
+            ds_warn!("Failed to parse state flags: {}", String::from_utf8_lossy(&stv));
             return -1;
         };
         let msg = if m.is_null() { None } else { Some(Msg(m)) };
@@ -1010,12 +1083,18 @@ unsafe extern "C" fn w_ds_load_unset(m: *mut sip_msg, _a: P, _b: P) -> c_int {
 unsafe extern "C" fn w_ds_reload(_m: *mut sip_msg, _a: P, _b: P) -> c_int {
     guard("ds_reload", -1, || match state::load_and_install(true) {
         Ok(_) => 1,
-        Err(state::ReloadError::TooSoon) => {
-            ds_err!("ongoing reload");
+        Err(state::ReloadError::NotReady) => {
+            ds_err!(fn "ds_reload"; "not ready for reload");
             -1
         }
-        Err(e) => {
-            ds_err!("reload failed: {e:?}");
+        Err(state::ReloadError::TooSoon) => {
+            ds_err!(fn "ds_reload"; "{}", crate::module::rpc::ongoing_reload());
+            -1
+        }
+        // the cause was logged where it happened; the running list stays
+        Err(_) => {
+            let from = if state::cfg().db_url.is_empty() { "list" } else { "db" };
+            ds_err!(fn "ds_reload"; "Error reloading from {from}");
             -1
         }
     })
@@ -1026,8 +1105,8 @@ unsafe extern "C" fn ds_warn_fixup(_param: *mut *mut c_void, _no: c_int) -> c_in
     guard("fixup", 0, || {
         // fixups run after mod_init: the configuration is already read
         let p = state::cfg();
-        if p.xavp_dst.is_empty() || p.flags & 2 == 0 {
-            ds_err!("failover functions used, but required XAVP or flags=2 are not set: feature disabled");
+        if p.xavp_dst.is_empty() || p.xavp_ctx.is_empty() {
+            ds_err!(fn "ds_warn_fixup"; "failover functions used, but required XAVP parameters are NULL -- feature disabled");
         }
         0
     })

@@ -78,8 +78,19 @@ fn fire(old: i32, new: i32, msg: Option<Msg>, uri: &[u8], rctx: Rctx) {
 pub fn update_state(msg: Option<Msg>, setid: i32, uri: &[u8], st: i32, mut rctx: Rctx) -> i32 {
     let cfg = state::cfg();
     let found = state::with_snap(|snap| {
-        let set = snap?.set(setid)?;
-        let d = set.dests.iter().find(|d| d.uri.bytes().eq_ignore_ascii_case(uri))?;
+        let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
+            crate::ds_err!(fn "ds_update_state"; "the list is null");
+            return None;
+        };
+        let Some(set) = snap.set(setid) else {
+            crate::ds_err!(fn "ds_update_state"; "destination set [{setid}] not found");
+            return None;
+        };
+        let Some(d) = set.dests.iter().find(|d| d.uri.bytes().eq_ignore_ascii_case(uri)) else {
+            // the C module returns -1 without a message here; callers say what failed
+            ds_dbg!(fn "ds_update_state"; "destination [{}] not found in set [{setid}]", String::from_utf8_lossy(uri));
+            return None;
+        };
         let mut old = d.flags.load(Ordering::Acquire);
         let (new, cnt) = loop {
             let (new, cnt) = next_state(old, d.fail_cnt.load(Ordering::Relaxed), st, cfg.probing_threshold, cfg.inactive_threshold);
@@ -93,10 +104,7 @@ pub fn update_state(msg: Option<Msg>, setid: i32, uri: &[u8], st: i32, mut rctx:
         ds_dbg!("old state was {old}, set new state to {new}");
         Some((old, new, d.uri.bytes().to_vec()))
     });
-    let Some((old, new, duri)) = found else {
-        crate::ds_err!("destination [{}] not found in set [{setid}]", String::from_utf8_lossy(uri));
-        return -1;
-    };
+    let Some((old, new, duri)) = found else { return -1 };
     rctx.uri = duri.clone();
     rctx.setid = setid;
     fire(old, new, msg, &duri, rctx);
@@ -105,10 +113,25 @@ pub fn update_state(msg: Option<Msg>, setid: i32, uri: &[u8], st: i32, mut rctx:
 
 /// RPC state overwrite (no thresholds, no counters, no events). `by_duid` matches `duid`.
 /// Returns false when the set or the destination is unknown ("all" never fails).
+/// Failures are logged as the C module's `ds_reinit_*state*` functions do (ERROR).
 pub fn reinit_state(setid: i32, key: &[u8], st: i32, by_duid: bool) -> bool {
     let all = key == b"all";
+    let func = if all {
+        "ds_reinit_state_all"
+    } else if by_duid {
+        "ds_reinit_duid_state"
+    } else {
+        "ds_reinit_state"
+    };
     state::with_snap(|snap| {
-        let Some(set) = snap.and_then(|s| s.set(setid)) else { return all };
+        let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
+            crate::ds_err!(fn func; "the list is null");
+            return all;
+        };
+        let Some(set) = snap.set(setid) else {
+            crate::ds_err!(fn func; "destination set [{setid}] not found");
+            return all;
+        };
         let mut hit = false;
         for d in set.dests {
             let m = all
@@ -123,6 +146,10 @@ pub fn reinit_state(setid: i32, key: &[u8], st: i32, by_duid: bool) -> bool {
                 break;
             }
         }
+        if !hit && !all {
+            let what = if by_duid { "duid" } else { "address" };
+            crate::ds_err!(fn func; "destination {what} [{setid} : {}] not found", String::from_utf8_lossy(key));
+        }
         hit || all
     })
 }
@@ -130,8 +157,12 @@ pub fn reinit_state(setid: i32, key: &[u8], st: i32, by_duid: bool) -> bool {
 /// `ds_mark_dst([state])` on the first `_dsdst_` record.
 pub fn mark_dst(m: Msg, st: i32) -> i32 {
     let cfg = state::cfg();
-    if cfg.flags & 2 == 0 || cfg.xavp_dst.is_empty() {
-        crate::ds_warn!("failover support disabled");
+    if cfg.flags & 2 == 0 {
+        crate::ds_warn!(fn "ds_mark_dst"; "failover support disabled");
+        return -1;
+    }
+    if cfg.xavp_dst.is_empty() {
+        crate::ds_warn!(fn "ds_mark_dst"; "no xavp name to store dst records");
         return -1;
     }
     let Some(rec) = crate::kam::xavp::first_record(&cfg.xavp_dst) else { return -1 };

@@ -53,7 +53,7 @@ pub fn init() -> Result<(), String> {
         return Ok(());
     }
     if !tm::bind() {
-        return Err("ds_ping_interval > 0 needs the tm module, loaded before dispatcher".into());
+        return Err("could not load the TM-functions - disable DS ping (ds_ping_interval > 0 needs the tm module, loaded before dispatcher)".into());
     }
     // SAFETY: mod_init in the main process; the core keeps the function pointers.
     let ok = unsafe {
@@ -150,10 +150,13 @@ fn tick() {
         let cbp = (setid as u32 as usize) | CBP_TAG;
         ds_dbg!("probing set #{setid}, URI {}", String::from_utf8_lossy(&uri));
         if !tm::request(&cfg.ping_method, &uri, &from, &ob, &sn, &sa, done, cbp) {
-            ds_err!("unable to ping [{}]", String::from_utf8_lossy(&uri));
+            let u = String::from_utf8_lossy(&uri);
+            ds_err!(fn "ds_ping_set"; "unable to ping [{u}] in group [{setid}]");
             let st = DS_TRYING | if cfg.probing_mode != 0 { DS_PROBING } else { 0 };
             let rctx = Rctx { code: 500, reason: Some(b"Sending keepalive failed".to_vec()), ..Default::default() };
-            health::update_state(None, setid, &uri, st, rctx);
+            if health::update_state(None, setid, &uri, st, rctx) != 0 {
+                ds_err!(fn "ds_ping_set"; "Setting the probing state failed ({u}, group {setid})");
+            }
         }
     }
 }
@@ -223,11 +226,15 @@ unsafe extern "C" fn done(t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_pa
         if cfg.latency_stats {
             update_latency(setid, &c.uri, c.code);
         }
+        // None: the set is gone (reload meanwhile); 0 also for an address that is gone
         let cur = state::with_snap(|snap| {
             let set = snap?.set(setid)?;
-            set.dests.iter().find(|d| d.uri.bytes().eq_ignore_ascii_case(&c.uri)).map(|d| d.flags.load(Ordering::Relaxed))
+            Some(set.dests.iter().find(|d| d.uri.bytes().eq_ignore_ascii_case(&c.uri)).map(|d| d.flags.load(Ordering::Relaxed)).unwrap_or(0))
         });
-        let Some(cur) = cur else { return };
+        let Some(cur) = cur else {
+            ds_err!(fn "ds_get_state"; "destination set [{setid}] not found");
+            return;
+        };
         if cfg.probing_mode == 3 && cur & DS_PROBING == 0 {
             return;
         }
@@ -247,8 +254,9 @@ unsafe extern "C" fn done(t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_pa
         } else {
             DS_TRYING | if cfg.probing_mode != 0 { DS_PROBING } else { 0 }
         };
-        if cur & DS_DISABLED == 0 {
-            health::update_state(None, setid, &c.uri, st, rctx);
+        if cur & DS_DISABLED == 0 && health::update_state(None, setid, &c.uri, st, rctx) != 0 {
+            let what = if alive { "state" } else { "probing state" };
+            ds_err!(fn "ds_options_callback"; "Setting the {what} failed ({}, group {setid})", String::from_utf8_lossy(&c.uri));
         }
     })
 }

@@ -102,11 +102,11 @@ fn bucket_of<'a>(t: &'a LoadTable, callid: &[u8]) -> &'a Bucket {
 /// Decrements the load of `(setid, duid)` in the current list (never below 0).
 fn load_dec(snap: Option<Snap<'_>>, setid: i32, duid: &[u8]) -> bool {
     let Some(set) = snap.and_then(|s| s.set(setid)) else {
-        ds_err!("destination set [{setid}] not found");
+        ds_err!(fn "ds_load_remove_byid"; "destination set [{setid}] not found");
         return false;
     };
     let Some(d) = set.dests.iter().find(|d| d.duid.bytes().eq_ignore_ascii_case(duid)) else {
-        ds_err!("old destination address not found for [{setid}, {}]", String::from_utf8_lossy(duid));
+        ds_err!(fn "ds_load_remove_byid"; "old destination address not found for [{setid}, {}]", String::from_utf8_lossy(duid));
         return false;
     };
     let _ = d.dload.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| if v > 0 { Some(v - 1) } else { None });
@@ -122,7 +122,7 @@ impl LoadTable {
         // SAFETY: cells of this bucket are only touched under its lock.
         while let Some(c) = unsafe { it.as_ref() } {
             if c.callid() == callid {
-                ds_warn!("call-id already in hash table [{}]", String::from_utf8_lossy(callid));
+                ds_warn!(fn "ds_add_cell"; "call-id already in hash table [{}].", String::from_utf8_lossy(callid));
                 return false;
             }
             it = c.next;
@@ -130,7 +130,7 @@ impl LoadTable {
         let size = std::mem::size_of::<Cell>() + callid.len() + duid.len();
         let p = shm_alloc(size) as *mut Cell;
         if p.is_null() {
-            ds_err!("no more shared memory");
+            ds_err!(fn "ds_add_cell"; "cannot create new cell (no more shared memory).");
             return false;
         }
         let t = now();
@@ -197,7 +197,7 @@ impl LoadTable {
     /// `ds_load_remove`: drop the call and decrement its destination. -1 when unknown.
     pub fn remove(&self, callid: &[u8]) -> i32 {
         let Some((setid, duid)) = self.take(callid) else {
-            ds_err!("cannot find load for ({})", String::from_utf8_lossy(callid));
+            ds_err!(fn "ds_load_remove"; "cannot find load for ({})", String::from_utf8_lossy(callid));
             return -1;
         };
         if state::with_snap(|s| load_dec(s, setid, &duid)) { 0 } else { -1 }
@@ -208,7 +208,7 @@ impl LoadTable {
         match self.with_cell(callid, |c| c.state = st) {
             Some(()) => 0,
             None => {
-                ds_dbg!("cannot find load for ({})", String::from_utf8_lossy(callid));
+                ds_dbg!(fn "ds_load_state"; "cannot find load for ({})", String::from_utf8_lossy(callid));
                 -1
             }
         }
@@ -218,32 +218,32 @@ impl LoadTable {
     /// 0 ok, -1 error, -2 new destination not in the set.
     pub fn replace(&self, callid: &[u8], duid: &[u8]) -> i32 {
         if duid.is_empty() {
-            ds_err!("invalid dst unique id not set for ({})", String::from_utf8_lossy(callid));
+            ds_err!(fn "ds_load_replace"; "invalid dst unique id not set for ({})", String::from_utf8_lossy(callid));
             return -1;
         }
         let Some((setid, old)) = self.with_cell(callid, |c| (c.setid, c.duid().to_vec())) else {
-            ds_err!("cannot find load for ({})", String::from_utf8_lossy(callid));
+            ds_err!(fn "ds_load_replace"; "cannot find load for ({})", String::from_utf8_lossy(callid));
             return -1;
         };
         state::with_snap(|snap| {
             let Some(set) = snap.and_then(|s| s.set(setid)) else {
-                ds_err!("destination set [{setid}] not found");
+                ds_err!(fn "ds_load_replace"; "destination set [{setid}] not found");
                 return -1;
             };
             let oldd = set.dests.iter().find(|d| d.duid.bytes().eq_ignore_ascii_case(&old));
             let Some(newd) = set.dests.iter().find(|d| d.duid.bytes().eq_ignore_ascii_case(duid)) else {
-                ds_err!("new destination address not found for [{setid}, {}]", String::from_utf8_lossy(duid));
+                ds_err!(fn "ds_load_replace"; "new destination address not found for [{setid}, {}]", String::from_utf8_lossy(duid));
                 return -2;
             };
             if oldd.is_none() {
-                ds_warn!("old destination address not found for [{setid}, {}]", String::from_utf8_lossy(&old));
+                ds_warn!(fn "ds_load_replace"; "old destination address not found for [{setid}, {}]", String::from_utf8_lossy(&old));
             }
             let _ = self.take(callid);
             if let Some(o) = oldd {
                 let _ = o.dload.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| if v > 0 { Some(v - 1) } else { None });
             }
             if !self.add(callid, newd.duid.bytes(), setid) {
-                ds_err!("unable to replace destination load");
+                ds_err!(fn "ds_load_replace"; "unable to replace destination load [{} / {}]", String::from_utf8_lossy(duid), String::from_utf8_lossy(callid));
                 return -1;
             }
             newd.dload.fetch_add(1, Ordering::AcqRel);

@@ -96,7 +96,7 @@ unsafe extern "C" fn mod_init() -> c_int {
         if cfg.dns_mode & 4 != 0 {
             // SAFETY: mod_init, main process.
             if unsafe { params::ds_dns_interval } <= 0 {
-                crate::ds_warn!("invalid ds_dns_interval - using 600");
+                crate::ds_warn!("dns interval parameter not set - using 600");
             }
             if !register_timer(1, dns_timer, cfg.dns_interval) {
                 ds_err!("failed to register the DNS timer");

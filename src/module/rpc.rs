@@ -9,6 +9,7 @@ use crate::ds::snapshot::{Snap, DS_DISABLED, DS_INACTIVE, DS_NOPING, DS_PROBING,
 use crate::kam::rpc::{Rpc, RpcStruct};
 use crate::module::{guard, state};
 use crate::sys::{self, rpc_export_t};
+use crate::ds_err;
 
 /// The two FLAGS letters of `dispatcher.list`.
 pub fn flag_letters(f: i32) -> String {
@@ -209,14 +210,16 @@ unsafe extern "C" fn rpc_reload(api: *mut sys::rpc_t, ctx: *mut c_void) {
         let rpc = unsafe { Rpc::new(api, ctx) };
         match state::load_and_install(true) {
             Ok(_) => rpc.text("Ok. Dispatcher successfully reloaded."),
-            Err(state::ReloadError::NotReady) => rpc.fault(500, "Not ready for reload"),
-            Err(state::ReloadError::TooSoon) => rpc.fault(500, "Ongoing reload"),
-            Err(state::ReloadError::Failed(m)) => {
-                crate::ds_err!("reload failed, keeping the running list: {m}");
-                rpc.fault(500, &format!("Reload Failed: {m}"))
+            Err(state::ReloadError::NotReady) => {
+                ds_err!(fn "dispatcher_rpc_reload"; "not ready for reload");
+                rpc.fault(500, "Not ready for reload")
             }
-            Err(state::ReloadError::Partial(m)) => {
-                crate::ds_err!("reload: {m}");
+            Err(state::ReloadError::TooSoon) => {
+                ds_err!(fn "dispatcher_rpc_reload"; "{}", ongoing_reload());
+                rpc.fault(500, "Ongoing reload")
+            }
+            // the cause was logged where it happened; the running list stays
+            Err(state::ReloadError::Failed(m)) | Err(state::ReloadError::Partial(m)) => {
                 rpc.fault(500, &format!("Reload Failed: {m}"))
             }
         }
@@ -274,14 +277,17 @@ fn set_state_helper(rpc: &Rpc, by_duid: bool) {
     }
     let stv = crate::kam::param::unsafe_bytes(st);
     if stv.is_empty() {
+        ds_err!(fn "dispatcher_rpc_set_state_helper"; "bad state value");
         rpc.fault(500, "Invalid State Parameter");
         return;
     }
     let Ok(flags) = crate::ds::health::parse_rpc_state(stv) else {
+        ds_err!(fn "dispatcher_rpc_set_state_helper"; "unknown state value [{}]", String::from_utf8_lossy(stv));
         rpc.fault(500, "Unknown State Value");
         return;
     };
     let key = crate::kam::param::unsafe_bytes(dest);
+    // reinit_state logs why it failed (unknown set, address or duid)
     if !crate::module::health::reinit_state(group, key, flags, by_duid) {
         rpc.fault(500, "State Update Failed");
         return;
@@ -332,25 +338,38 @@ unsafe extern "C" fn rpc_ping_active(api: *mut sys::rpc_t, ctx: *mut c_void) {
     })
 }
 
-fn edit_reply(rpc: &Rpc, r: Result<(), state::ReloadError>, ok: &str, failed: &str) {
+/// The RPC's reply to a list edit; `func` is the C module's RPC function (for the logs).
+fn edit_reply(rpc: &Rpc, func: &'static str, r: Result<(), state::ReloadError>, ok: &str, failed: &str) {
     match r {
         Ok(()) => rpc.text(ok),
-        Err(state::ReloadError::NotReady) => rpc.fault(500, "Not ready for reload"),
-        Err(state::ReloadError::TooSoon) => rpc.fault(500, "Ongoing reload"),
-        Err(state::ReloadError::Failed(m)) | Err(state::ReloadError::Partial(m)) => {
-            crate::ds_err!("{failed}: {m}");
-            rpc.fault(500, failed)
+        Err(state::ReloadError::NotReady) => {
+            ds_err!(fn func; "Not ready for rebuilding destinations list");
+            rpc.fault(500, "Not ready for reload")
         }
+        Err(state::ReloadError::TooSoon) => {
+            ds_err!(fn func; "{}", ongoing_reload());
+            rpc.fault(500, "Ongoing reload")
+        }
+        // the cause was logged where it happened
+        Err(state::ReloadError::Failed(_)) | Err(state::ReloadError::Partial(_)) => rpc.fault(500, failed),
     }
 }
 
-/// The C module checks the rate limit before it parses the parameters.
-fn rate_limited(rpc: &Rpc) -> bool {
+/// The C module's "ongoing reload" message, with the limit that refused the rebuild.
+pub fn ongoing_reload() -> String {
+    format!("ongoing reload (less than reload_delta {} s since the last rebuild)", state::cfg().reload_delta)
+}
+
+/// The C module checks the rate limit before it parses the parameters. `func` is the C
+/// module's RPC function (for the logs).
+fn rate_limited(rpc: &Rpc, func: &'static str) -> bool {
     if state::ctl().is_none() {
+        ds_err!(fn func; "Not ready for rebuilding destinations list");
         rpc.fault(500, "Not ready for reload");
         return true;
     }
     if state::too_soon() {
+        ds_err!(fn func; "{}", ongoing_reload());
         rpc.fault(500, "Ongoing reload");
         return true;
     }
@@ -361,7 +380,7 @@ unsafe extern "C" fn rpc_add(api: *mut sys::rpc_t, ctx: *mut c_void) {
     guard("dispatcher.add", (), || {
         // SAFETY: arguments of an RPC handler call.
         let rpc = unsafe { Rpc::new(api, ctx) };
-        if rate_limited(&rpc) {
+        if rate_limited(&rpc, "dispatcher_rpc_add") {
             return;
         }
         let (mut group, mut flags, mut prio): (c_int, c_int, c_int) = (0, 0, 0);
@@ -384,7 +403,7 @@ unsafe extern "C" fn rpc_add(api: *mut sys::rpc_t, ctx: *mut c_void) {
         let u = crate::kam::param::unsafe_bytes(dest).to_vec();
         let a = if n >= 5 { crate::kam::param::unsafe_bytes(attrs).to_vec() } else { Vec::new() };
         let e = state::Edit::Add { setid: group, uri: u, flags: if n >= 3 { flags } else { 0 }, priority: if n >= 4 { prio } else { 0 }, attrs: a };
-        edit_reply(&rpc, state::edit_list(e), "Ok. Dispatcher destination added.", "Adding dispatcher dst failed");
+        edit_reply(&rpc, "dispatcher_rpc_add", state::edit_list(e), "Ok. Dispatcher destination added.", "Adding dispatcher dst failed");
     })
 }
 
@@ -392,7 +411,7 @@ unsafe extern "C" fn rpc_remove(api: *mut sys::rpc_t, ctx: *mut c_void) {
     guard("dispatcher.remove", (), || {
         // SAFETY: arguments of an RPC handler call.
         let rpc = unsafe { Rpc::new(api, ctx) };
-        if rate_limited(&rpc) {
+        if rate_limited(&rpc, "dispatcher_rpc_remove") {
             return;
         }
         let mut group: c_int = 0;
@@ -406,7 +425,7 @@ unsafe extern "C" fn rpc_remove(api: *mut sys::rpc_t, ctx: *mut c_void) {
             return;
         }
         let u = crate::kam::param::unsafe_bytes(dest).to_vec();
-        edit_reply(&rpc, state::edit_list(state::Edit::Remove { setid: group, uri: u }), "Ok. Dispatcher destination removed.", "Removing dispatcher dst failed");
+        edit_reply(&rpc, "dispatcher_rpc_remove", state::edit_list(state::Edit::Remove { setid: group, uri: u }), "Ok. Dispatcher destination removed.", "Removing dispatcher dst failed");
     })
 }
 

@@ -12,11 +12,11 @@ use crate::ds::rcu::{Control, ReadGuard};
 use crate::ds::snapshot::{self, Header, Snap};
 use crate::ds::uri::{Proto, Scheme};
 use crate::kam::mem::{shm_alloc, shm_free, ShmLock};
-use crate::kam::msg;
+use crate::kam::{log, msg};
 use crate::kam::param::{PvFormat, PvSpec};
 use crate::module::params::Config;
 use crate::sys;
-use crate::{ds_info, ds_warn};
+use crate::{ds_err, ds_info, ds_warn};
 
 /// Pointer to the control block in shm (set in mod_init, before fork; copied to children).
 static CTL: AtomicPtr<Control> = AtomicPtr::new(std::ptr::null_mut());
@@ -91,47 +91,49 @@ pub fn init(cfg: Config) -> Result<(), String> {
 
     let mut dsock = 0usize;
     if !cfg.default_sockname.is_empty() {
-        dsock = msg::socket_by_name(&cfg.default_sockname).ok_or_else(|| {
-            format!("ds_default_sockname: no local socket named '{}'", String::from_utf8_lossy(&cfg.default_sockname))
-        })?;
+        let name = String::from_utf8_lossy(&cfg.default_sockname);
+        dsock = msg::socket_by_name(&cfg.default_sockname)
+            .ok_or_else(|| format!("non-local socket name <{name}> (ds_default_sockname)"))?;
+        ds_info!(fn "mod_init"; "default dispatcher socket set by name to <{name}>");
     } else if !cfg.default_socket.is_empty() {
-        dsock = msg::socket_by_addr(&cfg.default_socket).ok_or_else(|| {
-            format!("ds_default_socket: '{}' is not a local listen socket", String::from_utf8_lossy(&cfg.default_socket))
-        })?;
+        let sock = String::from_utf8_lossy(&cfg.default_socket);
+        dsock = msg::socket_by_addr(&cfg.default_socket)
+            .ok_or_else(|| format!("non-local socket <{sock}> (ds_default_socket)"))?;
+        ds_info!(fn "mod_init"; "default dispatcher socket set to <{sock}>");
     }
     let _ = DEFAULT_SOCK.set(dsock);
 
     let mut pv = Pvs { setid: None, attrs: None };
     if !cfg.setid_pvname.is_empty() {
         let s = PvSpec::parse(&cfg.setid_pvname)
-            .ok_or_else(|| format!("setid_pvname: invalid pv '{}'", String::from_utf8_lossy(&cfg.setid_pvname)))?;
+            .ok_or_else(|| format!("[{}]- invalid setid_pvname", String::from_utf8_lossy(&cfg.setid_pvname)))?;
         if !s.writable() {
-            return Err(format!("setid_pvname: pv '{}' is not writable", String::from_utf8_lossy(&cfg.setid_pvname)));
+            return Err(format!("[{}]- invalid setid_pvname (not writable)", String::from_utf8_lossy(&cfg.setid_pvname)));
         }
         pv.setid = Some(s);
     }
     if !cfg.attrs_pvname.is_empty() {
         let s = PvSpec::parse(&cfg.attrs_pvname)
-            .ok_or_else(|| format!("attrs_pvname: invalid pv '{}'", String::from_utf8_lossy(&cfg.attrs_pvname)))?;
+            .ok_or_else(|| format!("[{}]- invalid attrs_pvname", String::from_utf8_lossy(&cfg.attrs_pvname)))?;
         if !s.writable() {
-            return Err(format!("attrs_pvname: pv '{}' is not writable", String::from_utf8_lossy(&cfg.attrs_pvname)));
+            return Err(format!("[{}]- invalid attrs_pvname (not writable)", String::from_utf8_lossy(&cfg.attrs_pvname)));
         }
         pv.attrs = Some(s);
     }
     let _ = PVS.set(pv);
     if !cfg.hash_pvar.is_empty() {
         let f = PvFormat::parse(&cfg.hash_pvar)
-            .ok_or_else(|| format!("hash_pvar: malformed pv format '{}'", String::from_utf8_lossy(&cfg.hash_pvar)))?;
+            .ok_or_else(|| format!("malformed PV string: {} (hash_pvar)", String::from_utf8_lossy(&cfg.hash_pvar)))?;
         let _ = HASH_FMT.set(f);
     }
+    let db = !cfg.db_url.is_empty();
     let _ = CFG.set(cfg);
     match load_and_install(false) {
-        Ok(_) => Ok(()),
-        Err(ReloadError::Partial(m)) => {
-            ds_warn!("{m}");
-            Ok(())
-        }
-        Err(ReloadError::Failed(m)) => Err(m),
+        // the skipped rows are logged (WARNING) by the load, as the C module's ds_init_db
+        Ok(_) | Err(ReloadError::Partial(_)) => Ok(()),
+        // the cause is logged where it happened; these are the C module's words for it
+        Err(ReloadError::Failed(_)) if db => Err("could not initiate a connect to the database".into()),
+        Err(ReloadError::Failed(_)) => Err("no dispatching list loaded from file".into()),
         Err(other) => Err(format!("{other:?}")),
     }
 }
@@ -173,7 +175,9 @@ pub fn too_soon() -> bool {
     cfg.reload_delta > 0 && (now().0 as i64) < ctl.last_rebuild.load(Ordering::Relaxed).saturating_add(cfg.reload_delta)
 }
 
-/// Outcome of a rebuild request.
+/// Outcome of a rebuild request. `Failed` and `Partial` were logged already (with the
+/// severity and the facts of the C module's message); `NotReady` and `TooSoon` are logged
+/// by the caller (the C module names the RPC or cfg function in these messages).
 #[derive(Debug)]
 pub enum ReloadError {
     NotReady,
@@ -181,6 +185,19 @@ pub enum ReloadError {
     Failed(String),
     /// Loaded, but some DB rows were skipped (reported as a failure, like the C module).
     Partial(String),
+}
+
+/// Logs `m` at ERROR level as the C module's function `func` does, and returns it as a
+/// failure.
+fn failed(func: &'static str, m: String) -> ReloadError {
+    ds_err!(fn func; "{m}");
+    ReloadError::Failed(m)
+}
+
+/// Line `n` (1-based) of `text`, without its line end, for messages.
+fn line_text(text: &[u8], n: usize) -> String {
+    let l = text.split(|&c| c == b'\n').nth(n.saturating_sub(1)).unwrap_or_default();
+    String::from_utf8_lossy(l.strip_suffix(b"\r").unwrap_or(l)).into_owned()
 }
 
 /// Reads and parses the list file, builds a snapshot and publishes it. `rate_limit` applies
@@ -199,10 +216,14 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
         ctl.last_rebuild.store(t, Ordering::Relaxed);
     }
 
-    let (file, entries) = if cfg.db_url.is_empty() {
+    let db = !cfg.db_url.is_empty();
+    // the C module's function that logs the skipped entries
+    let load_fn = if db { "ds_load_db" } else { "ds_load_list" };
+    let (file, entries) = if !db {
         let file = cfg.list_file.clone();
-        let text = std::fs::read(&file).map_err(|e| ReloadError::Failed(format!("{file}: cannot read: {e}")))?;
-        let entries = parse_list(&text, &file).map_err(|e| ReloadError::Failed(e.to_string()))?;
+        let text = std::fs::read(&file).map_err(|e| failed(load_fn, format!("can't open list file [{file}]: {e}")))?;
+        let entries = parse_list(&text, &file)
+            .map_err(|e| failed(load_fn, format!("bad line [{}] ({e})", line_text(&text, e.line))))?;
         (file, entries)
     } else {
         (format!("table {}", String::from_utf8_lossy(&cfg.table_name)), db_entries()?)
@@ -213,19 +234,21 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     for e in &entries {
         let e = &no_probing_without_tm(e.clone(), &cfg);
         match prepare_dest(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
-            Ok((d, warns)) => {
-                for w in warns {
-                    ds_warn!("{}:{}: {}", file, e.line, w);
+            Ok((d, notes)) => {
+                for n in &notes {
+                    log::note(n, &format!("{}:{}: ", file, e.line));
                 }
                 dests.push(d);
             }
             Err(err) => {
+                // the fault (ERROR in pack_dest), then the entry skipped (WARNING), as in C
                 let m = format!("{}:{}:{}: {}", file, err.line, err.col, err.msg);
+                crate::ds_log!(log::level(err.level), fn err.func; "{m}");
+                ds_warn!(fn load_fn; "unable to add destination {} to set {} -- skipping", String::from_utf8_lossy(&e.uri), e.setid);
                 if cfg.load_mode == 1 {
                     return Err(ReloadError::Failed(m));
                 }
                 skipped += 1;
-                ds_warn!("{m} - destination skipped");
             }
         }
     }
@@ -233,12 +256,12 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     let sets = build_sets(dests);
     install(ctl, sets, Rebuild::Reload)?;
     ds_info!("loaded {} destinations from {}", n, file);
-    if skipped > 0 && !cfg.db_url.is_empty() {
-        if crate::ds::compat::ge(6, 1, 0) {
-            // Kamailio 6.1: skipped rows no longer fail the reload
-            ds_warn!("failure while loading one or more dispatcher entries");
-        } else {
-            // as the C module: a DB load that skipped rows reports failure, the new list is active
+    if skipped > 0 && db {
+        let func = if rate_limit { "ds_reload_db" } else { "ds_init_db" };
+        ds_warn!(fn func; "failure while loading one or more dispatcher entries ({skipped} skipped)");
+        // as the C module: a DB reload that skipped rows reports failure, the new list is
+        // active (Kamailio 6.1: skipped rows no longer fail the reload)
+        if !crate::ds::compat::ge(6, 1, 0) {
             return Err(ReloadError::Partial(format!("{skipped} rows skipped; the new list is active")));
         }
     }
@@ -249,17 +272,22 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
 /// `ds_db_extra_attrs` appended to attrs.
 fn db_entries() -> Result<Vec<crate::ds::listfile::RawEntry>, ReloadError> {
     let cfg = cfg();
-    let mut db = crate::kam::db::Db::connect(&cfg.db_url).map_err(ReloadError::Failed)?;
+    let func = if DB_VERSION.get().is_some() { "ds_reload_db" } else { "ds_init_db" };
+    let mut db = crate::kam::db::Db::connect(&cfg.db_url)
+        .map_err(|e| failed(func, format!("unable to connect to the database: {e}")))?;
     // the table version is checked once, at startup; reloads reuse it (as the C module does)
     let ver = match DB_VERSION.get() {
         Some(v) => *v,
         None => {
             let v = db.table_version(&cfg.table_name);
             if !(1..=4).contains(&v) {
-                return Err(ReloadError::Failed(format!(
-                    "invalid table version {v} for table {} (expected 1 to 4)",
-                    String::from_utf8_lossy(&cfg.table_name)
-                )));
+                return Err(failed(
+                    "ds_init_db",
+                    format!(
+                        "invalid table version (found {v} , required 1, 2, 3 or 4) for table {}",
+                        String::from_utf8_lossy(&cfg.table_name)
+                    ),
+                ));
             }
             let _ = DB_VERSION.set(v);
             v
@@ -277,18 +305,18 @@ fn db_entries() -> Result<Vec<crate::ds::listfile::RawEntry>, ReloadError> {
     if ver == 4 && !cfg.db_extra_attrs.is_empty() {
         let spec = cfg.db_extra_attrs.strip_suffix(b";").unwrap_or(&cfg.db_extra_attrs);
         let ps = crate::ds::attrs::parse_params(spec)
-            .map_err(|e| ReloadError::Failed(format!("ds_db_extra_attrs: {}", e.msg)))?;
+            .map_err(|e| failed("mod_init", format!("failed to parse extra attrs parameter (ds_db_extra_attrs: {})", e.msg)))?;
         for p in ps.iter().rev() {
             extra.push((p.name.to_vec(), p.value.unwrap_or(&[]).to_vec()));
         }
         if cols.len() + extra.len() > 32 {
-            return Err(ReloadError::Failed(format!("too many db columns: {}", cols.len() + extra.len())));
+            return Err(failed("ds_load_db", format!("too many db columns: {}", cols.len() + extra.len())));
         }
         cols.extend(extra.iter().map(|(_, c)| c.clone()));
     }
-    let rows = db.select_all(&cfg.table_name, &cols).map_err(ReloadError::Failed)?;
+    let rows = db.select_all(&cfg.table_name, &cols).map_err(|e| failed("ds_load_db", e))?;
     if rows.is_empty() {
-        ds_warn!("no dispatching data in the db -- empty destination set");
+        ds_warn!(fn "ds_load_db"; "no dispatching data in the db -- empty destination set");
     }
     let mut out = Vec::with_capacity(rows.len());
     for (i, r) in rows.iter().enumerate() {
@@ -312,7 +340,7 @@ fn db_entries() -> Result<Vec<crate::ds::listfile::RawEntry>, ReloadError> {
                 }
             }
             if attrs.len() >= 1023 {
-                return Err(ReloadError::Failed("cannot build attrs buffer (over 1024 bytes)".into()));
+                return Err(failed("ds_load_db", format!("cannot build attrs buffer (over 1024 bytes, row {})", i + 1)));
             }
         }
         out.push(crate::ds::listfile::RawEntry {
@@ -371,10 +399,10 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
         &mut |size| shm_alloc(size),
         &mut crate::kam::kam_rand,
     )
-    .map_err(|e| ReloadError::Failed(e.to_string()))?;
+    .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
     if !ctl.publish(block, &mut free_snapshot) {
         free_snapshot(block);
-        return Err(ReloadError::Failed("too many old lists still in use; try again".into()));
+        return Err(failed("install", "too many old lists still in use; try again".into()));
     }
     Ok(())
 }
@@ -386,7 +414,9 @@ pub enum Edit {
 }
 
 /// The destinations of a snapshot as load entries (re-parsed attrs, resolved address kept).
-fn snapshot_sets(snap: Option<Snap<'_>>) -> Vec<crate::ds::order::DestSet> {
+/// `log_notes`: log the attribute messages again (`dispatcher.add`/`remove` re-add every
+/// destination in the C module, which logs them again).
+fn snapshot_sets(snap: Option<Snap<'_>>, log_notes: bool) -> Vec<crate::ds::order::DestSet> {
     let Some(snap) = snap else { return Vec::new() };
     let cfg = cfg();
     snap.sets()
@@ -396,7 +426,15 @@ fn snapshot_sets(snap: Option<Snap<'_>>) -> Vec<crate::ds::order::DestSet> {
                 .dests
                 .iter()
                 .map(|d| {
-                    let attrs = crate::ds::attrs::parse_attrs(d.attrs_body.bytes(), cfg.attrs_none).map(|a| a.0).unwrap_or_default();
+                    let attrs = match crate::ds::attrs::parse_attrs(d.attrs_body.bytes(), cfg.attrs_none) {
+                        Ok((a, notes)) => {
+                            if log_notes {
+                                notes.iter().for_each(|n| log::note(n, ""));
+                            }
+                            a
+                        }
+                        Err(_) => Default::default(),
+                    };
                     crate::ds::dest::Dest {
                         setid: set.rec.id,
                         uri: d.uri.bytes().to_vec(),
@@ -442,14 +480,17 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
     ctl.last_rebuild.store(t, Ordering::Relaxed);
     // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
     let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
-    let mut sets = snapshot_sets(cur);
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0) };
+    let mut sets;
     match e {
         Edit::Add { setid, uri, flags, priority, attrs } => {
+            // as the C module: the destinations that stay first, then the new one
+            sets = snapshot_sets(cur, true);
             let raw = crate::ds::listfile::RawEntry { setid, uri, flags, priority, attrs, line: 0, col: 0 };
             let raw = no_probing_without_tm(raw, &cfg);
             match prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env) {
-                Ok((d, _)) => {
+                Ok((d, notes)) => {
+                    notes.iter().for_each(|n| log::note(n, ""));
                     let order: Vec<i32> = sets.iter().map(|s| s.id).chain(std::iter::once(setid)).collect();
                     match sets.iter_mut().find(|s| s.id == setid) {
                         Some(s) => {
@@ -463,7 +504,9 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                     reorder(&mut sets, &order);
                 }
                 Err(err) => {
-                    crate::ds_warn!("unable to add destination {} to set {}: {}", String::from_utf8_lossy(&raw.uri), setid, err.msg);
+                    // the fault (ERROR in pack_dest), then the destination not added, as in C
+                    crate::ds_log!(log::level(err.level), fn err.func; "{}", err.msg);
+                    ds_warn!(fn "ds_add_dst"; "unable to add destination {} to set {}", String::from_utf8_lossy(&raw.uri), setid);
                     if cfg.load_mode == 1 {
                         return Err(ReloadError::Failed(err.msg));
                     }
@@ -475,7 +518,11 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
         }
         Edit::Remove { setid, uri } => {
             let raw = crate::ds::listfile::RawEntry { setid, uri, flags: 0, priority: 0, attrs: Vec::new(), line: 0, col: 0 };
-            let (d, _) = prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env).map_err(|e| ReloadError::Failed(e.msg))?;
+            let (d, _) = prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env).map_err(|err| {
+                crate::ds_log!(log::level(err.level), fn err.func; "{}", err.msg);
+                failed("ds_remove_dst", format!("failed to pack address: {setid} {}", String::from_utf8_lossy(&raw.uri)))
+            })?;
+            sets = snapshot_sets(cur, true);
             let order: Vec<i32> = sets.iter().map(|s| s.id).collect();
             for s in sets.iter_mut().filter(|s| s.id == setid) {
                 s.dests.retain(|x| x.uri != d.uri);
@@ -496,7 +543,7 @@ pub fn dns_refresh() {
     let _g = lock.lock();
     // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
     let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
-    let mut sets = snapshot_sets(cur);
+    let mut sets = snapshot_sets(cur, false);
     let mut changed = false;
     for s in sets.iter_mut() {
         for d in s.dests.iter_mut() {
@@ -509,15 +556,14 @@ pub fn dns_refresh() {
                     changed = true;
                 }
                 Some(_) => {}
-                None => crate::ds_warn!("could not resolve {} (keeping the previous address)", String::from_utf8_lossy(&d.host)),
+                None => crate::ds_err!(fn "ds_dns_update_set"; "could not resolve {}", String::from_utf8_lossy(&d.host)),
             }
         }
     }
     let _ = cfg;
     if changed {
-        if let Err(e) = install(ctl, sets, Rebuild::Dns) {
-            crate::ds_err!("DNS refresh: {e:?}");
-        }
+        // a failure is logged by install()
+        let _ = install(ctl, sets, Rebuild::Dns);
     }
 }
 
