@@ -189,8 +189,9 @@ fn first_round_on_time(timer_mode: u32) {
         2 => 0.01,
         _ => 0.0625,
     };
-    // Kamailio's start-up (spawn to timer process) and scheduling on a busy machine
-    let slack = 0.6;
+    // Kamailio's start-up (spawn to timer process) and scheduling on a busy machine; the
+    // bug put the 4 first probes at 1, 2 and 3 s past this bound (mode 1: 0, 1, 2 s)
+    let slack = 1.0;
     let t0 = Instant::now();
     let rs: Vec<Responder> = (0..N).map(|_| Responder::start(t0)).collect();
     let list: String = rs.iter().map(|r| format!("1 {} 0 0\n", r.uri())).collect();
@@ -229,7 +230,7 @@ fn first_round_on_time(timer_mode: u32) {
         for w in p.windows(2) {
             let gap = (w[1] - w[0]).as_secs_f64();
             assert!(
-                gap >= INTERVAL - tick - 0.3 && gap <= 2.0 * INTERVAL + tick + slack,
+                gap >= INTERVAL - tick - 0.5 && gap <= 2.0 * INTERVAL + tick + slack,
                 "dest {i}: {gap:.2} s between two probes\n{report}"
             );
         }
