@@ -38,7 +38,7 @@ CARGO_TARGET_DIR := $(CURDIR)/target
 endif
 
 .PHONY: all build setup headers install demo test unit integration postbuild bench clean \
-        kamailio test-matrix deb test-deb
+        kamailio test-matrix deb test-deb soak
 
 all: build
 
@@ -100,6 +100,13 @@ deb: build
 # proves the C module is back (alone: other tests use the C module as their reference)
 test-deb: deb
 	tests/deb_test.sh $(SO)
+
+# soak (issue 13): SOAK_SECS at SOAK_RATE calls/s with a reload/add/remove storm and a
+# flapping backend (tests/soak.rs); not part of `make test`
+SOAK_SECS ?= 600
+SOAK_RATE ?= 1000
+soak: build
+	SOAK_SECS=$(SOAK_SECS) SOAK_RATE=$(SOAK_RATE) $(CARGO) test --release --test soak -- --nocapture
 
 bench: build
 	bench/run.sh

@@ -146,10 +146,27 @@ impl Control {
             .filter(|&v| v != 0)
             .min()
             .unwrap_or(u64::MAX);
-        for r in &self.retired {
+        // oldest first: freeing a block forwards what was counted on it after its successor
+        // was built (see `snapshot::forward_counters`), and that successor may be freed in the
+        // same pass
+        let mut due = [(0u64, 0usize); MAX_RETIRED];
+        let mut n = 0;
+        for (i, r) in self.retired.iter().enumerate() {
             let p = r.ptr.load(Ordering::Acquire);
-            if !p.is_null() && min_active >= r.epoch.load(Ordering::Relaxed) {
-                r.ptr.store(std::ptr::null_mut(), Ordering::Relaxed);
+            let e = r.epoch.load(Ordering::Relaxed);
+            if !p.is_null() && min_active >= e {
+                if let Some(slot) = due.get_mut(n) {
+                    *slot = (e, i);
+                    n += 1;
+                }
+            }
+        }
+        let due = due.get_mut(..n).unwrap_or(&mut []);
+        due.sort_unstable();
+        for &(_, i) in due.iter() {
+            let Some(r) = self.retired.get(i) else { continue };
+            let p = r.ptr.swap(std::ptr::null_mut(), Ordering::AcqRel);
+            if !p.is_null() {
                 free(p);
                 self.freed.fetch_add(1, Ordering::Relaxed);
             }
