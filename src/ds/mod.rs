@@ -4,12 +4,14 @@ pub mod rcu; // owned by the lead developer
 pub mod select; // owned by the lead developer
 pub mod attrs;
 pub mod compat;
+pub mod dbrow;
 pub mod dest;
 pub mod hash;
 pub mod listfile;
 pub mod logfmt;
 pub mod order;
 pub mod pacing;
+pub mod rpcargs;
 pub mod uri;
 pub mod weights; // owned by the lead developer
 pub mod health; // owned by the lead developer
@@ -22,3 +24,5 @@ pub fn trim_ws(b: &[u8]) -> &[u8] {
     b.get(s..e.max(s)).unwrap_or(&[])
 }
 pub mod latency; // owned by the lead developer
+#[cfg(test)]
+mod proptests;
