@@ -193,6 +193,112 @@ pub fn least_loaded(dests: &[DestRec]) -> Option<usize> {
     best.map(|(j, _)| j)
 }
 
+/// `ds_is_from_list` mode bits.
+pub const MATCH_NOPORT: i32 = 1;
+pub const MATCH_NOPROTO: i32 = 2;
+pub const MATCH_ACTIVE: i32 = 4;
+/// Kamailio 5.8: a destination with a socket matches only on that receiving socket.
+pub const MATCH_SOCKET: i32 = 8;
+/// Kamailio 5.8: best match by score (port and protocol filters bypassed).
+pub const MATCH_BEST: i32 = 16;
+
+/// Scores of the best-match mode (the C module's `DS_MATCHED_*`).
+pub const SCORE_ADDR: u8 = 1;
+pub const SCORE_PORT: u8 = 2;
+pub const SCORE_PROTO: u8 = 4;
+pub const SCORE_SOCK: u8 = 8;
+pub const SCORE_ALL: u8 = SCORE_ADDR | SCORE_PORT | SCORE_PROTO | SCORE_SOCK;
+
+/// What `ds_is_from_list` compares a destination with (besides the address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FromKey {
+    pub port: u16,
+    pub proto: u8,
+    /// The receiving socket (`rcv.bind_address`, opaque; compared with a destination's
+    /// socket handle).
+    pub bind: usize,
+}
+
+/// Finds the `ds_is_from_list` match among candidates whose address equals the one
+/// looked for, offered in the C module's walk order (`offer`), then `finish`.
+///
+/// * Without mode bit 16 the first candidate passing the filters wins: port (unless bit 1;
+///   a port-less destination passes), protocol (unless bit 2), active (bit 4), socket
+///   (bit 8: a destination with a socket passes only on that receiving socket).
+/// * With bit 16 (best match) the port and protocol filters are bypassed; bits 4 and 8
+///   still filter. Each candidate scores address 1, +2 port, +4 protocol, +8 socket for each
+///   component the destination has and the message equals; 15 wins at once, otherwise the
+///   highest score, the first one met on a tie. Kamailio 5.8.x drops a candidate with a
+///   component set but different; from 6.0.2 it only misses those points.
+/// * Bits 8 and 16 exist from Kamailio 5.8; older releases ignore them.
+pub struct FromMatch<'a> {
+    mode: i32,
+    key: FromKey,
+    strict: bool,
+    best_score: u8,
+    best: Option<(i32, &'a DestRec)>,
+}
+
+impl<'a> FromMatch<'a> {
+    /// For the emulated release (`compat`).
+    pub fn new(mode: i32, key: FromKey) -> FromMatch<'a> {
+        let known = if crate::ds::compat::ge(5, 8, 0) {
+            MATCH_NOPORT | MATCH_NOPROTO | MATCH_ACTIVE | MATCH_SOCKET | MATCH_BEST
+        } else {
+            MATCH_NOPORT | MATCH_NOPROTO | MATCH_ACTIVE
+        };
+        FromMatch { mode: mode & known, key, strict: !crate::ds::compat::ge(6, 0, 2), best_score: 0, best: None }
+    }
+
+    /// Offers a candidate of set `setid` whose address matched; `Some` when it is the match
+    /// (stop looking), `None` to go on.
+    pub fn offer(&mut self, setid: i32, d: &'a DestRec) -> Option<(i32, &'a DestRec)> {
+        let (m, k) = (self.mode, self.key);
+        if m & MATCH_ACTIVE != 0 && !d.usable() {
+            return None;
+        }
+        if m & MATCH_SOCKET != 0 && d.sock != 0 && d.sock != k.bind {
+            return None;
+        }
+        if m & MATCH_BEST == 0 {
+            let port_ok = m & MATCH_NOPORT != 0 || d.port == 0 || d.port == k.port;
+            let proto_ok = m & MATCH_NOPROTO != 0 || d.proto == k.proto;
+            return if port_ok && proto_ok { Some((setid, d)) } else { None };
+        }
+        let mut score = SCORE_ADDR;
+        for (set, equal, points) in [
+            (d.port != 0, d.port == k.port, SCORE_PORT),
+            (d.proto != 0, d.proto == k.proto, SCORE_PROTO),
+            (d.sock != 0, d.sock == k.bind, SCORE_SOCK),
+        ] {
+            if set {
+                if equal {
+                    score |= points;
+                } else if self.strict {
+                    return None;
+                }
+            }
+        }
+        if score == SCORE_ALL {
+            return Some((setid, d));
+        }
+        if score > self.best_score {
+            self.best_score = score;
+            self.best = Some((setid, d));
+        }
+        None
+    }
+
+    /// The best candidate of mode 16 (None without bit 16: only `offer` matches).
+    pub fn finish(self) -> Option<(i32, &'a DestRec)> {
+        if self.mode & MATCH_BEST != 0 {
+            self.best
+        } else {
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,4 +391,143 @@ mod tests {
         assert_eq!(failover_order(d, 2, false, u32::MAX, &|i| i == 0), vec![2, 4, 1]);
         testutil::heap_free(p as *mut u8, sz);
     }
+
+    /// One set of destinations on 127.0.0.1: (port, proto, sock, flags, priority, weight).
+    fn mkfull(spec: &[(u16, Proto, usize, i32, i32, i32)]) -> (*mut crate::ds::snapshot::Header, usize) {
+        let dests = spec
+            .iter()
+            .enumerate()
+            .map(|(i, &(port, proto, sock, flags, priority, weight))| Dest {
+                setid: 1,
+                uri: format!("sip:127.0.0.1:{port};x={i}").into_bytes(),
+                flags,
+                priority,
+                attrs: Attrs { weight, ..Attrs::default() },
+                scheme: Scheme::Sip,
+                host: b"127.0.0.1".to_vec(),
+                port,
+                proto,
+                ip: Some("127.0.0.1".parse().expect("ip")),
+                sock,
+                line: 1,
+                col: 1,
+            })
+            .collect();
+        let p = build(&[DestSet { id: 1, dests }], 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7)
+            .expect("build");
+        let size = unsafe { (*p).total_size };
+        (p, size)
+    }
+
+    /// Runs the matcher over every destination of set 1 (all share the address) and returns
+    /// the index of the winner.
+    fn from_idx(d: &[DestRec], mode: i32, key: FromKey) -> Option<usize> {
+        let mut fm = FromMatch::new(mode, key);
+        let hit = d.iter().find_map(|x| fm.offer(1, x)).or_else(|| fm.finish());
+        hit.map(|(_, x)| d.iter().position(|y| std::ptr::eq(x, y)).expect("index"))
+    }
+
+    const S1: usize = 0x1000;
+    const S2: usize = 0x2000;
+    const UDP: u8 = Proto::Udp as u8;
+
+    #[test]
+    fn from_list_socket_mode_8() {
+        let (p, sz) = mkfull(&[(5060, Proto::Udp, S2, 0, 0, 0), (5060, Proto::Udp, 0, 0, 0, 0)]);
+        let s = unsafe { Snap::from_ptr(p) }.expect("snap");
+        let d = s.set(1).expect("set").dests;
+        let on = |bind| FromKey { port: 5060, proto: UDP, bind };
+        crate::ds::compat::with(crate::ds::compat::val(5, 8, 0), || {
+            // a destination with a socket matches only on that socket; one without always
+            assert_eq!(from_idx(d, MATCH_SOCKET, on(S1)), Some(1));
+            assert_eq!(from_idx(d, MATCH_SOCKET, on(S2)), Some(0));
+            assert_eq!(from_idx(d, MATCH_SOCKET | MATCH_NOPROTO, on(S1)), Some(1));
+            // without bit 8 the socket does not matter
+            assert_eq!(from_idx(d, 0, on(S1)), Some(0));
+        });
+        // 5.6/5.7 do not know bit 8
+        crate::ds::compat::with(crate::ds::compat::val(5, 6, 3), || {
+            assert_eq!(from_idx(d, MATCH_SOCKET, on(S1)), Some(0));
+        });
+        testutil::heap_free(p as *mut u8, sz);
+        // only destinations with another socket: no match with bit 8
+        let (p, sz) = mkfull(&[(5060, Proto::Udp, S2, 0, 0, 0)]);
+        let s = unsafe { Snap::from_ptr(p) }.expect("snap");
+        let d = s.set(1).expect("set").dests;
+        crate::ds::compat::with(crate::ds::compat::val(6, 1, 0), || {
+            assert_eq!(from_idx(d, MATCH_SOCKET, on(S1)), None);
+            assert_eq!(from_idx(d, MATCH_SOCKET | MATCH_BEST, on(S1)), None);
+            assert_eq!(from_idx(d, MATCH_SOCKET | MATCH_BEST, on(S2)), Some(0));
+        });
+        testutil::heap_free(p as *mut u8, sz);
+    }
+
+    #[test]
+    fn from_list_best_match_mode_16() {
+        // [0] address only, [1] port+proto, [2] port+proto+socket S2, [3] tcp + socket S2
+        let (p, sz) = mkfull(&[
+            (0, Proto::Udp, 0, 0, 0, 0),
+            (5070, Proto::Udp, 0, 0, 0, 0),
+            (5070, Proto::Udp, S2, 0, 0, 0),
+            (0, Proto::Tcp, S2, 0, 0, 0),
+        ]);
+        let s = unsafe { Snap::from_ptr(p) }.expect("snap");
+        let d = s.set(1).expect("set").dests;
+        let k = |port, bind| FromKey { port, proto: UDP, bind };
+        for (v, lenient) in [(crate::ds::compat::val(5, 8, 8), false), (crate::ds::compat::val(6, 0, 2), true), (crate::ds::compat::val(6, 1, 4), true)] {
+            crate::ds::compat::with(v, || {
+                // full score 15 wins at once
+                assert_eq!(from_idx(d, MATCH_BEST, k(5070, S2)), Some(2), "v{v}");
+                // port+proto (7): [2] has a different socket: 5.8 drops it, 6.0.2 scores it
+                // 7 too (tie: the first one met wins)
+                assert_eq!(from_idx(d, MATCH_BEST, k(5070, S1)), Some(1), "v{v}");
+                // other port on S2: 5.8 keeps only [0] (5); 6.0.2: [2] scores 1+4+8 = 13
+                assert_eq!(from_idx(d, MATCH_BEST, k(5999, S2)), Some(if lenient { 2 } else { 0 }), "v{v}");
+                // other port on S1: [0] (5) in both; 6.0.2 ties [1] and [2] at 5, first wins
+                assert_eq!(from_idx(d, MATCH_BEST, k(5999, S1)), Some(0), "v{v}");
+                // bit 8 with 16 filters the socket first: on S1 [2] and [3] are out
+                assert_eq!(from_idx(d, MATCH_BEST | MATCH_SOCKET, k(5999, S1)), Some(0), "v{v}");
+                // bits 1 and 2 change nothing with 16
+                assert_eq!(from_idx(d, MATCH_BEST | MATCH_NOPORT | MATCH_NOPROTO, k(5999, S2)), Some(if lenient { 2 } else { 0 }), "v{v}");
+                // a TCP sender on S2 at another port
+                let tcp = FromKey { port: 5999, proto: Proto::Tcp as u8, bind: S2 };
+                // 5.8: [0] udp != tcp dropped, [1] and [2] dropped, [3] tcp+sock = 13
+                // 6.0.2: [0] 1, [1] 1, [2] 9, [3] 13
+                assert_eq!(from_idx(d, MATCH_BEST, tcp), Some(3), "v{v}");
+            });
+        }
+        // bit 4: an inactive full match is skipped, the best of the others wins
+        d[2].flags.store(DS_INACTIVE, Ordering::Relaxed);
+        crate::ds::compat::with(crate::ds::compat::val(6, 1, 0), || {
+            // [1] port+proto = 7, [3] address+socket = 9 (its tcp only misses points)
+            assert_eq!(from_idx(d, MATCH_BEST | MATCH_ACTIVE, k(5070, S2)), Some(3));
+            assert_eq!(from_idx(d, MATCH_BEST, k(5070, S2)), Some(2));
+        });
+        crate::ds::compat::with(crate::ds::compat::val(5, 8, 8), || {
+            // 5.8 drops [3] (tcp set but different): [1] wins
+            assert_eq!(from_idx(d, MATCH_BEST | MATCH_ACTIVE, k(5070, S2)), Some(1));
+        });
+        // 5.6.3: bit 16 unknown -> mode 0: port and proto must match, first one wins
+        crate::ds::compat::with(crate::ds::compat::val(5, 6, 3), || {
+            assert_eq!(from_idx(d, MATCH_BEST, k(5070, S2)), Some(0));
+            assert_eq!(from_idx(d, MATCH_BEST, FromKey { port: 5999, proto: Proto::Tcp as u8, bind: S2 }), Some(3));
+            assert_eq!(from_idx(d, MATCH_BEST, FromKey { port: 5999, proto: Proto::Sctp as u8, bind: S2 }), None);
+        });
+        testutil::heap_free(p as *mut u8, sz);
+    }
+
+    #[test]
+    fn from_list_best_match_without_full_components() {
+        // nothing can reach 15 when a destination lacks a component: highest score wins
+        let (p, sz) = mkfull(&[(0, Proto::None, 0, 0, 0, 0), (5070, Proto::None, 0, 0, 0, 0)]);
+        let s = unsafe { Snap::from_ptr(p) }.expect("snap");
+        let d = s.set(1).expect("set").dests;
+        crate::ds::compat::with(crate::ds::compat::val(5, 8, 0), || {
+            assert_eq!(from_idx(d, MATCH_BEST, FromKey { port: 5070, proto: UDP, bind: S1 }), Some(1));
+            assert_eq!(from_idx(d, MATCH_BEST, FromKey { port: 5071, proto: UDP, bind: S1 }), Some(0));
+        });
+        testutil::heap_free(p as *mut u8, sz);
+    }
+
+
 }

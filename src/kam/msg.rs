@@ -58,12 +58,22 @@ impl Msg {
         // copies what it keeps into the message.
         unsafe { sys::do_action(&mut ctx, &mut act, self.0) >= 0 }
     }
-    /// Forces the sending socket (opaque `socket_info*`, 0 = leave as is).
+    /// Forces the sending socket (opaque `socket_info*`, 0 = leave as is). Like the core
+    /// macro `set_force_socket` the C module uses from 5.6.5/5.7.1/5.8.0 on, this also sets
+    /// `SND_F_FORCE_SOCKET` in the message's forwarding send flags (so that, e.g., a new TCP
+    /// connection is bound to that socket's address); 5.6.3 and 5.7.0 set only the pointer.
     pub fn force_socket(&self, sock: usize) {
-        if sock != 0 {
-            // SAFETY: the handle is a socket_info* obtained from the core at load time; the
-            // socket list lives for the whole run.
-            unsafe { (*self.0).force_send_socket = sock as *mut sys::socket_info };
+        if sock == 0 {
+            return;
+        }
+        let with_flag = force_socket_flag();
+        // SAFETY: the handle is a socket_info* obtained from the core at load time; the
+        // socket list lives for the whole run; the message is valid for the cfg call.
+        unsafe {
+            (*self.0).force_send_socket = sock as *mut sys::socket_info;
+            if with_flag {
+                (*self.0).fwd_send_flags.f |= SND_F_FORCE_SOCKET;
+            }
         }
     }
     /// Source IP, port and protocol of the received message.
@@ -71,6 +81,22 @@ impl Msg {
         let rcv = &self.m().rcv;
         (ip_from_kam(&rcv.src_ip), rcv.src_port, rcv.proto as u8)
     }
+    /// The socket the message was received on (`rcv.bind_address`, an opaque
+    /// `socket_info*`; 0 when none), as compared with a destination's `socket`.
+    pub fn bind_address(&self) -> usize {
+        self.m().rcv.bind_address as usize
+    }
+}
+
+/// `SND_F_FORCE_SOCKET` of the core's `send_flags_t` (ip_addr.h; 1 << 2 in every release).
+pub const SND_F_FORCE_SOCKET: u16 = 1 << 2;
+
+/// Whether the emulated release's C module sets `SND_F_FORCE_SOCKET` with the socket
+/// (`set_force_socket` in `ds_push_dst`: 5.6.5+, 5.7.1+, 5.8.0+; not 5.6.0–5.6.4, 5.7.0).
+pub fn force_socket_flag() -> bool {
+    use crate::ds::compat::{get, val};
+    let v = get();
+    (v >= val(5, 6, 5) && v < val(5, 7, 0)) || v >= val(5, 7, 1)
 }
 
 /// Converts a core `ip_addr` into a std address.

@@ -5,7 +5,7 @@ use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
 use crate::ds::hash::{ds_hash, uri_hash_key_ranges};
-use crate::ds::select::{self, failover_order, least_loaded, rr_commit, rr_take};
+use crate::ds::select::{self, failover_order, least_loaded, rr_commit, rr_take, FromKey, FromMatch};
 use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE};
 use crate::kam::kam_rand;
 use crate::kam::msg::trim;
@@ -765,40 +765,40 @@ fn match_addr(m: Msg, uri: Option<&[u8]>) -> Option<(IpAddr, u16, u8)> {
     }
 }
 
-/// `ds_is_from_list`: 1 match, -1 none, -2/-3 PV write failures.
+/// `ds_is_from_list`: 1 match, -1 none, -2/-3 PV write failures. Modes: see
+/// `select::FromMatch` (bits 8 and 16 from Kamailio 5.8).
 pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
     let Some((ip, port, proto)) = match_addr(m, uri) else { return -1 };
+    let key = FromKey { port, proto, bind: m.bind_address() };
     state::with_snap(|snap| {
         let Some(snap) = snap else { return -1 };
         let dns_always = state::cfg().dns_mode & 2 != 0;
-        let matches = |d: &DestRec| {
-            let dip = if dns_always && d.cfg_flags & crate::ds::snapshot::DS_NODNS == 0 {
+        let addr_ok = |d: &DestRec| {
+            if dns_always && d.cfg_flags & crate::ds::snapshot::DS_NODNS == 0 {
                 // ds_dns_mode bit 2: resolve at match time
-                let ip = msg::resolve_host(d.host.bytes());
-                if ip.is_none() {
+                let dip = msg::resolve_host(d.host.bytes());
+                if dip.is_none() {
                     ds_warn!(fn "ds_is_addr_from_list"; "could not resolve {} (skipping)", String::from_utf8_lossy(d.host.bytes()));
                 }
-                ip
+                dip == Some(ip)
             } else {
-                d.ip_addr()
-            };
-            dip == Some(ip)
-                && (mode & 1 != 0 || d.port == 0 || d.port == port)
-                && (mode & 2 != 0 || d.proto == proto)
-                && (mode & 4 == 0 || d.usable())
+                d.ip_addr() == Some(ip)
+            }
         };
+        let mut fm = FromMatch::new(mode, key);
         let found = if dns_always {
             // addresses resolved at match time: no index, scan in iteration order
             if group == -1 {
-                snap.sets().find_map(|s| s.dests.iter().find(|d| matches(d)).map(|d| (s.rec.id, d)))
+                snap.sets().find_map(|s| s.dests.iter().filter(|d| addr_ok(d)).find_map(|d| fm.offer(s.rec.id, d)))
             } else {
-                snap.set(group).and_then(|s| s.dests.iter().find(|d| matches(d)).map(|d| (s.rec.id, d)))
+                snap.set(group).and_then(|s| s.dests.iter().filter(|d| addr_ok(d)).find_map(|d| fm.offer(s.rec.id, d)))
             }
         } else {
             // address index: only the destinations with this IP, in iteration order
-            snap.by_ip(ip).find(|(s, d)| (group == -1 || s.rec.id == group) && matches(d)).map(|(s, d)| (s.rec.id, d))
+            snap.by_ip(ip).filter(|(s, _)| group == -1 || s.rec.id == group).find_map(|(s, d)| fm.offer(s.rec.id, d))
         };
-        let Some((sid, d)) = found else { return -1 };
+        // mode 16: the best candidate when none matched completely
+        let Some((sid, d)) = found.or_else(|| fm.finish()) else { return -1 };
         if let Some(pv) = state::pvs() {
             if group == -1 {
                 if let Some(sp) = &pv.setid {

@@ -1,0 +1,208 @@
+//! Selection-side parity through a real Kamailio (tests/data/select.cfg.tmpl):
+//!
+//! * `ds_is_from_list` mode bit 8 (socket) and bit 16 (best match; the 5.8.x and the
+//!   6.0.2+ variant), compared with the C module of the Kamailio under test, and with fixed
+//!   expectations per version (5.6.3 ignores both bits);
+//! * `SND_F_FORCE_SOCKET` with a destination's `socket` (a TCP connection to the backend
+//!   starts from that socket's address), compared with the C module;
+//!
+//! Module under test: `DS_TEST_MODULE=rust` (default) or `c`.
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TMPL: &str = include_str!("data/select.cfg.tmpl");
+
+/// Test options for the select template: `port2` is the second UDP port (and the TCP port
+/// on 127.0.0.2); `{{PORT2}}` in the list is replaced too.
+fn sel_opts(list: &str, port2: u16, extra: &str) -> KamOpts {
+    KamOpts {
+        list: list.replace("{{PORT2}}", &port2.to_string()),
+        extra_params: extra.to_string(),
+        cfg_template: Some(TMPL.replace("{{PORT2}}", &port2.to_string())),
+        ..KamOpts::default()
+    }
+}
+
+/// One `ds_is_from_list` call: from `src` to Kamailio's `to` port (1 = the main port,
+/// 2 = the second one), with the request headers that select the form.
+struct Call<'a> {
+    what: &'a str,
+    src: &'a UdpSocket,
+    to: u8,
+    hdrs: Vec<(&'static str, String)>,
+}
+
+/// (X-Ret, X-Setid, X-Attrs) of a call.
+fn isfrom(kam: &Kamailio, port2: u16, c: &Call<'_>) -> (String, String, String) {
+    let port = if c.to == 2 { port2 } else { kam.port };
+    let hdrs: Vec<(&str, &str)> = c.hdrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = sip_request_on(c.src, port, "OPTIONS", "isfrom", &hdrs, Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", c.what, kam.log_hint()));
+    assert_eq!(r.status, 200, "{}: {}\n{}", c.what, r.raw, kam.log_hint());
+    (r.hdr("X-Ret").to_string(), r.hdr("X-Setid").to_string(), tag_of(r.hdr("X-Attrs")))
+}
+
+/// The `tag` of an attrs body (the socket attrs differ between the two Kamailios), or the
+/// value itself ("unset").
+fn tag_of(attrs: &str) -> String {
+    attrs.split(';').find_map(|p| p.strip_prefix("tag=")).unwrap_or(attrs).to_string()
+}
+
+fn port_of(s: &UdpSocket) -> u16 {
+    s.local_addr().expect("local_addr").port()
+}
+
+fn g(v: &str) -> (&'static str, String) {
+    ("X-Group", v.to_string())
+}
+fn m(v: i32) -> (&'static str, String) {
+    ("X-Mode", v.to_string())
+}
+fn u(v: String) -> (&'static str, String) {
+    ("X-Uri", v)
+}
+
+#[test]
+fn is_from_list_socket_and_best_match_modes() {
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("is_from_list_socket_and_best_match_modes");
+    let (sa, sb, sc, sd, sx) = (bound_socket(), bound_socket(), bound_socket(), bound_socket(), bound_socket());
+    let (pa, pb, pc, pd) = (port_of(&sa), port_of(&sb), port_of(&sc), port_of(&sd));
+    // every destination is on 127.0.0.1 (so group -1 sees all of them); priorities fix the
+    // array order; every URI has a transport (6.1's defaulting changes nothing here)
+    let list = format!(
+        "1 sip:127.0.0.1;transport=udp 0 9 tag=ip\n\
+         1 sip:127.0.0.1:{pa};transport=udp 0 8 tag=portproto\n\
+         1 sip:127.0.0.1:{pa};transport=udp;x=full 0 7 socket=udp:127.0.0.1:{{{{PORT2}}}};tag=full\n\
+         1 sip:127.0.0.1;transport=tcp 0 6 socket=udp:127.0.0.1:{{{{PORT2}}}};tag=tcpsock\n\
+         2 sip:127.0.0.1:{pb};transport=udp 0 9 socket=udp:127.0.0.1:{{{{PORT2}}}};tag=s2\n\
+         2 sip:127.0.0.1:{pb};transport=udp;x=nosock 0 8 tag=nosock\n\
+         3 sip:127.0.0.1:{pc};transport=udp 0 0 socket=udp:127.0.0.1:{{{{PORT2}}}};tag=only\n\
+         4 sip:127.0.0.1:{pd};transport=udp 1 9 socket=udp:127.0.0.1:{{{{PORT2}}}};tag=inact\n\
+         4 sip:127.0.0.1:{pd};transport=udp;x=act 0 8 tag=act\n"
+    );
+    let v58 = kam_at_least(5, 8, 0);
+    let v602 = kam_at_least(6, 0, 2);
+    // (call, expected (ret, setid, attrs)): `pick(a, b, c)` = 6.0.2+, 5.8.x, 5.6/5.7
+    let pick = |new: &'static str, v58x: &'static str, old: &'static str| if v602 { new } else if v58 { v58x } else { old };
+    let one = |attrs: &'static str| ("1", "unset", attrs);
+    let none = ("-1", "unset", "unset");
+    #[rustfmt::skip]
+    let cases: Vec<(Call<'_>, (&str, &str, &str))> = vec![
+        // mode 16 in set 1: address 1, port 2, proto 4, socket 8
+        (Call { what: "16: port+proto on S1", src: &sa, to: 1, hdrs: vec![g("1"), m(16)] }, one(pick("portproto", "portproto", "ip"))),
+        (Call { what: "16: full match on S2", src: &sa, to: 2, hdrs: vec![g("1"), m(16)] }, one(pick("full", "full", "ip"))),
+        (Call { what: "16: other port on S1", src: &sx, to: 1, hdrs: vec![g("1"), m(16)] }, one("ip")),
+        (Call { what: "16: other port on S2 (5.8 drops mismatches)", src: &sx, to: 2, hdrs: vec![g("1"), m(16)] }, one(pick("full", "ip", "ip"))),
+        (Call { what: "16|8: other port on S2", src: &sx, to: 2, hdrs: vec![g("1"), m(24)] }, one(pick("full", "ip", "ip"))),
+        (Call { what: "16|8: port on S1, socket dsts out", src: &sa, to: 1, hdrs: vec![g("1"), m(24)] }, one(pick("portproto", "portproto", "ip"))),
+        (Call { what: "16|3: bits 1, 2 change nothing", src: &sx, to: 2, hdrs: vec![g("1"), m(19)] }, one(pick("full", "ip", "ip"))),
+        (Call { what: "16, URI on S1", src: &sx, to: 1, hdrs: vec![g("1"), m(16), u(format!("sip:127.0.0.1:{pa};transport=udp"))] }, one(pick("portproto", "portproto", "ip"))),
+        (Call { what: "16, URI on S2", src: &sx, to: 2, hdrs: vec![g("1"), m(16), u(format!("sip:127.0.0.1:{pa};transport=udp"))] }, one(pick("full", "full", "ip"))),
+        // mode 8: a destination with a socket matches only on that socket
+        (Call { what: "8: on S1 skips the socket dst", src: &sb, to: 1, hdrs: vec![g("2"), m(8)] }, one(pick("nosock", "nosock", "s2"))),
+        (Call { what: "8: on S2", src: &sb, to: 2, hdrs: vec![g("2"), m(8)] }, one("s2")),
+        (Call { what: "10: on S1", src: &sb, to: 1, hdrs: vec![g("2"), m(10)] }, one(pick("nosock", "nosock", "s2"))),
+        (Call { what: "0: socket ignored", src: &sb, to: 1, hdrs: vec![g("2"), m(0)] }, one("s2")),
+        (Call { what: "8: only a socket dst, on S1", src: &sc, to: 1, hdrs: vec![g("3"), m(8)] }, if v58 { none } else { one("only") }),
+        (Call { what: "8: only a socket dst, on S2", src: &sc, to: 2, hdrs: vec![g("3"), m(8)] }, one("only")),
+        // bit 4 still filters with 16
+        (Call { what: "20: inactive full match skipped", src: &sd, to: 2, hdrs: vec![g("4"), m(20)] }, one("act")),
+        (Call { what: "16: inactive full match", src: &sd, to: 2, hdrs: vec![g("4"), m(16)] }, one("inact")),
+        // all groups: the walk order of the C module, setid exported
+        (Call { what: "-1/16: full match in set 1", src: &sa, to: 2, hdrs: vec![g("-1"), m(16)] }, ("1", "1", pick("full", "full", "ip"))),
+        (Call { what: "-1/24: best over every set", src: &sb, to: 1, hdrs: vec![g("-1"), m(24)] }, if v58 { ("1", "2", "nosock") } else { ("1", "1", "ip") }),
+        (Call { what: "-1/16: other port on S2", src: &sx, to: 2, hdrs: vec![g("-1"), m(16)] }, ("1", "1", pick("full", "ip", "ip"))),
+        (Call { what: "-1/8: S1, first in the walk", src: &sc, to: 1, hdrs: vec![g("-1"), m(8)] }, ("1", "1", "ip")),
+    ];
+
+    // the module under test and the C module of this Kamailio, with the same list
+    let p2 = free_port();
+    let kam = Kamailio::start(&dir, "kamailio", kind, &sel_opts(&list, p2, ""));
+    let c_p2 = free_port();
+    let ckam = Kamailio::start(&dir, "kamailio-c", ModuleKind::C, &sel_opts(&list, c_p2, ""));
+    let mut failures = Vec::new();
+    for (c, want) in &cases {
+        let got = isfrom(&kam, p2, c);
+        let cgot = isfrom(&ckam, c_p2, c);
+        let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
+        if got != want || got != cgot {
+            failures.push(format!(
+                "{}: from port {} to {}: {:?}: got {:?}, C module {:?}, want {:?}",
+                c.what,
+                port_of(c.src),
+                if c.to == 2 { "S2" } else { "S1" },
+                c.hdrs,
+                got,
+                cgot,
+                want
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "ds_is_from_list mismatches ({} module):\n{}\n{}", kind.name(), failures.join("\n"), kam.log_hint());
+}
+
+/// Accepts one TCP connection on `l` within `timeout`: the peer's address.
+fn accept_peer(l: &TcpListener, timeout: Duration) -> Option<SocketAddr> {
+    l.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + timeout;
+    loop {
+        match l.accept() {
+            Ok((mut s, a)) => {
+                // read what arrives, so Kamailio's send completes
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let mut b = [0u8; 4096];
+                let _ = s.read(&mut b);
+                return Some(a);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Forwards one request to a TCP backend through `kind`'s module; the source address of the
+/// connection Kamailio opened, and the `$fs` it had.
+fn forwarded_from(dir: &Path, label: &str, kind: ModuleKind, with_socket: bool) -> (IpAddr, String) {
+    let backend = TcpListener::bind("127.0.0.1:0").expect("bind tcp backend");
+    let bp = backend.local_addr().expect("addr").port();
+    let p2 = free_port();
+    let attrs = if with_socket { "socket=tcp:127.0.0.2:{{PORT2}};tag=s" } else { "tag=n" };
+    let list = format!("1 sip:127.0.0.1:{bp};transport=tcp 0 0 {attrs}\n");
+    let kam = Kamailio::start(dir, label, kind, &sel_opts(&list, p2, ""));
+    let r = kam.request("fwd-1-4", &[]);
+    assert_eq!(r.status, 200, "{}\n{}", r.raw, kam.log_hint());
+    let peer = accept_peer(&backend, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{label}: no TCP connection from Kamailio\n{}", kam.log_hint()));
+    (peer.ip(), r.hdr("X-Fs").to_string())
+}
+
+#[test]
+fn forced_socket_sets_send_flag() {
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("forced_socket_sets_send_flag");
+    // the C module sets SND_F_FORCE_SOCKET from 5.6.5, 5.7.1 and 5.8.0 on
+    let flag = kam_at_least(5, 7, 1) || (kam_at_least(5, 6, 5) && !kam_at_least(5, 7, 0));
+    let want_src: IpAddr = if flag { "127.0.0.2".parse().expect("ip") } else { "127.0.0.1".parse().expect("ip") };
+    let (src, fs) = forwarded_from(&dir, "sock", kind, true);
+    let (c_src, c_fs) = forwarded_from(&dir, "sock-c", ModuleKind::C, true);
+    assert!(fs.starts_with("tcp:127.0.0.2:"), "$fs with the socket attr: {fs}");
+    assert!(c_fs.starts_with("tcp:127.0.0.2:"), "C module $fs: {c_fs}");
+    assert_eq!(src, want_src, "TCP source with the socket attr ({} module; C module: {c_src})", kind.name());
+    assert_eq!(src, c_src, "TCP source: {} module vs C module", kind.name());
+    // no socket: nothing forced, the kernel's source
+    let (src, fs) = forwarded_from(&dir, "nosock", kind, false);
+    assert_eq!(src, "127.0.0.1".parse::<IpAddr>().expect("ip"), "TCP source without a socket attr");
+    assert_eq!(fs, "<null>", "$fs without a socket attr");
+}
