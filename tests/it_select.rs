@@ -5,8 +5,11 @@
 //!   expectations per version (5.6.3 ignores both bits);
 //! * `SND_F_FORCE_SOCKET` with a destination's `socket` (a TCP connection to the backend
 //!   starts from that socket's address), compared with the C module;
+//! * algorithm 15 (Kamailio master: priority, then weight), checked against its semantics
+//!   (no C module of a supported release has it);
 //!
-//! Module under test: `DS_TEST_MODULE=rust` (default) or `c`.
+//! Module under test: `DS_TEST_MODULE=rust` (default) or `c`. The tests of features no C
+//! module has (algorithm 15) say so and return early for `c`.
 
 mod common;
 
@@ -205,4 +208,131 @@ fn forced_socket_sets_send_flag() {
     let (src, fs) = forwarded_from(&dir, "nosock", kind, false);
     assert_eq!(src, "127.0.0.1".parse::<IpAddr>().expect("ip"), "TCP source without a socket attr");
     assert_eq!(fs, "<null>", "$fs without a socket attr");
+}
+
+/// `X-Repeat` selections of `sel-<set>-15`: how many went to each `$du`, and the failover
+/// records of the last one.
+fn alg15_counts(kam: &Kamailio, set: i32, n: usize) -> (std::collections::BTreeMap<String, usize>, Vec<String>) {
+    let r = kam.request(&format!("sel-{set}-15"), &[("X-Repeat", &n.to_string())]);
+    assert_eq!(r.status, 200, "{}\n{}", r.raw, kam.log_hint());
+    let sels = r.headers_all("X-Sel");
+    assert_eq!(sels.len(), n, "{}", r.raw);
+    let mut counts = std::collections::BTreeMap::new();
+    for s in sels {
+        let (ret, du) = s.split_once(' ').unwrap_or((s, ""));
+        assert_eq!(ret, "1", "selection failed: {s}\n{}", kam.log_hint());
+        *counts.entry(du.to_string()).or_insert(0) += 1;
+    }
+    (counts, r.headers_all("X-Dsdst").iter().map(|s| s.to_string()).collect())
+}
+
+fn counts_of(pairs: &[(&str, usize)]) -> std::collections::BTreeMap<String, usize> {
+    pairs.iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+#[test]
+fn alg15_priority_then_weight() {
+    let kind = ModuleKind::from_env();
+    if kind == ModuleKind::C {
+        eprintln!("alg15_priority_then_weight: no C module of a supported release has algorithm 15 (Kamailio master only); nothing to run");
+        return;
+    }
+    let dir = run_dir("alg15_priority_then_weight");
+    let (p1, p2, p3, q1, q2, q3) = (free_port(), free_port(), free_port(), free_port(), free_port(), free_port());
+    let (a, b, c) = (format!("sip:127.0.0.1:{p1}"), format!("sip:127.0.0.1:{p2}"), format!("sip:127.0.0.1:{p3}"));
+    let (qa, qb, qc) = (format!("sip:127.0.0.1:{q1}"), format!("sip:127.0.0.1:{q2}"), format!("sip:127.0.0.1:{q3}"));
+    // array order: priority descending, equal priorities in reverse file order:
+    // set 15 = [c (prio 2), b (prio 1, weight 70), a (prio 1, weight 30)]
+    let list = format!(
+        "15 {a} 0 1 weight=30\n\
+         15 {b} 0 1 weight=70\n\
+         15 {c} 0 2 weight=90\n\
+         16 {qa} 0 1 weight=30;rweight=1\n\
+         16 {qb} 0 1 weight=70;rweight=1\n\
+         16 {qc} 0 2 weight=90;rweight=1\n\
+         17 sip:127.0.0.1:{p1};x=1 0 5\n\
+         17 sip:127.0.0.1:{p1};x=2 0 5\n\
+         17 sip:127.0.0.1:{p1};x=3 0 5\n\
+         17 sip:127.0.0.1:{p1};x=4 0 9\n"
+    );
+    let p2k = free_port();
+    let kam = Kamailio::start(&dir, "kamailio", kind, &sel_opts(&list, p2k, ""));
+
+    // the lowest priority value wins; its destinations split 100 selections by weight,
+    // exactly (the cursor walks the 100 slots)
+    let (cnt, _) = alg15_counts(&kam, 15, 100);
+    assert_eq!(cnt, counts_of(&[(&b, 70), (&a, 30)]), "alg 15, first 100 selections");
+    let (cnt, _) = alg15_counts(&kam, 15, 200);
+    assert_eq!(cnt, counts_of(&[(&b, 140), (&a, 60)]), "alg 15, next 200 selections");
+    // failover records: the generic ones (selected, then the following ones in array order)
+    let (_, recs1) = alg15_counts(&kam, 15, 1);
+    let want_recs = if recs1.first() == Some(&b) { vec![b.clone(), a.clone(), c.clone()] } else { vec![a.clone(), c.clone(), b.clone()] };
+    assert_eq!(recs1, want_recs, "alg 15 failover records");
+    // weights 0 at the best level: equal split, the last in array order takes the rest
+    let (cnt, _) = alg15_counts(&kam, 17, 300);
+    let x = |i: u32| format!("sip:127.0.0.1:{p1};x={i}");
+    // array [x4 (prio 9), x3, x2, x1]; best = 5: x3 33, x2 33, x1 34 per 100
+    assert_eq!(cnt, counts_of(&[(&x(3), 99), (&x(2), 99), (&x(1), 102)]), "alg 15, equal split");
+
+    // a state change without rweight does not rebuild the table: the slots of the
+    // inactive destination go to the next index in array order (a -> index 0 = c)
+    kam.kamcmd(&["dispatcher.set_state", "ip", "15", &a]).expect("set_state");
+    let (cnt, _) = alg15_counts(&kam, 15, 100);
+    assert_eq!(cnt, counts_of(&[(&b, 70), (&c, 30)]), "alg 15 after marking a inactive (no rweight)");
+    // a reload rebuilds it from the state kept across the reload: b takes every slot
+    kam.kamcmd(&["dispatcher.reload"]).expect("reload");
+    let (cnt, _) = alg15_counts(&kam, 15, 100);
+    assert_eq!(cnt, counts_of(&[(&b, 100)]), "alg 15 after reload (a still inactive)");
+    // back to active: no rebuild without rweight (b keeps every slot) until the next reload
+    kam.kamcmd(&["dispatcher.set_state", "a", "15", &a]).expect("set_state");
+    let (cnt, _) = alg15_counts(&kam, 15, 100);
+    assert_eq!(cnt, counts_of(&[(&b, 100)]), "alg 15 after marking a active (no rweight)");
+    kam.kamcmd(&["dispatcher.reload"]).expect("reload");
+    let (cnt, _) = alg15_counts(&kam, 15, 100);
+    assert_eq!(cnt, counts_of(&[(&b, 70), (&a, 30)]), "alg 15 after the second reload");
+    // whole best level down: the next priority level after a rebuild
+    kam.kamcmd(&["dispatcher.set_state", "ip", "15", &b]).expect("set_state");
+    kam.kamcmd(&["dispatcher.set_state", "ip", "15", &a]).expect("set_state");
+    kam.kamcmd(&["dispatcher.reload"]).expect("reload");
+    let (cnt, _) = alg15_counts(&kam, 15, 100);
+    assert_eq!(cnt, counts_of(&[(&c, 100)]), "alg 15, best level down, after reload");
+    // dispatcher.add rebuilds it too: a new prio-0 destination takes everything
+    kam.kamcmd(&["dispatcher.add", "15", &format!("sip:127.0.0.1:{q1}"), "0", "0"]).expect("add");
+    let (cnt, _) = alg15_counts(&kam, 15, 100);
+    assert_eq!(cnt, counts_of(&[(&qa, 100)]), "alg 15 after dispatcher.add of a priority-0 destination");
+    let _ = (qb, qc);
+}
+
+/// With `rweight` > 0 a usability change rebuilds the alg-15 table at once (as it does the
+/// alg-11 table). Needs `cmds::rebuild_pwlist` called next to `health::rebuild_rweights`.
+#[test]
+#[ignore = "needs module::health to call cmds::rebuild_pwlist on state changes (see the report of the alg 15 commit)"]
+fn alg15_rebuilt_on_state_change_with_rweight() {
+    let kind = ModuleKind::from_env();
+    if kind == ModuleKind::C {
+        eprintln!("alg15_rebuilt_on_state_change_with_rweight: no C module has algorithm 15; nothing to run");
+        return;
+    }
+    let dir = run_dir("alg15_rebuilt_on_state_change_with_rweight");
+    let (q1, q2, q3) = (free_port(), free_port(), free_port());
+    let (qa, qb, qc) = (format!("sip:127.0.0.1:{q1}"), format!("sip:127.0.0.1:{q2}"), format!("sip:127.0.0.1:{q3}"));
+    let list = format!(
+        "16 {qa} 0 1 weight=30;rweight=1\n\
+         16 {qb} 0 1 weight=70;rweight=1\n\
+         16 {qc} 0 2 weight=90;rweight=1\n"
+    );
+    let kam = Kamailio::start(&dir, "kamailio", kind, &sel_opts(&list, free_port(), ""));
+    let (cnt, _) = alg15_counts(&kam, 16, 100);
+    assert_eq!(cnt, counts_of(&[(&qb, 70), (&qa, 30)]), "alg 15 with rweight, at load");
+    kam.kamcmd(&["dispatcher.set_state", "ip", "16", &qa]).expect("set_state");
+    let (cnt, _) = alg15_counts(&kam, 16, 100);
+    assert_eq!(cnt, counts_of(&[(&qb, 100)]), "alg 15 with rweight, a inactive: rebuilt at once");
+    kam.kamcmd(&["dispatcher.set_state", "a", "16", &qa]).expect("set_state");
+    let (cnt, _) = alg15_counts(&kam, 16, 100);
+    assert_eq!(cnt, counts_of(&[(&qb, 70), (&qa, 30)]), "alg 15 with rweight, a active again: rebuilt at once");
+    // cfg marks too (ds_mark_addr is 6.1; the RPC is on every version)
+    kam.kamcmd(&["dispatcher.set_state", "ip", "16", &qb]).expect("set_state");
+    kam.kamcmd(&["dispatcher.set_state", "ip", "16", &qa]).expect("set_state");
+    let (cnt, _) = alg15_counts(&kam, 16, 100);
+    assert_eq!(cnt, counts_of(&[(&qc, 100)]), "alg 15 with rweight, best level down: next level at once");
 }

@@ -6,7 +6,8 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::ds::snapshot::{DestRec, SetRec};
+use crate::ds::snapshot::{DestRec, SetRec, SetView};
+use crate::ds::weights;
 
 /// Algorithm numbers.
 pub const ALG_HASH_CALLID: i32 = 0;
@@ -191,6 +192,41 @@ pub fn least_loaded(dests: &[DestRec]) -> Option<usize> {
         }
     }
     best.map(|(j, _)| j)
+}
+
+/// Algorithm 15 (Kamailio master): priority, then weight, SRV-like.
+pub const ALG_PRIORITY_WEIGHT: i32 = 15;
+
+/// Alg 15: the slot under the cursor, and the cursor moved on (`pwlist[pwlast]`,
+/// `pwlast = (pwlast + 1) % 100`; lock-free, the C module takes the set lock).
+pub fn pw_take(set: &SetRec) -> u32 {
+    let k = set
+        .pwlast
+        .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| Some((v + 1) % 100))
+        .unwrap_or(0);
+    set.pwlist.get(k as usize % 100).map(|a| a.load(Ordering::Relaxed)).unwrap_or(0)
+}
+
+/// Rebuilds the alg-15 table of a set from the current state of its destinations
+/// (`dp_init_priority_weights`; the C module takes no lock either).
+pub fn pw_rebuild(set: &SetView<'_>, rng: &mut dyn FnMut() -> u32) {
+    let n = set.dests.len();
+    // on the stack for sets up to 64 destinations (this can run in a request: a cfg mark)
+    const STACK: usize = 64;
+    if n <= STACK {
+        let (mut p, mut w, mut u) = ([0i32; STACK], [0i32; STACK], [false; STACK]);
+        for (j, d) in set.dests.iter().enumerate() {
+            p[j] = d.priority;
+            w[j] = d.weight;
+            u[j] = d.usable();
+        }
+        set.rec.store_pwlist(&weights::pw_table(&p[..n], &w[..n], &u[..n], rng));
+    } else {
+        let p: Vec<i32> = set.dests.iter().map(|d| d.priority).collect();
+        let w: Vec<i32> = set.dests.iter().map(|d| d.weight).collect();
+        let u: Vec<bool> = set.dests.iter().map(|d| d.usable()).collect();
+        set.rec.store_pwlist(&weights::pw_table(&p, &w, &u, rng));
+    }
 }
 
 /// `ds_is_from_list` mode bits.
@@ -527,6 +563,98 @@ mod tests {
             assert_eq!(from_idx(d, MATCH_BEST, FromKey { port: 5071, proto: UDP, bind: S1 }), Some(0));
         });
         testutil::heap_free(p as *mut u8, sz);
+    }
+
+    #[test]
+    fn priority_weight_alg15_table_cursor_and_rebuild() {
+        // array order as loaded: priority descending ([0] prio 2, [1] and [2] prio 1)
+        let (p, sz) = mkfull(&[(5060, Proto::Udp, 0, 0, 2, 90), (5061, Proto::Udp, 0, 0, 1, 30), (5062, Proto::Udp, 0, 0, 1, 70)]);
+        let s = unsafe { Snap::from_ptr(p) }.expect("snap");
+        let set = s.set(1).expect("set");
+        let take100 = || {
+            let mut c = [0usize; 3];
+            for _ in 0..100 {
+                c[pw_take(set.rec) as usize] += 1;
+            }
+            c
+        };
+        // built at load: the lowest priority value, split by weight; the cursor wraps at 100
+        assert_eq!(take100(), [0, 30, 70]);
+        assert_eq!(set.rec.pwlast.load(Ordering::Relaxed), 0);
+        assert_eq!(take100(), [0, 30, 70]);
+        // a state change alone does not rebuild it (the slots of [2] stay; the generic probe
+        // then moves on to the next index)
+        set.dests[2].flags.store(DS_INACTIVE, Ordering::Relaxed);
+        assert_eq!(take100(), [0, 30, 70]);
+        let mut lcg = 1u32;
+        let mut rng = || {
+            lcg = lcg.wrapping_mul(1103515245).wrapping_add(12345);
+            lcg >> 1
+        };
+        pw_rebuild(&set, &mut rng);
+        assert_eq!(take100(), [0, 100, 0]);
+        set.dests[1].flags.store(DS_DISABLED, Ordering::Relaxed);
+        pw_rebuild(&set, &mut rng);
+        assert_eq!(take100(), [100, 0, 0]);
+        // nothing usable: all slots index 0
+        set.dests[0].flags.store(DS_INACTIVE, Ordering::Relaxed);
+        pw_rebuild(&set, &mut rng);
+        assert!(set.rec.pwlist.iter().all(|a| a.load(Ordering::Relaxed) == 0));
+        testutil::heap_free(p as *mut u8, sz);
+    }
+
+    #[test]
+    fn priority_weight_alg15_built_from_carried_state() {
+        // a reload keeps runtime state: the table is built from the carried flags
+        let dests = |flags: i32| {
+            vec![
+                Dest {
+                    setid: 1,
+                    uri: b"sip:a".to_vec(),
+                    flags: 0,
+                    priority: 1,
+                    attrs: Attrs { weight: 50, ..Attrs::default() },
+                    scheme: Scheme::Sip,
+                    host: b"a".to_vec(),
+                    port: 0,
+                    proto: Proto::None,
+                    ip: None,
+                        sock: 0,
+                    line: 1,
+                    col: 1,
+                },
+                Dest {
+                    setid: 1,
+                    uri: b"sip:b".to_vec(),
+                    flags,
+                    priority: 1,
+                    attrs: Attrs { weight: 50, ..Attrs::default() },
+                    scheme: Scheme::Sip,
+                    host: b"b".to_vec(),
+                    port: 0,
+                    proto: Proto::None,
+                    ip: None,
+                        sock: 0,
+                    line: 1,
+                    col: 1,
+                },
+            ]
+        };
+        let p = build(
+            &[DestSet { id: 1, dests: dests(0) }],
+            1,
+            (0, 0),
+            &mut |_, uri, _| {
+                (uri == b"sip:b").then_some(crate::ds::snapshot::CarriedState { flags: DS_INACTIVE, fail_cnt: 0, dload: 0, lat: None, iuid: 0 })
+            },
+            &mut testutil::heap_alloc,
+            &mut || 7,
+        )
+        .expect("build");
+        let s = unsafe { Snap::from_ptr(p) }.expect("snap");
+        let set = s.set(1).expect("set");
+        assert!(set.rec.pwlist.iter().all(|a| a.load(Ordering::Relaxed) == 0));
+        testutil::heap_free(p as *mut u8, s.header().total_size);
     }
 
 

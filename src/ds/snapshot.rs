@@ -82,6 +82,7 @@ pub struct Header {
     nipidx: u32,
 }
 
+
 /// Address index entry (for `ds_is_from_list` without scanning the list).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -111,6 +112,20 @@ pub struct SetRec {
     pub rwlist: [AtomicU32; 100],
     /// Alg 14 (6.1): every destination has the same priority, and it is > 0.
     pub rrserial: bool,
+    /// Alg 15 (Kamailio master) table: lowest priority first, then weight
+    /// (`weights::pw_table`); rebuilt at load and by `select::pw_rebuild`.
+    pub pwlist: [AtomicU32; 100],
+    /// Alg 15 cursor (`pwlast`), always in 0..100.
+    pub pwlast: AtomicU32,
+}
+
+impl SetRec {
+    /// Stores a new alg-15 table (slot by slot: readers see valid indexes throughout).
+    pub fn store_pwlist(&self, t: &[u32; 100]) {
+        for (slot, v) in self.pwlist.iter().zip(t.iter()) {
+            slot.store(*v, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One destination: the configured values plus its shared runtime state.
@@ -462,6 +477,8 @@ pub fn build(
             let rweights: Vec<i32> = s.dests.iter().map(|d| d.attrs.rweight).collect();
             let usable: Vec<bool> = carried_flags.iter().map(|f| f & (DS_INACTIVE | DS_DISABLED) == 0).collect();
             let rw = crate::ds::weights::rweight_table(&rweights, &usable, rng).unwrap_or([0u32; 100]);
+            let prios: Vec<i32> = s.dests.iter().map(|d| d.priority).collect();
+            let pw = crate::ds::weights::pw_table(&prios, &weights, &usable, rng);
             set_ptr.add(si).write(SetRec {
                 id: s.id,
                 nr: s.dests.len() as u32,
@@ -472,6 +489,8 @@ pub fn build(
                 wlist,
                 rwlist: rw.map(AtomicU32::new),
                 rrserial: s.dests.first().is_some_and(|f| f.priority > 0 && s.dests.iter().all(|d| d.priority == f.priority)),
+                pwlist: pw.map(AtomicU32::new),
+                pwlast: AtomicU32::new(0),
             });
             for d in &s.dests {
                 let st = dest_strings(d);
@@ -730,4 +749,6 @@ mod tests {
         testutil::heap_free(p as *mut u8, old.header().total_size);
         testutil::heap_free(p2 as *mut u8, new.header().total_size);
     }
+
+
 }

@@ -1,5 +1,6 @@
-//! The 100-slot tables of algorithms 9 (`weight`) and 11 (`rweight`), built as the C module
-//! builds them (spec §6.2 G-09/G-11), then shuffled with a Fisher-Yates pass.
+//! The 100-slot tables of algorithms 9 (`weight`), 11 (`rweight`) and 15 (priority, then
+//! weight; Kamailio master), built as the C module builds them (spec §6.2 G-09/G-11,
+//! devel-delta §3.2), then shuffled with a Fisher-Yates pass.
 
 /// Fisher-Yates over 100 slots with `rng()` (the C module uses `kam_rand() % (100 - j)`).
 pub fn shuffle100(arr: &mut [u32; 100], rng: &mut dyn FnMut() -> u32) {
@@ -70,6 +71,62 @@ pub fn rweight_table(rweights: &[i32], usable: &[bool], rng: &mut dyn FnMut() ->
     Some(t)
 }
 
+/// Priority-weight table of algorithm 15 (Kamailio master, `dp_init_priority_weights`):
+/// 1. the best priority is the **lowest** numeric priority among the usable destinations;
+/// 2. only the usable destinations with that priority take slots;
+/// 3. none usable: every slot is index 0 (no shuffle);
+/// 4. their `weight`s sum to 0: 100/n slots each in array order, the last one takes the
+///    remainder;
+/// 5. otherwise floor(w*100/sum) slots each in array order, the remaining slots go to the last
+///    index written (index 0 when none was written, e.g. more than 100 destinations of weight
+///    1; the C module re-uses the table's stale slot 0 there);
+/// 6. then the table is shuffled like the other 100-slot tables.
+pub fn pw_table(prios: &[i32], weights: &[i32], usable: &[bool], rng: &mut dyn FnMut() -> u32) -> [u32; 100] {
+    let mut t = [0u32; 100];
+    let ok = |j: usize| usable.get(j).copied().unwrap_or(false);
+    let n = prios.len();
+    let Some(best) = (0..n).filter(|&j| ok(j)).map(|j| prios[j]).min() else {
+        return t;
+    };
+    let bp = |j: usize| ok(j) && prios[j] == best;
+    let w = |j: usize| weights.get(j).copied().unwrap_or(0) as i64;
+    let sum: i64 = (0..n).filter(|&j| bp(j)).map(w).sum();
+    let mut k = 0usize;
+    if sum == 0 {
+        let cnt = (0..n).filter(|&j| bp(j)).count();
+        for (seen, j) in (0..n).filter(|&j| bp(j)).enumerate() {
+            if k >= 100 {
+                break;
+            }
+            let slots = if seen + 1 == cnt { 100 - k } else { 100 / cnt };
+            for _ in 0..slots {
+                if k >= 100 {
+                    break;
+                }
+                t[k] = j as u32;
+                k += 1;
+            }
+        }
+    } else {
+        for j in (0..n).filter(|&j| bp(j)) {
+            let slots = (w(j) * 100 / sum).max(0) as usize;
+            for _ in 0..slots {
+                if k >= 100 {
+                    break;
+                }
+                t[k] = j as u32;
+                k += 1;
+            }
+        }
+        let last = if k > 0 { t[k - 1] } else { 0 };
+        for slot in t.iter_mut().skip(k) {
+            *slot = last;
+        }
+    }
+    shuffle100(&mut t, rng);
+    t
+}
+
 /// Overload-control table (alg 64): `rate` skip marks (0) among 100, shuffled.
 pub fn oc_table(rate: i32, rng: &mut dyn FnMut() -> u32) -> [u8; 100] {
     let r = rate.clamp(0, 100) as usize;
@@ -133,6 +190,42 @@ mod tests {
         assert_eq!(oc_table(100, &mut lcg()), [0u8; 100]);
         // the all-"use" masks the snapshot stores for rate 0
         assert_eq!(oc_bits(&oc_table(0, &mut lcg())), [u64::MAX, (1u64 << 36) - 1]);
+    }
+
+    #[test]
+    fn pw_lowest_priority_then_weight() {
+        // array order is priority-descending in the module; the lowest value wins
+        let t = pw_table(&[5, 1, 1], &[90, 30, 70], &[true, true, true], &mut lcg());
+        assert_eq!(counts(&t, 3), vec![0, 30, 70]);
+        // weights sum to 0: equal split, the last one takes the remainder
+        let t = pw_table(&[2, 2, 2, 9], &[0, 0, 0, 0], &[true, true, true, true], &mut lcg());
+        assert_eq!(counts(&t, 4), vec![33, 33, 34, 0]);
+        // an unusable best-priority destination leaves its level: the next level takes all
+        let t = pw_table(&[5, 1, 1], &[0, 30, 70], &[true, false, false], &mut lcg());
+        assert_eq!(counts(&t, 3), vec![100, 0, 0]);
+        let t = pw_table(&[5, 1, 1], &[0, 30, 70], &[true, false, true], &mut lcg());
+        assert_eq!(counts(&t, 3), vec![0, 0, 100]);
+        // truncation: the remainder goes to the last index written
+        let t = pw_table(&[1, 1, 1], &[1, 1, 1], &[true, true, true], &mut lcg());
+        assert_eq!(counts(&t, 3), vec![33, 33, 34]);
+        let t = pw_table(&[1, 1, 1], &[1, 1, 0], &[true, true, true], &mut lcg());
+        assert_eq!(counts(&t, 3), vec![50, 50, 0]);
+        let t = pw_table(&[1, 1, 1], &[3, 3, 0], &[true, true, true], &mut lcg());
+        assert_eq!(counts(&t, 3), vec![50, 50, 0]);
+        // no usable destination: every slot is index 0, unshuffled
+        assert_eq!(pw_table(&[1, 2], &[10, 10], &[false, false], &mut lcg()), [0u32; 100]);
+        assert_eq!(pw_table(&[], &[], &[], &mut lcg()), [0u32; 100]);
+        // more than 100 at the best level with weight 1: no slot written, all go to index 0
+        let n = 150;
+        let t = pw_table(&vec![1; n], &vec![1; n], &vec![true; n], &mut lcg());
+        assert_eq!(counts(&t, 1), vec![100]);
+        // shuffled
+        let t = pw_table(&[1, 1], &[50, 50], &[true, true], &mut lcg());
+        assert_ne!(t[..50], [0u32; 50]);
+        assert_eq!(counts(&t, 2), vec![50, 50]);
+        // negative priorities are lower than 0
+        let t = pw_table(&[0, -1], &[10, 10], &[true, true], &mut lcg());
+        assert_eq!(counts(&t, 2), vec![0, 100]);
     }
 
     #[test]

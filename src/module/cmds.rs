@@ -10,7 +10,7 @@ use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE};
 use crate::kam::kam_rand;
 use crate::kam::msg::trim;
 use std::sync::atomic::Ordering;
-use crate::ds::snapshot::{DestRec, Snap};
+use crate::ds::snapshot::{DestRec, SetView, Snap};
 use crate::ds::uri::parse_uri;
 use crate::kam::msg::{self, Msg};
 use crate::kam::param::{get_int, get_int_is, get_is, get_str, IsValue};
@@ -567,6 +567,9 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
             let k = set.rec.rwlast.fetch_add(1, Ordering::Relaxed) % 100;
             set.rec.rwlist.get(k as usize).map(|a| a.load(Ordering::Relaxed)).unwrap_or(0)
         }
+        // Kamailio master's algorithm 15, offered on every version (our extension there):
+        // the next slot of the priority-weight table, then the generic probe and records
+        select::ALG_PRIORITY_WEIGHT => select::pw_take(set.rec),
         select::ALG_CALLLOAD => {
             if !m.is_invite() {
                 alg_rec = 0;
@@ -818,6 +821,15 @@ pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
         }
         1
     })
+}
+
+/// Rebuilds the algorithm-15 table of `set` from the current state of its destinations
+/// (Kamailio master's `dp_init_priority_weights`). The list load builds it; call this where
+/// the C module calls `dp_init_priority_weights` besides that: after a state change of a
+/// destination with `rweight` > 0 that changed its usability (next to
+/// `health::rebuild_rweights`), and after a latency congestion update that changed rweights.
+pub fn rebuild_pwlist(set: &SetView<'_>) {
+    select::pw_rebuild(set, &mut kam_rand);
 }
 
 pub fn is_active(group: i32, uri: Option<&[u8]>) -> i32 {
