@@ -38,7 +38,7 @@ CARGO_TARGET_DIR := $(CURDIR)/target
 endif
 
 .PHONY: all build setup headers install demo test unit integration postbuild bench clean \
-        kamailio test-matrix deb test-deb soak
+        kamailio test-matrix deb test-deb soak alloc-check
 
 all: build
 
@@ -107,6 +107,10 @@ SOAK_SECS ?= 600
 SOAK_RATE ?= 1000
 soak: build
 	SOAK_SECS=$(SOAK_SECS) SOAK_RATE=$(SOAK_RATE) $(CARGO) test --release --test soak -- --nocapture
+
+# the integration suite under Kamailio's debugging allocator (issue 13)
+alloc-check: build
+	tests/alloc_check.sh
 
 bench: build
 	bench/run.sh

@@ -61,13 +61,39 @@ static ticks_t rds_timer_handler(ticks_t t, struct timer_ln *tl, void *data)
 	r->f((unsigned int)t, r->p);
 	return (ticks_t)(-1); /* periodic */
 }
+/* the registered timers (registered in mod_init, freed in mod_destroy) */
+#define RDS_MAX_TIMERS 8
+static struct rds_timer *rds_timers[RDS_MAX_TIMERS];
 int rds_register_timer_ms(rds_tick_f f, void *p, unsigned int ms)
 {
-	struct rds_timer *r = shm_malloc(sizeof(struct rds_timer));
+	int i;
+	struct rds_timer *r;
+	for(i = 0; i < RDS_MAX_TIMERS && rds_timers[i] != NULL; i++)
+		;
+	if(i == RDS_MAX_TIMERS)
+		return -1;
+	r = shm_malloc(sizeof(struct rds_timer));
 	if(r == NULL)
 		return -1;
 	r->f = f;
 	r->p = p;
 	timer_init(&r->tl, rds_timer_handler, r, 0);
-	return (timer_add(&r->tl, MS_TO_TICKS(ms)) == 0) ? 0 : -1;
+	if(timer_add(&r->tl, MS_TO_TICKS(ms)) != 0) {
+		shm_free(r);
+		return -1;
+	}
+	rds_timers[i] = r;
+	return 0;
+}
+/* mod_destroy (main process, the timer process is gone): stops and frees them */
+void rds_timers_free(void)
+{
+	int i;
+	for(i = 0; i < RDS_MAX_TIMERS; i++) {
+		if(rds_timers[i] != NULL) {
+			timer_del(&rds_timers[i]->tl);
+			shm_free(rds_timers[i]);
+			rds_timers[i] = NULL;
+		}
+	}
 }

@@ -40,6 +40,15 @@ impl ShmLock {
         let p = unsafe { sys::rds_lock_new() };
         if p.is_null() { None } else { Some(ShmLock(p)) }
     }
+    /// Destroys and frees the lock (module shutdown only).
+    ///
+    /// # Safety
+    /// No process may use the lock afterwards (call from `mod_destroy`, when the children
+    /// are gone); call at most once.
+    pub unsafe fn free(&self) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { sys::rds_lock_free(self.0) }
+    }
     pub fn lock(&self) -> LockGuard<'_> {
         // SAFETY: self.0 is a valid initialised lock for the module's lifetime.
         unsafe { sys::rds_lock_get(self.0) };
@@ -52,4 +61,10 @@ impl Drop for LockGuard<'_> {
         // SAFETY: we hold the lock (acquired in `lock`).
         unsafe { sys::rds_lock_release((self.0).0) }
     }
+}
+
+/// Stops and frees the module's core-timer registrations (module shutdown only).
+pub fn free_timers() {
+    // SAFETY: mod_destroy runs in the main process after the timer process is gone.
+    unsafe { sys::rds_timers_free() }
 }

@@ -88,6 +88,27 @@ pub fn init(size_exp: i32, expire: i32, initexpire: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// Frees the table: every cell, the bucket locks and the buckets (mod_destroy, main process,
+/// the children are gone).
+pub fn destroy() {
+    let Some(t) = TABLE.get() else { return };
+    for i in 0..t.n {
+        // SAFETY: i < n, buckets initialised in `init`; no other process runs any more.
+        unsafe {
+            let b = &*t.buckets.add(i);
+            let mut it = b.head.swap(std::ptr::null_mut(), Ordering::AcqRel);
+            while !it.is_null() {
+                let next = (*it).next;
+                shm_free(it as *mut u8);
+                it = next;
+            }
+            b.lock.free();
+        }
+    }
+    // SAFETY: allocated by `init`, not used after this point.
+    unsafe { shm_free(t.buckets as *mut u8) };
+}
+
 fn bucket_of<'a>(t: &'a LoadTable, callid: &[u8]) -> &'a Bucket {
     // case-insensitive hash, like the core's core_case_hash (bucket choice is internal)
     let mut h: u32 = 0;

@@ -33,4 +33,6 @@ extern "C" {
         p: *mut ::std::os::raw::c_void,
         ms: ::std::os::raw::c_uint,
     ) -> ::std::os::raw::c_int;
+    /// Stops and frees every timer of `rds_register_timer_ms` (mod_destroy).
+    pub fn rds_timers_free();
 }

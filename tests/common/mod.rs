@@ -523,6 +523,7 @@ impl Kamailio {
             &format!("unix:{}/kamailio_ctl", dir.display()),
             &format!("unix:{}", ctl_path.display()),
         );
+        let cfg = if alloc_check() { alloc_check_cfg(&cfg) } else { cfg };
         let cfg_path = dir.join("kamailio.cfg");
         write_file(&cfg_path, &cfg);
         Kamailio::spawn(kind, dir, port, cfg_path, list_path, ctl_path, &[])
@@ -578,6 +579,7 @@ impl Kamailio {
             .arg("8")
             .arg("-L")
             .arg(&*MODULES_DIR)
+            .args(if alloc_check() { &["-x", "qm"][..] } else { &[][..] })
             .args(extra_args)
             .current_dir(&dir)
             .stdout(Stdio::from(out))
@@ -689,6 +691,68 @@ impl Drop for Kamailio {
         }
         self.proc_.stop(Duration::from_secs(5));
         let _ = fs::remove_file(&self.ctl_path);
+        if alloc_check() {
+            alloc_check_report(&self.log_path, &self.dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Allocator checks (`make alloc-check`: DS_ALLOC_CHECK=1)
+// ---------------------------------------------------------------------------------------
+
+/// `DS_ALLOC_CHECK=1`: Kamailio runs with the debugging shm allocator (`-x qm`, which records
+/// file/function/line of every block), logs double frees instead of aborting (`mem_safety`),
+/// and dumps every shm block still in use at shutdown, after the modules' destroy functions
+/// (`mem_summary` 2). Every stop then appends what it finds to `alloc_check_findings()`.
+pub fn alloc_check() -> bool {
+    matches!(std::env::var("DS_ALLOC_CHECK").as_deref(), Ok("1"))
+}
+
+/// Where the allocator findings of this test run are collected (one block per Kamailio).
+pub fn alloc_check_findings() -> PathBuf {
+    manifest_dir().join("target").join("alloc-check").join("findings.txt")
+}
+
+fn alloc_check_cfg(cfg: &str) -> String {
+    // core parameters: before the first loadmodule
+    let params = "mem_summary=2\nmemlog=1\nmem_safety=1\n";
+    match cfg.find("loadmodule") {
+        Some(i) => format!("{}{}{}", &cfg[..i], params, &cfg[i..]),
+        None => format!("{params}{cfg}"),
+    }
+}
+
+/// Reads a stopped Kamailio's log: allocator errors (double free, bad pointer, overwritten
+/// fragment borders) anywhere, and shm blocks allocated by this module (through the C shim,
+/// `kamailio-headers/shim.c`) that are still in use in the shutdown dump. Appends them, with
+/// the run dir, to `alloc_check_findings()`; also notes when no shutdown dump was found.
+pub fn alloc_check_report(log_path: &Path, dir: &Path) {
+    let log = String::from_utf8_lossy(&fs::read(log_path).unwrap_or_default()).into_owned();
+    let mut found: Vec<String> = Vec::new();
+    let lines: Vec<&str> = log.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains("freeing already freed") || l.contains("bad pointer") || l.contains("overwritten(") {
+            found.push(format!("allocator error: {}", l.trim()));
+        }
+        // "   12. N  address=0x... frag=... size=64 used=1" then "alloc'd from <file>: <func>(<line>)"
+        if l.contains("alloc'd from") && l.contains("shim.c") {
+            let head = if i > 0 { lines[i - 1].trim() } else { "" };
+            found.push(format!("held at shutdown: {} | {}", l.trim(), head));
+        }
+    }
+    let dumped = log.contains("Memory status (shm)");
+    let dest = alloc_check_findings();
+    if let Some(p) = dest.parent() {
+        let _ = fs::create_dir_all(p);
+    }
+    let mut text = format!("== {} (shutdown dump: {})\n", dir.display(), if dumped { "yes" } else { "NO" });
+    for f in &found {
+        text.push_str(f);
+        text.push('\n');
+    }
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(&dest) {
+        let _ = f.write_all(text.as_bytes());
     }
 }
 
