@@ -7,16 +7,20 @@
 //!   starts from that socket's address), compared with the C module;
 //! * algorithm 15 (Kamailio master: priority, then weight), checked against its semantics
 //!   (no C module of a supported release has it);
+//! * `ds_dns_match_all` (Kamailio master), in a private mount namespace whose `/etc/hosts`
+//!   gives one name three addresses (needs root and `unshare`); with the parameter off the
+//!   result is compared with the C module.
 //!
 //! Module under test: `DS_TEST_MODULE=rust` (default) or `c`. The tests of features no C
-//! module has (algorithm 15) say so and return early for `c`.
+//! module has (algorithm 15, `ds_dns_match_all` 1) say so and return early for `c`.
 
 mod common;
 
 use common::*;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TMPL: &str = include_str!("data/select.cfg.tmpl");
@@ -335,4 +339,214 @@ fn alg15_rebuilt_on_state_change_with_rweight() {
     kam.kamcmd(&["dispatcher.set_state", "ip", "16", &qa]).expect("set_state");
     let (cnt, _) = alg15_counts(&kam, 16, 100);
     assert_eq!(cnt, counts_of(&[(&qc, 100)]), "alg 15 with rweight, best level down: next level at once");
+}
+
+// ---- ds_dns_match_all: Kamailio in a mount namespace with its own /etc/hosts --------------
+
+/// A Kamailio started with `unshare -m` and `/etc/hosts` bind-mounted from `hosts`.
+struct NsKam {
+    proc_: Proc,
+    port: u16,
+    dir: PathBuf,
+    log: PathBuf,
+    ctl: PathBuf,
+}
+
+impl NsKam {
+    fn start(parent: &Path, label: &str, kind: ModuleKind, list: &str, extra: &str, hosts: &Path) -> NsKam {
+        let dir = parent.join(label);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let port = free_port();
+        let port2 = free_port();
+        let list_path = dir.join("dispatcher.list");
+        write_file(&list_path, &list.replace("{{PORT}}", &port.to_string()));
+        let ctl = ctl_socket_path(&dir);
+        let cfg = render(
+            &TMPL.replace("{{PORT2}}", &port2.to_string()),
+            &[
+                ("DEBUG", "2".to_string()),
+                ("CHILDREN", "2".to_string()),
+                ("PORT", port.to_string()),
+                ("DISPATCHER_SO", kind.so_path().display().to_string()),
+                ("FR_TIMER", "1000".to_string()),
+                ("FR_INV_TIMER", "3000".to_string()),
+                ("RUNDIR", dir.display().to_string()),
+                ("LIST_FILE", list_path.display().to_string()),
+                ("EXTRA_PARAMS", extra.to_string()),
+            ],
+        )
+        .replace(&format!("unix:{}/kamailio_ctl", dir.display()), &format!("unix:{}", ctl.display()));
+        let cfg_path = dir.join("kamailio.cfg");
+        write_file(&cfg_path, &cfg);
+        let log = dir.join("kamailio.log");
+        let _ = std::fs::remove_file(&ctl);
+        let mut cmd = Command::new("unshare");
+        cmd.arg("-m")
+            .arg("sh")
+            .arg("-c")
+            .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+            .arg(hosts)
+            .arg(&*KAMAILIO_BIN)
+            .args(["-DD", "-E", "-f"])
+            .arg(&cfg_path)
+            .arg("-w")
+            .arg(&dir)
+            .arg("-P")
+            .arg(dir.join("kamailio.pid"))
+            .args(["-m", "64", "-M", "8", "-L"])
+            .arg(&*MODULES_DIR)
+            .current_dir(&dir)
+            .stdout(Stdio::from(std::fs::File::create(dir.join("kamailio.stdout")).expect("stdout")))
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
+        let mut proc_ = Proc::spawn(label, &mut cmd).expect("spawn unshare kamailio");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = proc_.try_wait() {
+                panic!(
+                    "kamailio in a mount namespace ({label}) exited with {st} (needs root and unshare)\n{}",
+                    tail(&log, 30)
+                );
+            }
+            if ctl.exists() {
+                if let Ok(r) = sip_request(None, port, "OPTIONS", "probe", &[], Duration::from_millis(300)) {
+                    if r.status == 404 {
+                        break;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "kamailio ({label}) not ready\n{}", tail(&log, 30));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        NsKam { proc_, port, dir, log, ctl }
+    }
+
+    fn hint(&self) -> String {
+        format!("run dir {}\n{}", self.dir.display(), tail(&self.log, 30))
+    }
+
+    /// (X-Ret, X-Attrs) of ds_is_from_list(group, mode[, uri]) sent from `src`.
+    fn isfrom(&self, src: &UdpSocket, group: i32, mode: i32, uri: Option<&str>) -> (String, String) {
+        let (gs, ms) = (group.to_string(), mode.to_string());
+        let mut h = vec![("X-Group", gs.as_str()), ("X-Mode", ms.as_str())];
+        if let Some(u) = uri {
+            h.push(("X-Uri", u));
+        }
+        let r = sip_request_on(src, self.port, "OPTIONS", "isfrom", &h, Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("isfrom: {e}\n{}", self.hint()));
+        (r.hdr("X-Ret").to_string(), r.hdr("X-Attrs").to_string())
+    }
+}
+
+impl Drop for NsKam {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("[it] {}", self.hint());
+        }
+        self.proc_.stop(Duration::from_secs(5));
+        let _ = std::fs::remove_file(&self.ctl);
+    }
+}
+
+/// A UDP socket on `ip` with a port free there.
+fn socket_on(ip: &str) -> UdpSocket {
+    for _ in 0..50 {
+        if let Ok(s) = UdpSocket::bind((ip, free_port())) {
+            return s;
+        }
+    }
+    panic!("cannot bind a UDP socket on {ip}");
+}
+
+const HOSTS3: &str = "127.0.0.1 localhost\n127.0.0.3 dsmulti.test\n127.0.0.4 dsmulti.test\n127.0.0.5 dsmulti.test\n";
+
+#[test]
+fn dns_match_all_off_is_unchanged() {
+    // the default (0): only the first address of a name counts, as every C module
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("dns_match_all_off_is_unchanged");
+    let hosts = dir.join("hosts");
+    write_file(&hosts, HOSTS3);
+    let (s3, s4, s5) = (socket_on("127.0.0.3"), socket_on("127.0.0.4"), socket_on("127.0.0.5"));
+    let list = "1 sip:dsmulti.test 0 0 tag=multi\n2 sip:127.0.0.4 0 0 tag=four\n";
+    let uri = "sip:dsmulti.test";
+    let calls: Vec<(&str, &UdpSocket, i32, Option<&str>)> = vec![
+        ("first address", &s3, 1, None),
+        ("second address", &s4, 1, None),
+        ("third address", &s5, 1, None),
+        ("uri, its first address in set 1", &s5, 1, Some(uri)),
+        ("uri, second address in set 2", &s5, 2, Some(uri)),
+    ];
+    let want = [("1", "tag=multi"), ("-1", "unset"), ("-1", "unset"), ("1", "tag=multi"), ("-1", "unset")];
+    let kam = NsKam::start(&dir, "kamailio", kind, list, "", &hosts);
+    let ckam = NsKam::start(&dir, "kamailio-c", ModuleKind::C, list, "", &hosts);
+    for (i, (what, src, group, uri)) in calls.iter().enumerate() {
+        let got = kam.isfrom(src, *group, 2, *uri);
+        let cgot = ckam.isfrom(src, *group, 2, *uri);
+        let want = (want[i].0.to_string(), want[i].1.to_string());
+        assert_eq!(got, want, "{what} ({} module)\n{}", kind.name(), kam.hint());
+        assert_eq!(got, cgot, "{what}: {} module vs C module", kind.name());
+    }
+}
+
+#[test]
+fn dns_match_all_on() {
+    let kind = ModuleKind::from_env();
+    if kind == ModuleKind::C {
+        eprintln!("dns_match_all_on: no C module of a supported release has ds_dns_match_all (Kamailio master only); nothing to run");
+        return;
+    }
+    let dir = run_dir("dns_match_all_on");
+    let hosts = dir.join("hosts");
+    write_file(&hosts, HOSTS3);
+    let (s3, s4, s5, s6) = (socket_on("127.0.0.3"), socket_on("127.0.0.4"), socket_on("127.0.0.5"), socket_on("127.0.0.6"));
+    let list = "1 sip:dsmulti.test 0 0 tag=multi\n2 sip:127.0.0.4 0 0 tag=four\n";
+    let uri = "sip:dsmulti.test";
+
+    // addresses stored at load (ds_dns_mode 1), and the URI argument's addresses tried in turn
+    let kam = NsKam::start(&dir, "stored", kind, list, "modparam(\"dispatcher\", \"ds_dns_match_all\", 1)\n", &hosts);
+    assert_eq!(kam.isfrom(&s3, 1, 2, None), ("1".into(), "tag=multi".into()), "first address\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s4, 1, 2, None), ("1".into(), "tag=multi".into()), "second address\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s5, -1, 2, None), ("1".into(), "tag=multi".into()), "third address, all groups\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s6, 1, 2, None), ("-1".into(), "unset".into()), "not an address of the name\n{}", kam.hint());
+    // 127.0.0.4 is in both sets
+    assert_eq!(kam.isfrom(&s4, 2, 2, None), ("1".into(), "tag=four".into()), "set 2\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s6, 2, 2, Some(uri)), ("1".into(), "tag=four".into()), "uri: second address matches set 2\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s6, 1, 2, Some(uri)), ("1".into(), "tag=multi".into()), "uri: set 1\n{}", kam.hint());
+    drop(kam);
+
+    // ds_dns_mode 2: every result of the live lookup is compared
+    let kam = NsKam::start(
+        &dir,
+        "live",
+        kind,
+        list,
+        "modparam(\"dispatcher\", \"ds_dns_match_all\", 1)\nmodparam(\"dispatcher\", \"ds_dns_mode\", 2)\n",
+        &hosts,
+    );
+    assert_eq!(kam.isfrom(&s5, 1, 2, None), ("1".into(), "tag=multi".into()), "live lookup, third address\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s6, 1, 2, None), ("-1".into(), "unset".into()), "live lookup, other address\n{}", kam.hint());
+    // the answer changes: the next request sees it (nss_files reads the file each time;
+    // written in place so the bind mount shows it)
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.3 dsmulti.test\n127.0.0.6 dsmulti.test\n").expect("rewrite hosts");
+    assert_eq!(kam.isfrom(&s6, 1, 2, None), ("1".into(), "tag=multi".into()), "live lookup after the change\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s5, 1, 2, None), ("-1".into(), "unset".into()), "live lookup after the change, old address\n{}", kam.hint());
+    drop(kam);
+
+    // ds_dns_mode 4 (+1): the DNS timer stores every address again
+    std::fs::write(&hosts, HOSTS3).expect("rewrite hosts");
+    let kam = NsKam::start(
+        &dir,
+        "timer",
+        kind,
+        list,
+        "modparam(\"dispatcher\", \"ds_dns_match_all\", 1)\nmodparam(\"dispatcher\", \"ds_dns_mode\", 5)\nmodparam(\"dispatcher\", \"ds_dns_interval\", 1)\n",
+        &hosts,
+    );
+    assert_eq!(kam.isfrom(&s5, 1, 2, None), ("1".into(), "tag=multi".into()), "timer mode, at load\n{}", kam.hint());
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.6 dsmulti.test\n127.0.0.4 dsmulti.test\n").expect("rewrite hosts");
+    let ok = wait_until(Duration::from_secs(6), Duration::from_millis(200), || kam.isfrom(&s6, 1, 2, None).0 == "1");
+    assert!(ok, "the DNS timer did not store the new first address\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s4, 1, 2, None), ("1".into(), "tag=multi".into()), "timer: second new address\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s5, 1, 2, None), ("-1".into(), "unset".into()), "timer: old address gone\n{}", kam.hint());
+    assert_eq!(kam.isfrom(&s3, 1, 2, None), ("-1".into(), "unset".into()), "timer: old first address gone\n{}", kam.hint());
 }

@@ -32,6 +32,8 @@ pub const DS_DNS_MODE_TIMER: i32 = 4;
 pub const DS_DNS_MODE_QSRV: i32 = 8;
 /// Longest accepted host (C: `DS_HN_SIZE - 2`).
 pub const MAX_HOST_LEN: usize = 254;
+/// Addresses kept per destination with `ds_dns_match_all` (Kamailio master `DS_DNS_MAX_ADDRS`).
+pub const DNS_MAX_ADDRS: usize = 32;
 
 /// What the loader needs from the running Kamailio.
 pub trait LoadEnv {
@@ -47,6 +49,24 @@ pub trait LoadEnv {
     /// found (0 / `Proto::None` when the lookup gave none). Default: plain resolution.
     fn resolve_sip(&mut self, host: &[u8], scheme: Scheme, proto: Proto, port: u16) -> Option<(IpAddr, u16, Proto)> {
         self.resolve_host(host, scheme, proto, port).map(|ip| (ip, 0, Proto::None))
+    }
+    /// `ds_dns_match_all` (Kamailio master): keep every address of a lookup (up to
+    /// [`DNS_MAX_ADDRS`]), not only the first. Default: off.
+    fn match_all(&self) -> bool {
+        false
+    }
+    /// Every address of a host lookup, in the resolver's order (used with [`match_all`]).
+    /// Default: the single address of [`resolve_host`].
+    ///
+    /// [`match_all`]: LoadEnv::match_all
+    /// [`resolve_host`]: LoadEnv::resolve_host
+    fn resolve_host_all(&mut self, host: &[u8], scheme: Scheme, proto: Proto, port: u16) -> Vec<IpAddr> {
+        self.resolve_host(host, scheme, proto, port).into_iter().collect()
+    }
+    /// Every address of a SIP resolution, with the port and protocol found (used with
+    /// [`match_all`](LoadEnv::match_all)). Default: the single address of `resolve_sip`.
+    fn resolve_sip_all(&mut self, host: &[u8], scheme: Scheme, proto: Proto, port: u16) -> Option<(Vec<IpAddr>, u16, Proto)> {
+        self.resolve_sip(host, scheme, proto, port).map(|(ip, p, pr)| (vec![ip], p, pr))
     }
     /// "proto:host:port" socket attr → opaque socket handle (0 = not a local socket)
     fn socket_by_addr(&mut self, spec: &[u8]) -> usize;
@@ -78,6 +98,9 @@ pub struct Dest {
     /// Address resolved at load; `None` with flag 16 or when the DNS mode does not resolve at
     /// load (`ds_dns_mode` without the INIT and TIMER bits).
     pub ip: Option<IpAddr>,
+    /// Further addresses of the lookup with `ds_dns_match_all` (at most
+    /// `DNS_MAX_ADDRS - 1`, in the resolver's order); empty otherwise.
+    pub more_ips: Vec<IpAddr>,
     /// Sending socket handle (0 = none).
     pub sock: usize,
     pub line: usize,
@@ -340,12 +363,30 @@ pub fn prepare_dest(
     if crate::ds::compat::ge(6, 1, 0) {
         proto = default_transport(&host, port, parts.scheme, proto);
     }
+    let mut more_ips = Vec::new();
     let ip = if e.flags & DS_NODNSARES_DST != 0 {
         None
     } else if dns_mode & (DS_DNS_MODE_INIT | DS_DNS_MODE_TIMER) != 0 {
         let qsrv = dns_mode & DS_DNS_MODE_QSRV != 0;
+        let all = env.match_all();
+        // with ds_dns_match_all: the first address, the others kept in `more_ips`
+        let mut first_of = |mut v: Vec<IpAddr>| -> Option<IpAddr> {
+            v.truncate(DNS_MAX_ADDRS);
+            let first = v.first().copied()?;
+            more_ips = v.split_off(1);
+            Some(first)
+        };
         let resolved = match ip_literal(&host) {
             Some(ip) => Some(ip),
+            None if qsrv && all => env.resolve_sip_all(&host, parts.scheme, proto, port).and_then(|(ips, p, pr)| {
+                if p != 0 {
+                    port = p;
+                }
+                if pr != Proto::None {
+                    proto = pr;
+                }
+                first_of(ips)
+            }),
             None if qsrv => env.resolve_sip(&host, parts.scheme, proto, port).map(|(ip, p, pr)| {
                 if p != 0 {
                     port = p;
@@ -355,6 +396,7 @@ pub fn prepare_dest(
                 }
                 ip
             }),
+            None if all => first_of(env.resolve_host_all(&host, parts.scheme, proto, port)),
             None => env.resolve_host(&host, parts.scheme, proto, port),
         };
         match resolved {
@@ -392,6 +434,7 @@ pub fn prepare_dest(
             port,
             proto,
             ip,
+            more_ips,
             sock,
             line: e.line,
             col: e.col,
@@ -734,5 +777,65 @@ mod tests {
         assert_eq!(v6("g::1"), None);
         assert_eq!(ip_literal(b"gw.example"), None);
         assert_eq!(ip_literal(b"1"), None);
+    }
+
+    /// A resolver with several addresses per name and a `ds_dns_match_all` switch.
+    struct MultiEnv {
+        all: bool,
+        ips: Vec<IpAddr>,
+    }
+    impl LoadEnv for MultiEnv {
+        fn resolve_host(&mut self, _h: &[u8], _s: Scheme, _p: Proto, _port: u16) -> Option<IpAddr> {
+            self.ips.first().copied()
+        }
+        fn resolve_host_all(&mut self, _h: &[u8], _s: Scheme, _p: Proto, _port: u16) -> Vec<IpAddr> {
+            self.ips.clone()
+        }
+        fn resolve_sip_all(&mut self, _h: &[u8], _s: Scheme, _p: Proto, _port: u16) -> Option<(Vec<IpAddr>, u16, Proto)> {
+            Some((self.ips.clone(), 5070, Proto::Tcp))
+        }
+        fn match_all(&self) -> bool {
+            self.all
+        }
+        fn socket_by_addr(&mut self, _spec: &[u8]) -> usize {
+            0
+        }
+        fn socket_by_name(&mut self, _name: &[u8]) -> usize {
+            0
+        }
+        fn default_socket(&self) -> usize {
+            0
+        }
+        fn allow_ipv6(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn dns_match_all_keeps_every_address() {
+        let ips: Vec<IpAddr> = (1..=40u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+        // off (the default): only the first address
+        let mut f = MultiEnv { all: false, ips: ips.clone() };
+        let (d, _) = prepare_dest(&raw("sip:gw.example", 0, ""), false, DS_DNS_MODE_INIT, &mut f).expect("dest");
+        assert_eq!(d.ip, Some(ips[0]));
+        assert!(d.more_ips.is_empty());
+        // on: up to 32 addresses, the first in `ip`, in the resolver's order
+        let mut f = MultiEnv { all: true, ips: ips.clone() };
+        let (d, _) = prepare_dest(&raw("sip:gw.example", 0, ""), false, DS_DNS_MODE_INIT, &mut f).expect("dest");
+        assert_eq!(d.ip, Some(ips[0]));
+        assert_eq!(d.more_ips, ips[1..DNS_MAX_ADDRS].to_vec());
+        // SIP resolution (bit 8): every address, and the port/protocol found
+        let (d, _) = prepare_dest(&raw("sip:gw.example", 0, ""), false, DS_DNS_MODE_INIT | DS_DNS_MODE_QSRV, &mut f).expect("dest");
+        assert_eq!((d.ip, d.more_ips.len(), d.port, d.proto), (Some(ips[0]), DNS_MAX_ADDRS - 1, 5070, Proto::Tcp));
+        // an IP literal is one address; flag 16 and dns mode 0 resolve nothing
+        let (d, _) = prepare_dest(&raw("sip:10.9.9.9", 0, ""), false, DS_DNS_MODE_INIT, &mut f).expect("dest");
+        assert_eq!((d.ip, d.more_ips.len()), (Some(IpAddr::from([10, 9, 9, 9])), 0));
+        let (d, _) = prepare_dest(&raw("sip:gw.example", 16, ""), false, DS_DNS_MODE_INIT, &mut f).expect("dest");
+        assert_eq!((d.ip, d.more_ips.len()), (None, 0));
+        let (d, _) = prepare_dest(&raw("sip:gw.example", 0, ""), false, 0, &mut f).expect("dest");
+        assert_eq!((d.ip, d.more_ips.len()), (None, 0));
+        // no address at all: rejected as before
+        let mut f = MultiEnv { all: true, ips: vec![] };
+        assert!(prepare_dest(&raw("sip:gw.example", 0, ""), false, DS_DNS_MODE_INIT, &mut f).is_err());
     }
 }

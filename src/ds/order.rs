@@ -283,6 +283,7 @@ mod tests {
             port: 0,
             proto: Proto::None,
             ip: None,
+            more_ips: vec![],
             sock: 0,
             line: 0,
             col: 0,

@@ -4,8 +4,10 @@
 //! probe over unusable destinations, the round-robin cursor (lock-free), and the order of the
 //! failover records.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
+use crate::ds::dest::DNS_MAX_ADDRS;
 use crate::ds::snapshot::{DestRec, SetRec, SetView};
 use crate::ds::weights;
 
@@ -335,6 +337,59 @@ impl<'a> FromMatch<'a> {
     }
 }
 
+/// A fixed-capacity list of resolved addresses (`DNS_MAX_ADDRS`), filled without heap
+/// allocation on the request path.
+#[derive(Clone, Copy)]
+pub struct AddrList {
+    n: usize,
+    a: [IpAddr; DNS_MAX_ADDRS],
+}
+
+impl Default for AddrList {
+    fn default() -> Self {
+        AddrList::new()
+    }
+}
+
+impl AddrList {
+    pub const fn new() -> AddrList {
+        AddrList { n: 0, a: [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED); DNS_MAX_ADDRS] }
+    }
+    pub fn clear(&mut self) {
+        self.n = 0;
+    }
+    /// Appends `ip`; false (nothing stored) when full.
+    pub fn push(&mut self, ip: IpAddr) -> bool {
+        match self.a.get_mut(self.n) {
+            Some(slot) => {
+                *slot = ip;
+                self.n += 1;
+                true
+            }
+            None => false,
+        }
+    }
+    pub fn is_full(&self) -> bool {
+        self.n >= DNS_MAX_ADDRS
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    pub fn first(&self) -> Option<IpAddr> {
+        self.as_slice().first().copied()
+    }
+    pub fn as_slice(&self) -> &[IpAddr] {
+        self.a.get(..self.n).unwrap_or(&[])
+    }
+    /// Keeps the first `n` addresses.
+    pub fn truncate(&mut self, n: usize) {
+        self.n = self.n.min(n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +414,7 @@ mod tests {
                 port: 5080 + i as u16,
                 proto: Proto::None,
                 ip: None,
+                more_ips: vec![],
                 sock: 0,
                 line: 1,
                 col: 1,
@@ -444,6 +500,7 @@ mod tests {
                 port,
                 proto,
                 ip: Some("127.0.0.1".parse().expect("ip")),
+                more_ips: vec![],
                 sock,
                 line: 1,
                 col: 1,
@@ -619,7 +676,8 @@ mod tests {
                     port: 0,
                     proto: Proto::None,
                     ip: None,
-                        sock: 0,
+                    more_ips: vec![],
+                    sock: 0,
                     line: 1,
                     col: 1,
                 },
@@ -634,7 +692,8 @@ mod tests {
                     port: 0,
                     proto: Proto::None,
                     ip: None,
-                        sock: 0,
+                    more_ips: vec![],
+                    sock: 0,
                     line: 1,
                     col: 1,
                 },
@@ -657,5 +716,17 @@ mod tests {
         testutil::heap_free(p as *mut u8, s.header().total_size);
     }
 
-
+    #[test]
+    fn addr_list_capacity() {
+        let mut l = AddrList::new();
+        assert!(l.is_empty() && l.first().is_none());
+        for i in 0..40u8 {
+            let _ = l.push(IpAddr::from([10, 0, 0, i]));
+        }
+        assert_eq!(l.len(), DNS_MAX_ADDRS);
+        assert!(l.is_full() && !l.push(IpAddr::from([1, 1, 1, 1])));
+        assert_eq!(l.as_slice()[31], IpAddr::from([10, 0, 0, 31]));
+        l.truncate(1);
+        assert_eq!(l.as_slice(), &[IpAddr::from([10, 0, 0, 0])]);
+    }
 }

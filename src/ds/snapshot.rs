@@ -9,7 +9,8 @@
 //! This module has no FFI: the memory comes from an allocator callback (Kamailio's shm in the
 //! module, the Rust heap in unit tests).
 //!
-//! Layout of one block: `[Header][SetRec; nsets][u32; nsets (ids sorted)][DestRec; ndests][strings]`.
+//! Layout of one block: `[Header][SetRec; nsets][u32; nsets (ids sorted)][DestRec; ndests]
+//! [IpIdx; nip][AddrRec; nextra][strings]`.
 
 use std::mem::{align_of, size_of};
 use std::net::IpAddr;
@@ -77,11 +78,30 @@ pub struct Header {
     sets: *mut SetRec,
     ids_sorted: *const u32,
     dests: *mut DestRec,
-    /// Destinations with an address, sorted by (family, address, iteration position).
+    /// Destinations with an address, sorted by (family, address, iteration position): one
+    /// entry per distinct address of a destination (`ds_dns_match_all` stores several).
     ipidx: *const IpIdx,
     nipidx: u32,
 }
 
+/// One further resolved address of a destination (`ds_dns_match_all`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AddrRec {
+    /// 4 or 6.
+    pub af: u8,
+    pub ip: [u8; 16],
+}
+
+impl AddrRec {
+    pub fn ip_addr(&self) -> Option<IpAddr> {
+        match self.af {
+            4 => Some(IpAddr::from([self.ip[0], self.ip[1], self.ip[2], self.ip[3]])),
+            6 => Some(IpAddr::from(self.ip)),
+            _ => None,
+        }
+    }
+}
 
 /// Address index entry (for `ds_is_from_list` without scanning the list).
 #[repr(C)]
@@ -165,6 +185,9 @@ pub struct DestRec {
     pub af: u8,
     _pad: [u8; 3],
     pub ip: [u8; 16],
+    /// Further resolved addresses (`ds_dns_match_all`; the first one is `ip`).
+    extra_addrs: *const AddrRec,
+    n_extra: u32,
     /// Opaque sending socket handle (a `socket_info*` in the module), 0 = none.
     pub sock: usize,
     pub dnstime_sec: u64,
@@ -229,6 +252,18 @@ impl DestRec {
             6 => Some(IpAddr::from(self.ip)),
             _ => None,
         }
+    }
+    /// The further resolved addresses (`ds_dns_match_all`), without the first one.
+    pub fn extra_addrs(&self) -> &[AddrRec] {
+        if self.extra_addrs.is_null() || self.n_extra == 0 {
+            return &[];
+        }
+        // SAFETY: written by `build`: `n_extra` records inside the same immutable block.
+        unsafe { std::slice::from_raw_parts(self.extra_addrs, self.n_extra as usize) }
+    }
+    /// Every stored address: the first one, then the further ones.
+    pub fn addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ip_addr().into_iter().chain(self.extra_addrs().iter().filter_map(|a| a.ip_addr()))
     }
 }
 
@@ -432,9 +467,11 @@ pub fn build(
     let off_sets = align_up(size_of::<Header>(), align_of::<SetRec>().max(8));
     let off_ids = align_up(off_sets + nsets * size_of::<SetRec>(), 8);
     let off_dests = align_up(off_ids + nsets * size_of::<u32>(), align_of::<DestRec>().max(8));
-    let nip = sets.iter().flat_map(|s| s.dests.iter()).filter(|d| d.ip.is_some()).count();
+    let nextra: usize = sets.iter().flat_map(|s| s.dests.iter()).filter(|d| d.ip.is_some()).map(|d| d.more_ips.len()).sum();
+    let nip = sets.iter().flat_map(|s| s.dests.iter()).filter(|d| d.ip.is_some()).count() + nextra;
     let off_ip = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<IpIdx>().max(8));
-    let off_str = off_ip + nip * size_of::<IpIdx>();
+    let off_addr = align_up(off_ip + nip * size_of::<IpIdx>(), align_of::<AddrRec>());
+    let off_str = off_addr + nextra * size_of::<AddrRec>();
     let total = align_up(off_str + strbytes, 16);
 
     let base = alloc(total);
@@ -451,6 +488,8 @@ pub fn build(
         let ids_ptr = base.add(off_ids) as *mut u32;
         let dest_ptr = base.add(off_dests) as *mut DestRec;
         let ip_ptr = base.add(off_ip) as *mut IpIdx;
+        let addr_ptr = base.add(off_addr) as *mut AddrRec;
+        let mut ai = 0usize;
         let mut ipv: Vec<IpIdx> = Vec::with_capacity(nip);
         let mut sp = base.add(off_str);
         let mut put = |v: Option<&[u8]>| -> ShStr {
@@ -504,9 +543,19 @@ pub fn build(
                     Some(IpAddr::V6(v6)) => (6u8, v6.octets()),
                     None => (0u8, [0u8; 16]),
                 };
+                let extra_first = ai;
                 if let Some(ip) = d.ip {
                     let (af, key) = ip_key(ip);
                     ipv.push(IpIdx { af, _pad: [0; 3], set: si as u32, dest: di as u32, ip: key });
+                    for (k, more) in d.more_ips.iter().enumerate() {
+                        let (af, key) = ip_key(*more);
+                        addr_ptr.add(ai).write(AddrRec { af, ip: key });
+                        ai += 1;
+                        // one index entry per distinct address of this destination
+                        if *more != ip && !d.more_ips[..k].contains(more) {
+                            ipv.push(IpIdx { af, _pad: [0; 3], set: si as u32, dest: di as u32, ip: key });
+                        }
+                    }
                 }
                 let a = &d.attrs;
                 let lat0 = carried
@@ -540,6 +589,8 @@ pub fn build(
                     af,
                     _pad: [0; 3],
                     ip,
+                    extra_addrs: if ai > extra_first { addr_ptr.add(extra_first) } else { std::ptr::null() },
+                    n_extra: (ai - extra_first) as u32,
                     sock: d.sock,
                     dnstime_sec: if af != 0 { now.0 } else { 0 },
                     dnstime_usec: if af != 0 { now.1 } else { 0 },
@@ -674,6 +725,7 @@ mod tests {
             port: 5060,
             proto: Proto::None,
             ip: Some("127.0.0.1".parse().expect("ip")),
+            more_ips: vec![],
             sock: 0,
             line: 1,
             col: 1,
@@ -750,5 +802,35 @@ mod tests {
         testutil::heap_free(p2 as *mut u8, new.header().total_size);
     }
 
-
+    #[test]
+    fn extra_addresses_are_indexed_and_read_back() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let mut a = dest(1, "sip:multi", 0, 0, "");
+        a.ip = Some(ip("10.0.0.1"));
+        // duplicates in an answer give one index entry
+        a.more_ips = vec![ip("10.0.0.2"), ip("::1"), ip("10.0.0.2"), ip("10.0.0.1")];
+        let mut b = dest(2, "sip:single", 0, 0, "");
+        b.ip = Some(ip("10.0.0.2"));
+        let mut c = dest(3, "sip:none", 16, 0, "");
+        c.ip = None;
+        let sets = vec![
+            DestSet { id: 1, dests: vec![a] },
+            DestSet { id: 2, dests: vec![b] },
+            DestSet { id: 3, dests: vec![c] },
+        ];
+        let p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
+        let snap = unsafe { Snap::from_ptr(p) }.expect("snap");
+        let hits = |s: &str| -> Vec<(i32, Vec<u8>)> { snap.by_ip(ip(s)).map(|(s, d)| (s.rec.id, d.uri.bytes().to_vec())).collect() };
+        assert_eq!(hits("10.0.0.1"), vec![(1, b"sip:multi".to_vec())]);
+        assert_eq!(hits("10.0.0.2"), vec![(1, b"sip:multi".to_vec()), (2, b"sip:single".to_vec())]);
+        assert_eq!(hits("::1"), vec![(1, b"sip:multi".to_vec())]);
+        assert!(hits("10.0.0.3").is_empty());
+        let m = &snap.set(1).expect("1").dests[0];
+        assert_eq!(m.ip_addr(), Some(ip("10.0.0.1")));
+        let all: Vec<IpAddr> = m.addrs().collect();
+        assert_eq!(all, vec![ip("10.0.0.1"), ip("10.0.0.2"), ip("::1"), ip("10.0.0.2"), ip("10.0.0.1")]);
+        assert_eq!(snap.set(2).expect("2").dests[0].extra_addrs().len(), 0);
+        assert_eq!(snap.set(3).expect("3").dests[0].addrs().count(), 0);
+        testutil::heap_free(p as *mut u8, snap.header().total_size);
+    }
 }

@@ -2,6 +2,7 @@
 use std::net::IpAddr;
 use std::os::raw::{c_char, c_int};
 
+use crate::ds::select::AddrList;
 use crate::kam::param::unsafe_bytes;
 use crate::sys;
 
@@ -137,49 +138,104 @@ fn with_ttl<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-fn hostent_ip(he: *mut sys::hostent) -> Option<IpAddr> {
-    // SAFETY: `he` is null or the resolver's static hostent, read immediately.
+/// Every address of a hostent (up to the list's capacity), in order.
+fn hostent_ips(he: *mut sys::hostent, out: &mut AddrList) {
+    out.clear();
+    // SAFETY: `he` is null or the resolver's static hostent, read immediately; the address
+    // list is NULL-terminated and each entry has `h_length` bytes.
     unsafe {
-        if he.is_null() || (*he).h_addr_list.is_null() || (*(*he).h_addr_list).is_null() {
-            return None;
+        if he.is_null() || (*he).h_addr_list.is_null() {
+            return;
         }
-        let a = *(*he).h_addr_list as *const u8;
-        match (*he).h_addrtype {
-            libc::AF_INET if (*he).h_length == 4 => {
-                let s = std::slice::from_raw_parts(a, 4);
-                Some(IpAddr::from([s[0], s[1], s[2], s[3]]))
+        let (af, len) = ((*he).h_addrtype, (*he).h_length);
+        let mut i = 0usize;
+        while !out.is_full() {
+            let a = *(*he).h_addr_list.add(i) as *const u8;
+            if a.is_null() {
+                break;
             }
-            libc::AF_INET6 if (*he).h_length == 16 => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(std::slice::from_raw_parts(a, 16));
-                Some(IpAddr::from(o))
+            match af {
+                libc::AF_INET if len == 4 => {
+                    let s = std::slice::from_raw_parts(a, 4);
+                    out.push(IpAddr::from([s[0], s[1], s[2], s[3]]));
+                }
+                libc::AF_INET6 if len == 16 => {
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(std::slice::from_raw_parts(a, 16));
+                    out.push(IpAddr::from(o));
+                }
+                _ => break,
             }
-            _ => None,
+            i += 1;
         }
+    }
+}
+
+/// A host name as a NUL-terminated C string: on the stack for names up to 255 bytes (every
+/// destination host: longer ones are rejected at load), on the heap otherwise.
+/// `f` gets the string and its length without the NUL (a name is cut at an embedded NUL).
+fn with_cstr<R>(host: &[u8], f: impl FnOnce(*mut c_char, usize) -> R) -> R {
+    let host = host.split(|&c| c == 0).next().unwrap_or(&[]);
+    let mut buf = [0u8; 256];
+    if host.len() < buf.len() {
+        buf[..host.len()].copy_from_slice(host);
+        f(buf.as_mut_ptr() as *mut c_char, host.len())
+    } else {
+        let mut z = host.to_vec();
+        z.push(0);
+        f(z.as_mut_ptr() as *mut c_char, host.len())
+    }
+}
+
+/// Resolves `host` with the core resolver into `out`: every address of the answer (an IP
+/// literal is one address). False when it does not resolve. No heap allocation for hosts up
+/// to 255 bytes.
+pub fn resolve_host_into(host: &[u8], out: &mut AddrList) -> bool {
+    out.clear();
+    if let Some(ip) = crate::ds::dest::ip_literal(host) {
+        out.push(ip);
+        return true;
+    }
+    // SAFETY: the C string outlives the call; the hostent is read before the next lookup.
+    let he = with_cstr(host, |p, _| with_ttl(|| unsafe { sys::dns_resolvehost(p) }));
+    hostent_ips(he, out);
+    !out.is_empty()
+}
+
+/// SIP resolution (NAPTR/SRV/A) into `out` (every address of the answer): the port and
+/// protocol id found. None when it does not resolve.
+pub fn sip_resolve_into(host: &[u8], port: u16, proto: u8, out: &mut AddrList) -> Option<(u16, u8)> {
+    out.clear();
+    let mut p = port;
+    let mut pr = proto as c_char;
+    let he = with_cstr(host, |z, n| {
+        let mut s = sys::str_ { s: z, len: n as c_int };
+        // SAFETY: the host buffer outlives the call; port/proto are in/out values.
+        with_ttl(|| unsafe { sys::dns_sip_resolvehost(&mut s, &mut p, &mut pr) })
+    });
+    hostent_ips(he, out);
+    if out.is_empty() {
+        None
+    } else {
+        Some((p, pr as u8))
     }
 }
 
 /// SIP resolution (NAPTR/SRV/A) with the core resolver: address, port, protocol id.
 pub fn sip_resolve(host: &[u8], port: u16, proto: u8) -> Option<(IpAddr, u16, u8)> {
-    let mut h = host.to_vec();
-    let mut s = sys::str_ { s: h.as_mut_ptr() as *mut c_char, len: h.len() as c_int };
-    let mut p = port;
-    let mut pr = proto as c_char;
-    // SAFETY: the host buffer outlives the call; port/proto are in/out values.
-    let he = with_ttl(|| unsafe { sys::dns_sip_resolvehost(&mut s, &mut p, &mut pr) });
-    hostent_ip(he).map(|ip| (ip, p, pr as u8))
+    let mut out = AddrList::new();
+    let (p, pr) = sip_resolve_into(host, port, proto, &mut out)?;
+    out.first().map(|ip| (ip, p, pr))
 }
 
 fn resolve_host_ttl(host: &[u8], _unused: i32) -> Option<IpAddr> {
+    let mut out = AddrList::new();
     // IP literals the way the core reads them (str2ip/str2ip6), without DNS
-    if let Some(ip) = crate::ds::dest::ip_literal(host) {
-        return Some(ip);
+    if resolve_host_into(host, &mut out) {
+        out.first()
+    } else {
+        None
     }
-    let mut z = host.to_vec();
-    z.push(0);
-    // SAFETY: z is NUL-terminated and outlives the call.
-    let he = with_ttl(|| unsafe { sys::dns_resolvehost(z.as_mut_ptr() as *mut c_char) });
-    hostent_ip(he)
 }
 
 /// Local listening socket for "proto:host:port" (None when not a local socket).

@@ -5,7 +5,7 @@ use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
 use crate::ds::hash::{ds_hash, uri_hash_key_ranges};
-use crate::ds::select::{self, failover_order, least_loaded, rr_commit, rr_take, FromKey, FromMatch};
+use crate::ds::select::{self, failover_order, least_loaded, rr_commit, rr_take, AddrList, FromKey, FromMatch};
 use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE};
 use crate::kam::kam_rand;
 use crate::kam::msg::trim;
@@ -730,12 +730,16 @@ pub fn update_dst(m: Msg, next: bool, mode: SetOp) -> i32 {
     }
 }
 
-/// Address to match for `ds_is_from_list` (from the message or a URI).
-fn match_addr(m: Msg, uri: Option<&[u8]>) -> Option<(IpAddr, u16, u8)> {
+/// Address(es), port and protocol to match for `ds_is_from_list`: the message's source, or
+/// what a URI resolves to (every address of the answer; the caller keeps only the first
+/// unless `ds_dns_match_all` is on).
+fn match_addr(m: Msg, uri: Option<&[u8]>, out: &mut AddrList) -> Option<(u16, u8)> {
+    out.clear();
     match uri.filter(|u| !u.is_empty()) {
         None => {
             let (ip, port, proto) = m.source();
-            Some((ip?, port, proto))
+            out.push(ip?);
+            Some((port, proto))
         }
         Some(u) => {
             let p = match parse_uri(u) {
@@ -753,53 +757,79 @@ fn match_addr(m: Msg, uri: Option<&[u8]>) -> Option<(IpAddr, u16, u8)> {
             }
             if state::cfg().dns_mode & 8 != 0 {
                 // SIP resolution: the port and protocol found replace the URI's
-                let Some((ip, sp, spr)) = msg::sip_resolve(host, p.port, p.transport as u8) else {
+                let Some((sp, spr)) = msg::sip_resolve_into(host, p.port, p.transport as u8, out) else {
                     ds_err!(fn "ds_is_addr_from_list"; "could not resolve {}", String::from_utf8_lossy(host));
                     return None;
                 };
-                return Some((ip, if sp != 0 { sp } else { p.port }, if spr != 0 { spr } else { p.transport as u8 }));
+                return Some((if sp != 0 { sp } else { p.port }, if spr != 0 { spr } else { p.transport as u8 }));
             }
-            let Some(ip) = msg::resolve_host(host) else {
+            if !msg::resolve_host_into(host, out) {
                 ds_err!(fn "ds_is_addr_from_list"; "could not resolve {}", String::from_utf8_lossy(host));
                 return None;
-            };
-            Some((ip, p.port, p.transport as u8))
+            }
+            Some((p.port, p.transport as u8))
         }
     }
+}
+
+/// `ds_dns_mode` bit 2: whether destination `d` resolves (now) to `ip`; with
+/// `ds_dns_match_all` every address of the answer is compared, else the first one.
+fn live_addr_match(d: &DestRec, ip: IpAddr, match_all: bool) -> bool {
+    if d.cfg_flags & crate::ds::snapshot::DS_NODNS != 0 {
+        // no DNS for this destination: nothing to match (the C module's NOIPADDR mode)
+        return d.ip_addr() == Some(ip);
+    }
+    let mut res = AddrList::new();
+    if !msg::resolve_host_into(d.host.bytes(), &mut res) {
+        ds_warn!(fn "ds_is_addr_from_list"; "could not resolve {} (skipping)", String::from_utf8_lossy(d.host.bytes()));
+        return false;
+    }
+    if match_all {
+        res.as_slice().contains(&ip)
+    } else {
+        res.first() == Some(ip)
+    }
+}
+
+/// Offers the destinations of `s` that resolve now to `ip` (`ds_dns_mode` bit 2).
+fn scan_live<'a>(s: SetView<'a>, ip: IpAddr, match_all: bool, fm: &mut FromMatch<'a>) -> Option<(i32, &'a DestRec)> {
+    s.dests.iter().filter(|d| live_addr_match(d, ip, match_all)).find_map(|d| fm.offer(s.rec.id, d))
 }
 
 /// `ds_is_from_list`: 1 match, -1 none, -2/-3 PV write failures. Modes: see
 /// `select::FromMatch` (bits 8 and 16 from Kamailio 5.8).
 pub fn is_from_list(m: Msg, group: i32, uri: Option<&[u8]>, mode: i32) -> i32 {
-    let Some((ip, port, proto)) = match_addr(m, uri) else { return -1 };
+    let cfg = state::cfg();
+    let mut addrs = AddrList::new();
+    let Some((port, proto)) = match_addr(m, uri, &mut addrs) else { return -1 };
+    if !cfg.dns_match_all {
+        // only the first address of a URI's answer (Kamailio master tries each with
+        // ds_dns_match_all)
+        addrs.truncate(1);
+    }
     let key = FromKey { port, proto, bind: m.bind_address() };
     state::with_snap(|snap| {
         let Some(snap) = snap else { return -1 };
-        let dns_always = state::cfg().dns_mode & 2 != 0;
-        let addr_ok = |d: &DestRec| {
-            if dns_always && d.cfg_flags & crate::ds::snapshot::DS_NODNS == 0 {
-                // ds_dns_mode bit 2: resolve at match time
-                let dip = msg::resolve_host(d.host.bytes());
-                if dip.is_none() {
-                    ds_warn!(fn "ds_is_addr_from_list"; "could not resolve {} (skipping)", String::from_utf8_lossy(d.host.bytes()));
-                }
-                dip == Some(ip)
-            } else {
-                d.ip_addr() == Some(ip)
-            }
-        };
+        let dns_always = cfg.dns_mode & 2 != 0;
         let mut fm = FromMatch::new(mode, key);
-        let found = if dns_always {
-            // addresses resolved at match time: no index, scan in iteration order
-            if group == -1 {
-                snap.sets().find_map(|s| s.dests.iter().filter(|d| addr_ok(d)).find_map(|d| fm.offer(s.rec.id, d)))
+        let mut found = None;
+        'addrs: for &ip in addrs.as_slice() {
+            if dns_always {
+                // addresses resolved at match time: no index, scan in iteration order
+                let all = cfg.dns_match_all;
+                found = if group == -1 {
+                    snap.sets().find_map(|s| scan_live(s, ip, all, &mut fm))
+                } else {
+                    snap.set(group).and_then(|s| scan_live(s, ip, all, &mut fm))
+                };
             } else {
-                snap.set(group).and_then(|s| s.dests.iter().filter(|d| addr_ok(d)).find_map(|d| fm.offer(s.rec.id, d)))
+                // address index: only the destinations with this address, in iteration order
+                found = snap.by_ip(ip).filter(|(s, _)| group == -1 || s.rec.id == group).find_map(|(s, d)| fm.offer(s.rec.id, d));
             }
-        } else {
-            // address index: only the destinations with this IP, in iteration order
-            snap.by_ip(ip).filter(|(s, _)| group == -1 || s.rec.id == group).find_map(|(s, d)| fm.offer(s.rec.id, d))
-        };
+            if found.is_some() {
+                break 'addrs;
+            }
+        }
         // mode 16: the best candidate when none matched completely
         let Some((sid, d)) = found.or_else(|| fm.finish()) else { return -1 };
         if let Some(pv) = state::pvs() {

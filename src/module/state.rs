@@ -140,6 +140,8 @@ pub fn init(cfg: Config) -> Result<(), String> {
 
 struct KamEnv {
     default_sock: usize,
+    /// `ds_dns_match_all`: keep every address of a lookup.
+    match_all: bool,
 }
 
 impl LoadEnv for KamEnv {
@@ -148,6 +150,19 @@ impl LoadEnv for KamEnv {
     }
     fn resolve_sip(&mut self, host: &[u8], _scheme: Scheme, proto: Proto, port: u16) -> Option<(IpAddr, u16, Proto)> {
         msg::sip_resolve(host, port, proto as u8).map(|(ip, p, pr)| (ip, p, proto_from(pr)))
+    }
+    fn match_all(&self) -> bool {
+        self.match_all
+    }
+    fn resolve_host_all(&mut self, host: &[u8], _scheme: Scheme, _proto: Proto, _port: u16) -> Vec<IpAddr> {
+        let mut out = crate::ds::select::AddrList::new();
+        msg::resolve_host_into(host, &mut out);
+        out.as_slice().to_vec()
+    }
+    fn resolve_sip_all(&mut self, host: &[u8], _scheme: Scheme, proto: Proto, port: u16) -> Option<(Vec<IpAddr>, u16, Proto)> {
+        let mut out = crate::ds::select::AddrList::new();
+        let (p, pr) = msg::sip_resolve_into(host, port, proto as u8, &mut out)?;
+        Some((out.as_slice().to_vec(), p, proto_from(pr)))
     }
     fn socket_by_addr(&mut self, spec: &[u8]) -> usize {
         msg::socket_by_addr(spec).unwrap_or(0)
@@ -229,7 +244,7 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
         (format!("table {}", String::from_utf8_lossy(&cfg.table_name)), db_entries()?)
     };
     let mut skipped = 0usize;
-    let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0) };
+    let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
     let mut dests = Vec::with_capacity(entries.len());
     for e in &entries {
         let e = &no_probing_without_tm(e.clone(), &cfg);
@@ -446,6 +461,7 @@ fn snapshot_sets(snap: Option<Snap<'_>>, log_notes: bool) -> Vec<crate::ds::orde
                         port: d.port,
                         proto: proto_from(d.proto),
                         ip: d.ip_addr(),
+                        more_ips: d.extra_addrs().iter().filter_map(|a| a.ip_addr()).collect(),
                         sock: d.sock,
                         line: 0,
                         col: 0,
@@ -480,7 +496,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
     ctl.last_rebuild.store(t, Ordering::Relaxed);
     // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
     let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
-    let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0) };
+    let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
     let mut sets;
     match e {
         Edit::Add { setid, uri, flags, priority, attrs } => {
@@ -550,9 +566,25 @@ pub fn dns_refresh() {
             if d.flags & crate::ds::snapshot::DS_NODNS != 0 || crate::ds::dest::ip_literal(&d.host).is_some() {
                 continue;
             }
+            if cfg.dns_match_all {
+                // ds_dns_match_all (Kamailio master): every address of the answer (up to 32)
+                let mut out = crate::ds::select::AddrList::new();
+                if !msg::resolve_host_into(&d.host, &mut out) {
+                    crate::ds_err!(fn "ds_dns_update_set"; "could not resolve {}", String::from_utf8_lossy(&d.host));
+                    continue;
+                }
+                let all = out.as_slice();
+                if all.first().copied() != d.ip || all.get(1..).unwrap_or(&[]) != d.more_ips.as_slice() {
+                    d.ip = all.first().copied();
+                    d.more_ips = all.get(1..).unwrap_or(&[]).to_vec();
+                    changed = true;
+                }
+                continue;
+            }
             match msg::resolve_host(&d.host) {
-                Some(ip) if Some(ip) != d.ip => {
+                Some(ip) if Some(ip) != d.ip || !d.more_ips.is_empty() => {
                     d.ip = Some(ip);
+                    d.more_ips.clear();
                     changed = true;
                 }
                 Some(_) => {}
@@ -560,7 +592,6 @@ pub fn dns_refresh() {
             }
         }
     }
-    let _ = cfg;
     if changed {
         // a failure is logged by install()
         let _ = install(ctl, sets, Rebuild::Dns);
