@@ -74,6 +74,31 @@ impl LatencyStats {
     }
 }
 
+/// What a keepalive result contributes to the latency statistics (`ds_update_latency`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PingSample {
+    /// 408: counted in TIMEOUT, no sample.
+    Timeout,
+    /// A reply `ms` milliseconds after the keepalive was sent.
+    Latency(i32),
+    /// Kamailio 5.8+: a reply for a destination whose send timestamp is 0 (e.g. a record
+    /// created by a reload while the keepalive was in flight) adds no sample.
+    NoStart,
+}
+
+/// Classifies a keepalive result with final `code`, sent at `start_us` (0 = unknown) and
+/// completed at `now_us` (µs since the epoch). Before 5.8 a missing start time is not
+/// checked: the latency is computed from 0 (a huge value, truncated like the C `int`).
+pub fn ping_sample(code: i32, start_us: u64, now_us: u64) -> PingSample {
+    if code == 408 {
+        return PingSample::Timeout;
+    }
+    if start_us == 0 && crate::ds::compat::ge(5, 8, 0) {
+        return PingSample::NoStart;
+    }
+    PingSample::Latency((now_us.saturating_sub(start_us) / 1000) as i32)
+}
+
 fn self_timeout_default() -> u32 {
     0
 }
@@ -155,6 +180,27 @@ mod tests {
         s.timed_out();
         assert_eq!(s.timeout, 2);
         assert_eq!(s.estimate, 40.0);
+    }
+
+    #[test]
+    fn sample_without_start_time() {
+        use crate::ds::compat::{val, with};
+        let now = 1_700_000_000_000_000u64;
+        for v in [val(5, 6, 3), val(5, 8, 0), val(6, 1, 4)] {
+            with(v, || {
+                assert_eq!(ping_sample(200, now - 25_000, now), PingSample::Latency(25));
+                assert_eq!(ping_sample(404, now - 1_999, now), PingSample::Latency(1));
+                assert_eq!(ping_sample(408, now - 25_000, now), PingSample::Timeout);
+                assert_eq!(ping_sample(408, 0, now), PingSample::Timeout);
+            });
+        }
+        // 5.6.3: computed from 0 (the C module's int overflow: a garbage value, never 0 here)
+        let garbage = with(val(5, 6, 3), || ping_sample(200, 0, now));
+        assert_eq!(garbage, PingSample::Latency((now / 1000) as i32));
+        assert_ne!(garbage, PingSample::Latency(0));
+        // 5.8+: no sample
+        assert_eq!(with(val(5, 8, 0), || ping_sample(200, 0, now)), PingSample::NoStart);
+        assert_eq!(with(val(6, 1, 4), || ping_sample(503, 0, now)), PingSample::NoStart);
     }
 
     #[test]

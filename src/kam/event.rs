@@ -19,11 +19,16 @@ fn route_index(name: &str) -> Option<c_int> {
     }
 }
 
-/// Runs event route `name` (or the KEMI callback `callback`) on `msg`, or on a faked
-/// OPTIONS message whose R-URI is `uri` when there is no message.
-pub fn run(name: &str, msg: Option<Msg>, uri: &[u8], callback: &[u8]) {
+/// Runs event route `name` (or the KEMI callback `callback`) for destination `uri`.
+///
+/// * `faked_always` false (the C module up to 6.0.2): on `msg`, or on a faked message whose
+///   R-URI is `uri` when there is no message;
+/// * `faked_always` true (6.0.3+): always on a faked message whose R-URI is set to `uri`
+///   with the core's `rewrite_uri` and reset afterwards (`reset_uri`), whatever `msg` is.
+pub fn run(name: &str, msg: Option<Msg>, uri: &[u8], callback: &[u8], faked_always: bool) {
     // SAFETY: the sequence the core expects for event routes (see kamailio-abi.md §10.3);
-    // the faked message's new_uri is a pkg copy, freed and cleared afterwards.
+    // the faked message's new_uri is a pkg buffer (our copy or rewrite_uri's), freed and
+    // cleared afterwards.
     unsafe {
         let rt = if callback.is_empty() {
             match route_index(name) {
@@ -42,25 +47,35 @@ pub fn run(name: &str, msg: Option<Msg>, uri: &[u8], callback: &[u8]) {
         } else {
             std::ptr::null_mut()
         };
-        let mut faked_uri: *mut u8 = std::ptr::null_mut();
+        let mut faked = false;
         let m = match msg {
-            Some(m) if !m.is_null() => m.0,
+            Some(m) if !m.is_null() && !faked_always => m.0,
             _ => {
                 if sys::faked_msg_init() < 0 {
+                    crate::ds_err!(fn "ds_run_route"; "faked_msg_init() failed");
                     return;
                 }
                 let f = sys::faked_msg_next();
                 if f.is_null() {
                     return;
                 }
-                faked_uri = pkg_alloc(uri.len() + 1);
-                if faked_uri.is_null() {
-                    return;
+                if faked_always {
+                    let mut u = sys::str_ { s: uri.as_ptr() as *mut c_char, len: uri.len() as c_int };
+                    if sys::rewrite_uri(f, &mut u) < 0 {
+                        crate::ds_err!(fn "ds_run_route"; "failed to set r-uri");
+                        return;
+                    }
+                } else {
+                    let copy = pkg_alloc(uri.len() + 1);
+                    if copy.is_null() {
+                        return;
+                    }
+                    std::ptr::copy_nonoverlapping(uri.as_ptr(), copy, uri.len());
+                    *copy.add(uri.len()) = 0;
+                    (*f).parsed_orig_ruri_ok = 0;
+                    (*f).new_uri = sys::str_ { s: copy as *mut c_char, len: uri.len() as c_int };
                 }
-                std::ptr::copy_nonoverlapping(uri.as_ptr(), faked_uri, uri.len());
-                *faked_uri.add(uri.len()) = 0;
-                (*f).parsed_orig_ruri_ok = 0;
-                (*f).new_uri = sys::str_ { s: faked_uri as *mut c_char, len: uri.len() as c_int };
+                faked = true;
                 f
             }
         };
@@ -76,16 +91,23 @@ pub fn run(name: &str, msg: Option<Msg>, uri: &[u8], callback: &[u8]) {
             ev_z.push(0);
             let mut cb = sys::str_ { s: cb_z.as_mut_ptr() as *mut c_char, len: callback.len() as c_int };
             let mut ev = sys::str_ { s: ev_z.as_mut_ptr() as *mut c_char, len: name.len() as c_int };
-            sys::sr_kemi_route(keng, m, sys::EVENT_ROUTE as c_int, &mut cb, &mut ev);
+            if sys::sr_kemi_route(keng, m, sys::EVENT_ROUTE as c_int, &mut cb, &mut ev) < 0 && faked_always {
+                crate::ds_err!(fn "ds_run_route"; "error running event route kemi callback");
+            }
         }
         sys::route_type = backup;
-        if !faked_uri.is_null() {
-            // our pkg copy, or the pkg buffer the route put there after freeing ours
+        if faked {
+            // reset_uri(): our pkg copy, or the pkg buffer the route put there instead
             let cur = (*m).new_uri.s;
             if !cur.is_null() {
                 sys::rds_pkg_free(cur as *mut _);
             }
             (*m).new_uri = sys::str_ { s: std::ptr::null_mut(), len: 0 };
+            (*m).parsed_uri_ok = 0;
+            if faked_always {
+                // ruri_mark_new()
+                sys::ruri_is_new = 1;
+            }
         }
     }
 }

@@ -35,33 +35,89 @@ pub fn bind() -> bool {
 /// Callback of a local request: (set id tag, final code, real reply?, reason, To URI).
 pub type Done = unsafe extern "C" fn(*mut sys::cell, c_int, *mut sys::tmcb_params);
 
-/// Sends a local request (`t_request`): method to `uri` (R-URI and To), From `from`,
-/// via `obproxy` when non-empty, from socket name/address when given. `cbp` comes back in
-/// the callback. False when TM refused it.
-#[allow(clippy::too_many_arguments)]
-pub fn request(method: &[u8], uri: &[u8], from: &[u8], obproxy: &[u8], ssockname: &[u8], ssock: &[u8], cb: Done, cbp: usize) -> bool {
+/// A keepalive to send with [`request`].
+pub struct Request<'a> {
+    pub method: &'a [u8],
+    /// R-URI and To URI.
+    pub uri: &'a [u8],
+    pub from: &'a [u8],
+    /// Outbound proxy; empty: none.
+    pub obproxy: &'a [u8],
+    /// Sending socket by name; empty: see `ssock`.
+    pub ssockname: &'a [u8],
+    /// Sending socket as `proto:host:port`; empty: the core chooses.
+    pub ssock: &'a [u8],
+    /// Kamailio 6.1 tm: the From tag (empty: tm generates one). Ignored before 6.1.
+    pub fromtag: &'a [u8],
+    /// Kamailio 6.1 tm: the transaction's `fr_timeout` in tm ticks (1/16 s), stored raw by
+    /// tm; 0: tm's `fr_timer`. Ignored before 6.1.
+    pub fr_timeout: u32,
+}
+
+/// Sends a local request (`t_request`) described by `q`. `cbp` comes back in the callback.
+/// False when TM refused it.
+pub fn request(q: &Request<'_>, cb: Done, cbp: usize) -> bool {
     let Some(tm) = TM.get() else { return false };
     let Some(treq) = tm.0.t_request else { return false };
     let k = |b: &[u8]| sys::str_ { s: b.as_ptr() as *mut c_char, len: b.len() as c_int };
-    let mut m = k(method);
-    let mut u = k(uri);
-    let mut to = k(uri);
-    let mut f = k(from);
-    let mut ob = k(obproxy);
-    let mut sn = k(ssockname);
-    let mut sa = k(ssock);
+    let mut m = k(q.method);
+    let mut u = k(q.uri);
+    let mut to = k(q.uri);
+    let mut f = k(q.from);
+    let mut ob = k(q.obproxy);
+    let mut sn = k(q.ssockname);
+    let mut sa = k(q.ssock);
     let mut r: sys::uac_req_t = Default::default();
     r.method = &mut m;
     r.cb_flags = sys::TMCB_LOCAL_COMPLETED as _;
     r.cb = Some(cb);
     r.cbp = cbp as *mut c_void;
-    if !ssockname.is_empty() {
+    if !q.ssockname.is_empty() {
         r.ssockname = &mut sn;
-    } else if !ssock.is_empty() {
+    } else if !q.ssock.is_empty() {
         r.ssock = &mut sa;
     }
+    #[cfg(kam_ge_6_1)]
+    let mut ft = k(q.fromtag);
+    #[cfg(kam_ge_6_1)]
+    {
+        if !q.fromtag.is_empty() {
+            r.fromtag = &mut ft;
+        }
+        if q.fr_timeout > 0 {
+            r.fr_timeout = q.fr_timeout as _;
+        }
+    }
     // SAFETY: all strings outlive the call; TM copies what it keeps into shm.
-    unsafe { treq(&mut r, &mut u, &mut to, &mut f, if obproxy.is_empty() { std::ptr::null_mut() } else { &mut ob }) >= 0 }
+    unsafe { treq(&mut r, &mut u, &mut to, &mut f, if q.obproxy.is_empty() { std::ptr::null_mut() } else { &mut ob }) >= 0 }
+}
+
+/// Why a sending socket given as `proto:host:port` cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SockError {
+    /// `parse_phostport` refused the text.
+    Bad,
+    /// Not one of this Kamailio's listening sockets (`grep_sock_info`).
+    NonLocal,
+}
+
+/// Checks a sending socket the way the C module checks `ds_ping_socket` at startup.
+pub fn check_socket(spec: &[u8]) -> Result<(), SockError> {
+    let mut z = spec.to_vec();
+    z.push(0);
+    let mut host: *mut c_char = std::ptr::null_mut();
+    let (mut hlen, mut port, mut proto) = (0 as c_int, 0 as c_int, 0 as c_int);
+    // SAFETY: z is NUL-terminated and outlives both calls; the outputs point into z.
+    unsafe {
+        if sys::parse_phostport(z.as_mut_ptr() as *mut c_char, &mut host, &mut hlen, &mut port, &mut proto) != 0 {
+            return Err(SockError::Bad);
+        }
+        let mut h = sys::str_ { s: host, len: hlen };
+        if sys::grep_sock_info(&mut h, port as u16, proto as u16).is_null() {
+            return Err(SockError::NonLocal);
+        }
+    }
+    Ok(())
 }
 
 /// What a completed local request callback reports.
@@ -72,6 +128,8 @@ pub struct Completion {
     pub reason: Vec<u8>,
     /// The request URI, recovered from the transaction's To header.
     pub uri: Vec<u8>,
+    /// The transaction's whole From header line (carries the 6.1 IUID From tag).
+    pub from_hdr: Vec<u8>,
 }
 
 /// Reads a TM callback's arguments.
@@ -94,6 +152,10 @@ pub unsafe fn completion(t: *mut sys::cell, ps: *mut sys::tmcb_params) -> Option
         let to = unsafe_bytes((*t).to_hdr);
         // "To: <" + uri + ">\r\n"
         let uri = if to.len() > 8 { to[5..to.len() - 3].to_vec() } else { Vec::new() };
-        Some(Completion { cbp, code: (*ps).code, real_reply: real, reason, uri })
+        #[cfg(not(kam_ge_5_7))]
+        let from_hdr = unsafe_bytes((*t).from).to_vec();
+        #[cfg(kam_ge_5_7)]
+        let from_hdr = unsafe_bytes((*t).from_hdr).to_vec();
+        Some(Completion { cbp, code: (*ps).code, real_reply: real, reason, uri, from_hdr })
     }
 }

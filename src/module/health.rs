@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use once_cell::sync::OnceCell;
 
-use crate::ds::health::{next_state, usable};
+use crate::ds::compat;
+use crate::ds::health::{cfg_marks_immediate, dsg_counts, dsg_percent, next_state, transition_event, usable};
 use crate::ds::snapshot::{states_all, DestRec, SetView};
 use crate::ds::weights::rweight_table;
 use crate::kam::event;
@@ -58,25 +59,84 @@ fn after_change(set: &SetView<'_>, d: &DestRec, old: i32, new: i32) {
     }
 }
 
+/// Who asked for a state change (the C module's `DS_STATE_MODE_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A keepalive result (mode 0): thresholds apply, events by `event_callback_mode`.
+    Keepalive,
+    /// A cfg function (`ds_mark_dst`, `ds_mark_addr`, KEMI, `bind_dispatcher().mark`):
+    /// mode SET|FUNC, so from 6.0.3 on immediate and from 6.1 subject to
+    /// `event_callback_mode`.
+    Cfg,
+}
+
 /// Runs the dst-up/dst-down event for a transition, with `$dsv` set from `rctx`.
-fn fire(old: i32, new: i32, msg: Option<Msg>, uri: &[u8], rctx: Rctx) {
-    let name = if usable(old) && !usable(new) {
-        "dispatcher:dst-down"
-    } else if !usable(old) && usable(new) {
-        "dispatcher:dst-up"
-    } else {
-        return;
-    };
-    let cb = state::cfg().event_callback.clone();
+fn fire(old: i32, new: i32, origin: Origin, msg: Option<Msg>, uri: &[u8], rctx: Rctx) {
+    let cfg = state::cfg();
+    let Some(ev) = transition_event(old, new, origin == Origin::Cfg, cfg.event_callback_mode) else { return };
     RCTX.with(|r| *r.borrow_mut() = Some(rctx));
-    event::run(name, msg, uri, &cb);
+    // 6.0.3+: always on a faked message whose R-URI is the destination
+    event::run(ev.route(), msg, uri, &cfg.event_callback, compat::ge(6, 0, 3));
     RCTX.with(|r| *r.borrow_mut() = None);
 }
 
-/// `ds_update_state`: applies `st` to destination `uri` of set `setid` through the state
-/// machine, fires events and rebuilds rweights. 0 on success, -1 when not found.
-pub fn update_state(msg: Option<Msg>, setid: i32, uri: &[u8], st: i32, mut rctx: Rctx) -> i32 {
+/// Which record of a set a state change is for.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// The first destination with this URI (case-insensitive).
+    Uri(&'a [u8]),
+    /// Kamailio 6.1: the destination with this IUID (the counter of its IUID text, see
+    /// [`iuid_of_text`]), from the From tag of a keepalive; the URI is what the events see.
+    /// None: the text is no IUID of this instance and set, so no destination matches.
+    Iuid { iuid: Option<u64>, uri: &'a [u8] },
+}
+
+/// The IUID counter of an IUID text of set `setid` of this instance (None: not one).
+pub fn iuid_of_text(text: &[u8], setid: i32) -> Option<u64> {
+    let zero = state::iuid_text(0, 0);
+    let prefix = zero.strip_suffix("-0").unwrap_or(&zero);
+    crate::ds::health::iuid_counter(text, prefix.as_bytes(), setid)
+}
+
+impl Target<'_> {
+    fn uri(&self) -> &[u8] {
+        match self {
+            Target::Uri(u) => u,
+            Target::Iuid { uri, .. } => uri,
+        }
+    }
+    fn matches(&self, d: &DestRec) -> bool {
+        match self {
+            Target::Uri(u) => d.uri.bytes().eq_ignore_ascii_case(u),
+            Target::Iuid { iuid, .. } => *iuid == Some(d.iuid),
+        }
+    }
+}
+
+/// The runtime flags of a destination (`ds_get_state`): None when the set is not there
+/// (logged), 0 when the destination is not in it.
+pub fn get_state(setid: i32, target: Target<'_>) -> Option<i32> {
+    state::with_snap(|snap| {
+        let Some(set) = snap.and_then(|s| s.set(setid)) else {
+            crate::ds_err!(fn "ds_get_state"; "destination set [{setid}] not found");
+            return None;
+        };
+        Some(set.dests.iter().find(|d| target.matches(d)).map(|d| d.flags.load(Ordering::Relaxed)).unwrap_or(0))
+    })
+}
+
+/// `ds_update_state` for a cfg function (`ds_mark_dst`, `ds_mark_addr`, KEMI,
+/// `bind_dispatcher().mark`): applies `st` to destination `uri` of set `setid`. From
+/// Kamailio 6.0.3 the change is immediate (no thresholds). 0 on success, -1 when not found.
+pub fn update_state(msg: Option<Msg>, setid: i32, uri: &[u8], st: i32, rctx: Rctx) -> i32 {
+    update_state_from(Origin::Cfg, msg, setid, Target::Uri(uri), st, rctx)
+}
+
+/// `ds_update_state`: applies `st` to the target destination of set `setid` through the
+/// state machine, fires events and rebuilds rweights. 0 on success, -1 when not found.
+pub fn update_state_from(origin: Origin, msg: Option<Msg>, setid: i32, target: Target<'_>, st: i32, mut rctx: Rctx) -> i32 {
     let cfg = state::cfg();
+    let immediate = origin == Origin::Cfg && cfg_marks_immediate();
     let found = state::with_snap(|snap| {
         let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
             crate::ds_err!(fn "ds_update_state"; "the list is null");
@@ -86,14 +146,15 @@ pub fn update_state(msg: Option<Msg>, setid: i32, uri: &[u8], st: i32, mut rctx:
             crate::ds_err!(fn "ds_update_state"; "destination set [{setid}] not found");
             return None;
         };
-        let Some(d) = set.dests.iter().find(|d| d.uri.bytes().eq_ignore_ascii_case(uri)) else {
+        let Some(d) = set.dests.iter().find(|d| target.matches(d)) else {
             // the C module returns -1 without a message here; callers say what failed
-            ds_dbg!(fn "ds_update_state"; "destination [{}] not found in set [{setid}]", String::from_utf8_lossy(uri));
+            ds_dbg!(fn "ds_update_state"; "destination [{}] not found in set [{setid}]", String::from_utf8_lossy(target.uri()));
             return None;
         };
         let mut old = d.flags.load(Ordering::Acquire);
         let (new, cnt) = loop {
-            let (new, cnt) = next_state(old, d.fail_cnt.load(Ordering::Relaxed), st, cfg.probing_threshold, cfg.inactive_threshold);
+            let (new, cnt) =
+                next_state(old, d.fail_cnt.load(Ordering::Relaxed), st, cfg.probing_threshold, cfg.inactive_threshold, immediate);
             match d.flags.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break (new, cnt),
                 Err(v) => old = v,
@@ -105,9 +166,12 @@ pub fn update_state(msg: Option<Msg>, setid: i32, uri: &[u8], st: i32, mut rctx:
         Some((old, new, d.uri.bytes().to_vec()))
     });
     let Some((old, new, duri)) = found else { return -1 };
-    rctx.uri = duri.clone();
+    // 6.0.3+ (as the C module): the address as given (event R-URI, $dsv(uri)); before, the
+    // destination's own URI (the same text but for letter case)
+    let uri = if compat::ge(6, 0, 3) { target.uri().to_vec() } else { duri };
+    rctx.uri = uri.clone();
     rctx.setid = setid;
-    fire(old, new, msg, &duri, rctx);
+    fire(old, new, origin, msg, &uri, rctx);
     0
 }
 
@@ -258,7 +322,7 @@ unsafe extern "C" fn pv_get_dsv(msg: *mut sys::sip_msg, param: *mut sys::pv_para
 
 // ---- ds_dsg_fetch / $dsg (Kamailio 5.8/6.0) ------------------------------------------------
 
-/// Figures of the set chosen by `ds_dsg_fetch[_uri]`, per process.
+/// Figures of one set for `$dsg`.
 #[derive(Clone, Debug, Default)]
 struct Dsg {
     found: bool,
@@ -270,22 +334,26 @@ struct Dsg {
     octime_us: u64,
 }
 
-thread_local! {
-    static DSG: RefCell<Dsg> = RefCell::new(Dsg::default());
+/// What `ds_dsg_fetch[_uri]` chose, per process. Kamailio 5.8+: group 1 before any fetch,
+/// the figures computed at each read. Before 5.8 (where `$dsg` is this module's extension)
+/// the figures are taken at fetch time (`taken`), and `$dsg` is null before any fetch.
+#[derive(Clone, Debug)]
+struct DsgSel {
+    group: i32,
+    uri: Option<Vec<u8>>,
+    taken: Option<Dsg>,
 }
 
-/// `ds_dsg_fetch(setid)` / `ds_dsg_fetch_uri(setid, uri)`: 1 (also for an unknown set: $dsg is null then).
-pub fn dsg_fetch(setid: i32, uri: Option<&[u8]>) -> i32 {
-    let d = state::with_snap(|snap| {
+thread_local! {
+    static DSG: RefCell<DsgSel> = const { RefCell::new(DsgSel { group: 1, uri: None, taken: None }) };
+}
+
+/// The current figures of set `setid` (OC data of `uri` when given).
+fn dsg_compute(setid: i32, uri: Option<&[u8]>) -> Dsg {
+    state::with_snap(|snap| {
         let Some(set) = snap.and_then(|s| s.set(setid)) else { return Dsg::default() };
-        let mut g = Dsg { found: true, count: set.dests.len() as i32, ..Default::default() };
-        for d in set.dests {
-            if d.usable() {
-                g.active += 1;
-            } else {
-                g.inactive += 1;
-            }
-        }
+        let (count, active, inactive) = dsg_counts(set.dests.iter().map(|d| d.flags.load(Ordering::Relaxed)));
+        let mut g = Dsg { found: true, count, active, inactive, ..Default::default() };
         if let Some(u) = uri {
             if let Some(d) = set.dests.iter().find(|d| d.uri.bytes().eq_ignore_ascii_case(u)) {
                 g.ocrate = d.oc_rate.load(Ordering::Relaxed);
@@ -294,9 +362,21 @@ pub fn dsg_fetch(setid: i32, uri: Option<&[u8]>) -> i32 {
             }
         }
         g
-    });
-    DSG.with(|x| *x.borrow_mut() = d);
+    })
+}
+
+/// `ds_dsg_fetch(setid)` / `ds_dsg_fetch_uri(setid, uri)`: 1 (also for an unknown set: $dsg is null then).
+pub fn dsg_fetch(setid: i32, uri: Option<&[u8]>) -> i32 {
+    let taken = if compat::ge(5, 8, 0) { None } else { Some(dsg_compute(setid, uri)) };
+    DSG.with(|x| *x.borrow_mut() = DsgSel { group: setid, uri: uri.map(|u| u.to_vec()), taken });
     1
+}
+
+/// The figures `$dsg` shows now (None: null).
+fn dsg_current() -> Option<Dsg> {
+    let sel = DSG.with(|x| x.borrow().clone());
+    let g = if compat::ge(5, 8, 0) { dsg_compute(sel.group, sel.uri.as_deref()) } else { sel.taken? };
+    g.found.then_some(g)
 }
 
 unsafe extern "C" fn pv_parse_dsg(sp: *mut sys::pv_spec_t, name: *mut sys::str_) -> c_int {
@@ -322,26 +402,20 @@ unsafe extern "C" fn pv_get_dsg(msg: *mut sys::sip_msg, param: *mut sys::pv_para
         // SAFETY: the core passes valid param/res.
         unsafe {
             let id = (*param).pvn.u.isname.name.n as c_int;
-            DSG.with(|g| {
-                let g = g.borrow();
-                if !g.found {
-                    return sys::pv_get_null(msg, param, res);
-                }
-                let pct = |v: i32| if g.count > 0 { v * 100 / g.count } else { 0 };
-                let v = match id {
-                    0 => g.count,
-                    1 => g.active,
-                    2 => g.inactive,
-                    3 => pct(g.active),
-                    4 => pct(g.inactive),
-                    5 => g.ocrate,
-                    6 => g.ocseq,
-                    7 => (g.octime_us / 1_000_000) as i32,
-                    8 => (g.octime_us % 1_000_000) as i32,
-                    _ => return sys::pv_get_null(msg, param, res),
-                };
-                sys::pv_get_sintval(msg, param, res, v as _)
-            })
+            let Some(g) = dsg_current() else { return sys::pv_get_null(msg, param, res) };
+            let v: i64 = match id {
+                0 => g.count as i64,
+                1 => g.active as i64,
+                2 => g.inactive as i64,
+                3 => dsg_percent(g.active, g.count) as i64,
+                4 => dsg_percent(g.inactive, g.count) as i64,
+                5 => g.ocrate as i64,
+                6 => g.ocseq as i64,
+                7 => (g.octime_us / 1_000_000) as i64,
+                8 => (g.octime_us % 1_000_000) as i64,
+                _ => return sys::pv_get_null(msg, param, res),
+            };
+            sys::pv_get_sintval(msg, param, res, v as _)
         }
     })
 }
