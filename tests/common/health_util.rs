@@ -70,6 +70,8 @@ pub enum Behaviour {
     Err404,
     /// 200 to OPTIONS after 300 ms
     Slow300,
+    /// 200 to OPTIONS after 2000 ms (health/uas_options_slow2000.xml)
+    Slow2000,
 }
 
 impl Behaviour {
@@ -80,6 +82,7 @@ impl Behaviour {
             Behaviour::Err503 => health_data("uas_options_503.xml"),
             Behaviour::Err404 => health_data("uas_options_404.xml"),
             Behaviour::Slow300 => health_data("uas_options_slow.xml"),
+            Behaviour::Slow2000 => health_data("uas_options_slow2000.xml"),
         }
     }
 }
@@ -239,6 +242,11 @@ impl Backend {
         out
     }
 
+    /// The received OPTIONS requests (start line and headers), retransmissions included.
+    pub fn options_raw(&self) -> Vec<String> {
+        self.received_raw().into_iter().filter(|m| m.starts_with("OPTIONS ")).collect()
+    }
+
     /// Number of received requests with this method (retransmissions included).
     pub fn requests(&self, method: &str) -> usize {
         let p = format!("{method} ");
@@ -268,9 +276,49 @@ impl Drop for Backend {
     }
 }
 
+/// The value of the first header `name` (case-insensitive) of a message from
+/// `Backend::received_raw`.
+pub fn header_of(msg: &str, name: &str) -> Option<String> {
+    msg.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// The sent-by host of the first Via of a message (`SIP/2.0/UDP 127.0.0.2:5060;branch=..`).
+pub fn via_host(msg: &str) -> Option<String> {
+    let v = header_of(msg, "Via")?;
+    let sent_by = v.split_whitespace().nth(1)?;
+    let hostport = sent_by.split(';').next()?;
+    Some(hostport.rsplit_once(':').map(|(h, _)| h).unwrap_or(hostport).to_string())
+}
+
+/// The `tag` parameter of the From header of a message.
+pub fn from_tag(msg: &str) -> Option<String> {
+    let f = header_of(msg, "From")?;
+    let t = &f[f.find(";tag=")? + 5..];
+    Some(t.split(|c: char| c == ';' || c.is_whitespace()).next().unwrap_or("").to_string())
+}
+
 // ---------------------------------------------------------------------------------------
 // dispatcher.list
 // ---------------------------------------------------------------------------------------
+
+/// `(set, uri, IUID)` of every destination of `dispatcher.list`, in list order (the IUID
+/// is printed from Kamailio 6.1 on).
+pub fn iuids(k: &Kamailio) -> Vec<(String, String, Option<String>)> {
+    let list = k.ds_list(None).unwrap_or_else(|e| panic!("dispatcher.list: {e}\n{}", k.log_hint()));
+    let mut out = Vec::new();
+    let Some(records) = list.path("RECORDS") else { return out };
+    for s in records.get_all("SET") {
+        let set = s.path_val("ID").unwrap_or("?").to_string();
+        let Some(targets) = s.path("TARGETS") else { continue };
+        for d in targets.get_all("DEST") {
+            out.push((set.clone(), d.path_val("URI").unwrap_or("").to_string(), d.path_val("IUID").map(str::to_string)));
+        }
+    }
+    out
+}
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Latency {
