@@ -310,7 +310,6 @@ fn alg15_priority_then_weight() {
 /// With `rweight` > 0 a usability change rebuilds the alg-15 table at once (as it does the
 /// alg-11 table). Needs `cmds::rebuild_pwlist` called next to `health::rebuild_rweights`.
 #[test]
-#[ignore = "needs module::health to call cmds::rebuild_pwlist on state changes (see the report of the alg 15 commit)"]
 fn alg15_rebuilt_on_state_change_with_rweight() {
     let kind = ModuleKind::from_env();
     if kind == ModuleKind::C {

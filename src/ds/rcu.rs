@@ -173,6 +173,37 @@ impl Control {
         }
     }
 
+    /// Frees every retired block (oldest first) and then the current one, whatever the reader
+    /// slots say: module shutdown only, when no other process runs any more.
+    pub fn drain(&self, free: &mut dyn FnMut(*mut Header)) {
+        let mut due = [(0u64, 0usize); MAX_RETIRED];
+        let mut n = 0;
+        for (i, r) in self.retired.iter().enumerate() {
+            if !r.ptr.load(Ordering::Acquire).is_null() {
+                if let Some(slot) = due.get_mut(n) {
+                    *slot = (r.epoch.load(Ordering::Relaxed), i);
+                    n += 1;
+                }
+            }
+        }
+        let due = due.get_mut(..n).unwrap_or(&mut []);
+        due.sort_unstable();
+        for &(_, i) in due.iter() {
+            if let Some(r) = self.retired.get(i) {
+                let p = r.ptr.swap(std::ptr::null_mut(), Ordering::AcqRel);
+                if !p.is_null() {
+                    free(p);
+                    self.freed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let cur = self.current.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if !cur.is_null() {
+            free(cur);
+            self.freed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Number of retired blocks not yet freed.
     pub fn pending(&self) -> usize {
         self.retired.iter().filter(|r| !r.ptr.load(Ordering::Relaxed).is_null()).count()

@@ -704,7 +704,7 @@ mod tests {
             1,
             (0, 0),
             &mut |_, uri, _| {
-                (uri == b"sip:b").then_some(crate::ds::snapshot::CarriedState { flags: DS_INACTIVE, fail_cnt: 0, dload: 0, lat: None, iuid: 0 })
+                (uri == b"sip:b").then_some(crate::ds::snapshot::CarriedState { flags: DS_INACTIVE, fail_cnt: 0, dload: 0, lat: None, iuid: 0, src: std::ptr::null() })
             },
             &mut testutil::heap_alloc,
             &mut || 7,

@@ -210,6 +210,15 @@ pub struct DestRec {
     pub oc_idx: AtomicU32,
     /// The 100-slot table as bits (bit i set = slot i says "use").
     pub oc_dist: [AtomicU64; 2],
+    /// The record of the previous list this one carried its state from (null: new). Only the
+    /// writer that built this block reads it, right after the build (see `link_successors`).
+    carried_from: *const DestRec,
+    /// Set when a newer list carried this record's state: the record there, and the call load
+    /// copied into it. Calls that end on this record after the copy (a process still reading
+    /// the old list) are forwarded to the successor when this block is freed
+    /// (`forward_counters`), so the call load never drifts across reloads.
+    successor: std::sync::atomic::AtomicPtr<DestRec>,
+    dload_copied: AtomicI32,
 }
 
 impl DestRec {
@@ -370,6 +379,66 @@ pub struct CarriedState {
     pub lat: Option<LatencyStats>,
     /// The internal unique id to keep (0: assign a new one).
     pub iuid: u64,
+    /// The record this state is read from (its later call-load changes are forwarded to the
+    /// new record); null when the state is not carried over (reset).
+    pub src: *const DestRec,
+}
+
+/// Links the records of the previous list to the records of `new` that carried their state
+/// (writer side, after a successful build and before publishing `new`): from then on, what
+/// is counted on an old record is forwarded when its block is freed.
+///
+/// # Safety
+/// `new` was just built by `build` from carry results of a list that is still allocated
+/// (the current one, kept alive by the writer lock).
+pub unsafe fn link_successors(new: Snap<'_>) {
+    for set in new.sets() {
+        for d in set.dests {
+            // SAFETY: guaranteed by the caller: the source record is still allocated.
+            if let Some(src) = unsafe { d.carried_from.as_ref() } {
+                src.dload_copied.store(d.dload.load(Ordering::Relaxed), Ordering::Relaxed);
+                src.successor.store(d as *const DestRec as *mut DestRec, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Undoes `link_successors` for a block that will not be published.
+///
+/// # Safety
+/// As for `link_successors`.
+pub unsafe fn unlink_successors(new: Snap<'_>) {
+    for set in new.sets() {
+        for d in set.dests {
+            // SAFETY: guaranteed by the caller.
+            if let Some(src) = unsafe { d.carried_from.as_ref() } {
+                src.successor.store(std::ptr::null_mut(), Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Forwards the call-load changes made on the records of `old` after their state was copied
+/// into a newer list (processes that still held `old` when it was replaced). Call when `old`
+/// is freed, oldest block first (see `rcu::Control::collect`), so that a chain of lists
+/// forwards into the current one.
+///
+/// # Safety
+/// No process reads `old` any more, and every successor block is still allocated (blocks are
+/// freed oldest first).
+pub unsafe fn forward_counters(old: Snap<'_>) {
+    for set in old.sets() {
+        for d in set.dests {
+            let succ = d.successor.load(Ordering::Acquire);
+            // SAFETY: guaranteed by the caller: the successor block is newer, still allocated.
+            if let Some(n) = unsafe { succ.as_ref() } {
+                let delta = d.dload.load(Ordering::Acquire) - d.dload_copied.load(Ordering::Relaxed);
+                if delta != 0 {
+                    let _ = n.dload.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| Some((v + delta).max(0)));
+                }
+            }
+        }
+    }
 }
 
 /// The `IUID` text of a destination, shaped like Kamailio 6.1's sruid (`SRUID_INC`):
@@ -603,6 +672,9 @@ pub fn build(
                     oc_seq: AtomicI32::new(0),
                     oc_time_us: AtomicU64::new(0),
                     oc_idx: AtomicU32::new(0),
+                    carried_from: carried.map(|c| c.src).unwrap_or(std::ptr::null()),
+                    successor: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+                    dload_copied: AtomicI32::new(0),
                     oc_dist: {
                         // rate 0 (the common case): every slot says "use", no table to shuffle
                         let b = if a.ocrate <= 0 {
@@ -689,6 +761,7 @@ impl<'a> CarryIndex<'a> {
             // SAFETY: a racing keepalive update could tear the copy; acceptable for carried stats.
             lat: if with_latency { Some(unsafe { d.latency_stats() }) } else { None },
             iuid: d.iuid,
+            src: *d as *const DestRec,
         })
     }
 }
@@ -833,4 +906,38 @@ mod tests {
         assert_eq!(snap.set(3).expect("3").dests[0].addrs().count(), 0);
         testutil::heap_free(p as *mut u8, snap.header().total_size);
     }
+
+    #[test]
+    fn call_load_counted_on_a_replaced_list_is_forwarded() {
+        let sets = sample();
+        let p1 = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
+        let s1 = unsafe { Snap::from_ptr(p1) }.expect("snap");
+        s1.set(3).expect("3").dests[0].dload.store(5, Ordering::Relaxed);
+        // list 2 carries list 1's state; list 3 carries list 2's
+        let idx1 = CarryIndex::new(Some(s1));
+        let p2 = build(&sets, 2, (0, 0), &mut |id, uri, fl| idx1.carry(id, uri, fl, false), &mut testutil::heap_alloc, &mut || 7).expect("build");
+        let s2 = unsafe { Snap::from_ptr(p2) }.expect("snap");
+        unsafe { link_successors(s2) };
+        // a process still on list 1: two calls end, one starts
+        let d1 = &s1.set(3).expect("3").dests[0];
+        d1.dload.fetch_sub(2, Ordering::Relaxed);
+        d1.dload.fetch_add(1, Ordering::Relaxed);
+        let idx2 = CarryIndex::new(Some(s2));
+        let p3 = build(&sets, 3, (0, 0), &mut |id, uri, fl| idx2.carry(id, uri, fl, false), &mut testutil::heap_alloc, &mut || 7).expect("build");
+        let s3 = unsafe { Snap::from_ptr(p3) }.expect("snap");
+        unsafe { link_successors(s3) };
+        // a process on list 2: one more call ends
+        s2.set(3).expect("3").dests[0].dload.fetch_sub(1, Ordering::Relaxed);
+        assert_eq!(s3.set(3).expect("3").dests[0].dload.load(Ordering::Relaxed), 5, "copied before the changes");
+        // freed oldest first: 5 - 2 + 1 - 1 = 3 on the current list
+        unsafe { forward_counters(s1) };
+        unsafe { forward_counters(s2) };
+        assert_eq!(s3.set(3).expect("3").dests[0].dload.load(Ordering::Relaxed), 3);
+        // a destination that was not carried (new) has nothing forwarded
+        assert_eq!(s3.set(3).expect("3").dests[1].dload.load(Ordering::Relaxed), 0);
+        for (p, s) in [(p1, s1), (p2, s2), (p3, s3)] {
+            testutil::heap_free(p as *mut u8, s.header().total_size);
+        }
+    }
+
 }

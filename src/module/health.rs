@@ -56,6 +56,8 @@ pub fn rebuild_rweights(set: &SetView<'_>) {
 fn after_change(set: &SetView<'_>, d: &DestRec, old: i32, new: i32) {
     if d.rweight_rt.load(Ordering::Relaxed) > 0 && usable(old) != usable(new) {
         rebuild_rweights(set);
+        // algorithm 15 (master) rebuilds its table behind the same rweight guard
+        crate::module::cmds::rebuild_pwlist(set);
     }
 }
 
@@ -452,3 +454,11 @@ pub static mut PVS: [sys::pv_export_t; 3] = [
         iparam: 0,
     },
 ];
+
+/// mod_destroy: frees the rweight lock.
+pub fn destroy() {
+    if let Some(l) = RW_LOCK.get() {
+        // SAFETY: shutdown (main process, children gone): no user of the lock is left.
+        unsafe { l.free() };
+    }
+}

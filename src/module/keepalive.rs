@@ -278,6 +278,7 @@ fn update_latency(setid: i32, uri: &[u8], code: i32) {
         };
         if rebuild {
             health::rebuild_rweights(&set);
+            crate::module::cmds::rebuild_pwlist(&set);
         }
     });
 }
@@ -329,4 +330,12 @@ unsafe extern "C" fn done(t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_pa
             ds_err!(fn "ds_options_callback"; "Setting the {what} failed ({}, group {setid})", String::from_utf8_lossy(&c.uri));
         }
     })
+}
+
+/// mod_destroy: frees the latency lock.
+pub fn destroy() {
+    if let Some(l) = LAT_LOCK.get() {
+        // SAFETY: shutdown (main process, children gone): no user of the lock is left.
+        unsafe { l.free() };
+    }
 }

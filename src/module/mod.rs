@@ -159,5 +159,11 @@ unsafe extern "C" fn child_init(rank: c_int) -> c_int {
 }
 
 unsafe extern "C" fn mod_destroy() {
-    guard("destroy", (), state::destroy)
+    guard("destroy", (), || {
+        crate::kam::mem::free_timers();
+        keepalive::destroy();
+        health::destroy();
+        load::destroy();
+        state::destroy();
+    })
 }

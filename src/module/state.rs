@@ -72,8 +72,14 @@ pub fn with_snap<R>(f: impl FnOnce(Option<Snap<'_>>) -> R) -> R {
 }
 
 fn free_snapshot(p: *mut Header) {
-    // SAFETY: retired blocks come from `shm_alloc` in `install` and no reader can see them.
-    unsafe { shm_free(p as *mut u8) }
+    // SAFETY: retired blocks come from `shm_alloc` in `install`, no reader can see them, and
+    // they are freed oldest first (rcu::Control::collect), so their successors still exist.
+    unsafe {
+        if let Some(s) = Snap::from_ptr(p) {
+            snapshot::forward_counters(s);
+        }
+        shm_free(p as *mut u8)
+    }
 }
 
 /// mod_init part: configuration, shm control block, writer lock, default socket, first load.
@@ -404,6 +410,8 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
                         c.flags = fl;
                         c.fail_cnt = 0;
                         c.dload = 0;
+                        // reset, not carried: nothing to forward either
+                        c.src = std::ptr::null();
                     }
                     Rebuild::Edit => c.fail_cnt = 0,
                     Rebuild::Dns => {}
@@ -415,7 +423,17 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
         &mut crate::kam::kam_rand,
     )
     .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
+    // SAFETY: the block was just built from the current list, which the writer lock keeps.
+    let new = unsafe { Snap::from_ptr(block) };
+    if let Some(n) = new {
+        // SAFETY: as above.
+        unsafe { snapshot::link_successors(n) };
+    }
     if !ctl.publish(block, &mut free_snapshot) {
+        if let Some(n) = new {
+            // SAFETY: as above; the block is not published.
+            unsafe { snapshot::unlink_successors(n) };
+        }
         free_snapshot(block);
         return Err(failed("install", "too many old lists still in use; try again".into()));
     }
@@ -605,12 +623,19 @@ fn reorder(sets: &mut [crate::ds::order::DestSet], insert_order: &[i32]) {
 }
 
 /// Frees what can be freed at shutdown (main process, after children exited).
+/// mod_destroy (main process, after every child is gone): frees every list, the control
+/// block and the writer lock, so that nothing the module allocated in shm outlives it.
 pub fn destroy() {
-    if let Some(c) = ctl() {
-        if let Some(l) = WLOCK.get() {
-            let _g = l.lock();
-            c.collect(&mut free_snapshot);
-        }
+    let p = CTL.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: set once in mod_init; no other process runs any more, so nothing reads it.
+    if let Some(c) = unsafe { p.as_ref() } {
+        c.drain(&mut free_snapshot);
+        // SAFETY: the control block came from shm_alloc in `init`; nothing refers to it now.
+        unsafe { shm_free(p as *mut u8) };
+    }
+    if let Some(l) = WLOCK.get() {
+        // SAFETY: shutdown, no user of the lock is left.
+        unsafe { l.free() };
     }
 }
 
