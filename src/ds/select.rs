@@ -188,7 +188,7 @@ pub fn alg13_rank_with(dests: &[DestRec], last: usize, use_default: bool) -> Vec
 pub fn least_loaded(dests: &[DestRec]) -> Option<usize> {
     let mut best: Option<(usize, i32)> = None;
     for (j, d) in dests.iter().enumerate() {
-        let load = d.dload.load(Ordering::Relaxed);
+        let load = d.load();
         if d.usable() && (d.maxload == 0 || load < d.maxload) && best.map(|(_, t)| load < t).unwrap_or(true) {
             best = Some((j, load));
         }

@@ -222,6 +222,22 @@ pub struct DestRec {
 }
 
 impl DestRec {
+    /// Calls counted on this destination (alg 10, `DLGLOAD`); never below 0.
+    pub fn load(&self) -> i32 {
+        self.dload.load(Ordering::Relaxed).max(0)
+    }
+
+    /// One call less. A record whose state was carried from an older list counts exactly (it
+    /// may go below 0 for a moment: a call counted on the older list after the copy is
+    /// forwarded when that list is freed); any other record never goes below 0, as in C.
+    pub fn load_dec(&self) {
+        if self.carried_from.is_null() {
+            let _ = self.dload.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| if v > 0 { Some(v - 1) } else { None });
+        } else {
+            self.dload.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     /// Stores an overload-control table (see `weights::oc_table`).
     pub fn set_oc_table(&self, t: &[u8; 100]) {
         let bits = crate::ds::weights::oc_bits(t);
@@ -434,7 +450,7 @@ pub unsafe fn forward_counters(old: Snap<'_>) {
             if let Some(n) = unsafe { succ.as_ref() } {
                 let delta = d.dload.load(Ordering::Acquire) - d.dload_copied.load(Ordering::Relaxed);
                 if delta != 0 {
-                    let _ = n.dload.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| Some((v + delta).max(0)));
+                    n.dload.fetch_add(delta, Ordering::AcqRel);
                 }
             }
         }
@@ -933,8 +949,19 @@ mod tests {
         unsafe { forward_counters(s1) };
         unsafe { forward_counters(s2) };
         assert_eq!(s3.set(3).expect("3").dests[0].dload.load(Ordering::Relaxed), 3);
-        // a destination that was not carried (new) has nothing forwarded
-        assert_eq!(s3.set(3).expect("3").dests[1].dload.load(Ordering::Relaxed), 0);
+        // a destination that was not carried (new) has nothing forwarded, and never goes below 0
+        let fresh = &s1.set(3).expect("3").dests[1];
+        fresh.load_dec();
+        assert_eq!(fresh.dload.load(Ordering::Relaxed), 0);
+        // a carried record counts exactly: a call that started on an older list after the
+        // copy and ends on the newest one takes it below 0 until the older list is freed
+        let d3 = &s3.set(3).expect("3").dests[0];
+        for _ in 0..4 {
+            d3.load_dec();
+        }
+        assert_eq!((d3.dload.load(Ordering::Relaxed), d3.load()), (-1, 0));
+        d3.dload.fetch_add(1, Ordering::Relaxed); // what freeing an older list forwards
+        assert_eq!(d3.load(), 0);
         for (p, s) in [(p1, s1), (p2, s2), (p3, s3)] {
             testutil::heap_free(p as *mut u8, s.header().total_size);
         }

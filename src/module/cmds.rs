@@ -658,7 +658,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         let remaining = limit.saturating_sub(st.cnt.max(0) as u32).max(1);
         let order = failover_order(set.dests, i, cfg.use_default, remaining, &|j| {
             alg_rec == select::ALG_CALLLOAD
-                && set.dests.get(j).map(|d| d.maxload != 0 && d.dload.load(Ordering::Relaxed) >= d.maxload).unwrap_or(false)
+                && set.dests.get(j).map(|d| d.maxload != 0 && d.load() >= d.maxload).unwrap_or(false)
         });
         // failover_order appends the default itself; done below for alg 13 only
         for idx in order {

@@ -130,7 +130,7 @@ fn load_dec(snap: Option<Snap<'_>>, setid: i32, duid: &[u8]) -> bool {
         ds_err!(fn "ds_load_remove_byid"; "old destination address not found for [{setid}, {}]", String::from_utf8_lossy(duid));
         return false;
     };
-    let _ = d.dload.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| if v > 0 { Some(v - 1) } else { None });
+    d.load_dec();
     true
 }
 
@@ -261,7 +261,7 @@ impl LoadTable {
             }
             let _ = self.take(callid);
             if let Some(o) = oldd {
-                let _ = o.dload.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| if v > 0 { Some(v - 1) } else { None });
+                o.load_dec();
             }
             if !self.add(callid, newd.duid.bytes(), setid) {
                 ds_err!(fn "ds_load_replace"; "unable to replace destination load [{} / {}]", String::from_utf8_lossy(duid), String::from_utf8_lossy(callid));

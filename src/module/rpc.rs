@@ -168,7 +168,7 @@ fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'st
             }
             if state::cfg().hash_size > 0 {
                 let dh = vh.child_struct("RUNTIME").map_err(|_| "Internal error creating runtime struct")?;
-                dh.int("DLGLOAD", d.dload.load(Ordering::Relaxed)).map_err(|_| "Internal error creating runtime attrs")?;
+                dh.int("DLGLOAD", d.load()).map_err(|_| "Internal error creating runtime attrs")?;
             }
         }
     }
