@@ -23,6 +23,9 @@ void rds_log(int level, const char *file, int line, const char *func, const char
 
 void *rds_shm_malloc(unsigned long size) { return shm_malloc(size); }
 void rds_shm_free(void *p) { shm_free(p); }
+/* call-load cells: a separate allocation site, so that `mod.stats dispatcher shm` tells the
+ * per-call memory apart from the lists */
+void *rds_shm_malloc_cell(unsigned long size) { return shm_malloc(size); }
 void *rds_pkg_malloc(unsigned long size) { return pkg_malloc(size); }
 void rds_pkg_free(void *p) { pkg_free(p); }
 

@@ -80,9 +80,17 @@ fn shm_real_used(ctl: &std::path::Path) -> Option<u64> {
 
 /// Shared memory held by the dispatcher module (`mod.stats dispatcher shm`, kex; needs a
 /// core built with DBG_SR_MEMORY, as Debian's and the source builds here are).
+/// Without the call-load cells (allocation site `rds_shm_malloc_cell`), whose number follows
+/// the calls in progress.
 fn module_shm(ctl: &std::path::Path) -> Option<u64> {
     let out = kamcmd_at(ctl, &["mod.stats", "dispatcher", "shm"]).ok()?;
-    out.lines().find_map(|l| l.trim().strip_prefix("Total:").and_then(|v| v.trim().parse().ok()))
+    let total: u64 = out.lines().find_map(|l| l.trim().strip_prefix("Total:").and_then(|v| v.trim().parse().ok()))?;
+    let cells: u64 = out
+        .lines()
+        .filter(|l| l.trim().starts_with("rds_shm_malloc_cell("))
+        .filter_map(|l| l.rsplit(':').next().and_then(|v| v.trim().parse::<u64>().ok()))
+        .sum();
+    Some(total.saturating_sub(cells))
 }
 
 /// PIDs of `kamcmd core.psx`.
@@ -275,6 +283,7 @@ fn soak() {
     };
 
     let idle_before = shm_real_used(&ctl).unwrap_or(0);
+    let module_idle_before = module_shm(&ctl).unwrap_or(0);
     let _ = fs::write(dir.join("mod-stats-start.txt"), kamcmd_at(&ctl, &["mod.stats", "all", "shm"]).unwrap_or_else(|e| e));
 
     // the calls
@@ -303,6 +312,11 @@ fn soak() {
     let _ = flapper.join();
     let _ = sampler.join();
 
+    // back to the first list, twice: the second reload frees what the first one retired, so
+    // the idle figures below compare the same list
+    let _ = fs::write(&kam.list_path, &list_a);
+    let _ = kamcmd_at(&ctl, &["dispatcher.reload"]);
+    let _ = kamcmd_at(&ctl, &["dispatcher.reload"]);
     let (created, ok, failed) = parse_sipp_stat(&stat_file);
     // why calls failed (sipp's error log): a 408 to the BYE of a call whose backend (the
     // To-tag starts with the SIPp UAS' pid) is the flapping one is a call that was established
@@ -326,14 +340,28 @@ fn soak() {
         log.lines().filter(|l| l.contains("exited by a signal") || l.contains("core dumped") || l.contains("BUG:") || l.contains("panic")).take(10).collect();
 
     let samples = shm.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let csv: String = samples.iter().map(|(t, v, m)| format!("{t:.1},{v},{m}\n")).collect();
+    let _ = fs::write(dir.join("shm.csv"), format!("seconds,kamailio_real_used,dispatcher_module\n{csv}"));
+    let module_idle_after = module_shm(&ctl).unwrap_or(0);
     let warm = elapsed.as_secs_f64() * 0.2;
     let after: Vec<u64> = samples.iter().filter(|(t, _, _)| *t >= warm).map(|(_, v, _)| *v).collect();
     let after_mod: Vec<u64> = samples.iter().filter(|(t, _, _)| *t >= warm).map(|(_, _, m)| *m).collect();
     let ends = |v: &[u64]| if v.len() >= 6 { (median3(&v[..3]), median3(&v[v.len() - 3..])) } else { (0, 0) };
+    // the module: lowest value of the first and of the last third after warm-up (a list that a
+    // reader still held when it was replaced is freed at the next rebuild: the lowest samples
+    // are the ones without such a list)
+    let thirds_min = |v: &[u64]| {
+        let k = (v.len() / 3).max(1);
+        if v.len() >= 6 {
+            (v[..k].iter().copied().min().unwrap_or(0), v[v.len() - k..].iter().copied().min().unwrap_or(0))
+        } else {
+            (0, 0)
+        }
+    };
     let pct = |a: u64, b: u64| if a > 0 { (b as f64 - a as f64) / a as f64 * 100.0 } else { f64::NAN };
     let (first, last) = ends(&after);
     let growth = pct(first, last);
-    let (mfirst, mlast) = ends(&after_mod);
+    let (mfirst, mlast) = thirds_min(&after_mod);
     let mgrowth = pct(mfirst, mlast);
     let mmax = after_mod.iter().copied().max().unwrap_or(0);
     let allowed = budget.load(Ordering::Relaxed);
@@ -346,11 +374,12 @@ fn soak() {
         ops[2].load(Ordering::Relaxed),
         ops[3].load(Ordering::Relaxed)
     );
-    eprintln!("[soak] shm of the dispatcher module after warm-up: {mfirst} -> {mlast} bytes ({mgrowth:+.3} %), max {mmax}, {} samples", after_mod.len());
+    eprintln!("[soak] shm of the dispatcher module (call-load cells aside) after warm-up, lowest of the first and last third: {mfirst} -> {mlast} bytes ({mgrowth:+.3} %), max {mmax}, {} samples", after_mod.len());
     eprintln!("[soak] shm real_used of all of Kamailio after warm-up: {first} -> {last} bytes ({growth:+.3} %; tm's transactions follow the load)");
     eprintln!(
-        "[soak] shm real_used idle: before the calls {idle_before}, after them {idle_after} ({:+} bytes)",
-        idle_after as i64 - idle_before as i64
+        "[soak] shm real_used idle: before the calls {idle_before}, after them {idle_after} ({:+} bytes); dispatcher module: {module_idle_before} -> {module_idle_after} ({:+} bytes)",
+        idle_after as i64 - idle_before as i64,
+        module_idle_after as i64 - module_idle_before as i64
     );
     eprintln!("[soak] DLGLOAD at the end: {loads:?}");
     eprintln!("[soak] processes: {} at start, dead at the end: {dead:?}", pids.len());
@@ -376,6 +405,9 @@ fn soak() {
     }
     if ok + failed < created {
         problems.push(format!("{} calls neither succeeded nor failed", created - ok - failed));
+    }
+    if module_idle_after as f64 > module_idle_before as f64 * 1.01 {
+        problems.push(format!("the dispatcher module holds {module_idle_before} bytes of shm before the calls and {module_idle_after} after them"));
     }
     if after_mod.len() < 6 {
         problems.push(format!("too few shm samples after warm-up: {}", after_mod.len()));

@@ -7,6 +7,13 @@ pub fn shm_alloc(n: usize) -> *mut u8 {
     unsafe { sys::rds_shm_malloc(n as _) as *mut u8 }
 }
 
+/// Like [`shm_alloc`], from a separate allocation site (call-load cells), so that Kamailio's
+/// per-module memory statistics tell them apart; freed with [`shm_free`].
+pub fn shm_alloc_cell(n: usize) -> *mut u8 {
+    // SAFETY: plain allocation call.
+    unsafe { sys::rds_shm_malloc_cell(n as _) as *mut u8 }
+}
+
 /// Frees memory from [`shm_alloc`].
 ///
 /// # Safety

@@ -149,7 +149,7 @@ impl LoadTable {
             it = c.next;
         }
         let size = std::mem::size_of::<Cell>() + callid.len() + duid.len();
-        let p = shm_alloc(size) as *mut Cell;
+        let p = crate::kam::mem::shm_alloc_cell(size) as *mut Cell;
         if p.is_null() {
             ds_err!(fn "ds_add_cell"; "cannot create new cell (no more shared memory).");
             return false;

@@ -18,6 +18,7 @@ extern "C" {
     );
     pub fn rds_shm_malloc(size: ::std::os::raw::c_ulong) -> *mut ::std::os::raw::c_void;
     pub fn rds_shm_free(p: *mut ::std::os::raw::c_void);
+    pub fn rds_shm_malloc_cell(size: ::std::os::raw::c_ulong) -> *mut ::std::os::raw::c_void;
     pub fn rds_pkg_malloc(size: ::std::os::raw::c_ulong) -> *mut ::std::os::raw::c_void;
     pub fn rds_pkg_free(p: *mut ::std::os::raw::c_void);
     pub fn rds_lock_new() -> *mut gen_lock_t;
