@@ -10,6 +10,7 @@
 #                   (for KAMAILIO_PREFIX's Kamailio when given, against its own C module)
 #   make test-matrix  build 5.8.8, 6.0.7, 6.1.4 and run `make test` for each and for Debian's
 #   make deb        a .deb of the module for the Kamailio it was built against
+#   make soak / make alloc-check / make fuzz   the long checks of issue 13
 #   make install    copy the module into Kamailio's module dir (backs up the C module)
 CARGO   ?= cargo
 SO      := target/release/dispatcher.so
@@ -38,7 +39,7 @@ CARGO_TARGET_DIR := $(CURDIR)/target
 endif
 
 .PHONY: all build setup headers install demo test unit integration postbuild bench clean \
-        kamailio test-matrix deb test-deb soak alloc-check
+        kamailio test-matrix deb test-deb soak alloc-check fuzz
 
 all: build
 
@@ -107,6 +108,11 @@ SOAK_SECS ?= 600
 SOAK_RATE ?= 1000
 soak: build
 	SOAK_SECS=$(SOAK_SECS) SOAK_RATE=$(SOAK_RATE) $(CARGO) test --release --test soak -- --nocapture
+
+# coverage-guided fuzzing of the pure core (cargo-afl, stable toolchain), each target N s
+FUZZ_SECONDS ?= 60
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS)
 
 # the integration suite under Kamailio's debugging allocator (issue 13)
 alloc-check: build
