@@ -85,9 +85,12 @@ fn prepare(lines: &[Line]) -> Vec<Dest> {
     raw.iter().map(|e| prepare_dest(e, false, 1, &mut Env).expect("valid entry prepares").0).collect()
 }
 
+/// The carry callback of `snapshot::build`.
+type Carry<'a> = dyn FnMut(i32, &[u8], i32) -> Option<crate::ds::snapshot::CarriedState> + 'a;
+
 struct Block(*mut Header);
 impl Block {
-    fn new(sets: &[DestSet], gen: u64, carry: &mut dyn FnMut(i32, &[u8], i32) -> Option<crate::ds::snapshot::CarriedState>) -> Block {
+    fn new(sets: &[DestSet], gen: u64, carry: &mut Carry<'_>) -> Block {
         let mut seed = 7u32;
         let mut rng = move || {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
