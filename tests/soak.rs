@@ -33,24 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?}: expected a number")),
-        _ => default,
-    }
-}
-
-/// True while `pid` exists and is not a zombie.
-fn pid_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => match s.rfind(')') {
-            Some(i) => !matches!(s[i + 1..].trim_start().chars().next(), Some('Z') | Some('X') | None),
-            None => false,
-        },
-        Err(_) => false,
-    }
-}
-
 /// A SIPp UAS answering 200 (INVITE, BYE, OPTIONS) without message tracing (a soak would
 /// write gigabytes), on a fixed port so that it can be restarted there.
 fn start_uas(dir: &std::path::Path, label: &str, port: u16) -> Proc {

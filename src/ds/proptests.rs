@@ -80,9 +80,9 @@ fn line() -> impl Strategy<Value = Line> {
 /// Parses and prepares lines that are all valid: every one must become a destination.
 fn prepare(lines: &[Line]) -> Vec<Dest> {
     let text: String = lines.iter().map(|l| l.text() + "\n").collect();
-    let raw = parse_list(text.as_bytes(), "p.list").expect("valid lines parse");
+    let raw = parse_list(text.as_bytes(), "p.list").expect("valid lines parse"); // ok: test-only module (cfg(test) in ds/mod.rs)
     assert_eq!(raw.len(), lines.len());
-    raw.iter().map(|e| prepare_dest(e, false, 1, &mut Env).expect("valid entry prepares").0).collect()
+    raw.iter().map(|e| prepare_dest(e, false, 1, &mut Env).expect("valid entry prepares").0).collect() // ok: test-only module (cfg(test) in ds/mod.rs)
 }
 
 /// The carry callback of `snapshot::build`.
@@ -96,11 +96,11 @@ impl Block {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
             seed >> 8
         };
-        Block(build(sets, gen, (0, 0), carry, &mut testutil::heap_alloc, &mut rng).expect("build"))
+        Block(build(sets, gen, (0, 0), carry, &mut testutil::heap_alloc, &mut rng).expect("build")) // ok: test-only module (cfg(test) in ds/mod.rs)
     }
     fn snap(&self) -> Snap<'_> {
         // SAFETY: built by `build`, alive as long as `self`.
-        unsafe { Snap::from_ptr(self.0) }.expect("snap")
+        unsafe { Snap::from_ptr(self.0) }.expect("snap") // ok: test-only module (cfg(test) in ds/mod.rs)
     }
 }
 impl Drop for Block {
@@ -130,7 +130,7 @@ proptest! {
         prop_assert_eq!(snap.header().ndests as usize, lines.len());
         let mut flat = Vec::new();
         for s in &sets {
-            let v = snap.set(s.id).expect("set findable by id");
+            let v = snap.set(s.id).expect("set findable by id"); // ok: test-only module (cfg(test) in ds/mod.rs)
             prop_assert_eq!(v.dests.len(), s.dests.len());
             for (r, d) in v.dests.iter().zip(&s.dests) {
                 prop_assert_eq!(r.uri.bytes(), &d.uri[..]);
@@ -142,7 +142,7 @@ proptest! {
         }
         // every input line is somewhere in its set
         for d in &dests {
-            let v = snap.set(d.setid).expect("set");
+            let v = snap.set(d.setid).expect("set"); // ok: test-only module (cfg(test) in ds/mod.rs)
             prop_assert!(v.dests.iter().any(|r| r.uri.bytes() == &d.uri[..]));
         }
         // by position
@@ -223,7 +223,7 @@ proptest! {
         let new = nb.snap();
         let old_iuids: HashSet<u64> = before.values().map(|v| v.1 .3).collect();
         for s in &new_sets {
-            let v = new.set(s.id).expect("set");
+            let v = new.set(s.id).expect("set"); // ok: test-only module (cfg(test) in ds/mod.rs)
             for (r, d) in v.dests.iter().zip(&s.dests) {
                 let got: St = (r.flags.load(Ordering::Relaxed), r.fail_cnt.load(Ordering::Relaxed), r.dload.load(Ordering::Relaxed), r.iuid);
                 match before.get(&(s.id, d.uri.clone())) {
@@ -246,7 +246,7 @@ proptest! {
     ) {
         let (b, n) = set_with(&states);
         let snap = b.snap();
-        let v = snap.set(1).expect("set");
+        let v = snap.set(1).expect("set"); // ok: test-only module (cfg(test) in ds/mod.rs)
         let d = v.dests;
         prop_assert_eq!(d.len(), n);
         let any_usable = d.iter().any(|x| x.usable());
@@ -327,7 +327,7 @@ proptest! {
     ) {
         let (b, n) = set_with(&states);
         let snap = b.snap();
-        let d = snap.set(1).expect("set").dests;
+        let d = snap.set(1).expect("set").dests; // ok: test-only module (cfg(test) in ds/mod.rs)
         let skip = |i: usize| (skip_mask >> (i % 16)) & 1 == 1;
         let fo = select::failover_order(d, sel, use_default, limit, &skip);
         prop_assert!(fo.len() <= limit as usize);
@@ -375,7 +375,7 @@ fn set_with(states: &[(usize, i32, i32, i32, i32)]) -> (Block, usize) {
     let b = Block::new(&sets, 1, &mut |_, _, _| None);
     {
         let snap = b.snap();
-        let v = snap.set(1).expect("set");
+        let v = snap.set(1).expect("set"); // ok: test-only module (cfg(test) in ds/mod.rs)
         for (d, &(st, fc, dl, _, _)) in v.dests.iter().zip(states) {
             let st = [0, DS_INACTIVE, DS_DISABLED, DS_TRYING, DS_PROBING, DS_INACTIVE | DS_PROBING, DS_DISABLED | DS_TRYING][st];
             d.flags.store(st, Ordering::Relaxed);
@@ -396,13 +396,13 @@ mod fuzz_findings {
     /// module gives the same port), but the fuzz invariant had to learn it.
     #[test]
     fn port_accumulator_survives_user_reinterpretation_like_c() {
-        let p = parse_uri(b"sip:[2001:db8::1]:508?ga@pr.LLrp:70").expect("parses");
+        let p = parse_uri(b"sip:[2001:db8::1]:508?ga@pr.LLrp:70").expect("parses"); // ok: test-only module (cfg(test) in ds/mod.rs)
         assert_eq!(p.port, 50870);
-        let p = parse_uri(b"sip:[::1]:5?x@h2:70").expect("parses");
+        let p = parse_uri(b"sip:[::1]:5?x@h2:70").expect("parses"); // ok: test-only module (cfg(test) in ds/mod.rs)
         assert_eq!(p.port, 570);
         // the 65535 limit still applies to the accumulated value
         assert!(parse_uri(b"sip:[::1]:655?x@h2:36").is_err());
         // a `user:password@` (no reinterpretation) starts the port afresh
-        assert_eq!(parse_uri(b"sip:u:123@h2:70").expect("parses").port, 70);
+        assert_eq!(parse_uri(b"sip:u:123@h2:70").expect("parses").port, 70); // ok: test-only module (cfg(test) in ds/mod.rs)
     }
 }

@@ -5,29 +5,9 @@ use std::os::raw::{c_char, c_int};
 use crate::kam::param::unsafe_bytes;
 use crate::sys;
 
-/// A value of a result row, copied out of the driver's memory.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Val {
-    Null,
-    Int(i64),
-    Str(Vec<u8>),
-}
-
-impl Val {
-    pub fn int(&self) -> i64 {
-        match self {
-            Val::Int(i) => *i,
-            Val::Str(s) => std::str::from_utf8(s).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0),
-            Val::Null => 0,
-        }
-    }
-    pub fn bytes(&self) -> Option<&[u8]> {
-        match self {
-            Val::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-}
+/// A value of a result row, copied out of the driver's memory (the pure core's type, so that
+/// the row conversion in `ds::dbrow` takes it as it is).
+pub use crate::ds::dbrow::DbVal as Val;
 
 /// An open connection (closed on drop).
 pub struct Db {

@@ -314,65 +314,17 @@ fn db_entries() -> Result<Vec<crate::ds::listfile::RawEntry>, ReloadError> {
             v
         }
     };
-    let ncols = match ver {
-        1 => 2,
-        2 => 3,
-        3 => 4,
-        _ => 5,
-    };
-    let mut cols: Vec<Vec<u8>> = cfg.cols[..ncols].to_vec();
-    // extra attrs: name=column pairs, walked in the C module's (reversed) list order
-    let mut extra: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    if ver == 4 && !cfg.db_extra_attrs.is_empty() {
-        let spec = cfg.db_extra_attrs.strip_suffix(b";").unwrap_or(&cfg.db_extra_attrs);
-        let ps = crate::ds::attrs::parse_params(spec)
-            .map_err(|e| failed("mod_init", format!("failed to parse extra attrs parameter (ds_db_extra_attrs: {})", e.msg)))?;
-        for p in ps.iter().rev() {
-            extra.push((p.name.to_vec(), p.value.unwrap_or(&[]).to_vec()));
-        }
-        if cols.len() + extra.len() > 32 {
-            return Err(failed("ds_load_db", format!("too many db columns: {}", cols.len() + extra.len())));
-        }
-        cols.extend(extra.iter().map(|(_, c)| c.clone()));
-    }
+    // columns by version, ds_db_extra_attrs, and row conversion: the pure core's `ds::dbrow`
+    // (what the DB-row fuzz target exercises)
+    let layout = crate::ds::dbrow::DbLayout::new(ver, &cfg.db_extra_attrs).map_err(|e| failed(e.func, e.msg))?;
+    let cols = layout.columns(&cfg.cols);
     let rows = db.select_all(&cfg.table_name, &cols).map_err(|e| failed("ds_load_db", e))?;
     if rows.is_empty() {
         ds_warn!(fn "ds_load_db"; "no dispatching data in the db -- empty destination set");
     }
     let mut out = Vec::with_capacity(rows.len());
     for (i, r) in rows.iter().enumerate() {
-        let get = |c: usize| r.get(c).cloned().unwrap_or(crate::kam::db::Val::Null);
-        let mut attrs: Vec<u8> = if ncols >= 5 { get(4).bytes().map(|b| b.to_vec()).unwrap_or_default() } else { Vec::new() };
-        if !extra.is_empty() {
-            if !attrs.is_empty() && attrs.last() != Some(&b';') {
-                attrs.push(b';');
-            }
-            for (k, (name, _)) in extra.iter().enumerate() {
-                // Kamailio 6.1 also prints integer columns (NULL skipped)
-                let num = match get(5 + k) {
-                    crate::kam::db::Val::Int(n) if crate::ds::compat::ge(6, 1, 0) => Some(n.to_string().into_bytes()),
-                    _ => None,
-                };
-                if let Some(v) = num.as_deref().or(get(5 + k).bytes()).filter(|v| !v.is_empty()) {
-                    attrs.extend_from_slice(name);
-                    attrs.push(b'=');
-                    attrs.extend_from_slice(v);
-                    attrs.push(b';');
-                }
-            }
-            if attrs.len() >= 1023 {
-                return Err(failed("ds_load_db", format!("cannot build attrs buffer (over 1024 bytes, row {})", i + 1)));
-            }
-        }
-        out.push(crate::ds::listfile::RawEntry {
-            setid: get(0).int() as i32,
-            uri: get(1).bytes().map(|b| b.to_vec()).unwrap_or_default(),
-            flags: if ncols >= 3 { get(2).int() as i32 } else { 0 },
-            priority: if ncols >= 4 { get(3).int() as i32 } else { 0 },
-            attrs,
-            line: i + 1,
-            col: 0,
-        });
+        out.push(layout.row_to_entry(r, i).map_err(|e| failed(e.func, e.msg))?);
     }
     Ok(out)
 }

@@ -1497,3 +1497,22 @@ pub fn normalize_iuid(line: &str) -> String {
         format!("{path} = malformed IUID {v}")
     }
 }
+
+/// A numeric environment knob (`default` when unset or empty; a test error when not a number).
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?}: expected a number")),
+        _ => default,
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn pid_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => match s.rfind(')') {
+            Some(i) => !matches!(s[i + 1..].trim_start().chars().next(), Some('Z') | Some('X') | None),
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
