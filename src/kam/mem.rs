@@ -25,6 +25,16 @@ pub unsafe fn shm_free(p: *mut u8) {
     }
 }
 
+/// Returns the process heap's free pages to the kernel (glibc `malloc_trim`). Called in the
+/// main process after the first list load, before Kamailio forks: the parse buffers were freed
+/// but their pages would otherwise be inherited (and counted) by every child.
+pub fn heap_trim() {
+    // SAFETY: plain libc call without arguments that refer to memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Allocates pkg (process-private Kamailio) memory.
 pub fn pkg_alloc(n: usize) -> *mut u8 {
     // SAFETY: plain allocation call.

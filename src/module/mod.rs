@@ -107,6 +107,9 @@ unsafe extern "C" fn mod_init() -> c_int {
             ds_err!("initialisation failed: {e}");
             return -1;
         }
+        // the parse of the list is freed: give its pages back before Kamailio forks, so that
+        // no child inherits them (issue 14: PSS over all processes)
+        crate::kam::mem::heap_trim();
         0
     })
 }

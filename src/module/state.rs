@@ -514,7 +514,8 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                 s.dests.retain(|x| x.uri != d.uri);
             }
             sets.retain(|s| !s.dests.is_empty());
-            let order: Vec<i32> = order.into_iter().filter(|id| sets.iter().any(|s| s.id == *id)).collect();
+            let left: std::collections::HashSet<i32> = sets.iter().map(|s| s.id).collect();
+            let order: Vec<i32> = order.into_iter().filter(|id| left.contains(id)).collect();
             reorder(&mut sets, &order);
         }
     }
@@ -571,7 +572,10 @@ pub fn dns_refresh() {
 /// Puts sets in the AVL post-order the C module gets by re-inserting them in `insert_order`.
 fn reorder(sets: &mut [crate::ds::order::DestSet], insert_order: &[i32]) {
     let post = crate::ds::order::avl_postorder(insert_order);
-    sets.sort_by_key(|s| post.iter().position(|&id| id == s.id).unwrap_or(usize::MAX));
+    // rank of each set id in the post-order: one hash map instead of a linear search per
+    // comparison (O(S log S) instead of O(S^2 log S) with many sets)
+    let rank: std::collections::HashMap<i32, usize> = post.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    sets.sort_by_key(|s| rank.get(&s.id).copied().unwrap_or(usize::MAX));
 }
 
 /// Frees what can be freed at shutdown (main process, after children exited).
