@@ -745,28 +745,61 @@ impl std::hash::Hasher for Fnv {
 }
 
 /// The destinations of the running list by (set, URI), to carry their runtime state into a
-/// new list in O(1) per destination.
+/// new list. A new list mostly repeats the old one in the same order, so the lookup first tries
+/// the destination after the previous match in the same set (no hashing, sequential memory);
+/// only a miss scans a small set or consults a (set, URI) map built on the first miss.
 pub struct CarryIndex<'a> {
-    map: std::collections::HashMap<(i32, &'a [u8]), &'a DestRec, std::hash::BuildHasherDefault<Fnv>>,
+    old: Option<Snap<'a>>,
+    /// the old set of the previous lookup and the position after its match there
+    cursor: std::cell::Cell<Option<(SetView<'a>, usize)>>,
+    map: std::cell::OnceCell<CarryMap<'a>>,
 }
+
+type CarryMap<'a> = std::collections::HashMap<(i32, &'a [u8]), (&'a DestRec, usize), std::hash::BuildHasherDefault<Fnv>>;
+
+/// Sets up to this size are scanned on a miss instead of building the map.
+const CARRY_SCAN_MAX: usize = 32;
 
 impl<'a> CarryIndex<'a> {
     pub fn new(old: Option<Snap<'a>>) -> CarryIndex<'a> {
-        let mut map = std::collections::HashMap::default();
-        if let Some(s) = old {
-            for set in s.sets() {
-                for d in set.dests {
-                    map.entry((set.rec.id, d.uri.bytes())).or_insert(d);
-                }
-            }
+        CarryIndex { old, cursor: std::cell::Cell::new(None), map: std::cell::OnceCell::new() }
+    }
+
+    /// The old destination `(setid, uri)` (the first one with that URI in its set), or the
+    /// one at the predicted position when it has that URI.
+    fn lookup(&self, setid: i32, uri: &[u8]) -> Option<&'a DestRec> {
+        let old = self.old?;
+        let (set, at) = match self.cursor.get() {
+            Some((v, at)) if v.rec.id == setid => (v, at),
+            _ => (old.set(setid)?, 0),
+        };
+        if let Some(d) = set.dests.get(at).filter(|d| d.uri.bytes() == uri) {
+            self.cursor.set(Some((set, at + 1)));
+            return Some(d);
         }
-        CarryIndex { map }
+        let pos = if set.dests.len() <= CARRY_SCAN_MAX {
+            set.dests.iter().position(|d| d.uri.bytes() == uri)
+        } else {
+            let map = self.map.get_or_init(|| {
+                let mut m = CarryMap::default();
+                for v in old.sets() {
+                    for (i, d) in v.dests.iter().enumerate() {
+                        m.entry((v.rec.id, d.uri.bytes())).or_insert((d, i));
+                    }
+                }
+                m
+            });
+            map.get(&(setid, uri)).map(|&(_, i)| i)
+        };
+        // a miss keeps the cursor in this set: the next destination may follow the old order
+        self.cursor.set(Some((set, pos.map_or(at, |i| i + 1))));
+        set.dests.get(pos?)
     }
 
     /// Runtime state of `(setid, uri)` to keep; None when it is new or its configured flags
     /// changed (a changed file flag wins). `with_latency` also copies the latency statistics.
     pub fn carry(&self, setid: i32, uri: &[u8], cfg_flags: i32, with_latency: bool) -> Option<CarriedState> {
-        let d = self.map.get(&(setid, uri))?;
+        let d = self.lookup(setid, uri)?;
         if d.cfg_flags != cfg_flags {
             return None;
         }
@@ -777,7 +810,7 @@ impl<'a> CarryIndex<'a> {
             // SAFETY: a racing keepalive update could tear the copy; acceptable for carried stats.
             lat: if with_latency { Some(unsafe { d.latency_stats() }) } else { None },
             iuid: d.iuid,
-            src: *d as *const DestRec,
+            src: d as *const DestRec,
         })
     }
 }

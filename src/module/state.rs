@@ -349,6 +349,15 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
     // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
     let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
     let old_index = snapshot::CarryIndex::new(old);
+    // the weight tables' shuffles (100 draws per set with weights): a xorshift seeded from
+    // Kamailio's random() once per build instead of a locked random() call per draw
+    let mut seed = ((crate::kam::kam_rand() as u64) << 32 | crate::kam::kam_rand() as u64) | 1;
+    let mut rng = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 32) as u32
+    };
     let block = snapshot::build(
         &sets,
         gen,
@@ -372,7 +381,7 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
             Some(c)
         },
         &mut |size| shm_alloc(size),
-        &mut crate::kam::kam_rand,
+        &mut rng,
     )
     .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
     // SAFETY: the block was just built from the current list, which the writer lock keeps.
