@@ -12,7 +12,7 @@ signals).
     bench/bench.py sink ...        (internal: the UDP sink of the keepalive benchmark)
 
 Environment (all optional):
-    BENCH                    which benchmarks: select, ping, lists (comma, | or space
+    BENCH                    which benchmarks: select, ping, lists, scale (comma, | or space
                              separated; default all)
     BENCH_REPS               repetitions of every measurement (default 3; the median
                              is reported)
@@ -1368,6 +1368,15 @@ def bench_lists(ctx):
     return "\n".join(text), slow
 
 
+def bench_scale(ctx):
+    """Benchmark 4 (issue 14), in bench/scale.py."""
+    sys.path.insert(0, BENCH_DIR)
+    # scale.py uses this module's helpers: the running script, not a second copy of it
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import scale
+    return scale.bench_scale(ctx)
+
+
 # ---------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------
@@ -1396,10 +1405,10 @@ def loadavg():
 def run_main(args):
     which = [w for w in re.split(r"[,\s|]+", args.bench or os.environ.get("BENCH", "") or "all") if w]
     if "all" in which:
-        which = ["select", "ping", "lists"]
+        which = ["select", "ping", "lists", "scale"]
     for w in which:
-        if w not in ("select", "ping", "lists"):
-            sys.exit(f"bench: unknown benchmark {w!r} (select, ping, lists, all)")
+        if w not in ("select", "ping", "lists", "scale"):
+            sys.exit(f"bench: unknown benchmark {w!r} (select, ping, lists, scale, all)")
     mods = [m for m in re.split(r"[,\s|]+", os.environ.get("BENCH_MODULES", "c,rust")) if m]
     for m in mods:
         if m not in ("c", "rust"):
@@ -1461,7 +1470,7 @@ def run_main(args):
     try:
         for w in which:
             log(f"=== benchmark: {w}")
-            fn = {"select": bench_select, "ping": bench_ping, "lists": bench_lists}[w]
+            fn = {"select": bench_select, "ping": bench_ping, "lists": bench_lists, "scale": bench_scale}[w]
             try:
                 text, s = fn(ctx)
             except (KamDied, RuntimeError, OSError) as e:

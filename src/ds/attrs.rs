@@ -79,6 +79,10 @@ impl Attrs {
     /// without error. `latency=0` gives `Some(0)`; `latency=12ab` gives `None`.
     /// Derived from `body`, so it is always consistent with [`parse_attrs`].
     pub fn latency_init(&self) -> Option<i32> {
+        // most lists have no latency attribute: no parse (and no allocation) for them
+        if !self.body.windows(7).any(|w| w.eq_ignore_ascii_case(b"latency")) {
+            return None;
+        }
         let params = parse_params(&self.body).ok()?;
         let mut out = None;
         for p in params.iter().rev() {

@@ -243,26 +243,36 @@ pub fn avl_postorder(ids_in_first_appearance_order: &[i32]) -> Vec<i32> {
 /// ids in order of first appearance); destinations within a set in the C module's array
 /// order: priority descending, equal priorities in REVERSE input order.
 pub fn build_sets(dests: Vec<Dest>) -> Vec<DestSet> {
+    // set ids in order of first appearance, and how many destinations each has
     let mut first_seen: Vec<i32> = Vec::new();
-    let mut groups: std::collections::HashMap<i32, Vec<Dest>> = std::collections::HashMap::new();
-    for d in dests {
-        let g = groups.entry(d.setid).or_default();
-        if g.is_empty() {
+    let mut count: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
+    for d in &dests {
+        let c = count.entry(d.setid).or_insert(0);
+        if *c == 0 {
             first_seen.push(d.setid);
         }
-        g.push(d);
+        *c += 1;
     }
-    avl_postorder(&first_seen)
-        .into_iter()
-        .map(|id| {
-            let mut v = groups.remove(&id).unwrap_or_default();
-            // stable ascending sort keeps load order among equal priorities; reversing gives
-            // descending priority with equal priorities in reverse load order
-            v.sort_by_key(|d| d.priority);
-            v.reverse();
-            DestSet { id, dests: v }
-        })
-        .collect()
+    let post = avl_postorder(&first_seen);
+    let rank: std::collections::HashMap<i32, u32> = post.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
+    // sort small keys, not the destinations: (set position, priority descending, input
+    // position descending: equal priorities in reverse load order); each destination is then
+    // moved once into its set
+    let mut keys: Vec<(u32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> = dests
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (rank.get(&d.setid).copied().unwrap_or(u32::MAX), std::cmp::Reverse(d.priority), std::cmp::Reverse(i as u32)))
+        .collect();
+    keys.sort_unstable();
+    let mut slots: Vec<Option<Dest>> = dests.into_iter().map(Some).collect();
+    let mut out: Vec<DestSet> =
+        post.iter().map(|&id| DestSet { id, dests: Vec::with_capacity(count.get(&id).copied().unwrap_or(0)) }).collect();
+    for (si, _, std::cmp::Reverse(i)) in keys {
+        if let (Some(set), Some(d)) = (out.get_mut(si as usize), slots.get_mut(i as usize).and_then(Option::take)) {
+            set.dests.push(d);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

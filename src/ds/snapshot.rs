@@ -590,16 +590,20 @@ pub fn build(
             }
         };
         let mut di = 0usize;
-        let mut carried_flags: Vec<i32> = Vec::new();
+        // the state carried for each destination of the set (one lookup per destination)
+        let mut carried_set: Vec<Option<CarriedState>> = Vec::new();
         for (si, s) in sets.iter().enumerate() {
             let weights: Vec<i32> = s.dests.iter().map(|d| d.attrs.weight).collect();
             let wlist = crate::ds::weights::weight_table(&weights, rng);
-            carried_flags.clear();
-            for d in &s.dests {
-                carried_flags.push(carry(s.id, &d.uri, d.flags).map(|c| c.flags).unwrap_or(d.flags));
-            }
+            carried_set.clear();
+            carried_set.extend(s.dests.iter().map(|d| carry(s.id, &d.uri, d.flags)));
             let rweights: Vec<i32> = s.dests.iter().map(|d| d.attrs.rweight).collect();
-            let usable: Vec<bool> = carried_flags.iter().map(|f| f & (DS_INACTIVE | DS_DISABLED) == 0).collect();
+            let usable: Vec<bool> = s
+                .dests
+                .iter()
+                .zip(&carried_set)
+                .map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0)
+                .collect();
             let rw = crate::ds::weights::rweight_table(&rweights, &usable, rng).unwrap_or([0u32; 100]);
             let prios: Vec<i32> = s.dests.iter().map(|d| d.priority).collect();
             let pw = crate::ds::weights::pw_table(&prios, &weights, &usable, rng);
@@ -616,9 +620,8 @@ pub fn build(
                 pwlist: pw.map(AtomicU32::new),
                 pwlast: AtomicU32::new(0),
             });
-            for d in &s.dests {
+            for (d, &carried) in s.dests.iter().zip(&carried_set) {
                 let st = dest_strings(d);
-                let carried = carry(s.id, &d.uri, d.flags);
                 let (af, ip) = match d.ip {
                     Some(IpAddr::V4(v4)) => {
                         let mut ip = [0u8; 16];

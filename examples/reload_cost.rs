@@ -1,0 +1,63 @@
+//! The pure-core half of a reload (parse, resolve IP literals, order, build the snapshot) on a
+//! list file, for profiling with callgrind (issue 14):
+//!   cargo build --release --example reload_cost
+//!   valgrind --tool=callgrind target/release/examples/reload_cost list.txt 3
+use dispatcher::ds::dest::{prepare_dest, LoadEnv};
+use dispatcher::ds::listfile::parse_list;
+use dispatcher::ds::order::build_sets;
+use dispatcher::ds::snapshot::{build, CarryIndex, Snap};
+use dispatcher::ds::uri::{Proto, Scheme};
+use std::net::IpAddr;
+
+struct Env;
+impl LoadEnv for Env {
+    fn resolve_host(&mut self, _: &[u8], _: Scheme, _: Proto, _: u16) -> Option<IpAddr> {
+        None
+    }
+    fn socket_by_addr(&mut self, _: &[u8]) -> usize {
+        0
+    }
+    fn socket_by_name(&mut self, _: &[u8]) -> usize {
+        0
+    }
+    fn default_socket(&self) -> usize {
+        0
+    }
+    fn allow_ipv6(&self) -> bool {
+        false
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args.get(1).expect("usage: reload_cost <list file> [rounds]");
+    let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let mut old: *mut dispatcher::ds::snapshot::Header = std::ptr::null_mut();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut rng = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 32) as u32
+    };
+    for gen in 1..=rounds as u64 {
+        let text = std::fs::read(path).expect("read");
+        let entries = parse_list(&text, path).expect("parse");
+        let mut dests = Vec::with_capacity(entries.len());
+        for e in &entries {
+            if let Ok((d, _)) = prepare_dest(e, false, 0, &mut Env) {
+                dests.push(d);
+            }
+        }
+        let sets = build_sets(dests);
+        // SAFETY: `old` is null or the block built in the previous round, still allocated.
+        let idx = CarryIndex::new(unsafe { Snap::from_ptr(old) });
+        let p = build(&sets, gen, (0, 0), &mut |id, uri, fl| idx.carry(id, uri, fl, false), &mut |n| {
+            // SAFETY: non-zero size, valid alignment; leaked on purpose (a profiling tool)
+            unsafe { std::alloc::alloc(std::alloc::Layout::from_size_align(n.max(16), 16).expect("layout")) }
+        }, &mut rng)
+        .expect("build");
+        old = p;
+        eprintln!("round {gen}: {} destinations in {} sets", sets.iter().map(|s| s.dests.len()).sum::<usize>(), sets.len());
+    }
+}
