@@ -78,7 +78,8 @@ fn reply(th: &RpcStruct, set: &SetView<'_>, setid: i32, alg: i32, key: &[u8], e:
     th.int("SETID", setid)?;
     th.int("ALG", alg)?;
     th.str("KEY", Some(key))?;
-    th.ulong("HASH", e.hash)?;
+    // as text: a 64-bit key (consistent algorithms) does not fit every RPC transport's ints
+    th.cstring("HASH", &e.hash.to_string())?;
     th.int("INDEX", e.idx as i32)?;
     th.str("URI", Some(d.uri.bytes()))?;
     th.cstring("FLAGS", &flag_letters(d.flags.load(Ordering::Relaxed)))?;

@@ -19,7 +19,7 @@
 //!   only when no other one is usable, and recorded last.
 
 use crate::ds::algs::{Choice, Opts, ALG_CONSISTENT_BASE};
-use crate::ds::snapshot::{CwEnt, SetView};
+use crate::ds::snapshot::{CwEnt, DestRec, SetView};
 
 /// The hash algorithm whose key alg `alg` hashes consistently (32 + k, k in {0,1,2,3,5,7}).
 pub fn base_alg(alg: i32) -> Option<i32> {
@@ -143,12 +143,38 @@ pub fn ranking(set: &SetView<'_>, key: u64, use_default: bool) -> Vec<(usize, u6
     v
 }
 
-fn top<'a>(cw: &'a [CwEnt], key: u64, uniform: bool, ok: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
+/// Index of the highest score (ties: the lower index), over all entries.
+#[inline]
+fn top_all(cw: &[CwEnt], key: u64, uniform: bool) -> Option<usize> {
+    let mut best = 0usize;
+    let mut bs = 0u64;
+    if uniform {
+        for (i, e) in cw.iter().enumerate() {
+            let s = raw(key, e.seed);
+            if s > bs || i == 0 {
+                best = i;
+                bs = s;
+            }
+        }
+    } else {
+        for (i, e) in cw.iter().enumerate() {
+            let s = weighted(raw(key, e.seed), e.w);
+            if s > bs || i == 0 {
+                best = i;
+                bs = s;
+            }
+        }
+    }
+    (!cw.is_empty()).then_some(best)
+}
+
+/// Index of the highest score among the usable destinations.
+fn top_usable(cw: &[CwEnt], key: u64, uniform: bool, dests: &[DestRec]) -> Option<usize> {
     let mut best: Option<usize> = None;
     let mut bs = 0u64;
-    for (i, e) in cw.iter().enumerate() {
+    for (i, (e, d)) in cw.iter().zip(dests).enumerate() {
         let s = score(key, e, uniform);
-        if (best.is_none() || s > bs) && ok(i) {
+        if (best.is_none() || s > bs) && d.usable() {
             best = Some(i);
             bs = s;
         }
@@ -166,9 +192,9 @@ pub fn pick(set: &SetView<'_>, key: u64, use_default: bool) -> Option<usize> {
     let cw = set.rec.cw().get(..n).unwrap_or(&[]);
     let uni = set.rec.cw_uniform;
     let usable = |i: usize| dests.get(i).is_some_and(|d| d.usable());
-    let best = match top(cw, key, uni, &mut |_| true) {
+    let best = match top_all(cw, key, uni) {
         Some(i) if usable(i) => Some(i),
-        Some(_) => top(cw, key, uni, &mut |i| usable(i)),
+        Some(_) => top_usable(cw, key, uni, dests),
         None => None,
     };
     best.or_else(|| (use_default && nr > 1 && usable(nr - 1)).then_some(nr - 1))
@@ -251,8 +277,9 @@ mod tests {
         let ks = keys(20_000);
         let before = assign(&set, &ks);
         let mut spreads = vec![];
-        for down in 0..n {
-            d[down].flags.store(DS_INACTIVE, Ordering::Relaxed);
+        let mut fracs = vec![];
+        for (down, dd) in d.iter().enumerate() {
+            dd.flags.store(DS_INACTIVE, Ordering::Relaxed);
             let after = assign(&set, &ks);
             let mut moved = vec![0usize; n];
             let mut total = 0;
@@ -264,16 +291,17 @@ mod tests {
                 }
             }
             let frac = total as f64 / ks.len() as f64;
+            fracs.push(frac);
             assert!(frac <= 1.0 / n as f64 + 0.01, "moved {frac}");
             let mean = total as f64 / (n - 1) as f64;
             let max = *moved.iter().max().expect("max") as f64;
             assert!(max / mean <= 1.25, "spread max/mean {} (down {down})", max / mean);
             spreads.push(max / mean);
-            d[down].flags.store(0, Ordering::Relaxed);
+            dd.flags.store(0, Ordering::Relaxed);
             assert_eq!(assign(&set, &ks), before);
         }
         let avg = spreads.iter().sum::<f64>() / n as f64;
-        eprintln!("consistent: remove 1 of 10, spread max/mean per removed destination {spreads:.3?}, average {avg:.3}");
+        eprintln!("consistent: remove 1 of 10: moved fraction {fracs:.4?}; spread max/mean per removed destination {spreads:.3?}, average {avg:.3}");
         assert!(avg <= 1.15, "average spread {avg}");
     }
 
@@ -301,6 +329,7 @@ mod tests {
             }
         }
         let frac = moved as f64 / ks.len() as f64;
+        eprintln!("consistent: add an 11th destination: moved fraction {frac:.4} (1/11 = 0.0909), all to the new one");
         assert!(frac <= 1.0 / 11.0 + 0.01 && frac > 1.0 / 11.0 - 0.02, "moved {frac}");
     }
 

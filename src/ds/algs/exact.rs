@@ -121,6 +121,7 @@ mod tests {
             let d = (x as f64 / n as f64 - w[j] / wt).abs() * 100.0;
             worst = worst.max(d);
         }
+        eprintln!("exact alg {alg}: {} destinations, {n} picks: worst share deviation {worst:.4} pp", spec.len());
         assert!(worst <= pp, "worst deviation {worst} pp > {pp}");
         worst
     }
