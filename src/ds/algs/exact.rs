@@ -13,8 +13,9 @@
 //!
 //! A destination with weight <= 0 takes no part, unless no usable destination has a weight:
 //! then every usable one counts 1. The pick is mapped through the generic probe (so a pick
-//! racing with a rebuild never yields an unusable destination, and with `use_default` the
-//! default destination is used only when no other one is usable).
+//! racing with a rebuild never yields an unusable destination); with `use_default` the
+//! default destination's points are rejected (see [`take`]), so it is used only when no
+//! other one is usable.
 
 use std::sync::atomic::Ordering;
 
@@ -79,15 +80,26 @@ fn find(h: &XwHdr, cap: usize, x: u64) -> Option<usize> {
 }
 
 /// The next pick of alg 41/43 (the counter moves on unless `peek`); None when nothing is
-/// usable. The index is then mapped by the generic probe.
-pub fn take(set: &SetView<'_>, alg: i32, peek: bool) -> Option<usize> {
+/// usable. The index is then mapped by the generic probe. With `use_default`, a point that
+/// falls on the default destination (the last one) is rejected and the next point of the
+/// sequence taken (up to 8 times), so the others keep exact shares among themselves.
+pub fn take(set: &SetView<'_>, alg: i32, peek: bool, use_default: bool) -> Option<usize> {
     let h = set.rec.xw.get(table_of(alg))?;
     let total = h.total.load(Ordering::Acquire);
     if total == 0 {
         return None;
     }
-    let c = if peek { h.ctr.load(Ordering::Relaxed) } else { h.ctr.fetch_add(1, Ordering::Relaxed) };
-    find(h, set.dests.len(), point(c, total)).filter(|&i| i < set.dests.len())
+    let nr = set.dests.len();
+    let c0 = h.ctr.load(Ordering::Relaxed);
+    let mut pick = None;
+    for k in 0..8u64 {
+        let c = if peek { c0.wrapping_add(k) } else { h.ctr.fetch_add(1, Ordering::Relaxed) };
+        pick = find(h, nr, point(c, total)).filter(|&i| i < nr);
+        if !(use_default && nr > 1 && pick == Some(nr - 1)) {
+            break;
+        }
+    }
+    pick
 }
 
 #[cfg(test)]
@@ -178,8 +190,8 @@ mod tests {
         let set = s.set(1).expect("set");
         let mut last_small = None;
         for i in 0..1000usize {
-            let p = take(&set, ALG_EXACT_WEIGHT, true);
-            let t = take(&set, ALG_EXACT_WEIGHT, false);
+            let p = take(&set, ALG_EXACT_WEIGHT, true, false);
+            let t = take(&set, ALG_EXACT_WEIGHT, false, false);
             assert_eq!(p, t);
             if t == Some(0) {
                 if let Some(l) = last_small {
@@ -196,11 +208,33 @@ mod tests {
         let mut run = 0;
         let mut prev = None;
         for _ in 0..100 {
-            let t = take(&set, ALG_EXACT_WEIGHT, false);
+            let t = take(&set, ALG_EXACT_WEIGHT, false, false);
             run = if t == prev { run + 1 } else { 1 };
             assert!(run <= 2);
             prev = t;
         }
+    }
+
+    #[test]
+    fn use_default_keeps_exact_shares_among_the_others() {
+        let o = mk(&[(0, 0, 1, 0), (0, 0, 3, 0), (0, 0, 4, 0)]);
+        let s = o.snap();
+        let set = s.set(1).expect("set");
+        let ud = Opts { use_default: true, ..Opts::default() };
+        let mut c = [0usize; 3];
+        for _ in 0..4000 {
+            let p = choose(&set, ALG_EXACT_WEIGHT, Key::None, &Opts { peek: true, ..ud }).expect("peek").idx;
+            let t = choose(&set, ALG_EXACT_WEIGHT, Key::None, &ud).expect("pick").idx;
+            assert_eq!(p, t);
+            c[t] += 1;
+        }
+        assert_eq!(c[2], 0);
+        assert!(c[0].abs_diff(1000) <= 3, "{c:?}");
+        // the others down: the default one
+        set.dests[0].flags.store(DS_INACTIVE, Ordering::Relaxed);
+        set.dests[1].flags.store(DS_INACTIVE, Ordering::Relaxed);
+        rebuild(&set);
+        assert_eq!(choose(&set, ALG_EXACT_WEIGHT, Key::None, &ud).expect("pick").idx, 2);
     }
 
     #[test]
@@ -212,7 +246,7 @@ mod tests {
         rebuild(&set);
         let mut c = [0usize; 2];
         for _ in 0..4000 {
-            c[take(&set, ALG_EXACT_RWEIGHT, false).expect("pick")] += 1;
+            c[take(&set, ALG_EXACT_RWEIGHT, false, false).expect("pick")] += 1;
         }
         // 3:1 within the sequence's discrepancy (a few picks in 4000)
         assert!(c[0].abs_diff(3000) <= 3, "{c:?}");

@@ -149,7 +149,7 @@ pub fn choose(set: &SetView<'_>, alg: i32, key: Key, o: &Opts) -> Option<Choice>
         }
         (Some(Family::Weight), _) => (weight::take(set, alg, o.peek), None),
         (Some(Family::Load), _) => (load::take(set)? as u32, None),
-        (Some(Family::Exact), _) => (exact::take(set, alg, o.peek)? as u32, None),
+        (Some(Family::Exact), _) => (exact::take(set, alg, o.peek, o.use_default)? as u32, None),
         (Some(Family::Serial), _) | (None, _) => (serial::take(), None),
     };
     let idx = if fam == Some(Family::Overload) {
