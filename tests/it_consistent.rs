@@ -210,3 +210,74 @@ fn alg41_exact_weight_shares_over_real_calls() {
         assert!(c.abs_diff(want) <= 3, "weight {w}: {c} calls, want {want} ({counts:?})");
     }
 }
+
+/// A module dir for `-L`: symlinks to the Kamailio modules, `dispatcher.so` pointing at the
+/// module under test (the example cfg loads it by name).
+fn module_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    let md = dir.join("modules");
+    std::fs::create_dir_all(&md).expect("mkdir modules");
+    for e in std::fs::read_dir(&*MODULES_DIR).expect("read modules dir").flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".so") && name != "dispatcher.so" {
+            let _ = std::os::unix::fs::symlink(e.path(), md.join(&name));
+        }
+    }
+    std::os::unix::fs::symlink(ModuleKind::Rust.so_path(), md.join("dispatcher.so")).expect("symlink dispatcher.so");
+    md
+}
+
+/// cfg-examples/consistent-hashing.cfg: calls spread by alg 32; a backend answering 500 is
+/// failed over with ds_next_dst() (the next-highest score) and marked inactive; every call
+/// completes; afterwards explain never names the bad backend.
+#[test]
+fn example_consistent_hashing_cfg() {
+    let dir = run_dir("example_consistent_hashing_cfg");
+    let cfg = manifest_dir().join("cfg-examples").join("consistent-hashing.cfg");
+    let ok: Vec<SippUas> = (0..3).map(|i| SippUas::start(&dir, &format!("ok{i}"), UasKind::Ok200)).collect();
+    let bad = SippUas::start(&dir, "bad", UasKind::Err500);
+    let kdir = dir.join("kamailio");
+    std::fs::create_dir_all(&kdir).expect("mkdir");
+    let list = kdir.join("dispatcher.list");
+    write_file(&list, &format!("1 {}\n1 {}\n1 {}\n1 {}\n", ok[0].uri(), bad.uri(), ok[1].uri(), ok[2].uri()));
+    let md = module_dir(&dir);
+    let port = free_port();
+    let ctl = ctl_socket_path(&kdir);
+    let log_path = kdir.join("kamailio.log");
+    let mut cmd = std::process::Command::new(&*KAMAILIO_BIN);
+    cmd.args(["-DD", "-E", "-m", "64", "-M", "8"])
+        .arg("-f")
+        .arg(&cfg)
+        .arg("-L")
+        .arg(&md)
+        .arg("-w")
+        .arg(&kdir)
+        .arg("-P")
+        .arg(kdir.join("kamailio.pid"))
+        .args(["-A", &format!("LISTEN_PORT={port}")])
+        .args(["-A", &format!("DS_LIST_FILE=\"{}\"", list.display())])
+        .args(["-A", &format!("CTL_SOCKET=\"unix:{}\"", ctl.display())])
+        .current_dir(&kdir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"));
+    let mut kam = Proc::spawn("kamailio consistent-hashing.cfg", &mut cmd).unwrap_or_else(|e| panic!("{e}"));
+    let hint = || format!("run dir {}\n--- kamailio.log tail ---\n{}", kdir.display(), tail(&log_path, 30));
+    let ready = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        kam.try_wait().is_some() || (ctl.exists() && kamcmd_at(&ctl, &["dispatcher.list"]).is_ok())
+    });
+    assert!(ready && kam.try_wait().is_none(), "consistent-hashing.cfg did not come up\n{}", hint());
+
+    let res = run_uac(&dir, "uac", port, "svc", 80, 40, Duration::from_secs(60));
+    assert_eq!((res.successful, res.failed), (80, 0), "{}\n{}", res.summary(), hint());
+    let counts: Vec<usize> = ok.iter().map(|u| u.invites()).collect();
+    eprintln!("consistent-hashing.cfg: calls per good backend {counts:?}, INVITEs at the 500 backend {}", bad.invites());
+    assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
+    assert!(bad.invites() > 0, "no call reached the 500 backend before it was marked");
+    let out = kamcmd_at(&ctl, &["dispatcher.list"]).expect("list");
+    assert!(out.contains("IP") || out.contains("IX"), "the 500 backend must be inactive\n{out}");
+    for i in 0..50 {
+        let e = kamcmd_at(&ctl, &["dispatcher.explain", "1", "32", &format!("s:after-{i}@example")]).expect("explain");
+        let n = parse_kamcmd(&e);
+        assert_ne!(n.path_val("URI"), Some(bad.uri().as_str()), "{e}");
+    }
+    kam.stop(Duration::from_secs(5));
+}
