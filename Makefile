@@ -120,6 +120,9 @@ alloc-check: build
 
 bench: build
 	bench/run.sh
+	@# issue 11: selection cost of algs 0, 32, 41 at N = 10, 100, 1000 (pure core, then in Kamailio)
+	$(CARGO) run --release --example select_bench
+	BENCH=select BENCH_MODULES=rust BENCH_SELECT_ALGS=0,32,41 BENCH_SELECT_SIZES=10,100,1000 bench/run.sh --out bench/results-algs.md
 
 clean:
 	$(CARGO) clean

@@ -496,7 +496,7 @@ def md_table(header, rows):
 ALG_NAMES = {0: "hash Call-ID", 1: "hash From URI", 2: "hash To URI", 3: "hash R-URI",
              4: "round-robin", 5: "hash auth user", 6: "random", 7: "hash PV ($fU)",
              8: "serial", 9: "weight", 10: "call load", 11: "relative weight",
-             12: "parallel", 13: "latency RR"}
+             12: "parallel", 13: "latency RR", 32: "consistent Call-ID", 41: "exact weight"}
 
 
 def write_select_list(path, sizes, isfrom_n, match_port):

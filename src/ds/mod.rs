@@ -2,6 +2,7 @@
 pub mod snapshot; // owned by the lead developer
 pub mod rcu; // owned by the lead developer
 pub mod select; // owned by the lead developer
+pub mod algs;
 pub mod attrs;
 pub mod compat;
 pub mod dbrow;

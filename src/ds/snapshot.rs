@@ -137,6 +137,61 @@ pub struct SetRec {
     pub pwlist: [AtomicU32; 100],
     /// Alg 15 cursor (`pwlast`), always in 0..100.
     pub pwlast: AtomicU32,
+    /// Exact-weight tables of algs 41 (`weight`) and 43 (`rweight`): see `ds::algs::exact`.
+    pub xw: [XwHdr; 2],
+    /// Algs 32+k: every destination has the same `weight` (scores compare raw hashes).
+    pub cw_uniform: bool,
+    /// Algs 32+k: one entry per destination (URI seed, weight), contiguous.
+    cw: *const CwEnt,
+}
+
+/// One exact-weight table of a set (algs 41/43): `n` slots of prefix sums over the usable
+/// destinations, their `total`, and the pick counter. Rebuilt slot by slot by one writer
+/// at a time (the module's rweight lock); a reader validates what it picks.
+#[repr(C)]
+pub struct XwHdr {
+    pub slots: *const XwSlot,
+    pub n: AtomicU32,
+    pub total: AtomicU64,
+    pub ctr: AtomicU64,
+}
+
+/// Consistent-hashing entry of a destination (algs 32+k): the seed, a 64-bit hash of its
+/// URI (stable across reloads, `ds::algs::consistent::dest_seed`), and its weight as scored.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CwEnt {
+    pub seed: u64,
+    pub w: f64,
+}
+
+impl SetRec {
+    /// The consistent-hashing entries of the set's destinations (same order).
+    pub fn cw(&self) -> &[CwEnt] {
+        if self.cw.is_null() || self.nr == 0 {
+            return &[];
+        }
+        // SAFETY: `cw` points to `nr` initialised entries inside the block.
+        unsafe { std::slice::from_raw_parts(self.cw, self.nr as usize) }
+    }
+}
+
+/// A prefix-sum slot: destinations `idx` covers `[previous end, end)`.
+#[repr(C)]
+pub struct XwSlot {
+    pub end: AtomicU64,
+    pub idx: AtomicU32,
+}
+
+impl XwHdr {
+    /// The slots (capacity = the set's size).
+    pub fn slots(&self, cap: usize) -> &[XwSlot] {
+        if self.slots.is_null() || cap == 0 {
+            return &[];
+        }
+        // SAFETY: `slots` points to `cap` (the set's size) initialised slots inside the block.
+        unsafe { std::slice::from_raw_parts(self.slots, cap) }
+    }
 }
 
 impl SetRec {
@@ -554,7 +609,10 @@ pub fn build(
     let off_dests = align_up(off_ids + nsets * size_of::<u32>(), align_of::<DestRec>().max(8));
     let nextra: usize = sets.iter().flat_map(|s| s.dests.iter()).filter(|d| d.ip.is_some()).map(|d| d.more_ips.len()).sum();
     let nip = sets.iter().flat_map(|s| s.dests.iter()).filter(|d| d.ip.is_some()).count() + nextra;
-    let off_ip = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<IpIdx>().max(8));
+    // two exact-weight tables (algs 41, 43) of one slot per destination
+    let off_xw = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<XwSlot>().max(8));
+    let off_cw = align_up(off_xw + 2 * ndests * size_of::<XwSlot>(), align_of::<CwEnt>().max(8));
+    let off_ip = align_up(off_cw + ndests * size_of::<CwEnt>(), align_of::<IpIdx>().max(8));
     let off_addr = align_up(off_ip + nip * size_of::<IpIdx>(), align_of::<AddrRec>());
     let off_str = off_addr + nextra * size_of::<AddrRec>();
     let total = align_up(off_str + strbytes, 16);
@@ -574,6 +632,8 @@ pub fn build(
         let dest_ptr = base.add(off_dests) as *mut DestRec;
         let ip_ptr = base.add(off_ip) as *mut IpIdx;
         let addr_ptr = base.add(off_addr) as *mut AddrRec;
+        let xw_ptr = base.add(off_xw) as *mut XwSlot;
+        let cw_ptr = base.add(off_cw) as *mut CwEnt;
         let mut ai = 0usize;
         let mut ipv: Vec<IpIdx> = Vec::with_capacity(nip);
         let mut sp = base.add(off_str);
@@ -619,6 +679,24 @@ pub fn build(
                 rrserial: s.dests.first().is_some_and(|f| f.priority > 0 && s.dests.iter().all(|d| d.priority == f.priority)),
                 pwlist: pw.map(AtomicU32::new),
                 pwlast: AtomicU32::new(0),
+                cw_uniform: crate::ds::algs::consistent::uniform_weights(&weights),
+                cw: {
+                    let p = cw_ptr.add(di);
+                    for (k, d) in s.dests.iter().enumerate() {
+                        p.add(k).write(CwEnt {
+                            seed: crate::ds::algs::consistent::dest_seed(&d.uri),
+                            w: crate::ds::algs::consistent::score_weight(d.attrs.weight),
+                        });
+                    }
+                    p
+                },
+                xw: [0usize, 1].map(|t| {
+                    let sl = xw_ptr.add(2 * di + t * s.dests.len());
+                    for k in 0..s.dests.len() {
+                        sl.add(k).write(XwSlot { end: AtomicU64::new(0), idx: AtomicU32::new(0) });
+                    }
+                    XwHdr { slots: sl, n: AtomicU32::new(0), total: AtomicU64::new(0), ctr: AtomicU64::new(0) }
+                }),
             });
             for (d, &carried) in s.dests.iter().zip(&carried_set) {
                 let st = dest_strings(d);
@@ -725,6 +803,12 @@ pub fn build(
             ipidx: ip_ptr,
             nipidx: ipv.len().min(nip) as u32,
         });
+        // the exact-weight tables of algs 41/43, from the (carried) state just written
+        if let Some(snap) = Snap::from_ptr(hdr) {
+            for set in snap.sets() {
+                crate::ds::algs::exact::rebuild(&set);
+            }
+        }
         Ok(hdr)
     }
 }

@@ -4,18 +4,17 @@ use std::net::IpAddr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
-use crate::ds::hash::{ds_hash, uri_hash_key_ranges};
-use crate::ds::select::{self, failover_order, least_loaded, rr_commit, rr_take, AddrList, FromKey, FromMatch};
+use crate::ds::algs;
+use crate::ds::select::{self, failover_order, rr_commit, AddrList, FromKey, FromMatch};
 use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE};
 use crate::kam::kam_rand;
-use crate::kam::msg::trim;
 use std::sync::atomic::Ordering;
 use crate::ds::snapshot::{DestRec, SetView, Snap};
 use crate::ds::uri::parse_uri;
 use crate::kam::msg::{self, Msg};
 use crate::kam::param::{get_int, get_int_is, get_is, get_str, IsValue};
 use crate::kam::xavp::{self, Field, RecordWriter};
-use crate::module::{guard, health, load, state};
+use crate::module::{guard, health, load, selkey, state};
 use crate::ds::health::parse_mark_state;
 use crate::ds::snapshot::DS_PROBING;
 use crate::sys::{self, cmd_export_t, sip_msg};
@@ -176,29 +175,6 @@ pub fn select_routes(m: Msg, rules: &[u8], umode: &[u8], limit: u32) -> i32 {
         return -1;
     }
     gret
-}
-
-fn uri_hash(uri: Option<&[u8]>, what: &str) -> Option<u32> {
-    let cfg = state::cfg();
-    let func = if what == "From" { "ds_hash_fromuri" } else { "ds_hash_touri" };
-    let Some(u) = uri else {
-        ds_err!(fn func; "cannot get {what} uri");
-        ds_err!(fn "ds_manage_routes"; "can't get {what} uri hash");
-        return None;
-    };
-    match uri_hash_key_ranges(u, cfg.flags & 1 != 0) {
-        Ok((k1, k2)) => {
-            if k1.is_none() {
-                ds_warn!(fn "get_uri_hash_keys"; "empty username in: {}", String::from_utf8_lossy(u));
-            }
-            Some(ds_hash(k1.and_then(|r| u.get(r)), k2.map(|r| u.get(r).unwrap_or(&[]))))
-        }
-        Err(_) => {
-            ds_err!(fn "get_uri_hash_keys"; "invalid uri {}", String::from_utf8_lossy(u));
-            ds_err!(fn "ds_manage_routes"; "can't get {what} uri hash");
-            None
-        }
-    }
 }
 
 fn now_us() -> u64 {
@@ -471,165 +447,47 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
     let failover = cfg.flags & 2 != 0 && !cfg.xavp_dst.is_empty();
     let limit = st.limit;
     let mut alg_rec = alg; // the algorithm the records are built for (10 may fall back to 0)
-    let mut rr: Option<u32> = None;
-    let mut ranked: Option<Vec<select::Ranked>> = None;
-    // Kamailio 6.1 alg 14: round-robin when every destination has the same priority > 0,
-    // else serial; the records are still built for 14
-    let valg = match alg {
-        select::ALG_RR_SERIAL if crate::ds::compat::ge(6, 1, 0) => {
-            if set.rec.rrserial {
-                select::ALG_RR
-            } else {
-                select::ALG_SERIAL
-            }
+    // the key from the message, the choice by the algorithm's family (ds::algs), then apply
+    let mut valg = algs::effective(&set, alg);
+    if algs::family(valg).is_none() {
+        ds_warn!(fn "ds_manage_routes"; "algo {alg} not implemented - using first entry...");
+    }
+    if valg == select::ALG_CALLLOAD && (!m.is_invite() || cfg.xavp_dst.is_empty()) {
+        if m.is_invite() {
+            ds_err!(fn "ds_manage_routes"; "no dst xavp for load distribution - using first entry...");
         }
-        a => a,
-    };
-    let hash: u32 = match valg {
-        select::ALG_HASH_CALLID => match m.callid() {
-            Some(c) => ds_hash(Some(trim(c)), None),
-            None => {
-                ds_err!(fn "ds_hash_callid"; "cannot parse Call-Id");
-                ds_err!(fn "ds_manage_routes"; "can't get callid hash");
+        alg_rec = 0;
+        valg = select::ALG_SERIAL;
+    }
+    let Some(key) = selkey::key(m, valg) else { return -1 };
+    let opts = algs::Opts { use_default: cfg.use_default, now_us: if alg == select::ALG_OVERLOAD { now_us() } else { 0 }, peek: false, records: failover };
+    let choice = algs::choose(&set, valg, key, &opts);
+    if valg == select::ALG_CALLLOAD {
+        let Some(c) = &choice else { return -1 };
+        if !load_add(m, set.dests.get(c.hash as usize), setid) {
+            ds_err!(fn "ds_manage_routes"; "unable to update destination load - classic dispatching");
+            alg_rec = 0;
+        }
+    }
+    // alg 13: the records follow the ranking (written before the choice is checked, as in C)
+    let ranked = choice.as_ref().and_then(|c| c.ranked.as_ref());
+    if let (Some(r), true) = (ranked, failover) {
+        for x in r {
+            if st.cnt as u32 >= limit {
+                break;
+            }
+            if x.idx < 0 || x.flags & (DS_INACTIVE | DS_DISABLED) != 0 || (cfg.use_default && x.idx as usize == nr - 1) {
+                continue;
+            }
+            let Some(d) = set.dests.get(x.idx as usize) else { continue };
+            if !add_record(&mut st.w, d, x.idx as usize, setid, alg) {
                 return -1;
             }
-        },
-        select::ALG_HASH_FROM => match uri_hash(m.from_uri(), "From") {
-            Some(h) => h,
-            None => return -1,
-        },
-        select::ALG_HASH_TO => match uri_hash(m.to_uri(), "To") {
-            Some(h) => h,
-            None => return -1,
-        },
-        select::ALG_HASH_RURI => match m.ruri_hash_keys(cfg.flags & 1 != 0) {
-            Some((k1, k2)) => {
-                if k1.is_none() {
-                    ds_warn!(fn "get_uri_hash_keys"; "empty username in: {}", String::from_utf8_lossy(m.ruri_raw()));
-                }
-                ds_hash(k1, k2)
-            }
-            None => {
-                ds_err!(fn "ds_hash_ruri"; "bad request uri [{}]", String::from_utf8_lossy(m.ruri_raw()));
-                ds_err!(fn "ds_manage_routes"; "can't get ruri hash");
-                return -1;
-            }
-        },
-        select::ALG_RR => {
-            let (h, v) = rr_take(set.rec);
-            rr = Some(v);
-            h
+            st.cnt += 1;
         }
-        select::ALG_HASH_AUTH => match m.auth_user() {
-            Ok(Some(u)) => ds_hash(Some(&u), None),
-            Ok(None) => {
-                let (h, v) = rr_take(set.rec);
-                rr = Some(v);
-                h
-            }
-            Err(()) => {
-                ds_err!(fn "ds_hash_authusername"; "error parsing headers!");
-                ds_err!(fn "ds_manage_routes"; "can't get authorization hash");
-                return -1;
-            }
-        },
-        select::ALG_RANDOM => kam_rand(),
-        select::ALG_HASH_PV => {
-            let Some(f) = state::hash_fmt() else {
-                ds_err!(fn "ds_hash_pvar"; "bad parameters (hash_pvar is not set)");
-                ds_err!(fn "ds_manage_routes"; "can't get PV hash");
-                return -1;
-            };
-            let Some(v) = f.print(m.0) else {
-                ds_err!(fn "ds_hash_pvar"; "error - cannot print the format");
-                ds_err!(fn "ds_manage_routes"; "can't get PV hash");
-                return -1;
-            };
-            let v = trim(&v);
-            if v.is_empty() {
-                ds_err!(fn "ds_hash_pvar"; "String is empty!");
-                ds_err!(fn "ds_manage_routes"; "can't get PV hash");
-                return -1;
-            }
-            ds_hash(Some(v), None)
-        }
-        select::ALG_SERIAL | select::ALG_PARALLEL => 0,
-        select::ALG_OVERLOAD => {
-            let (h, v) = rr_take(set.rec);
-            rr = Some(v);
-            h
-        }
-        select::ALG_WEIGHT => {
-            let k = set.rec.wlast.fetch_add(1, Ordering::Relaxed) % 100;
-            set.rec.wlist.get(k as usize).copied().unwrap_or(0)
-        }
-        select::ALG_RELWEIGHT => {
-            let k = set.rec.rwlast.fetch_add(1, Ordering::Relaxed) % 100;
-            set.rec.rwlist.get(k as usize).map(|a| a.load(Ordering::Relaxed)).unwrap_or(0)
-        }
-        // Kamailio master's algorithm 15, offered on every version (our extension there):
-        // the next slot of the priority-weight table, then the generic probe and records
-        select::ALG_PRIORITY_WEIGHT => select::pw_take(set.rec),
-        select::ALG_CALLLOAD => {
-            if !m.is_invite() {
-                alg_rec = 0;
-                0
-            } else if cfg.xavp_dst.is_empty() {
-                ds_err!(fn "ds_manage_routes"; "no dst xavp for load distribution - using first entry...");
-                alg_rec = 0;
-                0
-            } else {
-                let Some(i) = least_loaded(set.dests) else { return -1 };
-                if !load_add(m, set.dests.get(i), setid) {
-                    ds_err!(fn "ds_manage_routes"; "unable to update destination load - classic dispatching");
-                    alg_rec = 0;
-                }
-                i as u32
-            }
-        }
-        select::ALG_LATENCY => {
-            let last = set.rec.last.load(Ordering::Relaxed) as usize;
-            let r = select::alg13_rank_with(set.dests, last, cfg.use_default);
-            let first = r.first().map(|x| x.idx).unwrap_or(-1);
-            set.rec.last.store(((first + 1).max(0) as u32) % nr as u32, Ordering::Relaxed);
-            if failover {
-                for x in &r {
-                    if st.cnt as u32 >= limit {
-                        break;
-                    }
-                    if x.idx < 0 || x.flags & (DS_INACTIVE | DS_DISABLED) != 0 || (cfg.use_default && x.idx as usize == nr - 1) {
-                        continue;
-                    }
-                    let Some(d) = set.dests.get(x.idx as usize) else { continue };
-                    if !add_record(&mut st.w, d, x.idx as usize, setid, alg) {
-                        return -1;
-                    }
-                    st.cnt += 1;
-                }
-            }
-            if first < 0 {
-                return -1;
-            }
-            ranked = Some(r);
-            first as u32
-        }
-        _ => {
-            ds_warn!(fn "ds_manage_routes"; "algo {alg} not implemented - using first entry...");
-            0
-        }
-    };
-    let i = if ranked.is_some() {
-        // alg 13: no probing, only the index mapping of the C module
-        let n = if cfg.use_default && nr != 1 { nr - 1 } else { nr };
-        hash as usize % n
-    } else {
-        let now = if alg == select::ALG_OVERLOAD { now_us() } else { 0 };
-        let mut oc = |j: usize| alg == select::ALG_OVERLOAD && set.dests.get(j).map(|d| select::oc_skip(d, now)).unwrap_or(false);
-        match select::probe_with(set.dests, hash, cfg.use_default, &mut oc) {
-            Some(i) => i,
-            None => return -1,
-        }
-    };
+    }
+    let Some(choice) = choice else { return -1 };
+    let i = choice.idx;
     let Some(d) = set.dests.get(i) else { return -1 };
     if mode != SetOp::Xavp {
         if !push_dst(m, d.uri.bytes(), d.sock, mode) {
@@ -638,7 +496,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         }
         st.emode = true;
     }
-    if let Some(v) = rr {
+    if let Some(v) = choice.rr {
         rr_commit(set.rec, v, i);
     }
     ds_dbg!("selected [{alg}-{setid}-{mode:?}/{i}] <{}>", String::from_utf8_lossy(d.uri.bytes()));
@@ -653,13 +511,18 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
     if !failover {
         return 1;
     }
-    if ranked.is_none() {
+    if choice.ranked.is_none() {
         // the selected destination is always recorded, even past the limit (as in C)
         let remaining = limit.saturating_sub(st.cnt.max(0) as u32).max(1);
-        let order = failover_order(set.dests, i, cfg.use_default, remaining, &|j| {
+        let order = if choice.order.is_some() {
+            // consistent hashing: the usable destinations by score
+            algs::consistent::failover(&set, &choice, cfg.use_default, remaining)
+        } else {
+            failover_order(set.dests, i, cfg.use_default, remaining, &|j| {
             alg_rec == select::ALG_CALLLOAD
                 && set.dests.get(j).map(|d| d.maxload != 0 && d.load() >= d.maxload).unwrap_or(false)
-        });
+        })
+        };
         // failover_order appends the default itself; done below for alg 13 only
         for idx in order {
             let Some(d) = set.dests.get(idx) else { continue };

@@ -51,9 +51,21 @@ pub fn rebuild_rweights(set: &SetView<'_>) {
             slot.store(*v, Ordering::Relaxed);
         }
     }
+    // algs 41/43 (exact weights) follow the same state and rweights
+    crate::ds::algs::exact::rebuild(set);
+}
+
+/// Rebuilds the exact-weight tables of algs 41/43 after a usability change.
+pub fn rebuild_exact(set: &SetView<'_>) {
+    let Some(l) = RW_LOCK.get() else { return };
+    let _g = l.lock();
+    crate::ds::algs::exact::rebuild(set);
 }
 
 fn after_change(set: &SetView<'_>, d: &DestRec, old: i32, new: i32) {
+    if usable(old) != usable(new) {
+        rebuild_exact(set);
+    }
     if d.rweight_rt.load(Ordering::Relaxed) > 0 && usable(old) != usable(new) {
         rebuild_rweights(set);
         // algorithm 15 (master) rebuilds its table behind the same rweight guard

@@ -11,6 +11,8 @@ pub mod kemi;
 pub mod load;
 pub mod params;
 pub mod rpc;
+pub mod rpc_explain;
+pub mod selkey;
 pub mod state;
 
 use std::os::raw::{c_char, c_int, c_uint};

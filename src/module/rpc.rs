@@ -430,7 +430,7 @@ unsafe extern "C" fn rpc_remove(api: *mut sys::rpc_t, ctx: *mut c_void) {
 }
 
 #[repr(transparent)]
-pub struct Doc([*const c_char; 2]);
+pub struct Doc(pub [*const c_char; 2]);
 // SAFETY: immutable static strings.
 unsafe impl Sync for Doc {}
 
@@ -444,7 +444,7 @@ static DOC_REMOVE: Doc = Doc([c"Remove a destination address from memory".as_ptr
 static DOC_OCLIST: Doc = Doc([c"Return the overload control attributes of a group".as_ptr(), std::ptr::null()]);
 static DOC_HASH: Doc = Doc([c"Compute the hash of the values".as_ptr(), std::ptr::null()]);
 
-pub static mut RPCS: [rpc_export_t; 10] = [
+pub static mut RPCS: [rpc_export_t; 11] = [
     rpc_export_t { name: c"dispatcher.oclist".as_ptr(), function: Some(rpc_oclist), doc_str: &DOC_OCLIST as *const Doc as *mut *const c_char, flags: 1 },
     rpc_export_t { name: c"dispatcher.add".as_ptr(), function: Some(rpc_add), doc_str: &DOC_ADD as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.remove".as_ptr(), function: Some(rpc_remove), doc_str: &DOC_REMOVE as *const Doc as *mut *const c_char, flags: 0 },
@@ -454,5 +454,6 @@ pub static mut RPCS: [rpc_export_t; 10] = [
     rpc_export_t { name: c"dispatcher.list".as_ptr(), function: Some(rpc_list), doc_str: &DOC_LIST as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.reload".as_ptr(), function: Some(rpc_reload), doc_str: &DOC_RELOAD as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.hash".as_ptr(), function: Some(rpc_hash), doc_str: &DOC_HASH as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.explain".as_ptr(), function: Some(crate::module::rpc_explain::rpc_explain), doc_str: &crate::module::rpc_explain::DOC_EXPLAIN as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: std::ptr::null(), function: None, doc_str: std::ptr::null_mut(), flags: 0 },
 ];
