@@ -12,7 +12,7 @@ signals).
     bench/bench.py sink ...        (internal: the UDP sink of the keepalive benchmark)
 
 Environment (all optional):
-    BENCH                    which benchmarks: select, ping, lists, scale (comma, | or space
+    BENCH                    which benchmarks: select, ping, lists, scale, icount (comma, | or space
                              separated; default all)
     BENCH_REPS               repetitions of every measurement (default 3; the median
                              is reported)
@@ -1377,6 +1377,14 @@ def bench_scale(ctx):
     return scale.bench_scale(ctx)
 
 
+def bench_icount(ctx):
+    """Benchmark 5 (issue 14), in bench/icount.py."""
+    sys.path.insert(0, BENCH_DIR)
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import icount
+    return icount.bench_icount(ctx)
+
+
 # ---------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------
@@ -1405,10 +1413,10 @@ def loadavg():
 def run_main(args):
     which = [w for w in re.split(r"[,\s|]+", args.bench or os.environ.get("BENCH", "") or "all") if w]
     if "all" in which:
-        which = ["select", "ping", "lists", "scale"]
+        which = ["select", "ping", "lists", "scale", "icount"]
     for w in which:
-        if w not in ("select", "ping", "lists", "scale"):
-            sys.exit(f"bench: unknown benchmark {w!r} (select, ping, lists, scale, all)")
+        if w not in ("select", "ping", "lists", "scale", "icount"):
+            sys.exit(f"bench: unknown benchmark {w!r} (select, ping, lists, scale, icount, all)")
     mods = [m for m in re.split(r"[,\s|]+", os.environ.get("BENCH_MODULES", "c,rust")) if m]
     for m in mods:
         if m not in ("c", "rust"):
@@ -1470,7 +1478,8 @@ def run_main(args):
     try:
         for w in which:
             log(f"=== benchmark: {w}")
-            fn = {"select": bench_select, "ping": bench_ping, "lists": bench_lists, "scale": bench_scale}[w]
+            fn = {"select": bench_select, "ping": bench_ping, "lists": bench_lists, "scale": bench_scale,
+                  "icount": bench_icount}[w]
             try:
                 text, s = fn(ctx)
             except (KamDied, RuntimeError, OSError) as e:
