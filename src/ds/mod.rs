@@ -4,6 +4,7 @@ pub mod rcu; // owned by the lead developer
 pub mod select; // owned by the lead developer
 pub mod attrs;
 pub mod compat;
+pub mod counters;
 pub mod dbrow;
 pub mod dest;
 pub mod hash;

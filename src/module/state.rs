@@ -380,6 +380,7 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
     if let Some(n) = new {
         // SAFETY: as above.
         unsafe { snapshot::link_successors(n) };
+        crate::module::track::carry_counters(&old_index, n);
     }
     if !ctl.publish(block, &mut free_snapshot) {
         if let Some(n) = new {

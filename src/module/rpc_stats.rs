@@ -1,0 +1,121 @@
+//! RPCs of issue 12: `dispatcher.stats`, `dispatcher.metrics` (and the list tools
+//! `dispatcher.validate`, `dispatcher.diff`, `dispatcher.update`).
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::Ordering;
+
+use crate::ds::counters::{prometheus_text, MetricDest};
+use crate::ds::snapshot::Snap;
+use crate::kam::rpc::{Rpc, RpcStruct};
+use crate::module::rpc::Doc;
+use crate::module::{guard, state};
+use crate::sys;
+
+fn stats_dest(h: &RpcStruct, setid: i32, d: &crate::ds::snapshot::DestRec) -> Result<(), ()> {
+    let c = d.ctr.values();
+    h.int("SETID", setid)?;
+    h.str("URI", Some(d.uri.bytes()))?;
+    h.cstring("FLAGS", &crate::module::rpc::flag_letters(d.flags.load(Ordering::Relaxed)))?;
+    h.ulong("SELECTED", c.selected)?;
+    h.ulong("FAILOVER", c.failover)?;
+    let r = h.child_struct("REPLIES")?;
+    for (i, v) in c.replies.iter().enumerate() {
+        r.ulong(&format!("{}xx", i + 1), *v)?;
+    }
+    h.ulong("TIMEOUTS", c.timeouts)?;
+    h.int("INFLIGHT", c.inflight.clamp(0, i32::MAX as i64) as i32)?;
+    let p = h.child_struct("PINGS")?;
+    p.ulong("SENT", c.pings_sent)?;
+    p.ulong("OK", c.pings_ok)?;
+    p.ulong("FAILED", c.pings_failed)?;
+    Ok(())
+}
+
+/// # Safety
+/// Called by the core with its own arguments.
+pub unsafe extern "C" fn rpc_stats(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.stats", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let mut group: c_int = 0;
+        // SAFETY: "*d" matches (int*).
+        let have = unsafe { rpc.scan_raw(c"*d", &[&mut group as *mut c_int as *mut c_void]) } == 1;
+        state::with_snap(|snap| {
+            let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
+                rpc.fault(500, "No Destination Sets");
+                return;
+            };
+            if have && snap.set(group).is_none() {
+                rpc.fault(404, "Destination Group Not Found");
+                return;
+            }
+            for set in snap.sets().filter(|s| !have || s.rec.id == group) {
+                for d in set.dests {
+                    let ok = rpc.add_struct().ok_or(()).and_then(|h| stats_dest(&h, set.rec.id, d));
+                    if ok.is_err() {
+                        rpc.fault(500, "Internal error creating rpc");
+                        return;
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// The metrics text of the running list (also for `ds_metrics_to_pv`).
+pub fn metrics_text() -> String {
+    state::with_snap(metrics_of)
+}
+
+fn metrics_of(snap: Option<Snap<'_>>) -> String {
+    let lat = state::cfg().latency_stats;
+    let mut v = Vec::new();
+    if let Some(snap) = snap {
+        for set in snap.sets() {
+            for d in set.dests {
+                v.push(MetricDest {
+                    setid: set.rec.id,
+                    uri: d.uri.bytes(),
+                    up: d.usable(),
+                    c: d.ctr.values(),
+                    lat_avg_ms: lat.then(|| d.latency_avg()),
+                    lat_est_ms: lat.then(|| d.latency_est()),
+                });
+            }
+        }
+    }
+    prometheus_text(&v)
+}
+
+/// # Safety
+/// Called by the core with its own arguments.
+pub unsafe extern "C" fn rpc_metrics(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.metrics", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        if !rpc.add_string(&metrics_text()) {
+            rpc.fault(500, "Internal error creating rpc");
+        }
+    })
+}
+
+pub static DOC_STATS: Doc = Doc([c"Per-destination counters (selected, failover, replies by class, timeouts, in flight, keepalives)".as_ptr(), std::ptr::null()]);
+pub static DOC_METRICS: Doc = Doc([c"Counters, state and latency as Prometheus text exposition".as_ptr(), std::ptr::null()]);
+
+/// cfg function `ds_metrics_to_pv("$var(name)")`: stores the `dispatcher.metrics` text in a
+/// writable PV (for an xhttp scrape endpoint, see cfg-examples/metrics.cfg). 1 / -1.
+/// # Safety
+/// Called by the core with its own arguments.
+pub unsafe extern "C" fn w_ds_metrics_to_pv(m: *mut sys::sip_msg, p: *mut std::os::raw::c_char, _b: *mut std::os::raw::c_char) -> c_int {
+    guard("ds_metrics_to_pv", -1, || {
+        if p.is_null() {
+            return -1;
+        }
+        // SAFETY: without a fixup the core passes the cfg's NUL-terminated string literal.
+        let name = unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes().to_vec();
+        let Some(pv) = crate::kam::param::PvSpec::parse(&name).filter(|s| s.writable()) else {
+            crate::ds_err!(fn "ds_metrics_to_pv"; "not a writable pseudo-variable: {}", String::from_utf8_lossy(&name));
+            return -1;
+        };
+        if pv.set_str(m, metrics_text().as_bytes()) { 1 } else { -1 }
+    })
+}

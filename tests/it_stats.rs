@@ -1,0 +1,427 @@
+//! Issue 12 (counters, `dispatcher.stats` / `dispatcher.metrics`, the xhttp scrape
+//! endpoint of cfg-examples/metrics.cfg) and issue 11 part 4 (passive failure detection),
+//! through a real Kamailio and SIPp backends. Rust module only (the C module has none of
+//! this): with `DS_TEST_MODULE=c` the tests return at once.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::time::Duration;
+
+fn rust_only() -> bool {
+    ModuleKind::from_env() == ModuleKind::Rust
+}
+
+/// `dispatcher.stats` as one map per destination URI: "SELECTED", "REPLIES/5xx", ...
+fn stats(kam: &Kamailio, args: &[&str]) -> BTreeMap<String, HashMap<String, String>> {
+    let mut a = vec!["dispatcher.stats"];
+    a.extend_from_slice(args);
+    let text = kam.kamcmd(&a).unwrap_or_else(|e| panic!("dispatcher.stats: {e}"));
+    parse_stats(&text)
+}
+
+fn parse_stats(text: &str) -> BTreeMap<String, HashMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut cur: HashMap<String, String> = HashMap::new();
+    let mut prefix: Vec<String> = Vec::new();
+    let mut depth = 0;
+    for line in text.lines() {
+        let l = line.trim();
+        if l == "{" {
+            depth += 1;
+            continue;
+        }
+        if l == "}" {
+            depth -= 1;
+            if depth == 0 {
+                let uri = cur.get("URI").cloned().unwrap_or_default();
+                out.insert(uri, std::mem::take(&mut cur));
+            } else {
+                prefix.pop();
+            }
+            continue;
+        }
+        if let Some(k) = l.strip_suffix(": {") {
+            depth += 1;
+            prefix.push(k.to_string());
+            continue;
+        }
+        if let Some((k, v)) = l.split_once(": ") {
+            let key = if prefix.is_empty() { k.to_string() } else { format!("{}/{k}", prefix.join("/")) };
+            cur.insert(key, v.to_string());
+        }
+    }
+    out
+}
+
+fn n(m: &HashMap<String, String>, k: &str) -> u64 {
+    m.get(k).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no numeric {k} in {m:?}"))
+}
+
+/// One sample of the exposition: (family, labels, value).
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// A strict checker of the Prometheus text exposition format (0.0.4): every line is a
+/// `# HELP`, a `# TYPE` or a sample; metric and label names valid; label values quoted with
+/// only `\\`, `\"`, `\n` escapes; each family's TYPE once, before its samples, samples of a
+/// family contiguous; no duplicate series; values floats. Returns the samples.
+fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
+    fn name_ok(s: &str) -> bool {
+        let mut c = s.chars();
+        matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
+            && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+    }
+    if !text.ends_with('\n') {
+        return Err("text does not end with a newline".into());
+    }
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut helped: HashSet<String> = HashSet::new();
+    let mut done_families: HashSet<String> = HashSet::new();
+    let mut current: Option<String> = None;
+    let mut series: HashSet<String> = HashSet::new();
+    let mut samples = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let ln = i + 1;
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let kw = parts.next().unwrap_or("");
+            let fam = parts.next().ok_or(format!("line {ln}: no metric name"))?.to_string();
+            if !name_ok(&fam) {
+                return Err(format!("line {ln}: bad metric name {fam}"));
+            }
+            let arg = parts.next().unwrap_or("");
+            match kw {
+                "HELP" => {
+                    if !helped.insert(fam.clone()) {
+                        return Err(format!("line {ln}: second HELP for {fam}"));
+                    }
+                }
+                "TYPE" => {
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&arg) {
+                        return Err(format!("line {ln}: bad type {arg}"));
+                    }
+                    if types.insert(fam.clone(), arg.to_string()).is_some() {
+                        return Err(format!("line {ln}: second TYPE for {fam}"));
+                    }
+                    if done_families.contains(&fam) || current.as_deref() == Some(&fam) {
+                        return Err(format!("line {ln}: TYPE after samples of {fam}"));
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // name{labels} value
+        let (name, rest) = match line.find('{') {
+            Some(p) => (&line[..p], &line[p..]),
+            None => line.split_at(line.find(' ').ok_or(format!("line {ln}: no value"))?),
+        };
+        if !name_ok(name) {
+            return Err(format!("line {ln}: bad metric name {name}"));
+        }
+        let mut labels = BTreeMap::new();
+        let mut rest = rest;
+        if rest.starts_with('{') {
+            let b = rest.as_bytes();
+            let mut i = 1;
+            loop {
+                if b.get(i) == Some(&b'}') {
+                    i += 1;
+                    break;
+                }
+                let eq = rest[i..].find('=').ok_or(format!("line {ln}: label without ="))? + i;
+                let lname = &rest[i..eq];
+                if !name_ok(lname) || lname.contains(':') {
+                    return Err(format!("line {ln}: bad label name {lname:?}"));
+                }
+                if b.get(eq + 1) != Some(&b'"') {
+                    return Err(format!("line {ln}: unquoted label value"));
+                }
+                let mut j = eq + 2;
+                let mut val = String::new();
+                loop {
+                    match b.get(j) {
+                        None => return Err(format!("line {ln}: unterminated label value")),
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            match b.get(j + 1) {
+                                Some(b'\\') => val.push('\\'),
+                                Some(b'"') => val.push('"'),
+                                Some(b'n') => val.push('\n'),
+                                _ => return Err(format!("line {ln}: bad escape")),
+                            }
+                            j += 2;
+                        }
+                        Some(_) => {
+                            let ch = rest[j..].chars().next().ok_or("utf8")?;
+                            val.push(ch);
+                            j += ch.len_utf8();
+                        }
+                    }
+                }
+                if labels.insert(lname.to_string(), val).is_some() {
+                    return Err(format!("line {ln}: duplicate label {lname}"));
+                }
+                i = j + 1;
+                match b.get(i) {
+                    Some(b',') => i += 1,
+                    Some(b'}') => {}
+                    _ => return Err(format!("line {ln}: expected , or }}")),
+                }
+            }
+            rest = &rest[i..];
+        }
+        let value = rest.strip_prefix(' ').ok_or(format!("line {ln}: no space before the value"))?;
+        let v: f64 = match value {
+            "NaN" => f64::NAN,
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            s => s.parse().map_err(|_| format!("line {ln}: bad value {s:?}"))?,
+        };
+        let fam = name.to_string();
+        if !types.contains_key(&fam) {
+            return Err(format!("line {ln}: sample of {fam} without TYPE before it"));
+        }
+        if current.as_deref() != Some(&fam) {
+            if let Some(c) = current.take() {
+                done_families.insert(c);
+            }
+            if done_families.contains(&fam) {
+                return Err(format!("line {ln}: samples of {fam} not contiguous"));
+            }
+            current = Some(fam.clone());
+        }
+        if !series.insert(format!("{fam}{labels:?}")) {
+            return Err(format!("line {ln}: duplicate series"));
+        }
+        samples.push((fam, labels, v));
+    }
+    Ok(samples)
+}
+
+fn metric(samples: &[Sample], fam: &str, uri: &str, class: Option<&str>) -> f64 {
+    samples
+        .iter()
+        .find(|(f, l, _)| f == fam && l.get("uri").map(String::as_str) == Some(uri) && l.get("class").map(String::as_str) == class)
+        .map(|s| s.2)
+        .unwrap_or_else(|| panic!("no sample {fam} uri={uri} class={class:?}"))
+}
+
+/// Python's prometheus_client parser, when installed (optional cross-check).
+fn python_parse(text: &str, dir: &std::path::Path) -> Option<Result<usize, String>> {
+    let ok = std::process::Command::new("python3").args(["-c", "import prometheus_client"]).output().ok()?;
+    if !ok.status.success() {
+        return None;
+    }
+    let f = dir.join("metrics.txt");
+    fs::write(&f, text).ok()?;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\nn=sum(len(f.samples) for f in p(open(sys.argv[1]).read()))\nprint(n)")
+        .arg(&f)
+        .output()
+        .ok()?;
+    Some(if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+}
+
+#[test]
+fn exposition_checker_rejects_bad_text() {
+    assert!(check_exposition("# TYPE a counter\na{x=\"1\"} 2\n").is_ok());
+    assert!(check_exposition("a 1\n").is_err(), "no TYPE");
+    assert!(check_exposition("# TYPE a counter\na{x=\"1} 2\n").is_err(), "unterminated");
+    assert!(check_exposition("# TYPE a counter\na{x=\"\\q\"} 2\n").is_err(), "bad escape");
+    assert!(check_exposition("# TYPE a counter\n# TYPE b counter\na 1\nb 1\na{x=\"2\"} 1\n").is_err(), "not contiguous");
+    assert!(check_exposition("# TYPE a counter\na 1\na 2\n").is_err(), "duplicate");
+    assert!(check_exposition("# TYPE a counter\na x\n").is_err(), "bad value");
+}
+
+/// 3 backends (200, 503, slow 200), alg 4, failover with ds_next_dst: the counters equal
+/// what the backends themselves received; `dispatcher.metrics` is valid exposition text
+/// with the same numbers.
+#[test]
+fn counters_match_backend_counts() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("counters_match_backend_counts");
+    let ok = SippUas::start(&dir, "ok", UasKind::Ok200);
+    let bad = SippUas::start(&dir, "e503", UasKind::Data("uas_503.xml"));
+    let slow = SippUas::start(&dir, "slow", UasKind::Data("uas_200_slow.xml"));
+    let list = format!("1 {}\n1 {}\n1 {}\n", ok.uri(), bad.uri(), slow.uri());
+    let kam = Kamailio::start(&dir, "kamailio", kind, &KamOpts::with_list(&list));
+    let list_before = kam.kamcmd(&["dispatcher.list"]).expect("list");
+
+    let calls = 300u64;
+    let res = run_uac(&dir, "uac", kam.port, "rr", calls as u32, 60, Duration::from_secs(90));
+    assert_eq!((res.successful, res.failed), (calls, 0), "{}\n{}", res.summary(), kam.log_hint());
+
+    let (a, b, c) = {
+        let mut v = (0, 0, 0);
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            v = (ok.invites() as u64, bad.invites() as u64, slow.invites() as u64);
+            v.0 + v.2 >= calls
+        });
+        v
+    };
+    eprintln!("backends: 200 {a}, 503 {b}, slow {c}");
+    assert_eq!(a + c, calls, "every call answered once by a 200 backend");
+    // the in-flight count drains when the transactions end
+    let mut st = stats(&kam, &[]);
+    wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        st = stats(&kam, &[]);
+        st.values().all(|m| n(m, "INFLIGHT") == 0)
+    });
+    eprintln!("stats: {st:?}");
+    let (sa, sb, sc) = (&st[&ok.uri()], &st[&bad.uri()], &st[&slow.uri()]);
+    // round-robin first choices are exact: a third each
+    for m in [sa, sb, sc] {
+        assert_eq!(n(m, "SELECTED"), calls / 3, "{m:?}");
+        assert_eq!(n(m, "INFLIGHT"), 0, "{m:?}");
+        assert_eq!(n(m, "TIMEOUTS"), 0, "{m:?}");
+    }
+    // every INVITE a backend received was one selection or one failover to it
+    assert_eq!(n(sa, "SELECTED") + n(sa, "FAILOVER"), a);
+    assert_eq!(n(sb, "SELECTED") + n(sb, "FAILOVER"), b);
+    assert_eq!(n(sc, "SELECTED") + n(sc, "FAILOVER"), c);
+    assert_eq!(n(sb, "SELECTED"), b, "the 503 backend only gets first attempts");
+    assert_eq!(n(sa, "FAILOVER") + n(sb, "FAILOVER") + n(sc, "FAILOVER"), b, "one failover per 503");
+    // replies by class
+    assert_eq!(n(sb, "REPLIES/5xx"), b, "{sb:?}");
+    assert_eq!(n(sb, "REPLIES/2xx"), 0);
+    assert_eq!(n(sa, "REPLIES/2xx"), a);
+    assert_eq!(n(sc, "REPLIES/2xx"), c);
+    for m in [sa, sc] {
+        assert_eq!(n(m, "REPLIES/5xx"), 0);
+    }
+    // one set: the same with the set id, an unknown set is a fault
+    assert_eq!(stats(&kam, &["1"]).len(), 3);
+    assert!(kam.kamcmd(&["dispatcher.stats", "7"]).is_err());
+
+    // metrics: valid exposition, same numbers
+    let text = kam.kamcmd(&["dispatcher.metrics"]).expect("metrics");
+    // kamcmd prints the string without its last newline (the HTTP test checks the raw text)
+    let text = format!("{}\n", text.trim_end_matches('\n'));
+    let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for (uri, m) in [(ok.uri(), sa), (bad.uri(), sb), (slow.uri(), sc)] {
+        assert_eq!(metric(&samples, "kamailio_dispatcher_selected_total", &uri, None) as u64, n(m, "SELECTED"));
+        assert_eq!(metric(&samples, "kamailio_dispatcher_failover_total", &uri, None) as u64, n(m, "FAILOVER"));
+        for k in 1..=6 {
+            let class = format!("{k}xx");
+            assert_eq!(
+                metric(&samples, "kamailio_dispatcher_replies_total", &uri, Some(&class)) as u64,
+                n(m, &format!("REPLIES/{class}"))
+            );
+        }
+        assert_eq!(metric(&samples, "kamailio_dispatcher_up", &uri, None), 1.0);
+        assert_eq!(metric(&samples, "kamailio_dispatcher_inflight", &uri, None), 0.0);
+    }
+    if let Some(r) = python_parse(&text, &dir) {
+        assert_eq!(r.expect("prometheus_client parse"), samples.len());
+    }
+    // counting changed nothing of dispatcher.list
+    assert_eq!(kam.kamcmd(&["dispatcher.list"]).expect("list"), list_before);
+
+    // counters survive a reload for destinations that stay
+    write_file(&kam.list_path, &format!("1 {}\n1 {}\n", ok.uri(), slow.uri()));
+    kam.kamcmd(&["dispatcher.reload"]).expect("reload");
+    let st2 = stats(&kam, &[]);
+    assert_eq!(st2.len(), 2);
+    assert_eq!(n(&st2[&ok.uri()], "SELECTED"), n(sa, "SELECTED"));
+    assert_eq!(n(&st2[&slow.uri()], "REPLIES/2xx"), c);
+}
+
+/// cfg-examples/metrics.cfg: the scrape endpoint over HTTP (xhttp on Kamailio's own TCP
+/// listener), read with curl.
+#[test]
+fn metrics_scrape_endpoint() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("metrics_scrape_endpoint");
+    let ok = SippUas::start(&dir, "ok", UasKind::Ok200);
+    let bad = SippUas::start(&dir, "e503", UasKind::Data("uas_503.xml"));
+    let kdir = dir.join("kamailio");
+    fs::create_dir_all(&kdir).expect("mkdir");
+    let list = kdir.join("dispatcher.list");
+    write_file(&list, &format!("1 {}\n1 {}\n", ok.uri(), bad.uri()));
+    let (port, http) = (free_port(), free_port());
+    let ctl = ctl_socket_path(&kdir);
+    let cfg = manifest_dir().join("cfg-examples").join("metrics.cfg");
+    let md = module_dir(&dir, kind);
+    let log_path = kdir.join("kamailio.log");
+    let mut cmd = std::process::Command::new(&*KAMAILIO_BIN);
+    cmd.args(["-DD", "-E", "-m", "64", "-M", "8"])
+        .arg("-f")
+        .arg(&cfg)
+        .arg("-L")
+        .arg(&md)
+        .arg("-w")
+        .arg(&kdir)
+        .arg("-P")
+        .arg(kdir.join("kamailio.pid"))
+        .args(["-A", &format!("LISTEN_PORT={port}")])
+        .args(["-A", &format!("HTTP_PORT={http}")])
+        .args(["-A", &format!("DS_LIST_FILE=\"{}\"", list.display())])
+        .args(["-A", &format!("CTL_SOCKET=\"unix:{}\"", ctl.display())])
+        .current_dir(&kdir)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log_path).expect("log"));
+    let mut kam = Proc::spawn("kamailio metrics.cfg", &mut cmd).unwrap_or_else(|e| panic!("{e}"));
+    let hint = || format!("run dir {}\n--- kamailio.log tail ---\n{}", kdir.display(), tail(&log_path, 30));
+    let ready = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        kam.try_wait().is_some() || (ctl.exists() && kamcmd_at(&ctl, &["dispatcher.list"]).is_ok())
+    });
+    assert!(ready && kam.try_wait().is_none(), "metrics.cfg did not come up\n{}", hint());
+    let res = run_uac(&dir, "uac", port, "svc", 20, 20, Duration::from_secs(30));
+    assert_eq!((res.successful, res.failed), (20, 0), "{}\n{}", res.summary(), hint());
+
+    let url = format!("http://127.0.0.1:{http}/metrics");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-D", "-", &url])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let resp = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP header end: {resp}"));
+    assert!(head.starts_with("HTTP/1.") && head.lines().next().unwrap_or("").contains(" 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let samples = check_exposition(body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(metric(&samples, "kamailio_dispatcher_selected_total", &ok.uri(), None), 10.0, "{body}");
+    assert_eq!(metric(&samples, "kamailio_dispatcher_selected_total", &bad.uri(), None), 10.0, "{body}");
+    assert_eq!(metric(&samples, "kamailio_dispatcher_failover_total", &ok.uri(), None), 10.0, "{body}");
+    assert_eq!(metric(&samples, "kamailio_dispatcher_replies_total", &bad.uri(), Some("5xx")), 10.0, "{body}");
+    assert_eq!(metric(&samples, "kamailio_dispatcher_replies_total", &ok.uri(), Some("2xx")), 20.0, "{body}");
+    // anything else: 404
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &format!("http://127.0.0.1:{http}/other")])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    kam.stop(Duration::from_secs(5));
+    let _ = fs::remove_file(&ctl);
+}
+
+/// A module dir for `-L`: Kamailio's modules, `dispatcher.so` the module under test.
+fn module_dir(dir: &std::path::Path, kind: ModuleKind) -> std::path::PathBuf {
+    let md = dir.join("modules");
+    fs::create_dir_all(&md).expect("mkdir modules");
+    for e in fs::read_dir(&*MODULES_DIR).expect("read modules dir").flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".so") && name != "dispatcher.so" {
+            let _ = std::os::unix::fs::symlink(e.path(), md.join(&name));
+        }
+    }
+    let _ = std::os::unix::fs::symlink(kind.so_path(), md.join("dispatcher.so"));
+    md
+}
