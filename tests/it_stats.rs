@@ -425,3 +425,173 @@ fn module_dir(dir: &std::path::Path, kind: ModuleKind) -> std::path::PathBuf {
     let _ = std::os::unix::fs::symlink(kind.so_path(), md.join("dispatcher.so"));
     md
 }
+
+/// `calls` calls one after the other (sipp -l 1) against the test cfg's `rr` route.
+fn run_serial(dir: &std::path::Path, label: &str, port: u16, calls: u64) -> UacResult {
+    let files = UacFiles::new(dir, label);
+    let timeout = Duration::from_secs(60);
+    let mut cmd = sipp_uac_command(&data_dir().join("uac.xml"), "rr", port, calls, 20, 1, timeout, dir, &files);
+    let start = std::time::Instant::now();
+    let mut p = Proc::spawn(&format!("sipp uac {label}"), &mut cmd).unwrap_or_else(|e| panic!("{e}"));
+    let st = p.wait_timeout(timeout + Duration::from_secs(10));
+    if st.is_none() {
+        p.stop(Duration::from_secs(2));
+    }
+    let (created, successful, failed) = parse_sipp_stat(&files.stat_file);
+    UacResult {
+        exit_code: st.and_then(|s| s.code()),
+        created,
+        successful,
+        failed,
+        elapsed: start.elapsed(),
+        dir_hint: format!("see {}", files.out_file.display()),
+    }
+}
+
+/// The FLAGS of `uri` in `dispatcher.list`.
+fn flags_of(kam: &Kamailio, uri: &str) -> String {
+    let text = kam.kamcmd(&["dispatcher.list"]).unwrap_or_default();
+    let mut it = text.lines().map(str::trim);
+    while let Some(l) = it.next() {
+        if l == format!("URI: {uri}") {
+            for l2 in it.by_ref() {
+                if let Some(f) = l2.strip_prefix("FLAGS: ") {
+                    return f.to_string();
+                }
+            }
+        }
+    }
+    String::new()
+}
+
+const EVENT_ROUTE: &str = "event_route[dispatcher:dst-down] {\n\txlog(\"L_INFO\", \"DSTDOWN $rm $ru\\n\");\n}\n";
+
+/// Passive failure detection, keepalives off: a backend that answers 503 receives no INVITE
+/// after its 3rd failed call; the dst-down event runs once.
+#[test]
+fn passive_detection_503() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("passive_detection_503");
+    let ok = SippUas::start(&dir, "ok", UasKind::Ok200);
+    let bad = SippUas::start(&dir, "e503", UasKind::Data("uas_503.xml"));
+    let list = format!("1 {}\n1 {}\n", ok.uri(), bad.uri());
+    let tmpl = format!("{CFG_TEMPLATE}\n{EVENT_ROUTE}");
+    let opts = KamOpts {
+        extra_params: "modparam(\"dispatcher\", \"ds_passive_threshold\", 3)\n".into(),
+        cfg_template: Some(tmpl),
+        ..KamOpts::with_list(&list)
+    };
+    let kam = Kamailio::start(&dir, "kamailio", kind, &opts);
+    let res = run_serial(&dir, "uac", kam.port, 20);
+    assert_eq!((res.successful, res.failed), (20, 0), "{}\n{}", res.summary(), kam.log_hint());
+    assert_eq!(bad.invites(), 3, "no INVITE after the 3rd failed call\n{}", kam.log_hint());
+    assert_eq!(ok.invites(), 20);
+    assert_eq!(flags_of(&kam, &bad.uri()), "IX", "inactive, not probing (keepalives off)");
+    assert_eq!(flags_of(&kam, &ok.uri()), "AX");
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(100), || kam.log_count("DSTDOWN") == 1), "one dst-down event\n{}", kam.log_hint());
+    let st = stats(&kam, &[]);
+    assert_eq!(n(&st[&bad.uri()], "REPLIES/5xx"), 3);
+}
+
+/// Passive failure detection on timeouts (keepalives off): a dead backend gets no new
+/// INVITE after its 3rd timeout. Then, with keepalives on, a passively marked backend
+/// comes back to AP when it answers again.
+#[test]
+fn passive_detection_timeouts_and_recovery() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("passive_detection_timeouts");
+    let ok = SippUas::start(&dir, "ok", UasKind::Ok200);
+    let dead_port = free_port();
+    let dead = format!("sip:127.0.0.1:{dead_port}");
+    let list = format!("1 {}\n1 {dead}\n", ok.uri());
+    let opts = KamOpts {
+        extra_params: "modparam(\"dispatcher\", \"ds_passive_threshold\", 3)\n".into(),
+        fr_timer_ms: 500,
+        fr_inv_timer_ms: 500,
+        ..KamOpts::with_list(&list)
+    };
+    let kam = Kamailio::start(&dir, "kamailio", kind, &opts);
+    let res = run_serial(&dir, "uac", kam.port, 12);
+    assert_eq!((res.successful, res.failed), (12, 0), "{}\n{}", res.summary(), kam.log_hint());
+    let st = stats(&kam, &[]);
+    let d = &st[&dead];
+    assert_eq!((n(d, "SELECTED"), n(d, "TIMEOUTS")), (3, 3), "no new INVITE after the 3rd timeout: {d:?}");
+    assert_eq!(n(d, "REPLIES/4xx"), 0, "local timeouts are no received replies");
+    assert_eq!(flags_of(&kam, &dead), "IX");
+    drop(kam);
+
+    // keepalives on: marked inactive + probing, back to AP once the backend answers
+    let opts = KamOpts {
+        extra_params: "modparam(\"dispatcher\", \"ds_passive_threshold\", 3)\nmodparam(\"dispatcher\", \"ds_ping_interval\", 1)\nmodparam(\"dispatcher\", \"ds_probing_mode\", 1)\n".into(),
+        fr_timer_ms: 500,
+        fr_inv_timer_ms: 500,
+        ..KamOpts::with_list(&list)
+    };
+    let kam = Kamailio::start(&dir, "kamailio2", kind, &opts);
+    let res = run_serial(&dir, "uac2", kam.port, 8);
+    assert_eq!((res.successful, res.failed), (8, 0), "{}\n{}", res.summary(), kam.log_hint());
+    let f = flags_of(&kam, &dead);
+    assert!(f == "IP" || f == "TP", "down and probing: {f}\n{}", kam.log_hint());
+    let back = SippUas::start_on(&dir, "back", UasKind::Ok200, dead_port);
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(200), || flags_of(&kam, &dead) == "AP"),
+        "back to AP after keepalives succeed: {}\n{}",
+        flags_of(&kam, &dead),
+        kam.log_hint()
+    );
+    let st = stats(&kam, &[]);
+    assert!(n(&st[&dead], "PINGS/OK") >= 1 && n(&st[&dead], "PINGS/SENT") >= n(&st[&dead], "PINGS/OK"), "{:?}", st[&dead]);
+    drop(back);
+}
+
+/// Detection time of a dead backend under traffic (10 calls/s): passive detection (Rust
+/// module, threshold 3, keepalives off) vs keepalives only (the C module, ds_ping_interval
+/// 10, defaults otherwise). Prints both figures; asserts only that passive detection happened.
+#[test]
+fn detection_time_passive_vs_keepalive() {
+    if !rust_only() {
+        return;
+    }
+    let dir = run_dir("detection_time");
+    let ok = SippUas::start(&dir, "ok", UasKind::Ok200);
+    let dead_port = free_port();
+    let dead = format!("sip:127.0.0.1:{dead_port}");
+    let list = format!("1 {}\n1 {dead}\n", ok.uri());
+    let mut times = Vec::new();
+    for (kind, params, label) in [
+        (ModuleKind::Rust, "modparam(\"dispatcher\", \"ds_passive_threshold\", 3)\n", "rust-passive"),
+        (
+            ModuleKind::C,
+            "modparam(\"dispatcher\", \"ds_ping_interval\", 10)\nmodparam(\"dispatcher\", \"ds_probing_mode\", 1)\n",
+            "c-keepalive",
+        ),
+    ] {
+        let opts = KamOpts { extra_params: params.into(), fr_timer_ms: 1000, fr_inv_timer_ms: 1000, ..KamOpts::with_list(&list) };
+        let kam = Kamailio::start(&dir, label, kind, &opts);
+        let files = UacFiles::new(&dir, &format!("uac-{label}"));
+        let mut cmd = sipp_uac_command(&data_dir().join("uac.xml"), "rr", kam.port, 400, 10, 50, Duration::from_secs(40), &dir, &files);
+        let start = std::time::Instant::now();
+        let mut p = Proc::spawn("sipp uac", &mut cmd).unwrap_or_else(|e| panic!("{e}"));
+        let mut t = None;
+        wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            if !flags_of(&kam, &dead).starts_with('A') {
+                t = Some(start.elapsed());
+                true
+            } else {
+                false
+            }
+        });
+        p.stop(Duration::from_secs(2));
+        eprintln!("detection time {label}: {:?}", t);
+        times.push((label, t));
+    }
+    let passive = times[0].1.expect("passive detection happened");
+    assert!(passive < Duration::from_secs(10), "{times:?}");
+    eprintln!("DETECTION {times:?}");
+}
