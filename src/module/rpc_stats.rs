@@ -119,3 +119,131 @@ pub unsafe extern "C" fn w_ds_metrics_to_pv(m: *mut sys::sip_msg, p: *mut std::o
         if pv.set_str(m, metrics_text().as_bytes()) { 1 } else { -1 }
     })
 }
+
+/// binrpc (kamcmd) drops a fault text of 256 bytes or more entirely: the fault lists the
+/// errors that fit and says how many more there are; every error is also logged.
+const FAULT_MAX: usize = 250;
+
+fn fault_list(rpc: &Rpc, c: &state::Checked) {
+    let mut m = format!("{} error(s) in {}", c.errors.len(), c.source);
+    for (i, e) in c.errors.iter().enumerate() {
+        crate::ds_warn!(fn "dispatcher.validate"; "{e}");
+        let more = format!("\n... {} more (logged)", c.errors.len() - i);
+        if m.len() + 1 + e.len() + if i + 1 < c.errors.len() { more.len() } else { 0 } > FAULT_MAX {
+            m.push_str(&more);
+            break;
+        }
+        m.push('\n');
+        m.push_str(e);
+    }
+    rpc.fault(500, &m);
+}
+
+fn scan_path(rpc: &Rpc) -> Option<String> {
+    rpc.scan_str_opt().map(|p| String::from_utf8_lossy(&p).into_owned()).filter(|p| !p.is_empty())
+}
+
+/// # Safety
+/// Called by the core with its own arguments.
+pub unsafe extern "C" fn rpc_validate(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.validate", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let path = scan_path(&rpc);
+        let c = match state::check_source(path.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return rpc.fault(500, &e),
+        };
+        if !c.errors.is_empty() {
+            return fault_list(&rpc, &c);
+        }
+        let nd: usize = c.sets.iter().map(|s| s.dests.len()).sum();
+        let ok = rpc.add_struct().ok_or(()).and_then(|h| {
+            h.cstring("STATUS", "OK")?;
+            h.cstring("SOURCE", &c.source)?;
+            h.int("SETS", c.sets.len() as i32)?;
+            h.int("DESTINATIONS", nd as i32)
+        });
+        if ok.is_err() {
+            rpc.fault(500, "Internal error creating rpc");
+        }
+    })
+}
+
+/// # Safety
+/// Called by the core with its own arguments.
+pub unsafe extern "C" fn rpc_diff(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    use crate::ds::listdiff::{diff, Change, Row};
+    guard("dispatcher.diff", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let path = scan_path(&rpc);
+        let c = match state::check_source(path.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return rpc.fault(500, &e),
+        };
+        if !c.errors.is_empty() {
+            return fault_list(&rpc, &c);
+        }
+        let new: Vec<Row> = c
+            .sets
+            .iter()
+            .flat_map(|s| s.dests.iter())
+            .map(|d| Row { setid: d.setid, uri: d.uri.clone(), flags: d.flags, priority: d.priority, attrs: d.attrs.body.clone() })
+            .collect();
+        let old: Vec<Row> = state::with_snap(|snap| {
+            snap.map(|s| {
+                s.sets()
+                    .flat_map(|set| {
+                        set.dests.iter().map(move |d| Row {
+                            setid: set.rec.id,
+                            uri: d.uri.bytes().to_vec(),
+                            flags: d.cfg_flags,
+                            priority: d.priority,
+                            attrs: d.attrs_body.bytes().to_vec(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+        });
+        let changes = diff(&old, &new);
+        let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count() as i32;
+        let r = (|| -> Result<(), ()> {
+            let h = rpc.add_struct().ok_or(())?;
+            h.cstring("SOURCE", &c.source)?;
+            h.int("ADDED", count(|c| matches!(c, Change::Add(_))))?;
+            h.int("REMOVED", count(|c| matches!(c, Change::Remove(_))))?;
+            h.int("CHANGED", count(|c| matches!(c, Change::Change(..))))?;
+            for ch in &changes {
+                let h = rpc.add_struct().ok_or(())?;
+                match ch {
+                    Change::Add(r) | Change::Remove(r) => {
+                        h.cstring("ACTION", if matches!(ch, Change::Add(_)) { "add" } else { "remove" })?;
+                        h.int("SETID", r.setid)?;
+                        h.str("URI", Some(&r.uri))?;
+                        h.int("FLAGS", r.flags)?;
+                        h.int("PRIORITY", r.priority)?;
+                        h.str("ATTRS", Some(&r.attrs))?;
+                    }
+                    Change::Change(setid, uri, fields) => {
+                        h.cstring("ACTION", "change")?;
+                        h.int("SETID", *setid)?;
+                        h.str("URI", Some(uri))?;
+                        let f = h.child_struct("FIELDS")?;
+                        for (name, o, n) in fields {
+                            f.cstring(name, &format!("{o} -> {n}"))?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            rpc.fault(500, "Internal error creating rpc");
+        }
+    })
+}
+
+pub static DOC_VALIDATE: Doc = Doc([c"Parse and resolve a list file (default: the configured source) without loading it".as_ptr(), std::ptr::null()]);
+pub static DOC_DIFF: Doc = Doc([c"What a reload from a list file (default: the configured source) would add, remove and change".as_ptr(), std::ptr::null()]);

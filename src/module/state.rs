@@ -616,3 +616,42 @@ fn no_probing_without_tm(mut e: crate::ds::listfile::RawEntry, cfg: &crate::modu
     }
     e
 }
+
+/// A list source parsed and resolved without installing it (`dispatcher.validate` /
+/// `dispatcher.diff`): its name, the sets it would load, and every error as
+/// `file:line:col: reason`.
+pub struct Checked {
+    pub source: String,
+    pub sets: Vec<crate::ds::order::DestSet>,
+    pub errors: Vec<String>,
+}
+
+/// Reads `path` (a list file), or the configured source (list file or DB table), and
+/// resolves every entry as a reload would; nothing of the running list is touched. Err:
+/// the source cannot be read at all.
+pub fn check_source(path: Option<&str>) -> Result<Checked, String> {
+    let cfg = cfg();
+    let (source, entries, mut errors) = match path {
+        None if !cfg.db_url.is_empty() => {
+            let e = db_entries().map_err(|e| format!("{e:?}"))?;
+            (format!("table {}", String::from_utf8_lossy(&cfg.table_name)), e, Vec::new())
+        }
+        _ => {
+            let file = path.map(str::to_string).unwrap_or_else(|| cfg.list_file.clone());
+            let text = std::fs::read(&file).map_err(|e| format!("can't open list file [{file}]: {e}"))?;
+            let (errs, entries) =
+                crate::ds::listdiff::all_parse_errors(&text, |t| parse_list(t, &file).map_err(|e| (e.line, e.to_string())));
+            (file, entries.unwrap_or_default(), errs)
+        }
+    };
+    let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
+    let mut dests = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let e = &no_probing_without_tm(e.clone(), cfg);
+        match prepare_dest(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
+            Ok((d, _notes)) => dests.push(d),
+            Err(err) => errors.push(format!("{}:{}:{}: {}", source, err.line, err.col, err.msg)),
+        }
+    }
+    Ok(Checked { source, sets: build_sets(dests), errors })
+}
