@@ -646,3 +646,63 @@ fn validate_and_diff() {
     assert!(none.contains("ADDED: 0") && none.contains("REMOVED: 0") && none.contains("CHANGED: 0"), "{none}");
     assert_eq!(kam.kamcmd(&["dispatcher.list"]).expect("list"), before, "diff changed the running list");
 }
+
+/// `dispatcher.update` changes priority and attrs in place; the state flags and counters
+/// stay; every bad call changes nothing; `reload_delta` applies.
+#[test]
+fn update_in_place() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("update_in_place");
+    let a = SippUas::start(&dir, "a", UasKind::Ok200);
+    let b = SippUas::start(&dir, "b", UasKind::Ok200);
+    let (ua, ub) = (a.uri(), b.uri());
+    let list = format!("1 {ua} 0 0 duid=a\n1 {ub} 0 0 duid=b\n");
+    let kam = Kamailio::start(&dir, "kamailio", kind, &KamOpts::with_list(&list));
+    let res = run_uac(&dir, "uac", kam.port, "rr", 10, 20, Duration::from_secs(30));
+    assert_eq!((res.successful, res.failed), (10, 0), "{}", res.summary());
+    wait_until(Duration::from_secs(5), Duration::from_millis(100), || stats(&kam, &[]).values().all(|m| n(m, "INFLIGHT") == 0));
+    kam.kamcmd(&["dispatcher.set_state", "ip", "1", &ua]).expect("set_state");
+    let st0 = stats(&kam, &[]);
+    assert_eq!(n(&st0[&ua], "SELECTED"), 5);
+    assert_eq!(flags_of(&kam, &ua), "IP");
+
+    let out = kam.kamcmd(&["dispatcher.update", "1", &ua, "0", "7", "duid=a;weight=20"]).expect("update");
+    assert!(out.contains("updated"), "{out}");
+    let l = kam.kamcmd(&["dispatcher.list"]).expect("list");
+    let block = l.split("DEST: {").find(|blk| blk.contains(&format!("URI: {ua}"))).unwrap_or_else(|| panic!("{l}"));
+    assert!(block.contains("PRIORITY: 7") && block.contains("BODY: duid=a;weight=20"), "{block}");
+    assert_eq!(flags_of(&kam, &ua), "IP", "the state stays");
+    assert_eq!(stats(&kam, &[]), st0, "the counters stay");
+    // the higher priority goes first, as a reload would place it
+    assert!(l.find(&ua) < l.find(&ub), "{l}");
+
+    let before = kam.kamcmd(&["dispatcher.list"]).expect("list");
+    for bad in [
+        vec!["9", ua.as_str(), "0", "0", ""],
+        vec!["1", "sip:127.0.0.1:1", "0", "0", ""],
+        vec!["1", ua.as_str(), "999", "0", ""],
+        vec!["1", ua.as_str(), "-1", "0", ""],
+        vec!["1", ua.as_str(), "0", "0", "duid=\"open"],
+        vec!["1", ua.as_str(), "0", "0", "a=1;;"],
+        vec!["1", ua.as_str()],
+    ] {
+        let mut args = vec!["dispatcher.update"];
+        args.extend(bad.iter().copied());
+        assert!(kam.kamcmd(&args).is_err(), "{bad:?} must fail");
+        assert_eq!(kam.kamcmd(&["dispatcher.list"]).expect("list"), before, "{bad:?} changed the list");
+        assert_eq!(stats(&kam, &[]), st0, "{bad:?} changed the counters");
+    }
+    drop(kam);
+
+    // reload_delta: a second update within the delta is refused and changes nothing
+    let opts = KamOpts { extra_params: "modparam(\"dispatcher\", \"reload_delta\", 30)\n".into(), ..KamOpts::with_list(&list) };
+    let kam = Kamailio::start(&dir, "kamailio2", kind, &opts);
+    kam.kamcmd(&["dispatcher.update", "1", &ub, "0", "3", "duid=b"]).expect("first update");
+    let before = kam.kamcmd(&["dispatcher.list"]).expect("list");
+    let e = kam.kamcmd(&["dispatcher.update", "1", &ua, "0", "9", "duid=a"]).expect_err("within reload_delta");
+    assert!(e.contains("Ongoing reload"), "{e}");
+    assert_eq!(kam.kamcmd(&["dispatcher.list"]).expect("list"), before);
+}

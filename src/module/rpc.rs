@@ -444,7 +444,8 @@ static DOC_REMOVE: Doc = Doc([c"Remove a destination address from memory".as_ptr
 static DOC_OCLIST: Doc = Doc([c"Return the overload control attributes of a group".as_ptr(), std::ptr::null()]);
 static DOC_HASH: Doc = Doc([c"Compute the hash of the values".as_ptr(), std::ptr::null()]);
 
-pub static mut RPCS: [rpc_export_t; 14] = [
+pub static mut RPCS: [rpc_export_t; 15] = [
+    rpc_export_t { name: c"dispatcher.update".as_ptr(), function: Some(rpc_stats::rpc_update), doc_str: &rpc_stats::DOC_UPDATE as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.validate".as_ptr(), function: Some(rpc_stats::rpc_validate), doc_str: &rpc_stats::DOC_VALIDATE as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.diff".as_ptr(), function: Some(rpc_stats::rpc_diff), doc_str: &rpc_stats::DOC_DIFF as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.stats".as_ptr(), function: Some(rpc_stats::rpc_stats), doc_str: &rpc_stats::DOC_STATS as *const Doc as *mut *const c_char, flags: 0 },

@@ -247,3 +247,41 @@ pub unsafe extern "C" fn rpc_diff(api: *mut sys::rpc_t, ctx: *mut c_void) {
 
 pub static DOC_VALIDATE: Doc = Doc([c"Parse and resolve a list file (default: the configured source) without loading it".as_ptr(), std::ptr::null()]);
 pub static DOC_DIFF: Doc = Doc([c"What a reload from a list file (default: the configured source) would add, remove and change".as_ptr(), std::ptr::null()]);
+
+/// # Safety
+/// Called by the core with its own arguments.
+pub unsafe extern "C" fn rpc_update(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard("dispatcher.update", (), || {
+        // SAFETY: arguments of an RPC handler call.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let (mut group, mut flags, mut prio): (c_int, c_int, c_int) = (0, 0, 0);
+        let mut dest = sys::str_ { s: std::ptr::null_mut(), len: 0 };
+        let mut attrs = sys::str_ { s: std::ptr::null_mut(), len: 0 };
+        // SAFETY: "dSddS" matches (int*, str*, int*, int*, str*).
+        let n = unsafe {
+            rpc.scan_raw(c"dSdd*S", &[
+                &mut group as *mut c_int as *mut c_void,
+                &mut dest as *mut sys::str_ as *mut c_void,
+                &mut flags as *mut c_int as *mut c_void,
+                &mut prio as *mut c_int as *mut c_void,
+                &mut attrs as *mut sys::str_ as *mut c_void,
+            ])
+        };
+        if n < 4 {
+            return rpc.fault(500, "Invalid Parameters (setid uri flags priority [attrs])");
+        }
+        let u = crate::kam::param::unsafe_bytes(dest).to_vec();
+        let a = if n >= 5 { crate::kam::param::unsafe_bytes(attrs).to_vec() } else { Vec::new() };
+        match state::update_dest(group, &u, flags, prio, &a) {
+            Ok(()) => rpc.text("Ok. Dispatcher destination updated."),
+            Err(state::ReloadError::TooSoon) => {
+                crate::ds_err!(fn "dispatcher_rpc_update"; "{}", crate::module::rpc::ongoing_reload());
+                rpc.fault(500, "Ongoing reload")
+            }
+            Err(state::ReloadError::NotReady) => rpc.fault(500, "Not ready for reload"),
+            Err(state::ReloadError::Failed(m)) | Err(state::ReloadError::Partial(m)) => rpc.fault(500, &format!("Updating dispatcher dst failed: {m}")),
+        }
+    })
+}
+
+pub static DOC_UPDATE: Doc = Doc([c"Modify a destination in place (flags, priority, attrs), keeping its state and counters".as_ptr(), std::ptr::null()]);
