@@ -761,7 +761,8 @@ def bench_counters(ctx):
         return "### 1b. Counters\n\nskipped (BENCH_MODULES without rust)", []
     reps = ctx.reps
     algs = env_list("BENCH_COUNTERS_ALGS", [0, 4, 10])
-    k = env_int("BENCH_COUNTERS_K", 100000)
+    k = env_int("BENCH_COUNTERS_K", 200000)
+    flags = env_int("BENCH_COUNTERS_FLAGS", 0)
     sock = bound_udp()
     d = os.path.join(ctx.run, "counters")
     os.makedirs(d, exist_ok=True)
@@ -773,7 +774,7 @@ def bench_counters(ctx):
     try:
         for name, v in variants:
             kams[name] = Kam(ctx, f"counters-{name}", "rust", "select.cfg.tmpl",
-                             dict(DEBUG=-2, LIST=lst, FLAGS=2,
+                             dict(DEBUG=-2, LIST=lst, FLAGS=flags,
                                   EXTRA=f'modparam("dispatcher", "ds_counters", {v})'), shm_mb=256, pkg_mb=16)
             kams[name].start()
         for name, _v in variants:
@@ -803,7 +804,7 @@ def bench_counters(ctx):
                      "–" if delta is None else f"{delta:+.0f}", fmt_ratio(ratio(on, off))])
     t = md_table(["alg", "dests", "counters on ns", "counters off ns", "difference ns", "on/off"], rows)
     text = ["### 1b. Counters: `ds_select_dst()` with and without the per-destination counters", "",
-            f"Rust module only, failover on (flags=2), 4 destinations, K = {k} calls per request in the "
+            f"Rust module only, flags={flags} (BENCH_COUNTERS_FLAGS; 2 = failover records), 4 destinations, K = {k} calls per request in the "
             f"benchmark-1 loop (reference loop subtracted), median of {reps}; `ds_counters 1` (default: "
             f"`SELECTED` counted, the reply tracking registered once per request and branch) vs "
             f"`ds_counters 0`.", "", t]
