@@ -706,3 +706,39 @@ fn update_in_place() {
     assert!(e.contains("Ongoing reload"), "{e}");
     assert_eq!(kam.kamcmd(&["dispatcher.list"]).expect("list"), before);
 }
+
+/// A send failure (TCP connect refused: `t_relay` fails, the script answers 477) counts as a
+/// failed transaction when TM ends the transaction (TM records a local 408 on the branch):
+/// after 3 of them the destination is inactive and gets no more requests.
+#[test]
+fn passive_detection_send_failure() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("passive_detection_send_failure");
+    let ok = SippUas::start(&dir, "ok", UasKind::Ok200);
+    let closed = free_port();
+    let bad = format!("sip:127.0.0.1:{closed};transport=tcp");
+    let list = format!("1 {}\n1 {bad}\n", ok.uri());
+    let tmpl = CFG_TEMPLATE.replace("disable_tcp=yes", "listen=tcp:127.0.0.1:{{PORT}}");
+    let opts = KamOpts {
+        extra_params: "modparam(\"dispatcher\", \"ds_passive_threshold\", 3)\n".into(),
+        cfg_template: Some(tmpl),
+        ..KamOpts::with_list(&list)
+    };
+    let kam = Kamailio::start(&dir, "kamailio", kind, &opts);
+    let res = run_serial(&dir, "uac1", kam.port, 6);
+    assert_eq!(res.failed, 3, "the calls to the closed TCP port fail: {}", res.summary());
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(200), || flags_of(&kam, &bad) == "IX"),
+        "inactive after 3 send failures: {}\n{}",
+        flags_of(&kam, &bad),
+        kam.log_hint()
+    );
+    let st = stats(&kam, &[]);
+    assert_eq!(n(&st[&bad], "SELECTED"), 3);
+    let res = run_serial(&dir, "uac2", kam.port, 6);
+    assert_eq!((res.successful, res.failed), (6, 0), "{}", res.summary());
+    assert_eq!(n(&stats(&kam, &[])[&bad], "SELECTED"), 3, "no request to the inactive destination");
+}
