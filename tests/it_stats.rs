@@ -742,3 +742,54 @@ fn passive_detection_send_failure() {
     assert_eq!((res.successful, res.failed), (6, 0), "{}", res.summary());
     assert_eq!(n(&stats(&kam, &[])[&bad], "SELECTED"), 3, "no request to the inactive destination");
 }
+
+/// Counters stay exact across reloads under traffic: what a process counts on a list that a
+/// reload has just replaced is forwarded to the new list when the old one is freed.
+#[test]
+fn counters_exact_across_reload_storm() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("counters_exact_across_reload_storm");
+    let uas: Vec<SippUas> = (0..3).map(|i| SippUas::start(&dir, &format!("ok{i}"), UasKind::Ok200)).collect();
+    let list: String = uas.iter().map(|u| format!("1 {}\n", u.uri())).collect();
+    let kam = Kamailio::start(&dir, "kamailio", kind, &KamOpts::with_list(&list));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ctl = kam.ctl_path.clone();
+    let s2 = stop.clone();
+    let storm = std::thread::spawn(move || {
+        let mut n = 0;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) && n < 2000 {
+            if kamcmd_at(&ctl, &["dispatcher.reload"]).is_ok() {
+                n += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    });
+    let calls = 300u64;
+    let res = run_uac(&dir, "uac", kam.port, "rr", calls as u32, 100, Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reloads = storm.join().expect("storm thread");
+    assert_eq!((res.successful, res.failed), (calls, 0), "{}", res.summary());
+    // two more reloads free the lists the storm retired
+    std::thread::sleep(Duration::from_millis(300));
+    kam.kamcmd(&["dispatcher.reload"]).expect("reload");
+    kam.kamcmd(&["dispatcher.reload"]).expect("reload");
+    let mut st = stats(&kam, &[]);
+    wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        st = stats(&kam, &[]);
+        st.values().all(|m| n(m, "INFLIGHT") == 0)
+    });
+    eprintln!("{reloads} reloads during the calls; stats {st:?}");
+    assert!(reloads >= 20, "the storm ran: {reloads}");
+    let total: u64 = st.values().map(|m| n(m, "SELECTED")).sum();
+    let ok: u64 = st.values().map(|m| n(m, "REPLIES/2xx")).sum();
+    assert_eq!((total, ok), (calls, calls), "{st:?}");
+    for u in &uas {
+        let m = &st[&u.uri()];
+        assert_eq!(n(m, "SELECTED"), u.invites() as u64, "{}: {m:?}", u.label);
+        assert_eq!(n(m, "INFLIGHT"), 0, "{m:?}");
+    }
+}

@@ -24,6 +24,11 @@ pub struct DestCounters {
     pub pings_failed: AtomicU64,
     /// Consecutive failed transactions (passive failure detection).
     pub passive_fails: AtomicU32,
+    /// Set when a newer list copied these counters (`carry_into`): the successor's counters.
+    /// What is counted here after the copy is forwarded when this list is freed.
+    succ: std::sync::atomic::AtomicPtr<DestCounters>,
+    /// The values copied into the successor (written by the list writer before `succ`).
+    copied: std::cell::UnsafeCell<CounterValues>,
 }
 
 /// A plain copy of [`DestCounters`].
@@ -41,6 +46,50 @@ pub struct CounterValues {
 }
 
 impl DestCounters {
+    /// Reload: `new` (a record of the new list) continues these counters. Writer side, under
+    /// the list writer lock.
+    pub fn carry_into(&self, new: &DestCounters) {
+        let v = self.values();
+        new.add(&v);
+        // SAFETY: only the list writer (serialised) writes `copied`, before publishing `succ`;
+        // `forward` reads it after loading `succ` with Acquire.
+        unsafe { *self.copied.get() = v };
+        self.succ.store(new as *const DestCounters as *mut DestCounters, Ordering::Release);
+    }
+    /// Undoes `carry_into` when the new list is not published.
+    pub fn uncarry(&self, new: &DestCounters) {
+        let _ = self.succ.compare_exchange(new as *const DestCounters as *mut DestCounters, std::ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed);
+    }
+    /// When this list is freed: what was counted here after the copy goes to the successor.
+    ///
+    /// # Safety
+    /// The successor's list is still allocated (lists are freed oldest first) and no process
+    /// counts on this one any more.
+    pub unsafe fn forward(&self) {
+        let p = self.succ.load(Ordering::Acquire);
+        // SAFETY: guaranteed by the caller.
+        let Some(n) = (unsafe { p.as_ref() }) else { return };
+        let now = self.values();
+        // SAFETY: see `carry_into`.
+        let was = unsafe { *self.copied.get() };
+        let d = |a: u64, b: u64| a.wrapping_sub(b);
+        let mut delta = CounterValues {
+            selected: d(now.selected, was.selected),
+            failover: d(now.failover, was.failover),
+            replies: [0; 6],
+            timeouts: d(now.timeouts, was.timeouts),
+            inflight: now.inflight - was.inflight,
+            pings_sent: d(now.pings_sent, was.pings_sent),
+            pings_ok: d(now.pings_ok, was.pings_ok),
+            pings_failed: d(now.pings_failed, was.pings_failed),
+            // a run of failures is not continued across lists
+            passive_fails: 0,
+        };
+        for i in 0..6 {
+            delta.replies[i] = d(now.replies[i], was.replies[i]);
+        }
+        n.add(&delta);
+    }
     pub fn values(&self) -> CounterValues {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CounterValues {
@@ -313,6 +362,32 @@ mod tests {
         passive_ok(&c);
         assert!(!passive_fail(&c, 3));
         assert!(!passive_fail(&c, 0));
+    }
+
+    #[test]
+    fn counted_after_the_copy_is_forwarded() {
+        let (old, new) = (DestCounters::default(), DestCounters::default());
+        old.selected.fetch_add(5, Ordering::Relaxed);
+        old.inflight.fetch_add(2, Ordering::Relaxed);
+        old.carry_into(&new);
+        assert_eq!(new.values().selected, 5);
+        // a process still on the old list: one more selection; a transaction ends on the new
+        old.selected.fetch_add(1, Ordering::Relaxed);
+        old.inflight.fetch_add(1, Ordering::Relaxed);
+        new.inflight.fetch_sub(3, Ordering::Relaxed);
+        new.selected.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: both records are alive.
+        unsafe { old.forward() };
+        assert_eq!(new.values().selected, 7);
+        assert_eq!(new.values().inflight, 0);
+        // not published: nothing forwarded
+        let (a, b) = (DestCounters::default(), DestCounters::default());
+        a.carry_into(&b);
+        a.uncarry(&b);
+        a.selected.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { a.forward() };
+        assert_eq!(b.values().selected, 0);
     }
 
     #[test]

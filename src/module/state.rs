@@ -77,6 +77,7 @@ fn free_snapshot(p: *mut Header) {
     unsafe {
         if let Some(s) = Snap::from_ptr(p) {
             snapshot::forward_counters(s);
+            crate::module::track::forward_counters(s);
         }
         shm_free(p as *mut u8)
     }
@@ -388,6 +389,7 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
         if let Some(n) = new {
             // SAFETY: as above; the block is not published.
             unsafe { snapshot::unlink_successors(n) };
+            crate::module::track::uncarry_counters(&old_index, n);
         }
         free_snapshot(block);
         return Err(failed("install", "too many old lists still in use; try again".into()));

@@ -239,13 +239,38 @@ pub fn ping_result(setid: i32, uri: &[u8], alive: bool) {
 }
 
 /// Reload: the counters of destinations that stay continue in the new list (writer side,
-/// before the new list is published).
+/// before the new list is published); what is counted on the old records afterwards is
+/// forwarded when the old list is freed (`forward_counters`).
 pub fn carry_counters(old: &CarryIndex<'_>, new: Snap<'_>) {
     for set in new.sets() {
         for d in set.dests {
             if let Some(o) = old.find(set.rec.id, d.uri.bytes()) {
-                d.ctr.add(&o.ctr.values());
+                o.ctr.carry_into(&d.ctr);
             }
+        }
+    }
+}
+
+/// Undoes `carry_counters` for a list that is not published.
+pub fn uncarry_counters(old: &CarryIndex<'_>, new: Snap<'_>) {
+    for set in new.sets() {
+        for d in set.dests {
+            if let Some(o) = old.find(set.rec.id, d.uri.bytes()) {
+                o.ctr.uncarry(&d.ctr);
+            }
+        }
+    }
+}
+
+/// A list is freed: forward what its records counted after their counters were copied.
+///
+/// # Safety
+/// As `DestCounters::forward`: lists are freed oldest first, nobody reads `old` any more.
+pub unsafe fn forward_counters(old: Snap<'_>) {
+    for set in old.sets() {
+        for d in set.dests {
+            // SAFETY: guaranteed by the caller.
+            unsafe { d.ctr.forward() };
         }
     }
 }
