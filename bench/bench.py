@@ -8,12 +8,15 @@ here fails on a ratio. Python 3 standard library only. Loopback only (127.0.0.0/
 random free ports, every process started here is stopped by PID (also on errors and
 signals).
 
-    bench/bench.py run [--bench select,ping,lists] [--out bench/results.md]
+    bench/bench.py run [--bench select,ping,lists,counters] [--out bench/results.md]
     bench/bench.py sink ...        (internal: the UDP sink of the keepalive benchmark)
 
 Environment (all optional):
-    BENCH                    which benchmarks: select, ping, lists (comma, | or space
-                             separated; default all)
+    BENCH                    which benchmarks: select, ping, lists, counters (comma, |
+                             or space separated; default all)
+    BENCH_COUNTERS_ALGS      counters benchmark: algorithms (default 0,4,10)
+    BENCH_COUNTERS_K         counters benchmark: loop count (default 200000)
+    BENCH_COUNTERS_FLAGS     counters benchmark: dispatcher "flags" (default 0)
     BENCH_REPS               repetitions of every measurement (default 3; the median
                              is reported)
     BENCH_MODULES            c,rust (default both)
