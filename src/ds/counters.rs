@@ -205,10 +205,18 @@ impl FailCodes {
     }
 }
 
-/// Consecutive-failure bookkeeping: returns true when this failure reaches `threshold`
-/// (exactly once per run of failures).
+/// Consecutive-failure bookkeeping: returns true when this failure reaches `threshold`; the
+/// run then starts again (a destination brought back by keepalives is marked again after
+/// `threshold` new failures).
 pub fn passive_fail(c: &DestCounters, threshold: u32) -> bool {
-    threshold > 0 && c.passive_fails.fetch_add(1, Ordering::AcqRel).wrapping_add(1) == threshold
+    if threshold == 0 {
+        return false;
+    }
+    if c.passive_fails.fetch_add(1, Ordering::AcqRel).wrapping_add(1) >= threshold {
+        c.passive_fails.store(0, Ordering::Release);
+        return true;
+    }
+    false
 }
 
 /// A success: the run of failures ends.
@@ -358,6 +366,9 @@ mod tests {
         assert!(!passive_fail(&c, 3));
         assert!(!passive_fail(&c, 3));
         assert!(passive_fail(&c, 3));
+        assert!(!passive_fail(&c, 3));
+        assert!(!passive_fail(&c, 3));
+        assert!(passive_fail(&c, 3), "a new run after the threshold fired");
         assert!(!passive_fail(&c, 3));
         passive_ok(&c);
         assert!(!passive_fail(&c, 3));
