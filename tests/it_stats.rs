@@ -793,3 +793,55 @@ fn counters_exact_across_reload_storm() {
         assert_eq!(n(m, "INFLIGHT"), 0, "{m:?}");
     }
 }
+
+/// `ds_select()` (XAVP mode) counts `SELECTED` without reply tracking; `ds_select_dst()`
+/// run several times on one request (a cfg loop) counts each selection and tracks the
+/// request once.
+#[test]
+fn selected_by_ds_select_and_loops() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("selected_by_ds_select_and_loops");
+    let list = "1 sip:127.0.0.1:5091\n1 sip:127.0.0.1:5092\n";
+    let kam = Kamailio::start(&dir, "kamailio", kind, &KamOpts::with_list(list));
+    for _ in 0..4 {
+        let r = kam.request("sel-1-4", &[("X-Func", "select")]);
+        assert_eq!(r.status, 200, "{}", r.raw);
+    }
+    let st = stats(&kam, &[]);
+    for m in st.values() {
+        assert_eq!((n(m, "SELECTED"), n(m, "INFLIGHT")), (2, 0), "{m:?}");
+    }
+    let r = kam.request("sel-1-4", &[("X-Repeat", "3")]);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let st = stats(&kam, &[]);
+    assert_eq!(st.values().map(|m| n(m, "SELECTED")).sum::<u64>(), 7, "{st:?}");
+    // answered statelessly (never forwarded): nothing in flight
+    assert!(stats(&kam, &[]).values().all(|m| n(m, "INFLIGHT") == 0));
+}
+
+/// `INFLIGHT` counts the transactions open at a slow backend and drains to 0.
+#[test]
+fn inflight_rises_and_drains() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("inflight_rises_and_drains");
+    let slow = SippUas::start(&dir, "slow", UasKind::Data("uas_200_slow.xml"));
+    let kam = Kamailio::start(&dir, "kamailio", kind, &KamOpts::with_list(&format!("1 {}\n", slow.uri())));
+    let files = UacFiles::new(&dir, "uac");
+    let mut cmd = sipp_uac_command(&data_dir().join("uac.xml"), "rr", kam.port, 40, 40, 40, Duration::from_secs(30), &dir, &files);
+    let mut p = Proc::spawn("sipp uac", &mut cmd).unwrap_or_else(|e| panic!("{e}"));
+    let mut max = 0;
+    wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        max = max.max(n(&stats(&kam, &[])[&slow.uri()], "INFLIGHT"));
+        max >= 3
+    });
+    let _ = p.wait_timeout(Duration::from_secs(40));
+    assert!(max >= 3, "transactions in flight seen: {max}");
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || n(&stats(&kam, &[])[&slow.uri()], "INFLIGHT") == 0));
+    assert_eq!(n(&stats(&kam, &[])[&slow.uri()], "REPLIES/2xx"), 40);
+}

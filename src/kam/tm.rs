@@ -167,6 +167,8 @@ pub const CB_RESPONSE_IN: i32 = sys::TMCB_RESPONSE_IN as i32;
 pub const CB_ON_FAILURE: i32 = sys::TMCB_ON_FAILURE as i32;
 #[allow(clippy::unnecessary_cast)]
 pub const CB_DESTROY: i32 = sys::TMCB_DESTROY as i32;
+#[allow(clippy::unnecessary_cast)]
+pub const CB_REQUEST_FWDED: i32 = sys::TMCB_REQUEST_FWDED as i32;
 
 /// A transaction callback.
 pub type TransCb = unsafe extern "C" fn(*mut sys::cell, c_int, *mut sys::tmcb_params);

@@ -638,6 +638,9 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         }
         st.emode = true;
         crate::module::track::on_select(m, d, false);
+    } else {
+        // ds_select(): chosen, only recorded in the XAVP (no reply tracking)
+        crate::module::track::count_selected(d);
     }
     if let Some(v) = rr {
         rr_commit(set.rec, v, i);

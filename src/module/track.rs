@@ -11,8 +11,9 @@
 //!   it), replies to a local CANCEL ignored;
 //! - `TMCB_ON_FAILURE`: all branches failed: the branch's last code (TM's local 408 too);
 //! - `TMCB_DESTROY`: whatever is left (a branch ended without us seeing it);
-//! - the release function: callbacks dropped without a transaction (nothing relayed
-//!   statefully) only end the `INFLIGHT` count.
+//! - `TMCB_REQUEST_FWDED`: the request is forwarded, the branch counts in `INFLIGHT` (so a
+//!   request selected but answered statelessly never does);
+//! - the release function: a forwarded branch dropped without an outcome ends its `INFLIGHT`.
 //!
 //! Counting is a few relaxed atomics on the destination record; no lock.
 use std::cell::Cell;
@@ -71,6 +72,8 @@ fn conf() -> Option<&'static Conf> {
 }
 
 const DONE: usize = 1 << 62;
+/// Set when TM forwards the request (`TMCB_REQUEST_FWDED`): the branch counts in `INFLIGHT`.
+const SENT: usize = 1 << 60;
 const MARK: usize = 1 << 61;
 const IUID_MASK: usize = (1 << 48) - 1;
 
@@ -122,12 +125,17 @@ pub fn on_select(m: Msg, d: &DestRec, failover: bool) {
         return;
     }
     let Some(p) = pack(d.iuid, branch) else { return };
-    d.ctr.inflight.fetch_add(1, Ordering::Relaxed);
+    let types = tm::CB_REQUEST_FWDED | tm::CB_RESPONSE_IN | tm::CB_ON_FAILURE | tm::CB_DESTROY;
     // SAFETY: m is the message of the running route.
-    if unsafe { tm::register_cb(m.0, tm::CB_RESPONSE_IN | tm::CB_ON_FAILURE | tm::CB_DESTROY, on_tm, p, Some(on_release)) } {
+    if unsafe { tm::register_cb(m.0, types, on_tm, p, Some(on_release)) } {
         LAST.with(|l| l.set((id, branch, tkey)));
-    } else {
-        d.ctr.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `ds_select()` (XAVP mode): the destination is chosen but not put on the request.
+pub fn count_selected(d: &DestRec) {
+    if conf().is_some() {
+        d.ctr.selected.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -148,13 +156,17 @@ fn with_dest<R>(iuid: u64, f: impl FnOnce(i32, &DestRec) -> R) -> Option<R> {
 }
 
 /// Counts the final outcome of a branch once (the caller that sets the done bit).
-fn finish(cell: &AtomicUsize, p: usize, code: i32, local: bool) {
-    if cell.compare_exchange(p, p | DONE, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        return;
-    }
+fn finish(cell: &AtomicUsize, code: i32, local: bool) {
+    // set the done bit once; the in-flight bit may be set meanwhile by another process
+    let p = match cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| if v & DONE != 0 || v & MARK == 0 { None } else { Some(v | DONE) }) {
+        Ok(v) => v,
+        Err(_) => return,
+    };
     let Some(c) = CONF.get() else { return };
     let mark = with_dest(p_iuid(p), |setid, d| {
-        d.ctr.inflight.fetch_sub(1, Ordering::Relaxed);
+        if p & SENT != 0 {
+            d.ctr.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
         if code < 200 {
             return None;
         }
@@ -193,20 +205,25 @@ unsafe extern "C" fn on_tm(t: *mut sys::cell, ty: c_int, ps: *mut sys::tmcb_para
             return;
         }
         let b = p_branch(p);
-        if ty & tm::CB_RESPONSE_IN != 0 {
+        if ty & tm::CB_REQUEST_FWDED != 0 {
+            // the request goes out: the branch is in flight until its final outcome
+            if p & SENT == 0 && cell.compare_exchange(p, p | SENT, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                with_dest(p_iuid(p), |_, d| d.ctr.inflight.fetch_add(1, Ordering::Relaxed));
+            }
+        } else if ty & tm::CB_RESPONSE_IN != 0 {
             if code >= 200 && real && !cancel && tm::current_branch() == b {
-                finish(cell, p, code, false);
+                finish(cell, code, false);
             }
         } else if ty & tm::CB_ON_FAILURE != 0 {
             // SAFETY: t is the callback's live transaction.
             let lr = unsafe { tm::branch_last_received(t, b) };
             if lr >= 200 {
-                finish(cell, p, lr, true);
+                finish(cell, lr, true);
             }
         } else if ty & tm::CB_DESTROY != 0 {
             // SAFETY: as above.
             let lr = unsafe { tm::branch_last_received(t, b) };
-            finish(cell, p, lr, true);
+            finish(cell, lr, true);
         }
     })
 }
@@ -214,7 +231,7 @@ unsafe extern "C" fn on_tm(t: *mut sys::cell, ty: c_int, ps: *mut sys::tmcb_para
 unsafe extern "C" fn on_release(param: *mut c_void) {
     guard("dispatcher reply tracking", (), || {
         let p = param as usize;
-        if p & MARK != 0 && p & DONE == 0 {
+        if p & MARK != 0 && p & DONE == 0 && p & SENT != 0 {
             with_dest(p_iuid(p), |_, d| d.ctr.inflight.fetch_sub(1, Ordering::Relaxed));
         }
     })
