@@ -4,6 +4,8 @@
 //! this): with `DS_TEST_MODULE=c` the tests return at once.
 
 mod common;
+#[path = "common/db_util.rs"]
+mod db_util;
 
 use common::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -844,4 +846,35 @@ fn inflight_rises_and_drains() {
     assert!(max >= 3, "transactions in flight seen: {max}");
     assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || n(&stats(&kam, &[])[&slow.uri()], "INFLIGHT") == 0));
     assert_eq!(n(&stats(&kam, &[])[&slow.uri()], "REPLIES/2xx"), 40);
+}
+
+/// `dispatcher.validate` and `dispatcher.diff` with the configured DB source (db_sqlite).
+#[test]
+fn validate_and_diff_db_source() {
+    if !rust_only() {
+        return;
+    }
+    let kind = ModuleKind::from_env();
+    let dir = run_dir("validate_and_diff_db_source");
+    let db = dir.join("ds.sqlite");
+    db_util::sqlite_create(
+        &db,
+        "INSERT INTO dispatcher (setid, destination, flags, priority, attrs, description) VALUES \
+           (1, 'sip:127.0.0.1:5081', 0, 0, 'duid=a', 'a'), (1, 'sip:127.0.0.1:5082', 0, 0, 'duid=b', 'b');",
+    );
+    let opts = KamOpts {
+        children: 2,
+        extra_params: db_util::db_params(&db_util::sqlite_url(&db), ""),
+        cfg_template: Some(db_util::db_cfg_template("db_sqlite.so")),
+        ..KamOpts::default()
+    };
+    let kam = Kamailio::start(&dir, "kamailio", kind, &opts);
+    let before = kam.kamcmd(&["dispatcher.list"]).expect("list");
+    let ok = kam.kamcmd(&["dispatcher.validate"]).expect("validate");
+    assert!(ok.contains("SOURCE: table dispatcher") && ok.contains("DESTINATIONS: 2"), "{ok}");
+    db_util::sqlite_exec(&db, "INSERT INTO dispatcher (setid, destination, attrs) VALUES (2, 'sip:127.0.0.1:5083', 'duid=c'); DELETE FROM dispatcher WHERE destination='sip:127.0.0.1:5082';");
+    let d = kam.kamcmd(&["dispatcher.diff"]).expect("diff");
+    assert!(d.contains("ADDED: 1") && d.contains("REMOVED: 1") && d.contains("CHANGED: 0"), "{d}");
+    assert!(d.contains("URI: sip:127.0.0.1:5083") && d.contains("URI: sip:127.0.0.1:5082"), "{d}");
+    assert_eq!(kam.kamcmd(&["dispatcher.list"]).expect("list"), before, "diff/validate changed the running list");
 }
