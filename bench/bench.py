@@ -8,12 +8,15 @@ here fails on a ratio. Python 3 standard library only. Loopback only (127.0.0.0/
 random free ports, every process started here is stopped by PID (also on errors and
 signals).
 
-    bench/bench.py run [--bench select,ping,lists] [--out bench/results.md]
+    bench/bench.py run [--bench select,ping,lists,counters] [--out bench/results.md]
     bench/bench.py sink ...        (internal: the UDP sink of the keepalive benchmark)
 
 Environment (all optional):
-    BENCH                    which benchmarks: select, ping, lists, scale, icount (comma, | or space
-                             separated; default all)
+    BENCH                    which benchmarks: select, ping, lists, scale, icount, counters
+                             (comma, | or space separated; default all)
+    BENCH_COUNTERS_ALGS      counters benchmark: algorithms (default 0,4,10)
+    BENCH_COUNTERS_K         counters benchmark: loop count (default 200000)
+    BENCH_COUNTERS_FLAGS     counters benchmark: dispatcher "flags" (default 0)
     BENCH_REPS               repetitions of every measurement (default 3; the median
                              is reported)
     BENCH_MODULES            c,rust (default both)
@@ -311,6 +314,7 @@ class Kam:
         self.shm_mb = shm_mb
         self.pkg_mb = pkg_mb
         values = dict(fill)
+        values.setdefault("EXTRA", "")
         values.update(PORT=self.port, CTL=self.ctl, DISPATCHER_SO=ctx.modules[module])
         with open(os.path.join(CFG_DIR, tmpl)) as f:
             text = f.read()
@@ -747,6 +751,67 @@ def bench_select(ctx):
         text += [f"* {x}" for x in note_lines]
     log(f"selection benchmark took {time.monotonic() - t_begin:.0f} s")
     return "\n".join(text), slow
+
+
+# ---------------------------------------------------------------------------------------
+# benchmark 1b: the cost of the per-destination counters (Rust module only)
+# ---------------------------------------------------------------------------------------
+
+def bench_counters(ctx):
+    """ds_select_dst with the counters on (default) and off (modparam ds_counters 0):
+    same in-process loop as benchmark 1, Rust module, failover on, 4 destinations."""
+    if "rust" not in ctx.mods:
+        return "### 1b. Counters\n\nskipped (BENCH_MODULES without rust)", []
+    reps = ctx.reps
+    algs = env_list("BENCH_COUNTERS_ALGS", [0, 4, 10])
+    k = env_int("BENCH_COUNTERS_K", 200000)
+    flags = env_int("BENCH_COUNTERS_FLAGS", 0)
+    sock = bound_udp()
+    d = os.path.join(ctx.run, "counters")
+    os.makedirs(d, exist_ok=True)
+    lst = os.path.join(d, "dispatcher.list")
+    sets = write_select_list(lst, [4], 1, sock.getsockname()[1])
+    variants = (("on", 1), ("off", 0))
+    kams = {}
+    res = {}
+    try:
+        for name, v in variants:
+            kams[name] = Kam(ctx, f"counters-{name}", "rust", "select.cfg.tmpl",
+                             dict(DEBUG=-2, LIST=lst, FLAGS=flags,
+                                  EXTRA=f'modparam("dispatcher", "ds_counters", {v})'), shm_mb=256, pkg_mb=16)
+            kams[name].start()
+        for name, _v in variants:
+            kams[name].wait_ready()
+        for alg in algs:
+            hdrs = [("X-Set", sets[4]), ("X-Alg", alg)] + ([("X-Unset", 1)] if alg == 10 else [])
+            out = {name: [] for name, _v in variants}
+            for rep in range(reps):
+                order = variants if rep % 2 == 0 else tuple(reversed(variants))
+                for name, _v in order:
+                    r = select_request(kams[name], sock, "sel", k, hdrs)
+                    if r is not None:
+                        out[name].append((r[1] - r[0]) * 1000.0 / k)
+            res[alg] = out
+            log(f"counters alg={alg} K={k}: " + ", ".join(f"{n} {fmt_num(median(out[n]))} ns" for n, _v in variants))
+    finally:
+        for name, _v in variants:
+            if name in kams:
+                kams[name].check_crash("counters benchmark")
+                kams[name].stop()
+        sock.close()
+    rows = []
+    for alg in algs:
+        on, off = median(res[alg]["on"]), median(res[alg]["off"])
+        delta = None if on is None or off is None else on - off
+        rows.append([f"{alg} {ALG_NAMES.get(alg, '')}", 4, fmt_num(on), fmt_num(off),
+                     "–" if delta is None else f"{delta:+.0f}", fmt_ratio(ratio(on, off))])
+    t = md_table(["alg", "dests", "counters on ns", "counters off ns", "difference ns", "on/off"], rows)
+    text = ["### 1b. Counters: `ds_select_dst()` with and without the per-destination counters", "",
+            f"Rust module only, flags={flags} (BENCH_COUNTERS_FLAGS; 2 = failover records), 4 destinations, K = {k} calls per request in the "
+            f"benchmark-1 loop (reference loop subtracted), median of {reps}; `ds_counters 1` (default: "
+            f"`SELECTED` counted, the reply tracking registered once per request and branch) vs "
+            f"`ds_counters 0`.", "", t]
+    return "\n".join(text), []
 
 
 # ---------------------------------------------------------------------------------------
@@ -1413,10 +1478,10 @@ def loadavg():
 def run_main(args):
     which = [w for w in re.split(r"[,\s|]+", args.bench or os.environ.get("BENCH", "") or "all") if w]
     if "all" in which:
-        which = ["select", "ping", "lists", "scale", "icount"]
+        which = ["select", "ping", "lists", "counters", "scale", "icount"]
     for w in which:
-        if w not in ("select", "ping", "lists", "scale", "icount"):
-            sys.exit(f"bench: unknown benchmark {w!r} (select, ping, lists, scale, icount, all)")
+        if w not in ("select", "ping", "lists", "counters", "scale", "icount"):
+            sys.exit(f"bench: unknown benchmark {w!r} (select, ping, lists, counters, scale, icount, all)")
     mods = [m for m in re.split(r"[,\s|]+", os.environ.get("BENCH_MODULES", "c,rust")) if m]
     for m in mods:
         if m not in ("c", "rust"):
@@ -1478,8 +1543,8 @@ def run_main(args):
     try:
         for w in which:
             log(f"=== benchmark: {w}")
-            fn = {"select": bench_select, "ping": bench_ping, "lists": bench_lists, "scale": bench_scale,
-                  "icount": bench_icount}[w]
+            fn = {"select": bench_select, "ping": bench_ping, "lists": bench_lists, "counters": bench_counters,
+                  "scale": bench_scale, "icount": bench_icount}[w]
             try:
                 text, s = fn(ctx)
             except (KamDied, RuntimeError, OSError) as e:

@@ -5,6 +5,8 @@ pub mod select; // owned by the lead developer
 pub mod algs;
 pub mod attrs;
 pub mod compat;
+pub mod counters;
+pub mod listdiff;
 pub mod dbrow;
 pub mod dest;
 pub mod hash;

@@ -274,6 +274,8 @@ pub struct DestRec {
     /// (`forward_counters`), so the call load never drifts across reloads.
     successor: std::sync::atomic::AtomicPtr<DestRec>,
     dload_copied: AtomicI32,
+    /// Counters of issue 12 (selections, replies, keepalives), carried across reloads.
+    pub ctr: crate::ds::counters::DestCounters,
 }
 
 impl DestRec {
@@ -425,6 +427,20 @@ impl<'a> Snap<'a> {
             let rec = recs.get(e.set as usize)?;
             Some((s.view(rec), all.get(e.dest as usize)?))
         })
+    }
+
+    /// The destination with internal id `iuid` and its set id: O(1) when it still sits at
+    /// the index it was created with, else a scan.
+    pub fn dest_by_iuid(&self, iuid: u64) -> Option<(i32, &'a DestRec)> {
+        let all = self.all_dests();
+        let i = ((iuid & 0xff_ffff) as usize).wrapping_sub(1);
+        let pos = match all.get(i) {
+            Some(d) if d.iuid == iuid => i,
+            _ => all.iter().position(|d| d.iuid == iuid)?,
+        };
+        let recs = self.set_recs();
+        let si = recs.partition_point(|r| (r.first as usize + r.nr as usize) <= pos);
+        Some((recs.get(si)?.id, all.get(pos)?))
     }
 
     /// Look a set up by id (binary search over the sorted id index).
@@ -772,6 +788,7 @@ pub fn build(
                     carried_from: carried.map(|c| c.src).unwrap_or(std::ptr::null()),
                     successor: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
                     dload_copied: AtomicI32::new(0),
+                    ctr: Default::default(),
                     oc_dist: {
                         // rate 0 (the common case): every slot says "use", no table to shuffle
                         let b = if a.ocrate <= 0 {
@@ -881,6 +898,11 @@ impl<'a> CarryIndex<'a> {
         // a miss keeps the cursor in this set: the next destination may follow the old order
         self.cursor.set(Some((set, pos.map_or(at, |i| i + 1))));
         set.dests.get(pos?)
+    }
+
+    /// The record of `(setid, uri)` in the running list, whatever its flags.
+    pub fn find(&self, setid: i32, uri: &[u8]) -> Option<&'a DestRec> {
+        self.lookup(setid, uri)
     }
 
     /// Runtime state of `(setid, uri)` to keep; None when it is new or its configured flags

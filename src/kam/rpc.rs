@@ -56,6 +56,13 @@ impl Rpc {
             unsafe { f(self.ctx, c"%s".as_ptr() as *mut c_char, m.as_ptr()) };
         }
     }
+    /// Adds a string value (`add "s"`: no formatting buffer limit, unlike `text`).
+    pub fn add_string(&self, v: &str) -> bool {
+        let c = cstr(v);
+        let Some(f) = self.t().add else { return false };
+        // SAFETY: "s" takes one char*; the transport copies it.
+        unsafe { f(self.ctx, c"s".as_ptr() as *mut c_char, c.as_ptr()) >= 0 }
+    }
     /// Adds a top-level structure.
     pub fn add_struct(&self) -> Option<RpcStruct> {
         let mut h: *mut c_void = std::ptr::null_mut();

@@ -159,3 +159,98 @@ pub unsafe fn completion(t: *mut sys::cell, ps: *mut sys::tmcb_params) -> Option
         Some(Completion { cbp, code: (*ps).code, real_reply: real, reason, uri, from_hdr })
     }
 }
+
+/// Transaction callback types used by the reply tracking (TM's `TMCB_*` bits).
+#[allow(clippy::unnecessary_cast)] // the bindgen constant type differs between versions
+pub const CB_RESPONSE_IN: i32 = sys::TMCB_RESPONSE_IN as i32;
+#[allow(clippy::unnecessary_cast)]
+pub const CB_ON_FAILURE: i32 = sys::TMCB_ON_FAILURE as i32;
+#[allow(clippy::unnecessary_cast)]
+pub const CB_DESTROY: i32 = sys::TMCB_DESTROY as i32;
+#[allow(clippy::unnecessary_cast)]
+pub const CB_REQUEST_FWDED: i32 = sys::TMCB_REQUEST_FWDED as i32;
+
+/// A transaction callback.
+pub type TransCb = unsafe extern "C" fn(*mut sys::cell, c_int, *mut sys::tmcb_params);
+/// Called by TM with the callback's parameter when the callback is dropped (transaction
+/// freed, or the message's pending callbacks discarded without a transaction).
+pub type ReleaseCb = unsafe extern "C" fn(*mut c_void);
+
+/// Registers `cb` for `types` on the transaction of `msg` (or, before the transaction
+/// exists, on the pending list TM moves to it when `t_relay` creates it). False on failure.
+///
+/// # Safety
+/// `msg` is the message being processed by this process.
+pub unsafe fn register_cb(msg: *mut sys::sip_msg, types: i32, cb: TransCb, param: usize, release: Option<ReleaseCb>) -> bool {
+    let Some(tm) = TM.get() else { return false };
+    let Some(reg) = tm.0.register_tmcb else { return false };
+    // SAFETY: guaranteed by the caller; TM copies the registration into shm.
+    unsafe { reg(msg, std::ptr::null_mut(), types as c_int, Some(cb), param as *mut c_void, release) >= 0 }
+}
+
+/// The transaction this process works on now (None: none or not looked up yet).
+pub fn current_t() -> Option<*mut sys::cell> {
+    let tm = TM.get()?;
+    let g = tm.0.t_gett?;
+    // SAFETY: TM's t_gett reads its per-process current transaction.
+    let t = unsafe { g() };
+    if t.is_null() || t as isize == -1 {
+        None
+    } else {
+        Some(t)
+    }
+}
+
+/// The branch of the reply being processed (TM's `T_branch`); negative: undefined.
+pub fn current_branch() -> i32 {
+    let Some(tm) = TM.get() else { return -1 };
+    let Some(g) = tm.0.t_gett_branch else { return -1 };
+    // SAFETY: TM's per-process current branch index.
+    unsafe { g() }
+}
+
+/// Branches created on transaction `t` so far.
+///
+/// # Safety
+/// `t` is a live transaction.
+pub unsafe fn nr_of_outgoings(t: *mut sys::cell) -> i32 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { (*t).nr_of_outgoings as i32 }
+}
+
+/// The last reply code of branch `b` of `t` (0: none; TM also stores its local 408 here).
+///
+/// # Safety
+/// `t` is a live transaction.
+pub unsafe fn branch_last_received(t: *mut sys::cell, b: i32) -> i32 {
+    // SAFETY: guaranteed by the caller; `uac` has `nr_of_outgoings` initialised entries.
+    unsafe {
+        if b < 0 || b >= (*t).nr_of_outgoings as i32 || (*t).uac.is_null() {
+            return 0;
+        }
+        (*(*t).uac.add(b as usize)).last_received
+    }
+}
+
+/// What a transaction callback was called with: (reply code, reply is a real received
+/// message, the reply is to a CANCEL, the callback's parameter cell).
+///
+/// # Safety
+/// Arguments of a TM transaction callback.
+pub unsafe fn cb_args(ps: *mut sys::tmcb_params) -> Option<(i32, bool, bool, *mut *mut c_void)> {
+    // SAFETY: guaranteed by the caller; FAKED_REPLY is (sip_msg*)-1.
+    unsafe {
+        if ps.is_null() || (*ps).param.is_null() {
+            return None;
+        }
+        let rpl = (*ps).rpl;
+        let real = !rpl.is_null() && rpl as isize != -1;
+        let mut cancel = false;
+        if real && !(*rpl).cseq.is_null() {
+            let cs = (*(*rpl).cseq).parsed as *const sys::cseq_body;
+            // METHOD_CANCEL = 2
+            cancel = !cs.is_null() && (*cs).method_id == 2;
+        }
+        Some(((*ps).code, real, cancel, (*ps).param))
+    }
+}

@@ -495,6 +495,10 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
             return -1;
         }
         st.emode = true;
+        crate::module::track::on_select(m, d, false);
+    } else {
+        // ds_select(): chosen, only recorded in the XAVP (no reply tracking)
+        crate::module::track::count_selected(d);
     }
     if let Some(v) = choice.rr {
         rr_commit(set.rec, v, i);
@@ -569,6 +573,11 @@ pub fn update_dst(m: Msg, next: bool, mode: SetOp) -> i32 {
         if !push_dst(m, &uri, rec.sock, mode) {
             ds_err!(fn "ds_update_dst"; "cannot set dst addr: {}", String::from_utf8_lossy(&uri));
             return -1;
+        }
+        if next {
+            if let Some(g) = rec.grp {
+                crate::module::track::on_next(m, g, &uri);
+            }
         }
         let Some(dstid) = rec.dstid else { return 1 };
         if !next {
@@ -1044,7 +1053,7 @@ macro_rules! cmd {
     };
 }
 
-pub static mut CMDS: [cmd_export_t; 33] = [
+pub static mut CMDS: [cmd_export_t; 34] = [
     cmd!(c"ds_select", w_ds_select, 2, Some(sys::fixup_igp_igp), None, ANY),
     cmd!(c"ds_select", f4(w_ds_select_limit), 3, Some(sys::fixup_igp_all), None, REQ | FAIL),
     cmd!(c"ds_select_dst", w_ds_select_dst, 2, Some(sys::fixup_igp_igp), None, REQ | FAIL),
@@ -1075,6 +1084,7 @@ pub static mut CMDS: [cmd_export_t; 33] = [
     cmd!(c"ds_reload", w_ds_reload, 0, None, None, ANY),
     cmd!(c"ds_load_unset", w_ds_load_unset, 0, None, None, ANY),
     cmd!(c"ds_load_update", w_ds_load_update, 0, None, None, ANY),
+    cmd!(c"ds_metrics_to_pv", crate::module::rpc_stats::w_ds_metrics_to_pv, 1, None, None, ANY),
     cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
     cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
     cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },

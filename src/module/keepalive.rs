@@ -179,6 +179,7 @@ fn tick() {
                 continue;
             }
             d.ping_start_us.store(now, Ordering::Relaxed);
+            crate::module::track::ping_sent(d);
             let from = d.ping_from.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.ping_from.clone());
             let ob = d.obproxy.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.outbound_proxy.clone());
             let (sn, sa) = ping_sock(d, cfg);
@@ -206,6 +207,7 @@ fn tick() {
         if !tm::request(&q, done, cbp) {
             let u = String::from_utf8_lossy(&j.uri);
             ds_err!(fn "ds_ping_set"; "unable to ping [{u}] in group [{setid}]");
+            crate::module::track::ping_result(setid, &j.uri, false);
             let st = DS_TRYING | if cfg.probing_mode != 0 { DS_PROBING } else { 0 };
             let rctx = Rctx { code: 500, reason: Some(b"Sending keepalive failed".to_vec()), ..Default::default() };
             let target = if v61 { Target::Iuid { iuid: Some(j.iuid), uri: &j.uri } } else { Target::Uri(&j.uri) };
@@ -316,6 +318,7 @@ unsafe extern "C" fn done(t: *mut sys::cell, _type: c_int, ps: *mut sys::tmcb_pa
             ..Default::default()
         };
         let alive = (200..=299).contains(&c.code) || crate::module::cfgvars::with_reply_codes(|r| r.alive(c.code as u32));
+        crate::module::track::ping_result(setid, &c.uri, alive);
         let st = if alive {
             if cfg.probing_mode == 1 || (cfg.probing_mode == 3 && cur & DS_PROBING != 0) {
                 DS_PROBING

@@ -12,8 +12,10 @@ pub mod load;
 pub mod params;
 pub mod rpc;
 pub mod rpc_explain;
+pub mod rpc_stats;
 pub mod selkey;
 pub mod state;
+pub mod track;
 
 use std::os::raw::{c_char, c_int, c_uint};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -72,7 +74,7 @@ unsafe extern "C" fn mod_init() -> c_int {
         if (cfg.flags & 2) != 0 && (cfg.xavp_dst.is_empty()) {
             ds_err!("failover support enabled (flags=2) but xavp_dst is empty: feature disabled");
         }
-        if let Err(e) = health::init() {
+        if let Err(e) = track::init().and_then(|_| health::init()) {
             ds_err!("initialisation failed: {e}");
             return -1;
         }

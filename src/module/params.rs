@@ -82,6 +82,8 @@ const STR: u32 = sys::PARAM_STR as u32;
 const STRING: u32 = sys::PARAM_STRING as u32;
 const INT: u32 = sys::PARAM_INT as u32;
 
+use crate::module::track::{ds_counters, ds_passive_reply_codes, ds_passive_threshold};
+
 macro_rules! p {
     ($name:literal, $ty:expr, $var:ident) => {
         param_export_t {
@@ -92,7 +94,7 @@ macro_rules! p {
     };
 }
 
-pub static mut PARAMS: [param_export_t; 51] = [
+pub static mut PARAMS: [param_export_t; 54] = [
     p!(c"list_file", STRING, list_file),
     p!(c"db_url", STR, db_url),
     p!(c"table_name", STR, table_name),
@@ -143,6 +145,9 @@ pub static mut PARAMS: [param_export_t; 51] = [
     p!(c"ds_ping_socket", STR, ds_ping_socket),
     p!(c"event_callback_mode", INT, event_callback_mode),
     p!(c"ds_dns_match_all", INT, ds_dns_match_all),
+    p!(c"ds_passive_threshold", INT, ds_passive_threshold),
+    p!(c"ds_passive_reply_codes", STR, ds_passive_reply_codes),
+    p!(c"ds_counters", INT, ds_counters),
     param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
 ];
 

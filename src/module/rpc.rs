@@ -7,7 +7,7 @@ use crate::ds::hash::ds_hash;
 use crate::ds::compat;
 use crate::ds::snapshot::{Snap, DS_DISABLED, DS_INACTIVE, DS_NOPING, DS_PROBING, DS_TRYING};
 use crate::kam::rpc::{Rpc, RpcStruct};
-use crate::module::{guard, state};
+use crate::module::{guard, rpc_stats, state};
 use crate::sys::{self, rpc_export_t};
 use crate::ds_err;
 
@@ -444,7 +444,12 @@ static DOC_REMOVE: Doc = Doc([c"Remove a destination address from memory".as_ptr
 static DOC_OCLIST: Doc = Doc([c"Return the overload control attributes of a group".as_ptr(), std::ptr::null()]);
 static DOC_HASH: Doc = Doc([c"Compute the hash of the values".as_ptr(), std::ptr::null()]);
 
-pub static mut RPCS: [rpc_export_t; 11] = [
+pub static mut RPCS: [rpc_export_t; 16] = [
+    rpc_export_t { name: c"dispatcher.update".as_ptr(), function: Some(rpc_stats::rpc_update), doc_str: &rpc_stats::DOC_UPDATE as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.validate".as_ptr(), function: Some(rpc_stats::rpc_validate), doc_str: &rpc_stats::DOC_VALIDATE as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.diff".as_ptr(), function: Some(rpc_stats::rpc_diff), doc_str: &rpc_stats::DOC_DIFF as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.stats".as_ptr(), function: Some(rpc_stats::rpc_stats), doc_str: &rpc_stats::DOC_STATS as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.metrics".as_ptr(), function: Some(rpc_stats::rpc_metrics), doc_str: &rpc_stats::DOC_METRICS as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.oclist".as_ptr(), function: Some(rpc_oclist), doc_str: &DOC_OCLIST as *const Doc as *mut *const c_char, flags: 1 },
     rpc_export_t { name: c"dispatcher.add".as_ptr(), function: Some(rpc_add), doc_str: &DOC_ADD as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.remove".as_ptr(), function: Some(rpc_remove), doc_str: &DOC_REMOVE as *const Doc as *mut *const c_char, flags: 0 },

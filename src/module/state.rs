@@ -77,6 +77,7 @@ fn free_snapshot(p: *mut Header) {
     unsafe {
         if let Some(s) = Snap::from_ptr(p) {
             snapshot::forward_counters(s);
+            crate::module::track::forward_counters(s);
         }
         shm_free(p as *mut u8)
     }
@@ -364,7 +365,9 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
         // DNSTIME is shown only with the periodic DNS refresh (ds_dns_mode bit 4), as in C
         if cfg.dns_mode & 4 != 0 { now() } else { (0, 0) },
         &mut |id, uri, fl| {
-            let mut c = old_index.carry(id, uri, fl, cfg.retain_latency && cfg.latency_stats)?;
+            // dispatcher.update: the updated destination keeps its state whatever its new flags
+            let fl_carry = UPDATE_KEEP.with(|k| k.borrow().as_ref().filter(|(s, u, _)| *s == id && u.eq_ignore_ascii_case(uri)).map(|k| k.2)).unwrap_or(fl);
+            let mut c = old_index.carry(id, uri, fl_carry, cfg.retain_latency && cfg.latency_stats)?;
             if !cfg.keep_state {
                 match why {
                     Rebuild::Reload => {
@@ -389,11 +392,13 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
     if let Some(n) = new {
         // SAFETY: as above.
         unsafe { snapshot::link_successors(n) };
+        crate::module::track::carry_counters(&old_index, n);
     }
     if !ctl.publish(block, &mut free_snapshot) {
         if let Some(n) = new {
             // SAFETY: as above; the block is not published.
             unsafe { snapshot::unlink_successors(n) };
+            crate::module::track::uncarry_counters(&old_index, n);
         }
         free_snapshot(block);
         return Err(failed("install", "too many old lists still in use; try again".into()));
@@ -627,4 +632,104 @@ fn no_probing_without_tm(mut e: crate::ds::listfile::RawEntry, cfg: &crate::modu
         e.flags &= !crate::ds::snapshot::DS_PROBING;
     }
     e
+}
+
+/// A list source parsed and resolved without installing it (`dispatcher.validate` /
+/// `dispatcher.diff`): its name, the sets it would load, and every error as
+/// `file:line:col: reason`.
+pub struct Checked {
+    pub source: String,
+    pub sets: Vec<crate::ds::order::DestSet>,
+    pub errors: Vec<String>,
+}
+
+/// Reads `path` (a list file), or the configured source (list file or DB table), and
+/// resolves every entry as a reload would; nothing of the running list is touched. Err:
+/// the source cannot be read at all.
+pub fn check_source(path: Option<&str>) -> Result<Checked, String> {
+    let cfg = cfg();
+    let (source, entries, mut errors) = match path {
+        None if !cfg.db_url.is_empty() => {
+            let e = db_entries().map_err(|e| format!("{e:?}"))?;
+            (format!("table {}", String::from_utf8_lossy(&cfg.table_name)), e, Vec::new())
+        }
+        _ => {
+            let file = path.map(str::to_string).unwrap_or_else(|| cfg.list_file.clone());
+            let text = std::fs::read(&file).map_err(|e| format!("can't open list file [{file}]: {e}"))?;
+            let (errs, entries) =
+                crate::ds::listdiff::all_parse_errors(&text, |t| parse_list(t, &file).map_err(|e| (e.line, e.to_string())));
+            (file, entries.unwrap_or_default(), errs)
+        }
+    };
+    let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
+    let mut dests = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let e = &no_probing_without_tm(e.clone(), cfg);
+        match prepare_dest(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
+            Ok((d, _notes)) => dests.push(d),
+            Err(err) => errors.push(format!("{}:{}:{}: {}", source, err.line, err.col, err.msg)),
+        }
+    }
+    Ok(Checked { source, sets: build_sets(dests), errors })
+}
+
+thread_local! {
+    /// (set, URI, configured flags of the running record) of the destination
+    /// `dispatcher.update` is rebuilding the list for.
+    static UPDATE_KEEP: std::cell::RefCell<Option<(i32, Vec<u8>, i32)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `dispatcher.update`: sets the configured flags, priority and attrs of destination `uri` of
+/// set `setid`, keeping its runtime state, counters and internal id. Rate-limited like a
+/// reload (`reload_delta`); any error changes nothing (the rate-limit clock included).
+pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u8]) -> Result<(), ReloadError> {
+    let ctl = ctl().ok_or(ReloadError::NotReady)?;
+    let lock = WLOCK.get().ok_or(ReloadError::NotReady)?;
+    let cfg = cfg();
+    let _g = lock.lock();
+    if too_soon() {
+        return Err(ReloadError::TooSoon);
+    }
+    let bad = |m: String| {
+        ds_err!(fn "dispatcher_rpc_update"; "{m}");
+        ReloadError::Failed(m)
+    };
+    if !(0..=63).contains(&flags) {
+        return Err(bad(format!("invalid flags {flags} (valid: 0..63)")));
+    }
+    // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
+    let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
+    let set = cur.and_then(|s| s.set(setid)).ok_or_else(|| bad(format!("destination set [{setid}] not found")))?;
+    let old = set
+        .dests
+        .iter()
+        .find(|d| d.uri.bytes().eq_ignore_ascii_case(uri))
+        .ok_or_else(|| bad(format!("destination [{}] not found in set [{setid}]", String::from_utf8_lossy(uri))))?;
+    let stored_uri = old.uri.bytes().to_vec();
+    let old_flags = old.cfg_flags;
+    let raw = crate::ds::listfile::RawEntry { setid, uri: stored_uri.clone(), flags, priority, attrs: attrs.to_vec(), line: 0, col: 0 };
+    let raw = no_probing_without_tm(raw, cfg);
+    let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
+    let (d, _notes) = prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env).map_err(|e| bad(format!("invalid destination: {}", e.msg)))?;
+    let mut sets = snapshot_sets(cur, false);
+    let order: Vec<i32> = sets.iter().map(|s| s.id).collect();
+    if let Some(s) = sets.iter_mut().find(|s| s.id == setid) {
+        if let Some(i) = s.dests.iter().position(|x| x.uri == stored_uri) {
+            if s.dests[i].priority == d.priority {
+                s.dests[i] = d;
+            } else {
+                // a new priority takes the place a reload would give it
+                s.dests.remove(i);
+                let pos = s.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(s.dests.len());
+                s.dests.insert(pos, d);
+            }
+        }
+    }
+    reorder(&mut sets, &order);
+    UPDATE_KEEP.with(|k| *k.borrow_mut() = Some((setid, stored_uri, old_flags)));
+    let r = install(ctl, sets, Rebuild::Edit);
+    UPDATE_KEEP.with(|k| *k.borrow_mut() = None);
+    r?;
+    ctl.last_rebuild.store(now().0 as i64, Ordering::Relaxed);
+    Ok(())
 }

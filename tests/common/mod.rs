@@ -1148,6 +1148,8 @@ pub enum UasKind {
     Ok200,
     /// 500 to every INVITE (tests/data/uas_500.xml)
     Err500,
+    /// another scenario file of tests/data (e.g. uas_503.xml, uas_200_slow.xml)
+    Data(&'static str),
 }
 
 impl UasKind {
@@ -1155,6 +1157,7 @@ impl UasKind {
         data_dir().join(match self {
             UasKind::Ok200 => "uas_200.xml",
             UasKind::Err500 => "uas_500.xml",
+            UasKind::Data(f) => f,
         })
     }
 }
