@@ -3,6 +3,7 @@ pub mod snapshot; // owned by the lead developer
 pub mod rcu; // owned by the lead developer
 pub mod select; // owned by the lead developer
 pub mod attrs;
+pub mod cluster;
 pub mod compat;
 pub mod dbrow;
 pub mod dest;
