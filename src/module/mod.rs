@@ -4,6 +4,7 @@
 #![allow(non_upper_case_globals)]
 
 pub mod cfgvars;
+pub mod cluster;
 pub mod cmds;
 pub mod health;
 pub mod keepalive;
@@ -103,7 +104,7 @@ unsafe extern "C" fn mod_init() -> c_int {
                 return -1;
             }
         }
-        if let Err(e) = state::init(cfg).and_then(|_| keepalive::init()) {
+        if let Err(e) = state::init(cfg).and_then(|_| keepalive::init()).and_then(|_| cluster::init()) {
             ds_err!("initialisation failed: {e}");
             return -1;
         }
@@ -162,6 +163,7 @@ unsafe extern "C" fn mod_destroy() {
     guard("destroy", (), || {
         crate::kam::mem::free_timers();
         keepalive::destroy();
+        cluster::destroy();
         health::destroy();
         load::destroy();
         state::destroy();
