@@ -37,6 +37,8 @@ struct GwState {
 
 struct Gw {
     port: u16,
+    /// requests from this source port are ignored (a broken path from one proxy)
+    block: Arc<std::sync::atomic::AtomicU16>,
     mute: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     st: Arc<Mutex<GwState>>,
@@ -81,9 +83,10 @@ impl Gw {
         let mute = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let st = Arc::new(Mutex::new(GwState { options: Vec::new(), requests: 0 }));
-        let (m2, s2, st2) = (mute.clone(), stop.clone(), st.clone());
-        let th = std::thread::spawn(move || serve(sock, m2, s2, st2));
-        Gw { port, mute, stop, st, th: Some(th) }
+        let block = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let (m2, s2, st2, b2) = (mute.clone(), stop.clone(), st.clone(), block.clone());
+        let th = std::thread::spawn(move || serve(sock, m2, s2, st2, b2));
+        Gw { port, block, mute, stop, st, th: Some(th) }
     }
     fn uri(&self) -> String {
         format!("sip:127.0.0.1:{}", self.port)
@@ -105,10 +108,13 @@ impl Drop for Gw {
     }
 }
 
-fn serve(sock: UdpSocket, mute: Arc<AtomicBool>, stop: Arc<AtomicBool>, st: Arc<Mutex<GwState>>) {
+fn serve(sock: UdpSocket, mute: Arc<AtomicBool>, stop: Arc<AtomicBool>, st: Arc<Mutex<GwState>>, block: Arc<std::sync::atomic::AtomicU16>) {
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::SeqCst) {
         let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+        if from.port() == block.load(Ordering::SeqCst) {
+            continue;
+        }
         let msg = String::from_utf8_lossy(&buf[..n]).to_string();
         if msg.starts_with("SIP/2.0") {
             continue;
@@ -289,7 +295,8 @@ fn cluster_three_nodes() {
     let gws: Vec<Gw> = (0..30).map(|_| Gw::start()).collect();
     let uris: Vec<String> = gws.iter().map(Gw::uri).collect();
     let ports = [free_port(), free_port(), free_port()];
-    let list = list_text(&uris, &[]);
+    // set 1: gateways 0..28; set 2: gateway 29 alone (the veto phase marks it by selection)
+    let list = list_text(&uris[..29], &[]) + &format!("2 {} 0\n", uris[29]);
     let mut nodes: Vec<Node> = ["A", "B", "C"]
         .iter()
         .enumerate()
@@ -452,6 +459,48 @@ fn cluster_three_nodes() {
         st0.counter("alien"),
         st1.counter("alien")
     );
+    // ---- 8. a broken path from one node (veto): no flapping of the cluster's state
+    let vi = 29;
+    let v = uris[vi].clone();
+    let nodes_up: Vec<&Node> = vec![&nodes[0], &nodes[2]];
+    let tv = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let vowner = gws[vi].options_since(tv).last().map(|(_, p)| *p).expect("gateway V probed");
+    let (ni, oi) = if vowner == nodes[0].port { (2, 0) } else { (0, 2) };
+    gws[vi].block.store(nodes[ni].port, Ordering::SeqCst);
+    let mut history: Vec<String> = Vec::new();
+    let tm = Instant::now();
+    for round in 0..4 {
+        let r = sip_request(None, nodes[ni].port, "OPTIONS", "mark-2", &[], Duration::from_secs(2)).expect("mark request");
+        assert_eq!(r.status, 200, "mark request");
+        let until = Instant::now() + Duration::from_millis(1000);
+        while Instant::now() < until {
+            history.push(nodes[oi].flags().get(&v).cloned().unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = round;
+    }
+    let own_view = nodes[ni].flags().get(&v).cloned().unwrap_or_default();
+    let downs = history.windows(2).filter(|w| w[0] == "AP" && w[1] != "AP").count() + (history.first().map(|f| f != "AP").unwrap_or(false) as usize);
+    eprintln!(
+        "[cluster] broken path {} -> V: 4 marks in {:?}; the prober's view of V went down {} time(s) (samples: {} AP of {}), the marking node's own view {own_view}",
+        nodes[ni].label,
+        tm.elapsed(),
+        downs,
+        history.iter().filter(|f| *f == "AP").count(),
+        history.len()
+    );
+    assert!(downs <= 1, "the cluster's state flapped: {history:?}");
+    let srcs: Vec<String> = gws[vi].options_since(tm).iter().map(|(t, p)| format!("{}@{:?}", port_label(&nodes, *p), t.duration_since(tm))).collect();
+    assert_eq!(history.last().map(String::as_str), Some("AP"), "the prober's view ends AP: {history:?}\nV OPTIONS: {srcs:?}\n{}", dump(&nodes));
+    assert_ne!(own_view, "AP", "the marking node keeps its own (vetoed) view while its path is broken");
+    let _ = nodes_up;
+    // the path comes back: the vetoing node probes V itself and returns to the cluster's view
+    gws[vi].block.store(0, Ordering::SeqCst);
+    let t = time_until(Duration::from_secs(8), || nodes[ni].flags().get(&v).map(String::as_str) == Some("AP"));
+    eprintln!("[cluster] path restored: the vetoing node sees V AP again after {t:?}");
+    assert!(t.is_some(), "veto never ended");
+
     for n in nodes.iter_mut() {
         n.stop();
     }

@@ -241,7 +241,25 @@ pub struct RemoteOutcome {
 
 /// Merges a received record into `e`. A vetoed health register is recorded but not
 /// written into the flags (the veto keeps the local view until it ends).
-pub fn apply_remote(e: &mut Entry, h: Reg, a: Reg) -> RemoteOutcome {
+///
+/// Contradiction rule: when this node's own last health write said "down", it does not
+/// probe the destination, and a newer write from another node says "up" (the prober saw it
+/// answer), this node's path is the broken one: it keeps its view as a local veto (and
+/// probes the destination itself) instead of flipping, so one node with a broken path
+/// costs the cluster at most one episode, never a flap per mark.
+pub fn apply_remote(e: &mut Entry, h: Reg, a: Reg, self_id: u64, probes_here: bool) -> RemoteOutcome {
+    let down = DS_INACTIVE | DS_TRYING;
+    if e.veto == 0
+        && !probes_here
+        && h.ver > e.h.ver
+        && e.h.ver.origin == self_id
+        && !e.h.ver.is_config()
+        && e.h.bits & down != 0
+        && h.bits & down == 0
+    {
+        e.veto = 1;
+        e.local_h = e.h.bits;
+    }
     let hm = e.h.merge(h);
     let am = e.a.merge(a);
     let mut mask = 0;
@@ -663,7 +681,7 @@ mod tests {
         assert_eq!(e.veto, 1);
         assert_eq!(e.h.bits, 0);
         // the cluster says the destination is fine: recorded, not written while vetoed
-        let r = apply_remote(&mut e, reg(0, 5000 << 16, 2), Reg::default());
+        let r = apply_remote(&mut e, reg(0, 5000 << 16, 2), Reg::default(), 7, false);
         assert_eq!(r.health, Merge::Applied);
         assert_eq!(r.write_mask, 0);
         // still down locally: the veto holds
@@ -679,22 +697,49 @@ mod tests {
     #[test]
     fn remote_apply_writes_only_newer_registers() {
         let mut e = Entry { used: 1, ..Default::default() };
-        let r = apply_remote(&mut e, reg(DS_INACTIVE, 10, 1), reg(0, 0, 0));
+        let r = apply_remote(&mut e, reg(DS_INACTIVE, 10, 1), reg(0, 0, 0), 5, false);
         assert_eq!(r.health, Merge::Applied);
         assert_eq!(r.admin, Merge::Duplicate);
         assert_eq!((r.write_mask, r.write_bits), (HMASK, DS_INACTIVE));
         // replay: nothing
-        let r = apply_remote(&mut e, reg(DS_INACTIVE, 10, 1), reg(0, 0, 0));
+        let r = apply_remote(&mut e, reg(DS_INACTIVE, 10, 1), reg(0, 0, 0), 5, false);
         assert_eq!(r.write_mask, 0);
         assert_eq!(r.health, Merge::Duplicate);
         // stale health, newer admin
-        let r = apply_remote(&mut e, reg(0, 9, 1), reg(DS_DISABLED, 11, 3));
+        let r = apply_remote(&mut e, reg(0, 9, 1), reg(DS_DISABLED, 11, 3), 5, false);
         assert_eq!(r.health, Merge::Stale);
         assert_eq!((r.write_mask, r.write_bits), (AMASK, DS_DISABLED));
         assert_eq!(e.h.bits, DS_INACTIVE);
         // a local change recorded after a remote apply is not mistaken for a change
         let mut c = Hlc::default();
         assert_eq!(observe_local(&mut e, DS_INACTIVE | DS_DISABLED, true, &mut c, 1, 5), LocalOutcome::default());
+    }
+
+    #[test]
+    fn contradicted_own_down_mark_becomes_a_veto() {
+        let mut c = Hlc::default();
+        let mut e = Entry { used: 1, ..Default::default() };
+        // this node (7, not the prober) marked it down, replicated
+        assert!(observe_local(&mut e, DS_INACTIVE | DS_PROBING, true, &mut c, 1000, 7).dirty);
+        e.dirty = 0;
+        // the prober (2) says up, newer: keep down locally as a veto, no write
+        let r = apply_remote(&mut e, reg(DS_PROBING, 2000 << 16, 2), Reg::default(), 7, false);
+        assert_eq!(r.health, Merge::Applied);
+        assert_eq!(r.write_mask, 0);
+        assert_eq!(e.veto, 1);
+        assert_eq!(e.local_h, DS_INACTIVE | DS_PROBING);
+        assert_eq!(e.h.bits, DS_PROBING);
+        // further marks here stay local
+        assert!(!observe_local(&mut e, DS_INACTIVE | DS_PROBING, true, &mut c, 2100, 7).dirty);
+        // the prober itself is never vetoed by the rule; nor a node whose last write was "up"
+        let mut p = Entry { used: 1, ..Default::default() };
+        observe_local(&mut p, DS_INACTIVE | DS_PROBING, true, &mut c, 3000, 7);
+        assert_eq!(apply_remote(&mut p, reg(DS_PROBING, 4000 << 16, 2), Reg::default(), 7, true).write_mask, HMASK);
+        assert_eq!(p.veto, 0);
+        let mut q = Entry { used: 1, ..Default::default() };
+        observe_local(&mut q, DS_PROBING, true, &mut c, 5000, 7);
+        assert_eq!(apply_remote(&mut q, reg(0, 6000 << 16, 2), Reg::default(), 7, false).write_mask, HMASK);
+        assert_eq!(q.veto, 0);
     }
 
     #[test]

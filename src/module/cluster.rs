@@ -497,6 +497,8 @@ fn on_message(body: &[u8], from: &[u8]) {
 fn apply_recs(l: &mut Locked<'_>, recs: &[Rec], now: u64) {
     let sh = &mut *l.sh;
     let tab = &mut *l.tab;
+    let self_id = sh.self_id;
+    let mode = CTX.get().map(|c| c.cfg.mode).unwrap_or(Probing::Distributed);
     // keys wanted -> record indexes
     let mut want: HashMap<(i32, u64), usize> = HashMap::with_capacity(recs.len());
     for (i, r) in recs.iter().enumerate() {
@@ -528,7 +530,9 @@ fn apply_recs(l: &mut Locked<'_>, recs: &[Rec], now: u64) {
                     sh.c.table_full += 1;
                     continue;
                 };
-                let out = apply_remote(&mut tab[si], r.h, r.a);
+                let live = &sh.live[..(sh.nlive as usize).min(MAX_NODES + 1)];
+                let probes = live.is_empty() || should_probe(mode, live, self_id, setid, key, false);
+                let out = apply_remote(&mut tab[si], r.h, r.a, self_id, probes);
                 for m in [out.health, out.admin] {
                     match m {
                         Merge::Applied => sh.c.applied += 1,
