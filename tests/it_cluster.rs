@@ -519,3 +519,111 @@ fn dump(nodes: &[Node]) -> String {
     }
     s
 }
+
+/// 10,000 destinations flapping (admin writes of the whole set every 200 ms) on one node
+/// while requests flow through all three proxies: the replication traffic stays within the
+/// flusher's budget (cluster_max_bodies x cluster_max_body per cluster_flush_interval, i.e.
+/// <= 40 bodies/s and <= 640 KB/s per peer with the defaults, plus heartbeats), the nodes
+/// converge on the final state, and no request fails.
+#[test]
+fn cluster_flapping_traffic_bound() {
+    let root = run_dir("cluster-storm");
+    let gw = Gw::start();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut list = String::new();
+    for i in 0..10_000 {
+        list.push_str(&format!("1 sip:10.200.{}.{}:5060 0\n", i / 250, i % 250 + 1));
+    }
+    list.push_str(&format!("2 {} 0\n", gw.uri()));
+    // keepalives only for destinations with the probing flag (none here): the flaps are admin writes
+    let extra = "modparam(\"dispatcher\", \"ds_probing_mode\", 0)\n";
+    let mut nodes: Vec<Node> = ["A", "B", "C"]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let peers: Vec<u16> = ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
+            Node::new(&root, l, ports[i], &peers, &list, extra)
+        })
+        .collect();
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    assert!(
+        time_until(Duration::from_secs(20), || nodes.iter().all(|n| n.status().nodes_up() == 2)).is_some(),
+        "cluster did not form\n{}",
+        dump_status(&nodes)
+    );
+    // requests through the proxies during the storm
+    let stop = Arc::new(AtomicBool::new(false));
+    let node_ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let (s2, p2) = (stop.clone(), node_ports.clone());
+    let caller = std::thread::spawn(move || {
+        let (mut ok, mut failed, mut worst) = (0usize, Vec::new(), Duration::ZERO);
+        let mut i = 0usize;
+        while !s2.load(Ordering::SeqCst) {
+            let p = p2[i % p2.len()];
+            i += 1;
+            let t = Instant::now();
+            match sip_request(None, p, "OPTIONS", "call-2-4", &[], Duration::from_secs(3)) {
+                Ok(r) if r.status == 200 => ok += 1,
+                Ok(r) => failed.push(format!("{} {}", r.status, r.reason)),
+                Err(e) => failed.push(e),
+            }
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (ok, failed, worst)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let a0 = nodes[0].status();
+    let b0 = nodes[1].status();
+    let t0 = Instant::now();
+    let mut flips = 0;
+    while t0.elapsed() < Duration::from_secs(6) {
+        let st = if flips % 2 == 0 { "i" } else { "a" };
+        nodes[0].k().kamcmd(&["dispatcher.set_state", st, "1", "all"]).expect("set_state all");
+        flips += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let a1 = nodes[0].status();
+    let b1 = nodes[1].status();
+    // converge on the final state (the last flip)
+    let final_letter = if flips % 2 == 1 { "I" } else { "A" };
+    let conv = time_until(Duration::from_secs(30), || {
+        nodes[1..].iter().all(|n| {
+            let f = n.flags();
+            f.iter().filter(|(u, _)| u.starts_with("sip:10.200.")).all(|(_, v)| v.starts_with(final_letter))
+        })
+    });
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed, worst) = caller.join().expect("caller thread");
+    let msgs = (a1.counter("sent_msgs") - a0.counter("sent_msgs")) as f64 / secs;
+    let bytes = (a1.counter("sent_bytes") - a0.counter("sent_bytes")) as f64 / secs;
+    let recs = (a1.counter("sent_records") - a0.counter("sent_records")) as f64 / secs;
+    let brecv = (b1.counter("recv_msgs") - b0.counter("recv_msgs")) as f64 / secs;
+    eprintln!(
+        "[cluster] storm: {flips} flips of 10,000 destinations in {secs:.1} s on A: A sent {msgs:.1} msgs/s, {:.0} KB/s, {recs:.0} records/s (2 peers, per-peer figures are half); B received {brecv:.1} msgs/s; B and C converged {conv:?} after the last flip; requests through the proxies: {ok} ok, {} failed, slowest {worst:?}",
+        bytes / 1024.0,
+        failed.len()
+    );
+    assert!(conv.is_some(), "B and C did not converge on A's final state");
+    assert!(failed.is_empty(), "requests failed during the storm: {failed:?}");
+    assert!(ok > 50, "too few requests went through ({ok})");
+    // budget: 4 bodies of <= 16000 bytes per 100 ms per peer, plus 4 heartbeats/s; x2 peers
+    let per_peer_msgs = msgs / 2.0;
+    let per_peer_bytes = bytes / 2.0;
+    assert!(per_peer_msgs <= 40.0 + 4.0 + 1.0, "{per_peer_msgs:.1} msgs/s per peer exceeds the bound");
+    assert!(per_peer_bytes <= 640_000.0 + 2_000.0, "{per_peer_bytes:.0} B/s per peer exceeds the bound");
+    for n in nodes.iter_mut() {
+        n.stop();
+    }
+}
+
+fn dump_status(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .filter(|n| n.k.is_some())
+        .map(|n| format!("--- {}: {}\n", n.label, n.k().kamcmd(&["dispatcher.cluster_status"]).unwrap_or_else(|e| e)))
+        .collect()
+}

@@ -104,6 +104,8 @@ pub struct Entry {
     pub dirty: u32,
     /// Scan generation that last saw the destination in the current list.
     pub gen: u32,
+    /// This node probes the destination (from the last [`assign`]).
+    pub probe: u32,
 }
 
 /// FNV-1a 64 of the lower-cased URI (the key, with the set id, of a destination).
@@ -187,8 +189,18 @@ pub struct LocalOutcome {
 /// Compares the destination's current `flags` with its record and versions local changes.
 /// `health_global`: a health change made here is the cluster's (this node owns the probing
 /// of the destination, or marks are global); otherwise it becomes a local veto, kept until
-/// this node sees the destination healthy again.
-pub fn observe_local(e: &mut Entry, flags: i32, health_global: bool, hlc: &mut Hlc, wall_ms: u64, self_id: u64) -> LocalOutcome {
+/// this node sees the destination healthy again. `probes_here`: this node probes it; a
+/// "down" from a node that does not is replicated once and then held as a veto, so that
+/// repeated marks from a node with a broken path cannot keep overriding the prober.
+pub fn observe_local(
+    e: &mut Entry,
+    flags: i32,
+    health_global: bool,
+    probes_here: bool,
+    hlc: &mut Hlc,
+    wall_ms: u64,
+    self_id: u64,
+) -> LocalOutcome {
     let mut out = LocalOutcome::default();
     let a = flags & AMASK;
     if a != e.a.bits {
@@ -208,6 +220,10 @@ pub fn observe_local(e: &mut Entry, flags: i32, health_global: bool, hlc: &mut H
         if health_global {
             e.h = Reg { bits: h, ver: Version { ts: hlc.tick(wall_ms), origin: self_id } };
             out.dirty = true;
+            if !probes_here && h & (DS_INACTIVE | DS_TRYING) != 0 {
+                e.veto = 1;
+                e.local_h = h;
+            }
         } else {
             e.veto = 1;
             e.local_h = h;
@@ -301,6 +317,41 @@ pub fn rendezvous_score(node: u64, setid: i32, key: u64) -> u64 {
 /// The node that probes `(setid, key)`: the live node with the highest score.
 pub fn owner(live: &[u64], setid: i32, key: u64) -> Option<u64> {
     live.iter().copied().max_by_key(|n| (rendezvous_score(*n, setid, key), *n))
+}
+
+/// Load cap of [`assign`]: the even share plus 1/8 of it (at least 1).
+pub fn assign_cap(nkeys: usize, nnodes: usize) -> usize {
+    let n = nnodes.max(1);
+    let share = nkeys.div_ceil(n);
+    share + share.div_ceil(8).max(1)
+}
+
+/// Distributed probing: the prober of each `(setid, key)` among `live`, in input order.
+/// Rendezvous hashing with bounded loads: destinations are taken in an order every node
+/// computes alike (by hash), and each goes to its highest-scoring node that still has room
+/// under [`assign_cap`]. Every node with the same list and the same view of the live nodes
+/// computes the same assignment; a join or leave moves that node's share (plus the few
+/// destinations the cap displaces), and no node probes more than its share + 1/8.
+pub fn assign(keys: &[(i32, u64)], live: &[u64]) -> Vec<u64> {
+    let mut out = vec![0u64; keys.len()];
+    if live.is_empty() {
+        return out;
+    }
+    let cap = assign_cap(keys.len(), live.len());
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_unstable_by_key(|&i| (mix(keys[i].1 ^ ((keys[i].0 as u32 as u64) << 23)), keys[i].0, keys[i].1));
+    let mut load = vec![0usize; live.len()];
+    let mut ranked: Vec<(u64, u64, usize)> = Vec::with_capacity(live.len());
+    for i in order {
+        let (setid, key) = keys[i];
+        ranked.clear();
+        ranked.extend(live.iter().enumerate().map(|(j, n)| (rendezvous_score(*n, setid, key), *n, j)));
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        let pick = ranked.iter().find(|r| load[r.2] < cap).unwrap_or(&ranked[0]);
+        load[pick.2] += 1;
+        out[i] = pick.1;
+    }
+    out
 }
 
 /// Probing modes (`cluster_probing`).
@@ -656,17 +707,17 @@ mod tests {
     fn local_change_is_versioned_once() {
         let mut e = Entry { used: 1, ..Default::default() };
         let mut c = Hlc::default();
-        let o = observe_local(&mut e, DS_TRYING | DS_PROBING, true, &mut c, 1000, 7);
+        let o = observe_local(&mut e, DS_TRYING | DS_PROBING, true, true, &mut c, 1000, 7);
         assert!(o.dirty);
         assert_eq!(e.h.bits, DS_TRYING | DS_PROBING);
         assert_eq!(e.h.ver.origin, 7);
         assert!(e.a.ver.is_config());
         e.dirty = 0;
         // nothing changed: nothing to send
-        assert_eq!(observe_local(&mut e, DS_TRYING | DS_PROBING, true, &mut c, 1001, 7), LocalOutcome::default());
+        assert_eq!(observe_local(&mut e, DS_TRYING | DS_PROBING, true, true, &mut c, 1001, 7), LocalOutcome::default());
         // admin change: only the admin register moves
         let hv = e.h.ver;
-        assert!(observe_local(&mut e, DS_DISABLED | DS_TRYING | DS_PROBING, true, &mut c, 1002, 7).dirty);
+        assert!(observe_local(&mut e, DS_DISABLED | DS_TRYING | DS_PROBING, true, true, &mut c, 1002, 7).dirty);
         assert_eq!(e.h.ver, hv);
         assert_eq!(e.a.bits, DS_DISABLED);
     }
@@ -676,7 +727,7 @@ mod tests {
         let mut e = Entry { used: 1, ..Default::default() };
         let mut c = Hlc::default();
         // not global: a veto, nothing to send, cluster register unchanged
-        let o = observe_local(&mut e, DS_INACTIVE | DS_PROBING, false, &mut c, 1000, 7);
+        let o = observe_local(&mut e, DS_INACTIVE | DS_PROBING, false, true, &mut c, 1000, 7);
         assert_eq!(o, LocalOutcome::default());
         assert_eq!(e.veto, 1);
         assert_eq!(e.h.bits, 0);
@@ -685,10 +736,10 @@ mod tests {
         assert_eq!(r.health, Merge::Applied);
         assert_eq!(r.write_mask, 0);
         // still down locally: the veto holds
-        assert_eq!(observe_local(&mut e, DS_INACTIVE | DS_PROBING, false, &mut c, 1001, 7), LocalOutcome::default());
+        assert_eq!(observe_local(&mut e, DS_INACTIVE | DS_PROBING, false, true, &mut c, 1001, 7), LocalOutcome::default());
         assert_eq!(e.veto, 1);
         // seen healthy here again: the veto ends, the cluster state comes back
-        let o = observe_local(&mut e, DS_PROBING, false, &mut c, 1002, 7);
+        let o = observe_local(&mut e, DS_PROBING, false, true, &mut c, 1002, 7);
         assert_eq!(e.veto, 0);
         assert_eq!(o.restore, Some(0));
         assert!(!o.dirty);
@@ -712,15 +763,41 @@ mod tests {
         assert_eq!(e.h.bits, DS_INACTIVE);
         // a local change recorded after a remote apply is not mistaken for a change
         let mut c = Hlc::default();
-        assert_eq!(observe_local(&mut e, DS_INACTIVE | DS_DISABLED, true, &mut c, 1, 5), LocalOutcome::default());
+        assert_eq!(observe_local(&mut e, DS_INACTIVE | DS_DISABLED, true, true, &mut c, 1, 5), LocalOutcome::default());
+    }
+
+    #[test]
+    fn down_mark_of_a_non_prober_is_replicated_once_then_held() {
+        let mut c = Hlc::default();
+        let mut e = Entry { used: 1, ..Default::default() };
+        let o = observe_local(&mut e, DS_INACTIVE | DS_PROBING, true, false, &mut c, 1000, 7);
+        assert!(o.dirty);
+        assert_eq!(e.h.bits, DS_INACTIVE | DS_PROBING);
+        assert_eq!(e.veto, 1);
+        e.dirty = 0;
+        let v = e.h.ver;
+        // marked again: local only
+        assert_eq!(observe_local(&mut e, DS_TRYING | DS_PROBING, true, false, &mut c, 1100, 7), LocalOutcome::default());
+        assert_eq!(e.h.ver, v);
+        // the prober brings it back up: recorded, not written (this node's path is broken)
+        assert_eq!(apply_remote(&mut e, reg(DS_PROBING, 2000 << 16, 2), Reg::default(), 7, false).write_mask, 0);
+        // this node's own probes see it up: the veto ends, nothing to restore (same bits)
+        let o = observe_local(&mut e, DS_PROBING, true, false, &mut c, 2100, 7);
+        assert_eq!(e.veto, 0);
+        assert_eq!(o, LocalOutcome::default());
+        // an "up" from a non-prober is replicated and holds no veto
+        let mut u = Entry { used: 1, h: reg(DS_INACTIVE, 5, 2), ..Default::default() };
+        assert!(observe_local(&mut u, 0, true, false, &mut c, 3000, 7).dirty);
+        assert_eq!(u.veto, 0);
     }
 
     #[test]
     fn contradicted_own_down_mark_becomes_a_veto() {
         let mut c = Hlc::default();
         let mut e = Entry { used: 1, ..Default::default() };
-        // this node (7, not the prober) marked it down, replicated
-        assert!(observe_local(&mut e, DS_INACTIVE | DS_PROBING, true, &mut c, 1000, 7).dirty);
+        // this node (7, not the prober) marked it down, replicated (seen as probing here, so
+        // that the contradiction rule alone is tested)
+        assert!(observe_local(&mut e, DS_INACTIVE | DS_PROBING, true, true, &mut c, 1000, 7).dirty);
         e.dirty = 0;
         // the prober (2) says up, newer: keep down locally as a veto, no write
         let r = apply_remote(&mut e, reg(DS_PROBING, 2000 << 16, 2), Reg::default(), 7, false);
@@ -730,14 +807,14 @@ mod tests {
         assert_eq!(e.local_h, DS_INACTIVE | DS_PROBING);
         assert_eq!(e.h.bits, DS_PROBING);
         // further marks here stay local
-        assert!(!observe_local(&mut e, DS_INACTIVE | DS_PROBING, true, &mut c, 2100, 7).dirty);
+        assert!(!observe_local(&mut e, DS_INACTIVE | DS_PROBING, true, true, &mut c, 2100, 7).dirty);
         // the prober itself is never vetoed by the rule; nor a node whose last write was "up"
         let mut p = Entry { used: 1, ..Default::default() };
-        observe_local(&mut p, DS_INACTIVE | DS_PROBING, true, &mut c, 3000, 7);
+        observe_local(&mut p, DS_INACTIVE | DS_PROBING, true, true, &mut c, 3000, 7);
         assert_eq!(apply_remote(&mut p, reg(DS_PROBING, 4000 << 16, 2), Reg::default(), 7, true).write_mask, HMASK);
         assert_eq!(p.veto, 0);
         let mut q = Entry { used: 1, ..Default::default() };
-        observe_local(&mut q, DS_PROBING, true, &mut c, 5000, 7);
+        observe_local(&mut q, DS_PROBING, true, true, &mut c, 5000, 7);
         assert_eq!(apply_remote(&mut q, reg(0, 6000 << 16, 2), Reg::default(), 7, false).write_mask, HMASK);
         assert_eq!(q.veto, 0);
     }
@@ -789,6 +866,36 @@ mod tests {
         // order of the member list does not matter
         let rev = [nodes[2], nodes[0], nodes[1]];
         assert!(keys.iter().all(|k| owner(&nodes, 1, *k) == owner(&rev, 1, *k)));
+    }
+
+    #[test]
+    fn bounded_assignment_is_balanced_deterministic_and_stable() {
+        let keys: Vec<(i32, u64)> = (0..30).map(|i| (1, key_of(format!("sip:127.0.0.1:{}", 10000 + i * 37).as_bytes()))).collect();
+        for seed in 0..200u64 {
+            let live = [mix(seed * 3 + 1), mix(seed * 3 + 2), mix(seed * 3 + 3)];
+            let own = assign(&keys, &live);
+            for n in live {
+                let c = own.iter().filter(|o| **o == n).count();
+                assert!((6..=12).contains(&c), "seed {seed}: share {c}");
+            }
+            // same result from another input order and another member order
+            let mut rk = keys.clone();
+            rk.reverse();
+            let mut rown = assign(&rk, &[live[2], live[0], live[1]]);
+            rown.reverse();
+            assert_eq!(own, rown);
+        }
+        // a leave moves the leaver's share and few others
+        let keys: Vec<(i32, u64)> = (0..3000).map(|i| (i % 2, key_of(format!("sip:gw{i}").as_bytes()))).collect();
+        let live = [mix(11), mix(12), mix(13)];
+        let own3 = assign(&keys, &live);
+        let own2 = assign(&keys, &live[..2]);
+        let moved_others = own3.iter().zip(&own2).filter(|(a, b)| **a != live[2] && a != b).count();
+        assert!(moved_others <= 3000 / 10, "{moved_others} destinations of the survivors moved");
+        assert!(own2.iter().all(|o| *o != live[2]));
+        assert_eq!(assign(&keys, &[]).len(), 3000);
+        assert_eq!(assign_cap(30, 3), 12);
+        assert_eq!(assign_cap(0, 0), 1);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use once_cell::sync::OnceCell;
 
 use crate::ds::cluster::{
     self as cl, admin_write, apply_remote, encode_hb, encode_upd, entry_digest, health_is_global, key_of, live_ids,
-    observe_local, on_heartbeat, should_probe, slot_find, slot_get_or_insert, Entry, Heartbeat, Hlc, Member, Merge, Probing,
+    observe_local, on_heartbeat, slot_find, slot_get_or_insert, Entry, Heartbeat, Hlc, Member, Merge, Probing,
     Rec, Wire, HMASK,
 };
 use crate::kam::dmq;
@@ -99,6 +99,8 @@ struct Shared {
     ndests: u64,
     nprobed: u64,
     last_hb_ms: u64,
+    /// signature (live set, list size) of the last probing assignment
+    assign_sig: u64,
     nlive: u32,
     live: [u64; MAX_NODES + 1],
     members: [Member; MAX_NODES],
@@ -237,12 +239,8 @@ pub fn should_probe_here(setid: i32, uri: &[u8]) -> bool {
     let Some(c) = CTX.get() else { return true };
     let key = key_of(uri);
     let l = c.lock();
-    let vetoed = slot_find(l.tab, setid, key).is_some_and(|i| l.tab[i].veto != 0);
-    let live = &l.sh.live[..(l.sh.nlive as usize).min(MAX_NODES + 1)];
-    if live.is_empty() {
-        return true;
-    }
-    should_probe(c.cfg.mode, live, l.sh.self_id, setid, key, vetoed)
+    // not assigned yet (a destination the flusher has not seen): probe it
+    slot_find(l.tab, setid, key).is_none_or(|i| l.tab[i].probe != 0 || l.tab[i].veto != 0)
 }
 
 /// RPC hook (`dispatcher.set_state`, `dispatcher.set_duid_state`): the destinations just
@@ -318,6 +316,7 @@ fn flush() {
         let mut used = 0usize;
         let (mut ndests, mut nprobed) = (0u64, 0u64);
         let mut digest = 0u64;
+        let mut seen: Vec<(i32, u64, usize)> = Vec::new();
         state::with_snap(|snap| {
             let Some(snap) = snap else { return };
             for set in snap.sets() {
@@ -337,13 +336,14 @@ fn flush() {
                     }
                     e.gen = gen;
                     ndests += 1;
-                    let probes = should_probe(cfg.mode, &live, self_id, setid, key, false);
+                    seen.push((setid, key, i));
+                    let probes = e.probe != 0;
                     let global = health_is_global(cfg.mode, probes, cfg.mark_global);
-                    let out = observe_local(e, flags, global, &mut sh.hlc, now, self_id);
+                    let out = observe_local(e, flags, global, probes, &mut sh.hlc, now, self_id);
                     if let Some(h) = out.restore {
                         health::cluster_write(&set, d, HMASK, h);
                     }
-                    if should_probe(cfg.mode, &live, self_id, setid, key, e.veto != 0) {
+                    if e.probe != 0 || e.veto != 0 {
                         nprobed += 1;
                     }
                     if e.dirty != 0 && used < budget {
@@ -358,6 +358,23 @@ fn flush() {
                 }
             }
         });
+        // probing assignment: again when the live nodes or the list change (and every 50 scans)
+        let sig = live.iter().fold(cl::mix(ndests), |a, n| cl::mix(a ^ n));
+        if sig != sh.assign_sig || gen % 50 == 0 {
+            sh.assign_sig = sig;
+            let keys: Vec<(i32, u64)> = seen.iter().map(|(s, k, _)| (*s, *k)).collect();
+            let owners = match cfg.mode {
+                Probing::Distributed => cl::assign(&keys, &live),
+                Probing::All => vec![self_id; keys.len()],
+                Probing::Leader => vec![live.iter().copied().min().unwrap_or(self_id); keys.len()],
+            };
+            nprobed = 0;
+            for ((_, _, i), o) in seen.iter().zip(owners) {
+                let e = &mut tab[*i];
+                e.probe = (o == self_id) as u32;
+                nprobed += (e.probe != 0 || e.veto != 0) as u64;
+            }
+        }
         sh.digest = digest;
         sh.ndests = ndests;
         sh.nprobed = nprobed;
@@ -498,7 +515,6 @@ fn apply_recs(l: &mut Locked<'_>, recs: &[Rec], now: u64) {
     let sh = &mut *l.sh;
     let tab = &mut *l.tab;
     let self_id = sh.self_id;
-    let mode = CTX.get().map(|c| c.cfg.mode).unwrap_or(Probing::Distributed);
     // keys wanted -> record indexes
     let mut want: HashMap<(i32, u64), usize> = HashMap::with_capacity(recs.len());
     for (i, r) in recs.iter().enumerate() {
@@ -530,8 +546,7 @@ fn apply_recs(l: &mut Locked<'_>, recs: &[Rec], now: u64) {
                     sh.c.table_full += 1;
                     continue;
                 };
-                let live = &sh.live[..(sh.nlive as usize).min(MAX_NODES + 1)];
-                let probes = live.is_empty() || should_probe(mode, live, self_id, setid, key, false);
+                let probes = tab[si].probe != 0;
                 let out = apply_remote(&mut tab[si], r.h, r.a, self_id, probes);
                 for m in [out.health, out.admin] {
                     match m {
