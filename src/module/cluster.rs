@@ -98,6 +98,8 @@ struct Shared {
     digest: u64,
     ndests: u64,
     nprobed: u64,
+    /// destinations inactive or disabled at the last scan
+    ndown: u64,
     last_hb_ms: u64,
     /// signature (live set, list size) of the last probing assignment
     assign_sig: u64,
@@ -314,7 +316,7 @@ fn flush() {
         }
         let budget = cfg.max_body * cfg.max_bodies;
         let mut used = 0usize;
-        let (mut ndests, mut nprobed) = (0u64, 0u64);
+        let (mut ndests, mut nprobed, mut ndown) = (0u64, 0u64, 0u64);
         let mut digest = 0u64;
         let mut seen: Vec<(i32, u64, usize)> = Vec::new();
         state::with_snap(|snap| {
@@ -337,6 +339,7 @@ fn flush() {
                     e.gen = gen;
                     ndests += 1;
                     seen.push((setid, key, i));
+                    ndown += (flags & (crate::ds::snapshot::DS_INACTIVE | crate::ds::snapshot::DS_DISABLED) != 0) as u64;
                     let probes = e.probe != 0;
                     let global = health_is_global(cfg.mode, probes, cfg.mark_global);
                     let out = observe_local(e, flags, global, probes, &mut sh.hlc, now, self_id);
@@ -377,6 +380,7 @@ fn flush() {
         }
         sh.digest = digest;
         sh.ndests = ndests;
+        sh.ndown = ndown;
         sh.nprobed = nprobed;
         // nobody heard within two heartbeats of the start: this node is the first (a seed)
         if sh.synced == 0 && live.len() == 1 && now.saturating_sub(sh.start_ms) > 2 * cfg.hb_ms {
@@ -576,7 +580,7 @@ fn rpc_status(rpc: &Rpc) {
     };
     let now = now_ms();
     // copy under the lock, reply after it (the RPC transport may allocate and block)
-    let (sid, inc, synced, digest, ndests, nprobed, nlive, members, k) = {
+    let (sid, inc, synced, digest, ndests, nprobed, ndown, nlive, members, k) = {
         let l = c.lock();
         let s = &*l.sh;
         let ms: Vec<Member> = s.members.iter().filter(|m| m.used != 0).copied().collect();
@@ -599,7 +603,7 @@ fn rpc_status(rpc: &Rpc) {
             ("replies_err", s.c.replies_err),
             ("table_full", s.c.table_full),
         ];
-        (s.self_id, s.inc, s.synced, s.digest, s.ndests, s.nprobed, s.nlive, ms, k)
+        (s.self_id, s.inc, s.synced, s.digest, s.ndests, s.nprobed, s.ndown, s.nlive, ms, k)
     };
     let e = "Internal error creating cluster status";
     let Some(top) = rpc.add_struct() else {
@@ -619,6 +623,7 @@ fn rpc_status(rpc: &Rpc) {
         })?;
         me.ulong("DESTINATIONS", ndests)?;
         me.ulong("PROBED", nprobed)?;
+        me.ulong("DOWN", ndown)?;
         me.cstring("DIGEST", &format!("{digest:x}"))?;
         me.uint("LIVE_NODES", nlive)?;
         let nodes = top.int_and_array("NODES", members.len() as i32, "NODE_LIST")?;
