@@ -639,3 +639,82 @@ fn dump_status(nodes: &[Node]) -> String {
         .map(|n| format!("--- {}: {}\n", n.label, n.k().kamcmd(&["dispatcher.cluster_status"]).unwrap_or_else(|e| e)))
         .collect()
 }
+
+/// A module dir for `-L`: symlinks to Kamailio's modules, `dispatcher.so` pointing at the
+/// module under test (the example cfg loads it by name).
+fn module_dir(dir: &Path) -> PathBuf {
+    let md = dir.join("modules");
+    std::fs::create_dir_all(&md).expect("mkdir modules");
+    for e in std::fs::read_dir(&*MODULES_DIR).expect("read modules dir").flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".so") && name != "dispatcher.so" {
+            let _ = std::os::unix::fs::symlink(e.path(), md.join(&name));
+        }
+    }
+    std::os::unix::fs::symlink(ModuleKind::Rust.so_path(), md.join("dispatcher.so")).expect("symlink dispatcher.so");
+    md
+}
+
+/// cfg-examples/cluster-node.cfg as shipped: two nodes (the third peer address is down)
+/// form a cluster, split the probing, and route calls.
+#[test]
+fn cluster_example_cfg() {
+    let dir = run_dir("cluster-example");
+    let md = module_dir(&dir);
+    let cfg = manifest_dir().join("cfg-examples").join("cluster-node.cfg");
+    let gws: Vec<Gw> = (0..6).map(|_| Gw::start()).collect();
+    let list = dir.join("dispatcher.list");
+    write_file(&list, &list_text(&gws.iter().map(Gw::uri).collect::<Vec<_>>(), &[]));
+    let ports = [free_port(), free_port(), free_port()];
+    let mut procs = Vec::new();
+    let mut ctls = Vec::new();
+    for i in 0..2 {
+        let kdir = dir.join(format!("node{i}"));
+        std::fs::create_dir_all(&kdir).expect("mkdir");
+        let ctl = ctl_socket_path(&kdir);
+        let log = kdir.join("kamailio.log");
+        let mut cmd = std::process::Command::new(&*KAMAILIO_BIN);
+        cmd.args(["-DD", "-E", "-m", "64", "-M", "8"])
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-L")
+            .arg(&md)
+            .arg("-w")
+            .arg(&kdir)
+            .arg("-P")
+            .arg(kdir.join("kamailio.pid"))
+            .args(["-A", &format!("LISTEN_PORT={}", ports[i])])
+            .args(["-A", &format!("NODE_URI=\"sip:127.0.0.1:{}\"", ports[i])])
+            .args(["-A", &format!("PEER1=\"sip:127.0.0.1:{}\"", ports[1 - i])])
+            .args(["-A", &format!("PEER2=\"sip:127.0.0.1:{}\"", ports[2])])
+            .args(["-A", &format!("DS_LIST_FILE=\"{}\"", list.display())])
+            .args(["-A", &format!("CTL_SOCKET=\"unix:{}\"", ctl.display())])
+            .current_dir(&kdir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        procs.push((Proc::spawn("kamailio cluster-node.cfg", &mut cmd).unwrap_or_else(|e| panic!("{e}")), log));
+        ctls.push(ctl);
+    }
+    let status = |i: usize| kamcmd_at(&ctls[i], &["dispatcher.cluster_status"]).map(|s| Node2(parse_kamcmd(&s)));
+    let formed = time_until(Duration::from_secs(20), || (0..2).all(|i| status(i).map(|s| s.nodes_up() == 1).unwrap_or(false)));
+    let hint = || procs.iter().map(|(_, l)| tail(l, 20)).collect::<Vec<_>>().join("\n---\n");
+    assert!(formed.is_some(), "the example nodes did not form a cluster\n{}", hint());
+    let probed: Vec<u64> = (0..2)
+        .map(|i| status(i).map(|s| s.self_val("PROBED").trim().parse().unwrap_or(0)).unwrap_or(0))
+        .collect();
+    let t = time_until(Duration::from_secs(5), || {
+        (0..2).map(|i| status(i).map(|s| s.self_val("PROBED").trim().parse::<u64>().unwrap_or(0)).unwrap_or(0)).sum::<u64>() == 6
+    });
+    assert!(t.is_some(), "the 6 gateways are not split between the 2 nodes: {probed:?}");
+    let probed: Vec<u64> = (0..2)
+        .map(|i| status(i).map(|s| s.self_val("PROBED").trim().parse().unwrap_or(0)).unwrap_or(0))
+        .collect();
+    for i in 0..2 {
+        let r = sip_request(None, ports[i], "OPTIONS", "someone", &[], Duration::from_secs(3)).expect("request");
+        assert_eq!(r.status, 200, "a request through node {i}");
+    }
+    eprintln!("[cluster] example cfg: 2 nodes formed after {formed:?}, probing split {probed:?}");
+    for (mut p, _) in procs {
+        p.stop(Duration::from_secs(5));
+    }
+}
