@@ -354,7 +354,8 @@ fn flush() {
                         used += uri.len() + 80;
                         upd.push(rec_of(setid, uri, e));
                     }
-                    if !pushes.is_empty() && !(e.h.ver.is_config() && e.a.ver.is_config()) {
+                    let runtime = !(e.h.ver.is_config() && e.a.ver.is_config());
+                    if runtime && !pushes.is_empty() {
                         full.push(rec_of(setid, uri, e));
                     }
                     digest ^= entry_digest(e);
@@ -649,6 +650,10 @@ fn rpc_status(rpc: &Rpc) {
     }
 }
 
+/// `dispatcher.cluster_status`.
+///
+/// # Safety
+/// Called by the core's RPC layer with its `rpc_t` and context.
 pub unsafe extern "C" fn rpc_cluster_status(api: *mut sys::rpc_t, ctx: *mut c_void) {
     guard("dispatcher.cluster_status", (), || {
         // SAFETY: arguments of an RPC handler call.
