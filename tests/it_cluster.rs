@@ -459,6 +459,13 @@ fn cluster_three_nodes() {
         st0.counter("alien"),
         st1.counter("alien")
     );
+    // a reload on one node keeps the cluster's state (and sends nothing that undoes it)
+    let before: Vec<_> = live.iter().map(|n| n.flags()).collect();
+    nodes[2].k().kamcmd(&["dispatcher.reload"]).expect("reload");
+    std::thread::sleep(Duration::from_millis(800));
+    let after: Vec<_> = live.iter().map(|n| n.flags()).collect();
+    assert_eq!(before, after, "a reload on C changed the state");
+
     // ---- 8. a broken path from one node (veto): no flapping of the cluster's state
     let vi = 29;
     let v = uris[vi].clone();

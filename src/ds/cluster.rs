@@ -235,6 +235,29 @@ pub fn observe_local(
     out
 }
 
+/// After the list was rebuilt (reload, `dispatcher.add`/`remove`): the registers that carry
+/// a runtime version win over what the new list says (a reload on one node must not undo
+/// the cluster's state); registers still at the configuration version take the new list's
+/// bits. Returns the bits to write into the flags as (mask, bits); mask 0: nothing.
+pub fn rebaseline(e: &mut Entry, flags: i32) -> (i32, i32) {
+    let (mut mask, mut bits) = (0, 0);
+    if e.a.ver.is_config() {
+        e.a.bits = flags & AMASK;
+    } else if flags & AMASK != e.a.bits {
+        mask |= AMASK;
+        bits |= e.a.bits;
+    }
+    if e.veto != 0 {
+        e.local_h = flags & HMASK;
+    } else if e.h.ver.is_config() {
+        e.h.bits = flags & HMASK;
+    } else if flags & HMASK != e.h.bits {
+        mask |= HMASK;
+        bits |= e.h.bits;
+    }
+    (mask, bits)
+}
+
 /// An explicit admin write made here (RPC `set_state`): both registers take the current
 /// flags with new versions (even when unchanged, so that every node converges on it) and
 /// any veto ends.
@@ -817,6 +840,23 @@ mod tests {
         observe_local(&mut q, DS_PROBING, true, true, &mut c, 5000, 7);
         assert_eq!(apply_remote(&mut q, reg(0, 6000 << 16, 2), Reg::default(), 7, false).write_mask, HMASK);
         assert_eq!(q.veto, 0);
+    }
+
+    #[test]
+    fn rebaseline_keeps_runtime_versions_and_takes_new_config() {
+        // runtime health (IP, versioned) survives a reload that says AP; config admin follows
+        let mut e = Entry { used: 1, h: reg(DS_INACTIVE | DS_PROBING, 9, 1), ..Default::default() };
+        assert_eq!(rebaseline(&mut e, DS_DISABLED | DS_PROBING), (HMASK, DS_INACTIVE | DS_PROBING));
+        assert_eq!(e.a.bits, DS_DISABLED);
+        assert!(e.a.ver.is_config());
+        // nothing differs: nothing to write
+        assert_eq!(rebaseline(&mut e, DS_DISABLED | DS_INACTIVE | DS_PROBING), (0, 0));
+        // versioned admin wins too
+        let mut f = Entry { used: 1, a: reg(DS_DISABLED, 9, 1), ..Default::default() };
+        assert_eq!(rebaseline(&mut f, 0), (AMASK, DS_DISABLED));
+        // and after the rebaseline the flusher sees no local change
+        let mut c = Hlc::default();
+        assert_eq!(observe_local(&mut f, DS_DISABLED, true, true, &mut c, 1, 1), LocalOutcome::default());
     }
 
     #[test]

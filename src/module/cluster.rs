@@ -103,6 +103,8 @@ struct Shared {
     last_hb_ms: u64,
     /// signature (live set, list size) of the last probing assignment
     assign_sig: u64,
+    /// the list (snapshot) of the last scan: a new one is rebaselined
+    last_snap: usize,
     nlive: u32,
     live: [u64; MAX_NODES + 1],
     members: [Member; MAX_NODES],
@@ -321,17 +323,29 @@ fn flush() {
         let mut seen: Vec<(i32, u64, usize)> = Vec::new();
         state::with_snap(|snap| {
             let Some(snap) = snap else { return };
+            let snap_id = snap.header() as *const _ as usize;
+            let rebuilt = snap_id != sh.last_snap && sh.last_snap != 0;
+            sh.last_snap = snap_id;
             for set in snap.sets() {
                 let setid = set.rec.id;
                 for d in set.dests {
                     let uri = d.uri.bytes();
                     let key = key_of(uri);
                     let flags = d.flags.load(Ordering::Acquire);
+                    let existed = slot_find(tab, setid, key).is_some();
                     let Some(i) = slot_get_or_insert(tab, setid, key, flags) else {
                         sh.c.table_full += 1;
                         continue;
                     };
                     let e = &mut tab[i];
+                    if rebuilt && existed && e.gen != gen {
+                        // a reload/add/remove here must not undo the cluster's state
+                        let (mask, bits) = cl::rebaseline(e, flags);
+                        if mask != 0 {
+                            health::cluster_write(&set, d, mask, bits);
+                        }
+                    }
+                    let flags = d.flags.load(Ordering::Acquire);
                     if e.gen == gen {
                         // the same URI twice in a set: the first one carries the state
                         continue;
