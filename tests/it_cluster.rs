@@ -470,9 +470,20 @@ fn cluster_three_nodes() {
     let vi = 29;
     let v = uris[vi].clone();
     let nodes_up: Vec<&Node> = vec![&nodes[0], &nodes[2]];
-    let tv = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    let vowner = gws[vi].options_since(tv).last().map(|(_, p)| *p).expect("gateway V probed");
+    // V's prober: the only node that pinged it during a whole 1.5 s window (right after the
+    // partition and the reload, ownership may still be settling: wait for a clean window)
+    let mut vowner = 0u16;
+    for _ in 0..8 {
+        let tv = Instant::now();
+        std::thread::sleep(Duration::from_millis(1500));
+        let srcs: BTreeSet<u16> = gws[vi].options_since(tv).iter().map(|(_, p)| *p).collect();
+        if srcs.len() == 1 {
+            vowner = *srcs.iter().next().unwrap_or(&0);
+            break;
+        }
+        eprintln!("[cluster] V pinged by {:?} in 1.5 s: waiting for a single prober", srcs.iter().map(|p| port_label(&nodes, *p)).collect::<Vec<_>>());
+    }
+    assert!(vowner == nodes[0].port || vowner == nodes[2].port, "no single prober of V: {vowner}");
     let (ni, oi) = if vowner == nodes[0].port { (2, 0) } else { (0, 2) };
     gws[vi].block.store(nodes[ni].port, Ordering::SeqCst);
     let mut history: Vec<String> = Vec::new();
@@ -724,4 +735,21 @@ fn cluster_example_cfg() {
     for (mut p, _) in procs {
         p.stop(Duration::from_secs(5));
     }
+}
+
+/// `cluster_mode` 1 without dmq loaded first: Kamailio refuses to start, with a clear error.
+#[test]
+fn cluster_mode_needs_dmq() {
+    let dir = run_dir("cluster-nodmq");
+    let opts = KamOpts { list: "1 sip:127.0.0.1:5999 0\n".into(), extra_params: "modparam(\"dispatcher\", \"cluster_mode\", 1)\n".into(), ..KamOpts::default() };
+    let r = Kamailio::try_start(&dir, "k", ModuleKind::Rust, &opts);
+    let e = match r {
+        Ok(_) => panic!("Kamailio started with cluster_mode=1 and no dmq module"),
+        Err(e) => e,
+    };
+    assert!(e.contains("load dmq.so before dispatcher.so"), "no clear error: {e}");
+    // and with cluster mode off the RPC says so
+    let k = Kamailio::start(&dir, "k2", ModuleKind::Rust, &KamOpts::with_list("1 sip:127.0.0.1:5999 0\n"));
+    let f = k.kamcmd(&["dispatcher.cluster_status"]).expect_err("cluster_status with cluster mode off");
+    assert!(f.contains("cluster mode is off"), "{f}");
 }
