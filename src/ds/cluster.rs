@@ -486,8 +486,10 @@ pub const REPAIR_AFTER: u32 = 2;
 
 /// Records a heartbeat. Returns false when the table is full. Sets `need_push` when the
 /// peer is new, restarted (new incarnation), or its digest differs from `my_digest` for
-/// [`REPAIR_AFTER`] heartbeats in a row (at most once per [`REPAIR_GAP_MS`]).
-pub fn on_heartbeat(members: &mut [Member], hb: &Heartbeat, uri: &[u8], now_ms: u64, my_digest: u64) -> bool {
+/// [`REPAIR_AFTER`] heartbeats in a row (at most once per [`REPAIR_GAP_MS`]) while `quiet`
+/// (no update sent or applied here lately: digests differ while updates are in flight, and
+/// a storm must not turn into full pushes).
+pub fn on_heartbeat(members: &mut [Member], hb: &Heartbeat, uri: &[u8], now_ms: u64, my_digest: u64, quiet: bool) -> bool {
     let idx = members.iter().position(|m| m.used != 0 && m.id == hb.id).or_else(|| members.iter().position(|m| m.used == 0));
     let Some(i) = idx else { return false };
     let m = &mut members[i];
@@ -504,7 +506,7 @@ pub fn on_heartbeat(members: &mut [Member], hb: &Heartbeat, uri: &[u8], now_ms: 
     m.ndests = hb.ndests;
     if hb.digest != my_digest {
         m.mismatches = m.mismatches.saturating_add(1);
-        if m.mismatches >= REPAIR_AFTER && now_ms.saturating_sub(m.last_push_ms) >= REPAIR_GAP_MS {
+        if quiet && m.mismatches >= REPAIR_AFTER && now_ms.saturating_sub(m.last_push_ms) >= REPAIR_GAP_MS {
             m.need_push = 1;
         }
     } else {
@@ -961,33 +963,36 @@ mod tests {
     fn membership_push_on_new_restart_and_lasting_mismatch() {
         let mut m = vec![Member::default(); 2];
         let mut hb = Heartbeat { cluster: 0, id: 42, inc: 1, synced: true, digest: 5, ndests: 3 };
-        assert!(on_heartbeat(&mut m, &hb, b"sip:dispatcher@127.0.0.1:5070", 1000, 5));
+        assert!(on_heartbeat(&mut m, &hb, b"sip:dispatcher@127.0.0.1:5070", 1000, 5, true));
         assert_eq!(m[0].need_push, 1);
         assert_eq!(m[0].uri(), b"sip:dispatcher@127.0.0.1:5070");
         m[0].need_push = 0;
         m[0].last_push_ms = 1000;
         // same incarnation, same digest: nothing
-        assert!(on_heartbeat(&mut m, &hb, b"u", 2000, 5));
+        assert!(on_heartbeat(&mut m, &hb, b"u", 2000, 5, true));
         assert_eq!(m[0].need_push, 0);
         // digest differs once: wait; twice but within the repair gap: wait; later: push
         hb.digest = 6;
-        on_heartbeat(&mut m, &hb, b"u", 2100, 5);
+        on_heartbeat(&mut m, &hb, b"u", 2100, 5, true);
         assert_eq!(m[0].need_push, 0);
-        on_heartbeat(&mut m, &hb, b"u", 2200, 5);
+        on_heartbeat(&mut m, &hb, b"u", 2200, 5, true);
         assert_eq!(m[0].need_push, 0);
-        on_heartbeat(&mut m, &hb, b"u", 4100, 5);
+        // not quiet (updates in flight): no repair push yet
+        on_heartbeat(&mut m, &hb, b"u", 4100, 5, false);
+        assert_eq!(m[0].need_push, 0);
+        on_heartbeat(&mut m, &hb, b"u", 4100, 5, true);
         assert_eq!(m[0].need_push, 1);
         // restart: new incarnation, push
         m[0].need_push = 0;
         hb.inc = 2;
-        on_heartbeat(&mut m, &hb, b"u", 4200, 6);
+        on_heartbeat(&mut m, &hb, b"u", 4200, 6, true);
         assert_eq!(m[0].need_push, 1);
         assert_eq!(m[0].inc, 2);
         // table full
         let other = Heartbeat { id: 7, ..hb.clone() };
-        assert!(on_heartbeat(&mut m, &other, b"v", 4300, 6));
+        assert!(on_heartbeat(&mut m, &other, b"v", 4300, 6, true));
         let third = Heartbeat { id: 8, ..hb.clone() };
-        assert!(!on_heartbeat(&mut m, &third, b"w", 4300, 6));
+        assert!(!on_heartbeat(&mut m, &third, b"w", 4300, 6, true));
         assert_eq!(live_ids(&m, 4300, 1000, 3), vec![3, 7, 42]);
         assert_eq!(live_ids(&m, 9000, 1000, 3), vec![3]);
     }

@@ -101,6 +101,12 @@ struct Shared {
     /// destinations inactive or disabled at the last scan
     ndown: u64,
     last_hb_ms: u64,
+    hb_count: u64,
+    /// update bodies allowed (x1000, token bucket: cluster_max_bodies per flush interval)
+    tokens_milli: u64,
+    last_flush_ms: u64,
+    /// last update sent or applied (digest repairs wait for quiet)
+    last_activity_ms: u64,
     /// signature (live set, list size) of the last probing assignment
     assign_sig: u64,
     /// the list (snapshot) of the last scan: a new one is rebaselined
@@ -298,6 +304,9 @@ fn flush() {
     // broadcast skips nodes it does not consider active (after a partition it re-activates
     // them only at its next ping round)
     let mut hb_unicast: Vec<Vec<u8>> = Vec::new();
+    let mut hb_bcast = false;
+    // live peers: updates go to each of them (not through DMQ's broadcast, see heartbeats)
+    let mut targets: Vec<Vec<u8>> = Vec::new();
     {
         let l = c.lock();
         let sh = &mut *l.sh;
@@ -316,7 +325,12 @@ fn flush() {
                 pushes.push(m.uri().to_vec());
             }
         }
-        let budget = cfg.max_body * cfg.max_bodies;
+        // token bucket: the core timer ticks in 62.5 ms steps, so the rate is enforced by time
+        let elapsed = now.saturating_sub(sh.last_flush_ms).min(10_000);
+        sh.last_flush_ms = now;
+        let cap = cfg.max_bodies as u64 * 1000;
+        sh.tokens_milli = (sh.tokens_milli + elapsed * cap / cfg.flush_ms as u64).min(cap);
+        let budget = cfg.max_body * (sh.tokens_milli / 1000) as usize;
         let mut used = 0usize;
         let (mut ndests, mut nprobed, mut ndown) = (0u64, 0u64, 0u64);
         let mut digest = 0u64;
@@ -363,9 +377,9 @@ fn flush() {
                     if e.probe != 0 || e.veto != 0 {
                         nprobed += 1;
                     }
-                    if e.dirty != 0 && used < budget {
+                    if e.dirty != 0 && used + uri.len() + 110 <= budget {
                         e.dirty = 0;
-                        used += uri.len() + 80;
+                        used += uri.len() + 110;
                         upd.push(rec_of(setid, uri, e));
                     }
                     let runtime = !(e.h.ver.is_config() && e.a.ver.is_config());
@@ -401,11 +415,23 @@ fn flush() {
         if sh.synced == 0 && live.len() == 1 && now.saturating_sub(sh.start_ms) > 2 * cfg.hb_ms {
             sh.synced = 1;
         }
+        for m in sh.members.iter().filter(|m| m.used != 0 && m.alive(now, cfg.timeout_ms)) {
+            targets.push(m.uri().to_vec());
+        }
+        if !upd.is_empty() {
+            sh.last_activity_ms = now;
+        }
         hb = if now.saturating_sub(sh.last_hb_ms) >= cfg.hb_ms {
             sh.last_hb_ms = now;
-            for m in sh.members.iter().filter(|m| m.used != 0 && !m.alive(now, cfg.timeout_ms)) {
+            sh.hb_count += 1;
+            // heartbeats go one by one to every known peer (DMQ's broadcast skips nodes it
+            // has not re-activated yet, e.g. after a partition); peers not heard lately only
+            // every 4th time; the broadcast (every 4th time) finds new nodes
+            let full = sh.hb_count % 4 == 0;
+            for m in sh.members.iter().filter(|m| m.used != 0 && (full || m.alive(now, cfg.timeout_ms))) {
                 hb_unicast.push(m.uri().to_vec());
             }
+            hb_bcast = full || targets.is_empty();
             Some(Heartbeat { cluster: cfg.cid, id: self_id, inc: sh.inc, synced: sh.synced != 0, digest, ndests })
         } else {
             None
@@ -421,15 +447,22 @@ fn flush() {
             st.send_failed += 1;
         }
     };
+    let mut nbodies = 0u64;
     if !upd.is_empty() {
         st.sent_records += upd.len() as u64;
-        for b in encode_upd(cfg.cid, CTX.get().map(|c| c.self_id()).unwrap_or(0), false, &upd, cfg.max_body) {
-            send(dmq::bcast(&b), b.len(), &mut st);
+        let bodies = encode_upd(cfg.cid, c.self_id(), false, &upd, cfg.max_body);
+        nbodies = bodies.len() as u64;
+        for uri in &targets {
+            for b in &bodies {
+                send(dmq::send_to(uri, b), b.len(), &mut st);
+            }
         }
     }
     if let Some(hb) = hb {
         let b = encode_hb(&hb);
-        send(dmq::bcast(&b), b.len(), &mut st);
+        if hb_bcast {
+            send(dmq::bcast(&b), b.len(), &mut st);
+        }
         for uri in &hb_unicast {
             send(dmq::send_to(uri, &b), b.len(), &mut st);
         }
@@ -447,8 +480,9 @@ fn flush() {
         }
         ds_dbg!("cluster: full state ({} records) pushed to {}", full.len(), String::from_utf8_lossy(uri));
     }
-    if st.sent_msgs + st.send_failed > 0 {
+    if st.sent_msgs + st.send_failed + nbodies > 0 {
         let l = c.lock();
+        l.sh.tokens_milli = l.sh.tokens_milli.saturating_sub(nbodies * 1000);
         let k = &mut l.sh.c;
         k.sent_msgs += st.sent_msgs;
         k.sent_bytes += st.sent_bytes;
@@ -507,7 +541,8 @@ fn on_message(body: &[u8], from: &[u8]) {
                 return;
             }
             let my = l.sh.digest;
-            if !on_heartbeat(&mut l.sh.members, &hb, from, now, my) {
+            let quiet = now.saturating_sub(l.sh.last_activity_ms) > 1000;
+            if !on_heartbeat(&mut l.sh.members, &hb, from, now, my, quiet) {
                 l.sh.c.table_full += 1;
             }
         }
@@ -567,6 +602,9 @@ fn apply_recs(l: &mut Locked<'_>, recs: &[Rec], now: u64) {
                 };
                 let probes = tab[si].probe != 0;
                 let out = apply_remote(&mut tab[si], r.h, r.a, self_id, probes);
+                if out.health == Merge::Applied || out.admin == Merge::Applied {
+                    sh.last_activity_ms = now;
+                }
                 for m in [out.health, out.admin] {
                     match m {
                         Merge::Applied => sh.c.applied += 1,
