@@ -231,9 +231,9 @@ pub fn init() -> Result<(), String> {
         (*sp).inc = start;
         (*sp).start_ms = start;
     }
-    // SAFETY: mod_init in the main process; the core keeps the function pointer.
-    if unsafe { sys::rds_register_timer_ms(flush_tick, std::ptr::null_mut(), cfg.flush_ms) } < 0 {
-        return Err("cannot register the cluster timer".into());
+    // SAFETY: mod_init in the main process: one basic timer process, forked at PROC_MAIN.
+    if unsafe { sys::register_basic_timers(1) } < 0 {
+        return Err("cannot register the cluster timer process".into());
     }
     ds_info!(
         "cluster mode on: channel '{}', node id {self_id:x}, incarnation {start}, probing {:?}",
@@ -242,6 +242,24 @@ pub fn init() -> Result<(), String> {
     );
     let _ = CTX.set(Ctx { cfg, lock, shared: sp, tab: tp, cap });
     Ok(())
+}
+
+/// child_init(PROC_MAIN): forks the "DS CLUSTER" process that runs the flusher (all sending)
+/// every `cluster_flush_interval` ms. Nothing without cluster mode.
+pub fn fork_process() -> bool {
+    let Some(c) = CTX.get() else { return true };
+    // SAFETY: called in the main process at PROC_MAIN, after register_basic_timers(1) in
+    // mod_init; the interval is in microseconds.
+    unsafe {
+        sys::fork_basic_utimer(
+            sys::PROC_TIMER as c_int,
+            c"DS CLUSTER".as_ptr() as *mut c_char,
+            1,
+            Some(flush_tick),
+            std::ptr::null_mut(),
+            (c.cfg.flush_ms as c_int).saturating_mul(1000),
+        ) >= 0
+    }
 }
 
 /// Keepalive hook: whether this node probes the destination (always true without cluster).

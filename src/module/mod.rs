@@ -155,6 +155,10 @@ unsafe extern "C" fn child_init(rank: c_int) -> c_int {
             ds_err!("failed to fork the keepalive process");
             return -1;
         }
+        if rank == sys::PROC_MAIN && !cluster::fork_process() {
+            ds_err!("failed to fork the cluster process");
+            return -1;
+        }
         0
     })
 }
