@@ -4,6 +4,7 @@ pub mod rcu; // owned by the lead developer
 pub mod select; // owned by the lead developer
 pub mod algs;
 pub mod attrs;
+pub mod cluster;
 pub mod compat;
 pub mod counters;
 pub mod listdiff;

@@ -1,6 +1,7 @@
 //! Room 2: a thin safe layer over the Kamailio core. Every `unsafe` block here carries a
 //! `// SAFETY:` line; the dispatcher logic (room 3, `crate::ds`) never calls FFI itself.
 pub mod db;
+pub mod dmq;
 pub mod event;
 pub mod log;
 pub mod mem;

@@ -73,6 +73,13 @@ fn after_change(set: &SetView<'_>, d: &DestRec, old: i32, new: i32) {
     }
 }
 
+/// Cluster mode: writes `bits` (under `mask`) received from a peer into a destination's
+/// flags: no thresholds, no events; the alg-11/15 tables follow as for any change.
+pub fn cluster_write(set: &SetView<'_>, d: &DestRec, mask: i32, bits: i32) {
+    let old = d.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| Some((f & !mask) | (bits & mask))).unwrap_or(0);
+    after_change(set, d, old, (old & !mask) | (bits & mask));
+}
+
 /// Who asked for a state change (the C module's `DS_STATE_MODE_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {

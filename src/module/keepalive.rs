@@ -178,6 +178,10 @@ fn tick() {
             if !ping_eligible(d.flags.load(Ordering::Relaxed), cfg.probing_mode) {
                 continue;
             }
+            // cluster mode: another live node probes this one
+            if !crate::module::cluster::should_probe_here(setid, d.uri.bytes()) {
+                continue;
+            }
             d.ping_start_us.store(now, Ordering::Relaxed);
             crate::module::track::ping_sent(d);
             let from = d.ping_from.get().map(|v| v.to_vec()).unwrap_or_else(|| cfg.ping_from.clone());

@@ -4,6 +4,7 @@
 #![allow(non_upper_case_globals)]
 
 pub mod cfgvars;
+pub mod cluster;
 pub mod cmds;
 pub mod health;
 pub mod keepalive;
@@ -107,7 +108,7 @@ unsafe extern "C" fn mod_init() -> c_int {
                 return -1;
             }
         }
-        if let Err(e) = state::init(cfg).and_then(|_| keepalive::init()) {
+        if let Err(e) = state::init(cfg).and_then(|_| keepalive::init()).and_then(|_| cluster::init()) {
             ds_err!("initialisation failed: {e}");
             return -1;
         }
@@ -161,6 +162,10 @@ unsafe extern "C" fn child_init(rank: c_int) -> c_int {
             ds_err!("failed to fork the keepalive process");
             return -1;
         }
+        if rank == sys::PROC_MAIN && !cluster::fork_process() {
+            ds_err!("failed to fork the cluster process");
+            return -1;
+        }
         0
     })
 }
@@ -169,6 +174,7 @@ unsafe extern "C" fn mod_destroy() {
     guard("destroy", (), || {
         crate::kam::mem::free_timers();
         keepalive::destroy();
+        cluster::destroy();
         health::destroy();
         load::destroy();
         state::destroy();

@@ -7,6 +7,10 @@ use std::os::raw::{c_char, c_int};
 use std::ptr::null_mut;
 
 use crate::sys::{self, param_export_t, str_};
+use crate::module::cluster::{
+    cluster_channel, cluster_flush_interval, cluster_heartbeat, cluster_id, cluster_mark_scope, cluster_max_bodies,
+    cluster_max_body, cluster_max_dests, cluster_mode, cluster_node_timeout, cluster_node_uri, cluster_probing,
+};
 
 const fn s0() -> str_ {
     str_ { s: null_mut(), len: 0 }
@@ -94,7 +98,7 @@ macro_rules! p {
     };
 }
 
-pub static mut PARAMS: [param_export_t; 54] = [
+pub static mut PARAMS: [param_export_t; 66] = [
     p!(c"list_file", STRING, list_file),
     p!(c"db_url", STR, db_url),
     p!(c"table_name", STR, table_name),
@@ -148,6 +152,19 @@ pub static mut PARAMS: [param_export_t; 54] = [
     p!(c"ds_passive_threshold", INT, ds_passive_threshold),
     p!(c"ds_passive_reply_codes", STR, ds_passive_reply_codes),
     p!(c"ds_counters", INT, ds_counters),
+    // cluster mode (issue 10, src/module/cluster.rs)
+    p!(c"cluster_mode", INT, cluster_mode),
+    p!(c"cluster_probing", INT, cluster_probing),
+    p!(c"cluster_channel", STR, cluster_channel),
+    p!(c"cluster_node_uri", STR, cluster_node_uri),
+    p!(c"cluster_id", INT, cluster_id),
+    p!(c"cluster_heartbeat", INT, cluster_heartbeat),
+    p!(c"cluster_node_timeout", INT, cluster_node_timeout),
+    p!(c"cluster_flush_interval", INT, cluster_flush_interval),
+    p!(c"cluster_max_body", INT, cluster_max_body),
+    p!(c"cluster_max_bodies", INT, cluster_max_bodies),
+    p!(c"cluster_mark_scope", INT, cluster_mark_scope),
+    p!(c"cluster_max_dests", INT, cluster_max_dests),
     param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
 ];
 

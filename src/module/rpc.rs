@@ -292,6 +292,7 @@ fn set_state_helper(rpc: &Rpc, by_duid: bool) {
         rpc.fault(500, "State Update Failed");
         return;
     }
+    crate::module::cluster::note_admin(group, key, by_duid);
     rpc.text("Ok. Dispatcher state updated.");
 }
 
@@ -443,8 +444,9 @@ static DOC_ADD: Doc = Doc([c"Add a destination address in memory".as_ptr(), std:
 static DOC_REMOVE: Doc = Doc([c"Remove a destination address from memory".as_ptr(), std::ptr::null()]);
 static DOC_OCLIST: Doc = Doc([c"Return the overload control attributes of a group".as_ptr(), std::ptr::null()]);
 static DOC_HASH: Doc = Doc([c"Compute the hash of the values".as_ptr(), std::ptr::null()]);
+static DOC_CLUSTER_STATUS: Doc = Doc([c"Cluster mode: this node, the nodes it knows, replication counters".as_ptr(), std::ptr::null()]);
 
-pub static mut RPCS: [rpc_export_t; 16] = [
+pub static mut RPCS: [rpc_export_t; 17] = [
     rpc_export_t { name: c"dispatcher.update".as_ptr(), function: Some(rpc_stats::rpc_update), doc_str: &rpc_stats::DOC_UPDATE as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.validate".as_ptr(), function: Some(rpc_stats::rpc_validate), doc_str: &rpc_stats::DOC_VALIDATE as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.diff".as_ptr(), function: Some(rpc_stats::rpc_diff), doc_str: &rpc_stats::DOC_DIFF as *const Doc as *mut *const c_char, flags: 0 },
@@ -460,5 +462,6 @@ pub static mut RPCS: [rpc_export_t; 16] = [
     rpc_export_t { name: c"dispatcher.reload".as_ptr(), function: Some(rpc_reload), doc_str: &DOC_RELOAD as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.hash".as_ptr(), function: Some(rpc_hash), doc_str: &DOC_HASH as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: c"dispatcher.explain".as_ptr(), function: Some(crate::module::rpc_explain::rpc_explain), doc_str: &crate::module::rpc_explain::DOC_EXPLAIN as *const Doc as *mut *const c_char, flags: 0 },
+    rpc_export_t { name: c"dispatcher.cluster_status".as_ptr(), function: Some(crate::module::cluster::rpc_cluster_status), doc_str: &DOC_CLUSTER_STATUS as *const Doc as *mut *const c_char, flags: 0 },
     rpc_export_t { name: std::ptr::null(), function: None, doc_str: std::ptr::null_mut(), flags: 0 },
 ];
