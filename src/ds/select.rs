@@ -113,27 +113,24 @@ pub fn failover_order(
     limit: u32,
     extra_skip: &dyn Fn(usize) -> bool,
 ) -> Vec<usize> {
+    failover_iter(dests, selected, use_default, limit, extra_skip).collect()
+}
+
+/// [`failover_order`] without allocating (the request path writes the records as it goes).
+pub fn failover_iter<'a>(
+    dests: &'a [DestRec],
+    selected: usize,
+    use_default: bool,
+    limit: u32,
+    extra_skip: &'a dyn Fn(usize) -> bool,
+) -> impl Iterator<Item = usize> + 'a {
     let nr = dests.len();
-    let limit = limit as usize;
-    let mut out = Vec::with_capacity(nr.min(limit));
-    if selected >= nr || limit == 0 {
-        return out;
-    }
-    out.push(selected);
-    let is_default = |i: usize| use_default && i == nr - 1;
-    let eligible = |i: usize| dests.get(i).map(|d| d.usable()).unwrap_or(false) && !is_default(i) && !extra_skip(i);
-    for i in (selected + 1..nr).chain(0..selected) {
-        if out.len() >= limit {
-            break;
-        }
-        if eligible(i) {
-            out.push(i);
-        }
-    }
-    if use_default && selected != nr - 1 && out.len() < limit {
-        out.push(nr - 1);
-    }
-    out
+    let limit = if selected >= nr { 0 } else { limit as usize };
+    let is_default = move |i: usize| use_default && i == nr - 1;
+    let eligible = move |i: usize| dests.get(i).map(|d| d.usable()).unwrap_or(false) && !is_default(i) && !extra_skip(i);
+    let others = (selected + 1..nr).chain(0..selected.min(nr)).filter(move |&i| eligible(i));
+    let default = (use_default && selected < nr && selected != nr - 1).then_some(nr.wrapping_sub(1));
+    std::iter::once(selected).filter(move |_| selected < nr).chain(others).chain(default).take(limit)
 }
 
 /// One entry of the alg-13 working list: destination index (-1 = unusable), its relative

@@ -100,6 +100,16 @@ pub(crate) fn get_is(msg: *mut sys::sip_msg, p: *mut c_char) -> IsValue {
     if p.is_null() {
         return IsValue::None;
     }
+    // a constant integer (the fixup stored it as FPARAM_INT): read it directly, without the
+    // core call (get_is_fparam returns exactly this value with PARAM_INT for that type)
+    // SAFETY: `p` is the fparam_t the core's fixup created for this parameter; `type_` says
+    // which union member is valid, and `i` is read only for FPARAM_INT.
+    unsafe {
+        let fp = &*(p as *const sys::fparam_t);
+        if fp.type_ == sys::FPARAM_INT as std::os::raw::c_int {
+            return IsValue::Int(fp.v.i);
+        }
+    }
     let mut i: c_int = 0;
     let mut s = sys::str_ { s: std::ptr::null_mut(), len: 0 };
     let mut flags: std::os::raw::c_uint = 0;
@@ -113,6 +123,20 @@ pub(crate) fn get_is(msg: *mut sys::sip_msg, p: *mut c_char) -> IsValue {
         IsValue::Str(unsafe_bytes(s).to_vec())
     } else {
         IsValue::None
+    }
+}
+
+/// The value of a constant integer parameter (fixed up as FPARAM_INT), without any call;
+/// None for every other kind of parameter (read those with [`get_is`]).
+#[inline]
+pub(crate) fn const_int(p: *mut c_char) -> Option<i32> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is the fparam_t the core's fixup created; `i` is read only for FPARAM_INT.
+    unsafe {
+        let fp = &*(p as *const sys::fparam_t);
+        (fp.type_ == sys::FPARAM_INT as std::os::raw::c_int).then(|| fp.v.i)
     }
 }
 

@@ -67,6 +67,84 @@ impl<'n> RecordWriter<'n> {
     }
 }
 
+/// One record being built field by field (the request path's failover records: no field
+/// array, no dispatch over a field enum). Dropped without [`RecordWriter::commit`], it frees
+/// what it holds.
+pub struct RecordBuilder {
+    list: *mut sys::sr_xavp_t,
+    ok: bool,
+}
+
+impl RecordBuilder {
+    #[inline]
+    fn put(&mut self, name: &[u8], v: &mut sys::sr_xval_t) {
+        if !self.ok {
+            return;
+        }
+        let n = kstr(name);
+        // SAFETY: the core copies name and string value into one shm item added to `list`.
+        if unsafe { sys::xavp_add_value(&n as *const _ as *mut _, v, &mut self.list) }.is_null() {
+            self.ok = false;
+        }
+    }
+    #[inline]
+    pub fn str(&mut self, name: &[u8], s: &[u8]) {
+        let mut v: sys::sr_xval_t = Default::default();
+        v.type_ = sys::sr_xtype_t_SR_XTYPE_STR;
+        v.v.s = kstr(s);
+        self.put(name, &mut v);
+    }
+    #[inline]
+    pub fn int(&mut self, name: &[u8], i: i32) {
+        let mut v: sys::sr_xval_t = Default::default();
+        set_int(&mut v, i);
+        self.put(name, &mut v);
+    }
+    #[inline]
+    pub fn ptr(&mut self, name: &[u8], p: usize) {
+        let mut v: sys::sr_xval_t = Default::default();
+        v.type_ = sys::sr_xtype_t_SR_XTYPE_VPTR;
+        v.v.vptr = p as *mut _;
+        self.put(name, &mut v);
+    }
+}
+
+impl Drop for RecordBuilder {
+    fn drop(&mut self) {
+        if !self.list.is_null() {
+            // SAFETY: `list` holds only items created by this builder and not handed over.
+            unsafe { sys::xavp_destroy_list(&mut self.list) };
+        }
+    }
+}
+
+impl RecordWriter<'_> {
+    /// Starts a record (see [`RecordBuilder`]).
+    #[inline]
+    pub fn record(&self) -> RecordBuilder {
+        RecordBuilder { list: std::ptr::null_mut(), ok: true }
+    }
+    /// Appends a built record after the previous one. False on failure (nothing leaked).
+    pub fn commit(&mut self, mut b: RecordBuilder) -> bool {
+        if !b.ok {
+            return false;
+        }
+        let mut v: sys::sr_xval_t = Default::default();
+        v.type_ = sys::sr_xtype_t_SR_XTYPE_XAVP;
+        v.v.xavp = b.list;
+        let n = kstr(self.name);
+        // SAFETY: ownership of the list passes to the root list on success; `last` is null or
+        // the record added by the previous call in this same request.
+        let r = unsafe { sys::xavp_add_value_after(&n as *const _ as *mut _, &mut v, self.last) };
+        if r.is_null() {
+            return false; // `b` still owns its list and frees it
+        }
+        b.list = std::ptr::null_mut();
+        self.last = r;
+        true
+    }
+}
+
 /// An integer xavp value: `SR_XTYPE_INT`/`v.i` up to 5.6, `SR_XTYPE_LONG`/`v.l` from 5.7
 /// (the INT type was removed and the enum renumbered).
 fn set_int(v: &mut sys::sr_xval_t, i: i32) {

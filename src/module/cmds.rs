@@ -5,7 +5,7 @@ use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::null_mut;
 
 use crate::ds::algs;
-use crate::ds::select::{self, failover_order, rr_commit, AddrList, FromKey, FromMatch};
+use crate::ds::select::{self, rr_commit, AddrList, FromKey, FromMatch};
 use crate::ds::snapshot::{DS_DISABLED, DS_INACTIVE};
 use crate::kam::kam_rand;
 use std::sync::atomic::Ordering;
@@ -13,7 +13,7 @@ use crate::ds::snapshot::{DestRec, SetView, Snap};
 use crate::ds::uri::parse_uri;
 use crate::kam::msg::{self, Msg};
 use crate::kam::param::{get_int, get_int_is, get_is, get_str, IsValue};
-use crate::kam::xavp::{self, Field, RecordWriter};
+use crate::kam::xavp::{self, RecordWriter};
 use crate::module::{guard, health, load, selkey, state};
 use crate::ds::health::parse_mark_state;
 use crate::ds::snapshot::DS_PROBING;
@@ -47,49 +47,35 @@ fn push_dst(m: Msg, uri: &[u8], sock: usize, mode: SetOp) -> bool {
 /// Adds the failover record of destination `d` (spec §8.1 fields).
 fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, idx: usize, setid: i32, alg: i32) -> bool {
     let cfg = state::cfg();
-    // at most 8 fields: built on the stack (this runs for every failover record)
-    let mut f: [(&[u8], Field<'_>); 8] = [
-        (b"uri", Field::Str(d.uri.bytes())),
-        (b"grp", Field::Int(setid)),
-        (b"", Field::Int(0)),
-        (b"", Field::Int(0)),
-        (b"", Field::Int(0)),
-        (b"", Field::Int(0)),
-        (b"", Field::Int(0)),
-        (b"", Field::Int(0)),
-    ];
-    let mut n = 2;
+    // field by field into the record (this runs for every failover record)
+    if alg == select::ALG_CALLLOAD && d.duid.bytes().is_empty() {
+        ds_err!(fn "ds_add_xavp_record"; "no uid for destination: {} {}", setid, String::from_utf8_lossy(d.uri.bytes()));
+        return false;
+    }
+    let mut r = w.record();
+    r.str(b"uri", d.uri.bytes());
+    r.int(b"grp", setid);
     if crate::ds::compat::ge(6, 1, 0) {
         // Kamailio 6.1: the destination's index within its set
-        f[n] = (b"dstidx", Field::Int(idx as i32));
-        n += 1;
+        r.int(b"dstidx", idx as i32);
     }
     let body = d.attrs_body.bytes();
     if cfg.xavp_dst_mode & 1 == 0 && !body.is_empty() {
-        f[n] = (b"attrs", Field::Str(body));
-        n += 1;
+        r.str(b"attrs", body);
     }
     if d.sock != 0 {
-        f[n] = (b"sock", Field::Ptr(d.sock));
-        n += 1;
+        r.ptr(b"sock", d.sock);
         if cfg.xavp_dst_mode & 2 != 0 && !d.socket.bytes().is_empty() {
-            f[n] = (b"socket", Field::Str(d.socket.bytes()));
-            n += 1;
+            r.str(b"socket", d.socket.bytes());
         }
         if cfg.xavp_dst_mode & 4 != 0 && !d.sockname.bytes().is_empty() {
-            f[n] = (b"sockname", Field::Str(d.sockname.bytes()));
-            n += 1;
+            r.str(b"sockname", d.sockname.bytes());
         }
     }
     if alg == select::ALG_CALLLOAD {
-        if d.duid.bytes().is_empty() {
-            ds_err!(fn "ds_add_xavp_record"; "no uid for destination: {} {}", setid, String::from_utf8_lossy(d.uri.bytes()));
-            return false;
-        }
-        f[n] = (b"dstid", Field::Str(d.duid.bytes()));
-        n += 1;
+        r.str(b"dstid", d.duid.bytes());
     }
-    w.add(&f[..n])
+    w.commit(r)
 }
 
 /// State shared by the selections of one call (`ds_select_state_t`): records counted against
@@ -518,23 +504,55 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
     if choice.ranked.is_none() {
         // the selected destination is always recorded, even past the limit (as in C)
         let remaining = limit.saturating_sub(st.cnt.max(0) as u32).max(1);
-        let order = if choice.order.is_some() {
-            // consistent hashing: the usable destinations by score
-            algs::consistent::failover(&set, &choice, cfg.use_default, remaining)
-        } else {
-            failover_order(set.dests, i, cfg.use_default, remaining, &|j| {
-            alg_rec == select::ALG_CALLLOAD
-                && set.dests.get(j).map(|d| d.maxload != 0 && d.load() >= d.maxload).unwrap_or(false)
-        })
-        };
-        // failover_order appends the default itself; done below for alg 13 only
-        for idx in order {
-            let Some(d) = set.dests.get(idx) else { continue };
+        let mut write = |idx: usize| -> bool {
+            let Some(d) = set.dests.get(idx) else { return true };
             if !add_record(&mut st.w, d, idx, setid, alg_rec) {
                 ds_err!(fn "ds_select_dst_limit"; "failed to add destination in the xavp ({idx}/{setid})");
-                return -1;
+                return false;
             }
             st.cnt += 1;
+            true
+        };
+        if choice.order.is_some() {
+            // consistent hashing: the usable destinations by score
+            for idx in algs::consistent::failover(&set, &choice, cfg.use_default, remaining) {
+                if !write(idx) {
+                    return -1;
+                }
+            }
+        } else {
+            // select::failover_order's sequence, written as it goes (no list, no iterator
+            // adapters): the selected one, the usable ones after it, then those before it,
+            // without the default one; then the default one when there is room
+            let nr = set.dests.len();
+            let is_default = |j: usize| cfg.use_default && j == nr - 1;
+            let at_max = |j: usize| {
+                alg_rec == select::ALG_CALLLOAD && set.dests.get(j).is_some_and(|d| d.maxload != 0 && d.load() >= d.maxload)
+            };
+            let lim = remaining as usize;
+            if i < nr && lim > 0 {
+                if !write(i) {
+                    return -1;
+                }
+                let mut n = 1usize;
+                let mut j = i + 1;
+                while n < lim && j != i {
+                    if j == nr {
+                        j = 0;
+                        continue;
+                    }
+                    if set.dests[j].usable() && !is_default(j) && !at_max(j) {
+                        if !write(j) {
+                            return -1;
+                        }
+                        n += 1;
+                    }
+                    j += 1;
+                }
+                if cfg.use_default && i != nr - 1 && n < lim && !write(nr - 1) {
+                    return -1;
+                }
+            }
         }
     } else if cfg.use_default && i != nr - 1 && (st.cnt as u32) < limit {
         let Some(d) = set.dests.get(nr - 1) else { return 1 };
@@ -752,7 +770,17 @@ type P = *mut c_char;
 
 /// An int/PV parameter of the selection functions, with the C module's messages
 /// (`w_ds_select_addr`): `name` for "no <name> value", `what` for "unable to get <what>".
+#[inline]
 fn sel_value(m: *mut sip_msg, p: P, name: &str, what: &str) -> Option<i32> {
+    // constant parameters (the usual `ds_select_dst("1", "4")`): read directly
+    if let Some(v) = crate::kam::param::const_int(p) {
+        return Some(v);
+    }
+    sel_value_slow(m, p, name, what)
+}
+
+#[cold]
+fn sel_value_slow(m: *mut sip_msg, p: P, name: &str, what: &str) -> Option<i32> {
     match get_is(m, p) {
         IsValue::Int(v) => Some(v),
         IsValue::Str(v) => {
