@@ -452,6 +452,11 @@ impl<'a> Snap<'a> {
         // SAFETY: `firsts` points to `nsets + 1` values inside the header block.
         unsafe { std::slice::from_raw_parts(self.h.firsts, self.h.nsets as usize + 1) }
     }
+    /// Number of destinations of the set at iteration position `i` (without reading its block).
+    pub fn set_len(&self, i: usize) -> usize {
+        let f = self.firsts();
+        f.get(i + 1).zip(f.get(i)).map_or(0, |(e, s)| (e - s) as usize)
+    }
     /// The set block at iteration position `i`.
     pub fn blk(&self, i: usize) -> Option<&'a SetBlk> {
         // SAFETY: set blocks outlive every header that points to them (refcounted).
@@ -1224,7 +1229,13 @@ pub unsafe fn derive(
     if new_blk.is_some() && new_pos.is_none() {
         return Err(BuildError::Inconsistent);
     }
-    let (rm4, rm6) = old_t.and_then(|p| old.blk(p)).map_or((0, 0), |b| (b.nip4 as usize, b.nip6 as usize));
+    let (mut r4, mut r6) = (Vec::new(), Vec::new());
+    if let Some(b) = old_t.and_then(|p| old.blk(p)) {
+        set_ip_entries(&b.view(), &mut r4, &mut r6);
+        r4.sort_unstable();
+        r6.sort_unstable();
+    }
+    let (rm4, rm6) = (r4.len(), r6.len());
     let (mut a4, mut a6) = (Vec::new(), Vec::new());
     if let (Some(b), Some(pos)) = (new_blk, new_pos) {
         // SAFETY: a live block (caller).
@@ -1265,9 +1276,9 @@ pub unsafe fn derive(
     // SAFETY: `write_header` reserved `n4` / `n6` entries at `p4` / `p6`.
     unsafe {
         let d4 = std::slice::from_raw_parts_mut(p4, n4);
-        merge_index(o4, tid, &a4, d4);
+        merge_index(o4, &r4, &a4, d4);
         let d6 = std::slice::from_raw_parts_mut(p6, n6);
-        merge_index(o6, tid, &a6, d6);
+        merge_index(o6, &r6, &a6, d6);
     }
     for &b in &blks {
         if Some(b) != new_blk {
@@ -1278,48 +1289,43 @@ pub unsafe fn derive(
     Ok(h)
 }
 
-trait IpEnt: Copy + Ord {
-    fn set(&self) -> i32;
-}
-impl IpEnt for Ip4Ent {
-    fn set(&self) -> i32 {
-        self.set
+/// Writes into `dst` the entries of `old` without the sorted `rm` (the entries of the old
+/// block of the edited set), with the sorted `add` (those of its new block) merged in: the
+/// runs between the edit points are block copies, found by binary search (O(edit log N)
+/// plus one memcpy of the index).
+fn merge_index<E: Copy + Ord>(old: &[E], rm: &[E], add: &[E], dst: &mut [E]) {
+    // edit points in old-index order: (position, kind 0 = insert add[i] / 1 = skip old[pos])
+    let mut ev: Vec<(usize, u8, usize)> = Vec::with_capacity(rm.len() + add.len());
+    for (i, a) in add.iter().enumerate() {
+        ev.push((old.partition_point(|e| e < a), 0, i));
     }
-}
-impl IpEnt for Ip6Ent {
-    fn set(&self) -> i32 {
-        self.set
+    for r in rm {
+        if let Ok(p) = old.binary_search(r) {
+            ev.push((p, 1, 0));
+        }
     }
-}
-
-/// Writes into `dst` the entries of `old` but those of set `skip`, merged with the sorted
-/// `add` (the entries of the new block of that set): one sequential pass.
-fn merge_index<E: IpEnt>(old: &[E], skip: Option<i32>, add: &[E], dst: &mut [E]) {
+    ev.sort_unstable();
+    let mut cur = 0usize;
     let mut k = 0usize;
-    let mut ai = 0usize;
-    let mut put = |e: E, k: &mut usize| {
-        if let Some(slot) = dst.get_mut(*k) {
-            *slot = e;
+    fn copy<E: Copy>(old: &[E], dst: &mut [E], from: usize, to: usize, k: &mut usize) {
+        if let (Some(src), Some(d)) = (old.get(from..to), dst.get_mut(*k..*k + to.saturating_sub(from))) {
+            d.copy_from_slice(src);
+            *k += src.len();
         }
-        *k += 1;
-    };
-    for &e in old {
-        if Some(e.set()) == skip {
-            continue;
-        }
-        while let Some(&a) = add.get(ai) {
-            if a < e {
-                put(a, &mut k);
-                ai += 1;
-            } else {
-                break;
+    }
+    for (p, kind, i) in ev {
+        copy(old, dst, cur, p.max(cur), &mut k);
+        cur = cur.max(p);
+        if kind == 0 {
+            if let (Some(&a), Some(slot)) = (add.get(i), dst.get_mut(k)) {
+                *slot = a;
+                k += 1;
             }
+        } else {
+            cur = p + 1;
         }
-        put(e, &mut k);
     }
-    for &a in add.get(ai..).unwrap_or(&[]) {
-        put(a, &mut k);
-    }
+    copy(old, dst, cur, old.len(), &mut k);
 }
 
 /// What an edit resets on the sets it shares with the previous list, as rebuilding the
@@ -1776,6 +1782,35 @@ mod tests {
         last.sort();
         assert_eq!((n, last), (4, vec![1, 2, 3, 4]));
         assert!(pool.live.borrow().is_empty(), "every block freed exactly once");
+    }
+
+    #[test]
+    fn merge_index_equals_filter_and_sort() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rnd = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for round in 0..300 {
+            let n = rnd(60) as usize;
+            let mut old: Vec<Ip4Ent> =
+                (0..n).map(|_| Ip4Ent { ip: rnd(8) as u32, set: rnd(5) as i32, local: rnd(6) as u32 }).collect();
+            old.sort_unstable();
+            old.dedup();
+            let t = rnd(5) as i32;
+            let rm: Vec<Ip4Ent> = old.iter().copied().filter(|e| e.set == t).collect();
+            let mut add: Vec<Ip4Ent> =
+                (0..rnd(8)).map(|_| Ip4Ent { ip: rnd(8) as u32, set: t, local: rnd(6) as u32 }).collect();
+            add.sort_unstable();
+            add.dedup();
+            let mut want: Vec<Ip4Ent> = old.iter().copied().filter(|e| e.set != t).chain(add.iter().copied()).collect();
+            want.sort_unstable();
+            let mut got = vec![Ip4Ent { ip: 0, set: 0, local: 0 }; want.len()];
+            merge_index(&old, &rm, &add, &mut got);
+            assert_eq!(got, want, "round {round}");
+        }
     }
 
     #[test]

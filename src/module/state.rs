@@ -462,7 +462,7 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
             if id == t.id {
                 break;
             }
-            first_di += cur.set(id).map_or(0, |v| v.dests.len());
+            first_di += cur.set_pos(id).map_or(0, |p| cur.set_len(p));
         }
         let mut rng = build_rng();
         let b = snapshot::build_set(
