@@ -448,7 +448,9 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
             }
         }
         sets.retain(|s| !s.dests.is_empty());
-        reorder(&mut sets, order);
+        // `order` is the iteration order already (not an insertion order)
+        let rank: std::collections::HashMap<i32, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        sets.sort_by_key(|s| rank.get(&s.id).copied().unwrap_or(usize::MAX));
         return install(ctl, sets, Rebuild::Edit);
     };
     let gen = ctl.generation.load(Ordering::Relaxed) + 1;
@@ -715,15 +717,6 @@ pub fn dns_refresh() {
         // a failure is logged by install()
         let _ = install(ctl, sets, Rebuild::Dns);
     }
-}
-
-/// Puts sets in the AVL post-order the C module gets by re-inserting them in `insert_order`.
-fn reorder(sets: &mut [crate::ds::order::DestSet], insert_order: &[i32]) {
-    let post = crate::ds::order::avl_postorder(insert_order);
-    // rank of each set id in the post-order: one hash map instead of a linear search per
-    // comparison (O(S log S) instead of O(S^2 log S) with many sets)
-    let rank: std::collections::HashMap<i32, usize> = post.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-    sets.sort_by_key(|s| rank.get(&s.id).copied().unwrap_or(usize::MAX));
 }
 
 /// Frees what can be freed at shutdown (main process, after children exited).
