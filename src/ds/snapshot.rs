@@ -158,6 +158,11 @@ pub struct SetRec {
     pub last: AtomicU32,
     pub wlast: AtomicU32,
     pub rwlast: AtomicU32,
+    /// Alg 15 cursor (`pwlast`), always in 0..100. (The cursors and the exact-weight
+    /// headers come first: an edit resets them on every shared set, in one or two cache lines.)
+    pub pwlast: AtomicU32,
+    /// Exact-weight tables of algs 41 (`weight`) and 43 (`rweight`): see `ds::algs::exact`.
+    pub xw: [XwHdr; 2],
     /// Alg 9 table (destination indexes), fixed at load.
     pub wlist: [u32; 100],
     /// Alg 11 table, rebuilt when a destination with `rweight` changes usability.
@@ -167,10 +172,6 @@ pub struct SetRec {
     /// Alg 15 (Kamailio master) table: lowest priority first, then weight
     /// (`weights::pw_table`); rebuilt at load and by `select::pw_rebuild`.
     pub pwlist: [AtomicU32; 100],
-    /// Alg 15 cursor (`pwlast`), always in 0..100.
-    pub pwlast: AtomicU32,
-    /// Exact-weight tables of algs 41 (`weight`) and 43 (`rweight`): see `ds::algs::exact`.
-    pub xw: [XwHdr; 2],
     /// Algs 32+k: every destination has the same `weight` (scores compare raw hashes).
     pub cw_uniform: bool,
     /// Algs 32+k: one entry per destination (URI seed, weight), contiguous.
@@ -1190,14 +1191,11 @@ pub unsafe fn derive(
     generation: u64,
     alloc: &mut dyn FnMut(usize) -> *mut u8,
 ) -> Result<*mut Header, BuildError> {
-    let oldn = old.nsets();
     let tid = touched.map(|t| t.0);
     let new_blk = touched.and_then(|t| t.1);
     let mut blks: Vec<*mut SetBlk> = Vec::with_capacity(order.len());
     let mut nrs: Vec<u32> = Vec::with_capacity(order.len());
     let mut idv: Vec<i32> = Vec::with_capacity(order.len());
-    // old position -> new position (u32::MAX: replaced or gone)
-    let mut remap: Vec<u32> = vec![u32::MAX; oldn];
     let mut new_pos = None;
     let of = old.firsts();
     let ob = old.blks();
@@ -1206,24 +1204,46 @@ pub unsafe fn derive(
     if let Some(b) = old_t.and_then(|p| old.blk(p)) {
         nnotes -= b.maybe_notes as u32;
     }
-    for &id in order {
+    // the sets of the new list; the old position of each, found by one walk of the old id
+    // index with the new ids sorted (no search per set)
+    let ord: Vec<i32> = order.iter().copied().filter(|&id| Some(id) != tid || new_blk.is_some()).collect();
+    let mut by_id: Vec<(i32, u32)> = ord.iter().enumerate().map(|(p, &id)| (id, p as u32)).collect();
+    by_id.sort_unstable();
+    let (oids, oidv) = (old.ids_sorted(), old.ids());
+    let mut op_of: Vec<u32> = vec![u32::MAX; ord.len()];
+    let mut j = 0usize;
+    for &(id, np) in &by_id {
         if Some(id) == tid {
-            if let Some(b) = new_blk {
-                new_pos = Some(blks.len() as u32);
-                blks.push(b);
-                // SAFETY: a live block (caller).
-                let r = unsafe { &*b };
-                nrs.push(r.rec.nr);
-                idv.push(id);
-                nnotes += r.maybe_notes as u32;
-            }
             continue;
         }
-        let op = old.set_pos(id).ok_or(BuildError::Inconsistent)?;
-        let slot = remap.get_mut(op).ok_or(BuildError::Inconsistent)?;
-        *slot = blks.len() as u32;
-        blks.push(*ob.get(op).ok_or(BuildError::Inconsistent)?);
-        nrs.push(of.get(op + 1).zip(of.get(op)).map(|(e, s)| e - s).ok_or(BuildError::Inconsistent)?);
+        loop {
+            let op = *oids.get(j).ok_or(BuildError::Inconsistent)?;
+            let oid = *oidv.get(op as usize).ok_or(BuildError::Inconsistent)?;
+            j += 1;
+            if oid == id {
+                *op_of.get_mut(np as usize).ok_or(BuildError::Inconsistent)? = op;
+                break;
+            }
+            if oid > id {
+                return Err(BuildError::Inconsistent);
+            }
+        }
+    }
+    let ids: Vec<u32> = by_id.iter().map(|&(_, np)| np).collect();
+    for (np, (&id, &op)) in ord.iter().zip(&op_of).enumerate() {
+        if op == u32::MAX {
+            let b = new_blk.filter(|_| Some(id) == tid).ok_or(BuildError::Inconsistent)?;
+            new_pos = Some(np as u32);
+            blks.push(b);
+            // SAFETY: a live block (caller).
+            let r = unsafe { &*b };
+            nrs.push(r.rec.nr);
+            nnotes += r.maybe_notes as u32;
+        } else {
+            let op = op as usize;
+            blks.push(*ob.get(op).ok_or(BuildError::Inconsistent)?);
+            nrs.push(of.get(op + 1).zip(of.get(op)).map(|(e, s)| e - s).ok_or(BuildError::Inconsistent)?);
+        }
         idv.push(id);
     }
     if new_blk.is_some() && new_pos.is_none() {
@@ -1247,29 +1267,6 @@ pub unsafe fn derive(
     let (o4, o6) = (old.ip4(), old.ip6());
     let n4 = (o4.len() + a4.len()).checked_sub(rm4).ok_or(BuildError::Inconsistent)?;
     let n6 = (o6.len() + a6.len()).checked_sub(rm6).ok_or(BuildError::Inconsistent)?;
-    // the sorted id index: the old one through `remap`, the touched set put in its place
-    let mut ids: Vec<u32> = Vec::with_capacity(blks.len());
-    {
-        let oids = old.ids_sorted();
-        let oidv = old.ids();
-        let mut pending = new_pos.zip(tid);
-        for &op in oids {
-            let id = oidv.get(op as usize).copied().unwrap_or(i32::MAX);
-            if let Some((np, t)) = pending {
-                if t <= id {
-                    ids.push(np);
-                    pending = None;
-                }
-            }
-            match remap.get(op as usize) {
-                Some(&np) if np != u32::MAX => ids.push(np),
-                _ => {}
-            }
-        }
-        if let Some((np, _)) = pending {
-            ids.push(np);
-        }
-    }
     // SAFETY: every block is live: the old ones held by `old`, the new one by the caller.
     let known = Known { ids_sorted: &ids, ids: &idv, nrs: &nrs, nnotes };
     let (h, p4, p6) = unsafe { write_header(&blks, generation, n4, n6, Some(known), alloc) }.ok_or(BuildError::NoMemory(0))?;
@@ -1332,17 +1329,27 @@ fn merge_index<E: Copy + Ord>(old: &[E], rm: &[E], add: &[E], dst: &mut [E]) {
 /// whole list (the C module's add/remove) does: the selection cursors start again, and with
 /// `fail_cnt` the failure counters too. (The set being edited is built new.)
 pub fn reset_shared_set(v: &SetView<'_>, fail_cnt: bool) {
+    // stores only where needed: a line that is read stays clean (cheaper than dirtying it)
+    let zero32 = |a: &AtomicU32| {
+        if a.load(Ordering::Relaxed) != 0 {
+            a.store(0, Ordering::Relaxed);
+        }
+    };
     let r = v.rec;
-    r.last.store(0, Ordering::Relaxed);
-    r.wlast.store(0, Ordering::Relaxed);
-    r.rwlast.store(0, Ordering::Relaxed);
-    r.pwlast.store(0, Ordering::Relaxed);
+    zero32(&r.last);
+    zero32(&r.wlast);
+    zero32(&r.rwlast);
+    zero32(&r.pwlast);
     for x in &r.xw {
-        x.ctr.store(0, Ordering::Relaxed);
+        if x.ctr.load(Ordering::Relaxed) != 0 {
+            x.ctr.store(0, Ordering::Relaxed);
+        }
     }
     if fail_cnt {
         for d in v.dests {
-            d.fail_cnt.store(0, Ordering::Relaxed);
+            if d.fail_cnt.load(Ordering::Relaxed) != 0 {
+                d.fail_cnt.store(0, Ordering::Relaxed);
+            }
         }
     }
 }

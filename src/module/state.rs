@@ -597,7 +597,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
     // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
     let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
-    let cur_order: Vec<i32> = cur.map(|c| c.sets().map(|v| v.rec.id).collect()).unwrap_or_default();
+    let cur_order: Vec<i32> = cur.map(|c| c.ids().to_vec()).unwrap_or_default();
     match e {
         Edit::Add { setid, uri, flags, priority, attrs } => {
             // as the C module: the destinations that stay first, then the new one (the C
@@ -839,7 +839,7 @@ pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
     let (d, _notes) = prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env).map_err(|e| bad(format!("invalid destination: {}", e.msg)))?;
     let mut s = crate::ds::order::DestSet { id: setid, dests: set_dests(set, false) };
-    let order: Vec<i32> = cur.map(|c| c.sets().map(|v| v.rec.id).collect()).unwrap_or_default();
+    let order: Vec<i32> = cur.map(|c| c.ids().to_vec()).unwrap_or_default();
     {
         if let Some(i) = s.dests.iter().position(|x| x.uri == stored_uri) {
             if s.dests[i].priority == d.priority {
