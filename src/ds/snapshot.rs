@@ -752,6 +752,9 @@ fn dest_strings(d: &crate::ds::dest::Dest) -> [Option<&[u8]>; 9] {
     ]
 }
 
+/// `carry(setid, uri, cfg_flags)`: the runtime state a destination keeps from the running list.
+pub type CarryFn<'a> = dyn FnMut(i32, &[u8], i32) -> Option<CarriedState> + 'a;
+
 /// Builds a snapshot block for `sets` (already in iteration order, destinations in array order).
 /// `carry(setid, uri, cfg_flags)` returns runtime state to keep for a destination that exists in
 /// the previous list. `alloc(size)` returns memory aligned to 16 bytes, or null.
@@ -761,7 +764,7 @@ pub fn build(
     sets: &[DestSet],
     generation: u64,
     now: (u64, u64),
-    carry: &mut dyn FnMut(i32, &[u8], i32) -> Option<CarriedState>,
+    carry: &mut CarryFn<'_>,
     alloc: &mut dyn FnMut(usize) -> *mut u8,
     rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut Header, BuildError> {
@@ -773,7 +776,7 @@ pub fn build_with(
     sets: &[DestSet],
     generation: u64,
     now: (u64, u64),
-    carry: &mut dyn FnMut(i32, &[u8], i32) -> Option<CarriedState>,
+    carry: &mut CarryFn<'_>,
     alloc: &mut dyn FnMut(usize) -> *mut u8,
     free: &mut dyn FnMut(*mut u8),
     rng: &mut dyn FnMut() -> u32,
@@ -884,7 +887,7 @@ unsafe fn write_header(
     let nsets = blks.len();
     let ids_sorted = known.as_ref().map(|k| k.ids_sorted);
     let off_sets = align_up(size_of::<Header>(), 8);
-    let off_firsts = align_up(off_sets + nsets * size_of::<*mut SetBlk>(), 8);
+    let off_firsts = align_up(off_sets + std::mem::size_of_val(blks), 8);
     let off_ids = align_up(off_firsts + (nsets + 1) * size_of::<u32>(), 8);
     let off_idv = align_up(off_ids + nsets * size_of::<u32>(), 8);
     let off_ip4 = align_up(off_idv + nsets * size_of::<i32>(), align_of::<Ip4Ent>().max(8));
@@ -962,7 +965,7 @@ pub fn build_set(
     generation: u64,
     first_di: usize,
     now: (u64, u64),
-    carry: &mut dyn FnMut(i32, &[u8], i32) -> Option<CarriedState>,
+    carry: &mut CarryFn<'_>,
     alloc: &mut dyn FnMut(usize) -> *mut u8,
     rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut SetBlk, BuildError> {
