@@ -1183,7 +1183,9 @@ pub unsafe fn release(p: *mut Header, on_last: &mut dyn FnMut(SetView<'_>), free
 /// `touched.0` takes the block `touched.1` (built by [`build_set`]; None: the set is gone),
 /// every other set shares its block with `old` (one more reference each). O(sets) pointer
 /// and index work plus one pass over the address index; the destinations of untouched sets
-/// are not touched. On an error nothing changed (the new block is not consumed).
+/// are not touched. `reset`: restart the selection cursors of the shared sets (and with
+/// `Some(true)` their failure counters), see [`reset_shared_set`]. On an error nothing
+/// changed (the new block is not consumed).
 ///
 /// # Safety
 /// `old` is live (the writer holds it); `touched.1` is a block no list holds yet.
@@ -1192,6 +1194,7 @@ pub unsafe fn derive(
     order: &[i32],
     touched: Option<(i32, Option<*mut SetBlk>)>,
     generation: u64,
+    reset: Option<bool>,
     alloc: &mut dyn FnMut(usize) -> *mut u8,
 ) -> Result<*mut Header, BuildError> {
     let tid = touched.map(|t| t.0);
@@ -1283,7 +1286,12 @@ pub unsafe fn derive(
     for &b in &blks {
         if Some(b) != new_blk {
             // SAFETY: a block of `old`, live.
-            unsafe { (*b).refs.fetch_add(1, Ordering::AcqRel) };
+            let blk = unsafe { &*b };
+            blk.refs.fetch_add(1, Ordering::AcqRel);
+            // in the same pass over the shared blocks (one cache miss each, not two)
+            if let Some(fail_cnt) = reset {
+                reset_shared_set(&blk.view(), fail_cnt);
+            }
         }
     }
     Ok(h)
@@ -1717,6 +1725,7 @@ mod tests {
         let d4 = &s1.set(4).expect("4").dests[0];
         d4.dload.store(2, Ordering::Relaxed);
         s1.set(4).expect("4").rec.last.store(2, Ordering::Relaxed);
+        d4.fail_cnt.store(1, Ordering::Relaxed);
         // add a destination to set 3
         let mut s3 = sets[2].clone();
         let mut nd = dest(3, "sip:new", 0, 0, "");
@@ -1725,7 +1734,7 @@ mod tests {
         let idx = CarryIndex::for_set(Some(s1), 3);
         let b = build_set(&s3, 2, 0, (0, 0), &mut |id, uri, fl| idx.carry(id, uri, fl, false), &mut |n| pool.alloc(n), &mut || 7).expect("set");
         let order = crate::ds::order::avl_postorder(&s1.ids().to_vec());
-        let p2 = unsafe { derive(s1, &order, Some((3, Some(b))), 2, &mut |n| pool.alloc(n)) }.expect("derive");
+        let p2 = unsafe { derive(s1, &order, Some((3, Some(b))), 2, Some(false), &mut |n| pool.alloc(n)) }.expect("derive");
         let s2 = unsafe { Snap::from_ptr(p2) }.expect("snap");
         let v2 = s2.set(3).expect("3");
         unsafe { link_set_successors(&v2, false) };
@@ -1747,6 +1756,10 @@ mod tests {
         assert_eq!((c.flags.load(Ordering::Relaxed), c.dload.load(Ordering::Relaxed), c.ctr.selected.load(Ordering::Relaxed)), (DS_INACTIVE, 4, 9));
         assert_eq!(c.iuid, d30.iuid);
         assert_eq!(s2.set(4).expect("4").dests[0].dload.load(Ordering::Relaxed), 2);
+        // an edit restarts the cursors of the shared sets (as the C module's full rebuild);
+        // the failure counters only with `ds_reload_keep_state` 0 (`Some(true)`)
+        assert_eq!(s2.set(4).expect("4").rec.last.load(Ordering::Relaxed), 0);
+        assert_eq!(s2.set(4).expect("4").dests[0].fail_cnt.load(Ordering::Relaxed), 1);
         // positional and address lookups of the new version
         assert_eq!(s2.header().ndests, 16);
         assert_eq!(s2.dests_from(0).count(), 16);
@@ -1765,7 +1778,7 @@ mod tests {
         d30.dload.fetch_sub(1, Ordering::Relaxed);
         // remove set 5 entirely in a third version, derived from the second
         let order3: Vec<i32> = crate::ds::order::avl_postorder(&s2.ids().iter().copied().filter(|&i| i != 5).collect::<Vec<_>>());
-        let p3 = unsafe { derive(s2, &order3, Some((5, None)), 3, &mut |n| pool.alloc(n)) }.expect("derive");
+        let p3 = unsafe { derive(s2, &order3, Some((5, None)), 3, None, &mut |n| pool.alloc(n)) }.expect("derive");
         let s3v = unsafe { Snap::from_ptr(p3) }.expect("snap");
         assert!(s3v.set(5).is_none());
         assert_eq!(s3v.nsets(), 4);
@@ -1833,7 +1846,7 @@ mod tests {
         let p1 = build_with(&sets, 1, (0, 0), &mut |_, _, _| None, &mut |n| pool.alloc(n), &mut |p| pool.free(p), &mut || 7).expect("build");
         let s1 = unsafe { Snap::from_ptr(p1) }.expect("snap");
         let order = vec![3, 1, 4, 2];
-        let p2 = unsafe { derive(s1, &order, None, 2, &mut |n| pool.alloc(n)) }.expect("derive");
+        let p2 = unsafe { derive(s1, &order, None, 2, None, &mut |n| pool.alloc(n)) }.expect("derive");
         let s2 = unsafe { Snap::from_ptr(p2) }.expect("snap");
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
         for s in [s1, s2] {
@@ -1888,7 +1901,7 @@ mod edit_bench {
             let b = build_set(&s5, 2, 0, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
             eprintln!("  build_set {:?}", t.elapsed());
             let t = std::time::Instant::now();
-            let p2 = unsafe { derive(snap, &post, Some((5, Some(b))), 2, &mut testutil::heap_alloc) }.expect("derive");
+            let p2 = unsafe { derive(snap, &post, Some((5, Some(b))), 2, None, &mut testutil::heap_alloc) }.expect("derive");
             eprintln!("  derive {:?}", t.elapsed());
             let s2 = unsafe { Snap::from_ptr(p2) }.expect("snap");
             let t = std::time::Instant::now();

@@ -480,7 +480,10 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
         blk = Some(b);
     }
     // SAFETY: the writer lock keeps `cur`; `blk` is fresh.
-    let block = match unsafe { snapshot::derive(cur, order, tid.map(|id| (id, blk)), gen, &mut |size| shm_alloc(size)) } {
+    // the shared sets' cursors (and failure counters) restart in the pass that references them
+    // (before publishing: a list that then cannot be published leaves only that behind)
+    let reset = Some(!cfg.keep_state);
+    let block = match unsafe { snapshot::derive(cur, order, tid.map(|id| (id, blk)), gen, reset, &mut |size| shm_alloc(size)) } {
         Ok(b) => b,
         Err(e) => {
             if let Some(b) = blk {
@@ -513,12 +516,6 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
         carry(true);
         free_snapshot(block);
         return Err(failed("install", "too many old lists still in use; try again".into()));
-    }
-    if let Some(n) = new {
-        // the new list is the current one (the writer lock keeps it)
-        for v in n.sets().filter(|v| Some(v.rec.id) != tid || blk.is_none()) {
-            snapshot::reset_shared_set(&v, !cfg.keep_state);
-        }
     }
     Ok(())
 }
@@ -604,7 +601,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             // module adds every destination again and logs their attrs notes again)
             let mut set = edited_set(cur, setid);
             let raw = crate::ds::listfile::RawEntry { setid, uri, flags, priority, attrs, line: 0, col: 0 };
-            let raw = no_probing_without_tm(raw, &cfg);
+            let raw = no_probing_without_tm(raw, cfg);
             match prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env) {
                 Ok((d, notes)) => {
                     notes.iter().for_each(|n| log::note(n, ""));
