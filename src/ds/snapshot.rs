@@ -72,16 +72,61 @@ pub struct Header {
     pub nsets: u32,
     pub ndests: u32,
     _pad: u32,
+    /// Size of the header block itself (the sets live in their own shared blocks, see
+    /// [`SetBlk`]).
     pub total_size: usize,
     /// Load generation (1, 2, ...).
     pub generation: u64,
-    sets: *mut SetRec,
+    /// The set blocks in iteration order (shared with other versions of the list).
+    sets: *const *mut SetBlk,
+    /// `firsts[i]`: position (over the whole list) of the first destination of set `i`;
+    /// `firsts[nsets]` = `ndests`.
+    firsts: *const u32,
     ids_sorted: *const u32,
-    dests: *mut DestRec,
-    /// Destinations with an address, sorted by (family, address, iteration position): one
-    /// entry per distinct address of a destination (`ds_dns_match_all` stores several).
-    ipidx: *const IpIdx,
-    nipidx: u32,
+    /// The set ids in iteration order (lookups without touching the set blocks).
+    ids: *const i32,
+    /// Number of sets whose attrs may log a note when parsed again.
+    pub nnotes: u32,
+    /// Destinations with an address, sorted by (address, set position, index in the set):
+    /// one entry per distinct address of a destination (`ds_dns_match_all` stores several).
+    ip4: *const Ip4Ent,
+    nip4: u32,
+    nip6: u32,
+    ip6: *const Ip6Ent,
+}
+
+/// One set of a list in its own shared block, shared by every version of the list that
+/// did not change it: `[SetBlk][DestRec; nr][XwSlot; 2 nr][CwEnt; nr][AddrRec; extra][strings]`.
+/// Freed when the last version that holds it is freed (`refs`).
+#[repr(C)]
+pub struct SetBlk {
+    refs: AtomicU32,
+    /// Some destination's attrs may log a note when parsed again (out-of-range weights).
+    maybe_notes: bool,
+    nip4: u32,
+    nip6: u32,
+    size: usize,
+    pub rec: SetRec,
+}
+
+/// IPv4 index entry: address (as a big-endian number), set id, index in the set. Sorted by
+/// set id, not position: every edit re-balances the set tree (the iteration order changes),
+/// the ids do not, so the entries of untouched sets stay valid and in order.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct Ip4Ent {
+    ip: u32,
+    set: i32,
+    local: u32,
+}
+
+/// IPv6 index entry.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct Ip6Ent {
+    ip: [u8; 16],
+    set: i32,
+    local: u32,
 }
 
 /// One further resolved address of a destination (`ds_dns_match_all`).
@@ -103,29 +148,21 @@ impl AddrRec {
     }
 }
 
-/// Address index entry (for `ds_is_from_list` without scanning the list).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct IpIdx {
-    pub af: u8,
-    _pad: [u8; 3],
-    /// Index of the set in iteration order.
-    pub set: u32,
-    /// Index of the destination in the block's destination array (iteration order).
-    pub dest: u32,
-    pub ip: [u8; 16],
-}
-
-/// One destination set. `dests` is a range of the block's destination array.
+/// One destination set; its destinations follow it in its block.
 #[repr(C)]
 pub struct SetRec {
     pub id: i32,
     pub nr: u32,
-    first: u32,
+    dests: *const DestRec,
     /// Round-robin cursor (`last` in the C module).
     pub last: AtomicU32,
     pub wlast: AtomicU32,
     pub rwlast: AtomicU32,
+    /// Alg 15 cursor (`pwlast`), always in 0..100. (The cursors and the exact-weight
+    /// headers come first: an edit resets them on every shared set, in one or two cache lines.)
+    pub pwlast: AtomicU32,
+    /// Exact-weight tables of algs 41 (`weight`) and 43 (`rweight`): see `ds::algs::exact`.
+    pub xw: [XwHdr; 2],
     /// Alg 9 table (destination indexes), fixed at load.
     pub wlist: [u32; 100],
     /// Alg 11 table, rebuilt when a destination with `rweight` changes usability.
@@ -135,10 +172,6 @@ pub struct SetRec {
     /// Alg 15 (Kamailio master) table: lowest priority first, then weight
     /// (`weights::pw_table`); rebuilt at load and by `select::pw_rebuild`.
     pub pwlist: [AtomicU32; 100],
-    /// Alg 15 cursor (`pwlast`), always in 0..100.
-    pub pwlast: AtomicU32,
-    /// Exact-weight tables of algs 41 (`weight`) and 43 (`rweight`): see `ds::algs::exact`.
-    pub xw: [XwHdr; 2],
     /// Algs 32+k: every destination has the same `weight` (scores compare raw hashes).
     pub cw_uniform: bool,
     /// Algs 32+k: one entry per destination (URI seed, weight), contiguous.
@@ -355,6 +388,33 @@ pub struct Snap<'a> {
     h: &'a Header,
 }
 
+/// The destinations of one address in iteration order (see `Snap::by_ip`).
+struct IpHits<'a> {
+    small: [(u32, u32); 16],
+    n: usize,
+    big: Vec<(u32, u32)>,
+    at: usize,
+    snap: Snap<'a>,
+}
+
+impl<'a> Iterator for IpHits<'a> {
+    type Item = (SetView<'a>, &'a DestRec);
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.at < self.n {
+            let k = self.at;
+            self.at += 1;
+            let e = if self.big.is_empty() { self.small.get(k) } else { self.big.get(k) };
+            let Some(&(pos, local)) = e else { continue };
+            if let Some(v) = self.snap.view_at(pos as usize) {
+                if let Some(d) = v.dests.get(local as usize) {
+                    return Some((v, d));
+                }
+            }
+        }
+        None
+    }
+}
+
 /// Read access to one set of a snapshot.
 #[derive(Clone, Copy)]
 pub struct SetView<'a> {
@@ -379,80 +439,166 @@ impl<'a> Snap<'a> {
     pub fn nsets(&self) -> usize {
         self.h.nsets as usize
     }
-    fn set_recs(&self) -> &'a [SetRec] {
-        // SAFETY: `sets` points to `nsets` initialised records inside the block.
+    fn blks(&self) -> &'a [*mut SetBlk] {
+        if self.h.sets.is_null() {
+            return &[];
+        }
+        // SAFETY: `sets` points to `nsets` pointers to live set blocks (held by this header).
         unsafe { std::slice::from_raw_parts(self.h.sets, self.h.nsets as usize) }
     }
-    fn all_dests(&self) -> &'a [DestRec] {
-        // SAFETY: `dests` points to `ndests` initialised records inside the block.
-        unsafe { std::slice::from_raw_parts(self.h.dests, self.h.ndests as usize) }
+    fn firsts(&self) -> &'a [u32] {
+        if self.h.firsts.is_null() {
+            return &[];
+        }
+        // SAFETY: `firsts` points to `nsets + 1` values inside the header block.
+        unsafe { std::slice::from_raw_parts(self.h.firsts, self.h.nsets as usize + 1) }
     }
-    fn view(&self, rec: &'a SetRec) -> SetView<'a> {
-        let all = self.all_dests();
-        let first = rec.first as usize;
-        let dests = all.get(first..first + rec.nr as usize).unwrap_or(&[]);
-        SetView { rec, dests }
+    /// Number of destinations of the set at iteration position `i` (without reading its block).
+    pub fn set_len(&self, i: usize) -> usize {
+        let f = self.firsts();
+        f.get(i + 1).zip(f.get(i)).map_or(0, |(e, s)| (e - s) as usize)
+    }
+    /// The set block at iteration position `i`.
+    pub fn blk(&self, i: usize) -> Option<&'a SetBlk> {
+        // SAFETY: set blocks outlive every header that points to them (refcounted).
+        self.blks().get(i).and_then(|&b| unsafe { b.as_ref() })
+    }
+    fn view_at(&self, i: usize) -> Option<SetView<'a>> {
+        Some(self.blk(i)?.view())
     }
     /// Sets in iteration order (the C module's AVL post-order).
     pub fn sets(&self) -> impl Iterator<Item = SetView<'a>> + 'a {
         let s = *self;
-        self.set_recs().iter().map(move |r| s.view(r))
+        (0..self.nsets()).filter_map(move |i| s.view_at(i))
     }
     /// Destinations in iteration order starting at position `start` (0-based over the whole
     /// list), with their set id; O(log sets) to find the start.
     pub fn dests_from(&self, start: usize) -> impl Iterator<Item = (i32, &'a DestRec)> + 'a {
-        let recs = self.set_recs();
-        let all = self.all_dests();
-        // sets are laid out in iteration order, so `first` grows with the set index
-        let si = recs.partition_point(|r| (r.first as usize + r.nr as usize) <= start);
-        recs.get(si..).unwrap_or(&[]).iter().flat_map(move |r| {
-            let first = r.first as usize;
-            let from = start.max(first);
-            let end = first + r.nr as usize;
-            all.get(from..end).unwrap_or(&[]).iter().map(move |d| (r.id, d))
+        let f = self.firsts();
+        let n = self.nsets();
+        let si = f.get(1..).unwrap_or(&[]).partition_point(|&e| (e as usize) <= start);
+        let s = *self;
+        (si..n).filter_map(move |i| s.view_at(i).map(|v| (i, v))).flat_map(move |(i, v)| {
+            let first = f.get(i).copied().unwrap_or(0) as usize;
+            let from = start.saturating_sub(first);
+            v.dests.get(from..).unwrap_or(&[]).iter().map(move |d| (v.rec.id, d))
         })
     }
 
     /// Destinations whose address is `ip`, in iteration order: (set, destination).
     pub fn by_ip(&self, ip: IpAddr) -> impl Iterator<Item = (SetView<'a>, &'a DestRec)> + 'a {
-        let (af, key) = ip_key(ip);
-        // SAFETY: `ipidx` points to `nipidx` initialised entries inside the block.
-        let idx = unsafe { std::slice::from_raw_parts(self.h.ipidx, self.h.nipidx as usize) };
-        let lo = idx.partition_point(|e| (e.af, e.ip) < (af, key));
-        let hi = idx.partition_point(|e| (e.af, e.ip) <= (af, key));
-        let s = *self;
-        let recs = self.set_recs();
-        let all = self.all_dests();
-        idx.get(lo..hi).unwrap_or(&[]).iter().filter_map(move |e| {
-            let rec = recs.get(e.set as usize)?;
-            Some((s.view(rec), all.get(e.dest as usize)?))
-        })
+        let (is4, lo, hi) = match ip {
+            IpAddr::V4(v4) => {
+                let k = u32::from_be_bytes(v4.octets());
+                let idx = self.ip4();
+                let lo = idx.partition_point(|e| e.ip < k);
+                (true, lo, lo + idx.get(lo..).unwrap_or(&[]).partition_point(|e| e.ip <= k))
+            }
+            IpAddr::V6(v6) => {
+                let k = v6.octets();
+                let idx = self.ip6();
+                let lo = idx.partition_point(|e| e.ip < k);
+                (false, lo, lo + idx.get(lo..).unwrap_or(&[]).partition_point(|e| e.ip <= k))
+            }
+        };
+        let (i4, i6) = (self.ip4(), self.ip6());
+        let hit = |k: usize| if is4 { i4.get(k).map(|e| (e.set, e.local)) } else { i6.get(k).map(|e| (e.set, e.local)) };
+        // the hits by (set position, index in the set): on the stack up to 16 of them
+        let mut hits = IpHits { small: [(0, 0); 16], n: 0, big: Vec::new(), at: 0, snap: *self };
+        let n = hi.saturating_sub(lo);
+        if n > hits.small.len() {
+            hits.big = (lo..hi).filter_map(hit).filter_map(|(id, l)| Some((self.set_pos(id)? as u32, l))).collect();
+            hits.big.sort_unstable();
+            hits.n = hits.big.len();
+        } else {
+            for (id, l) in (lo..hi).filter_map(hit) {
+                if let (Some(p), Some(slot)) = (self.set_pos(id), hits.small.get_mut(hits.n)) {
+                    *slot = (p as u32, l);
+                    hits.n += 1;
+                }
+            }
+            if let Some(s) = hits.small.get_mut(..hits.n) {
+                s.sort_unstable();
+            }
+        }
+        hits
+    }
+    fn ip4(&self) -> &'a [Ip4Ent] {
+        if self.h.ip4.is_null() {
+            return &[];
+        }
+        // SAFETY: `ip4` points to `nip4` initialised entries inside the header block.
+        unsafe { std::slice::from_raw_parts(self.h.ip4, self.h.nip4 as usize) }
+    }
+    fn ip6(&self) -> &'a [Ip6Ent] {
+        if self.h.ip6.is_null() {
+            return &[];
+        }
+        // SAFETY: `ip6` points to `nip6` initialised entries inside the header block.
+        unsafe { std::slice::from_raw_parts(self.h.ip6, self.h.nip6 as usize) }
     }
 
-    /// The destination with internal id `iuid` and its set id: O(1) when it still sits at
-    /// the index it was created with, else a scan.
+    /// The destination with internal id `iuid` and its set id: O(log sets) when it still
+    /// sits at the position it was created with, else a scan.
     pub fn dest_by_iuid(&self, iuid: u64) -> Option<(i32, &'a DestRec)> {
-        let all = self.all_dests();
         let i = ((iuid & 0xff_ffff) as usize).wrapping_sub(1);
-        let pos = match all.get(i) {
-            Some(d) if d.iuid == iuid => i,
-            _ => all.iter().position(|d| d.iuid == iuid)?,
-        };
-        let recs = self.set_recs();
-        let si = recs.partition_point(|r| (r.first as usize + r.nr as usize) <= pos);
-        Some((recs.get(si)?.id, all.get(pos)?))
+        if let Some((id, d)) = self.dests_from(i).next() {
+            if d.iuid == iuid {
+                return Some((id, d));
+            }
+        }
+        self.sets().find_map(|v| v.dests.iter().find(|d| d.iuid == iuid).map(|d| (v.rec.id, d)))
+    }
+
+    /// Iteration position of set `id` (binary search over the sorted id index).
+    pub fn set_pos(&self, id: i32) -> Option<usize> {
+        if self.h.ids_sorted.is_null() {
+            return None;
+        }
+        // SAFETY: `ids_sorted` points to `nsets` u32 indexes inside the block.
+        let idx = unsafe { std::slice::from_raw_parts(self.h.ids_sorted, self.h.nsets as usize) };
+        let ids = self.ids();
+        let pos = idx.binary_search_by(|&i| ids.get(i as usize).copied().unwrap_or(i32::MAX).cmp(&id)).ok()?;
+        idx.get(pos).map(|&i| i as usize)
+    }
+
+    /// The set ids in iteration order.
+    pub fn ids(&self) -> &'a [i32] {
+        if self.h.ids.is_null() {
+            return &[];
+        }
+        // SAFETY: `ids` points to `nsets` values inside the header block.
+        unsafe { std::slice::from_raw_parts(self.h.ids, self.h.nsets as usize) }
+    }
+
+    /// The sorted id index (positions).
+    fn ids_sorted(&self) -> &'a [u32] {
+        if self.h.ids_sorted.is_null() {
+            return &[];
+        }
+        // SAFETY: `ids_sorted` points to `nsets` values inside the header block.
+        unsafe { std::slice::from_raw_parts(self.h.ids_sorted, self.h.nsets as usize) }
     }
 
     /// Look a set up by id (binary search over the sorted id index).
     pub fn set(&self, id: i32) -> Option<SetView<'a>> {
-        // SAFETY: `ids_sorted` points to `nsets` u32 indexes inside the block.
-        let idx = unsafe { std::slice::from_raw_parts(self.h.ids_sorted, self.h.nsets as usize) };
-        let recs = self.set_recs();
-        let pos = idx
-            .binary_search_by(|&i| recs.get(i as usize).map(|r| r.id).unwrap_or(i32::MAX).cmp(&id))
-            .ok()?;
-        let rec = recs.get(*idx.get(pos)? as usize)?;
-        Some(self.view(rec))
+        self.view_at(self.set_pos(id)?)
+    }
+}
+
+impl SetBlk {
+    pub fn view(&self) -> SetView<'_> {
+        let dests = if self.rec.dests.is_null() || self.rec.nr == 0 {
+            &[][..]
+        } else {
+            // SAFETY: `dests` points to `nr` initialised records inside this block.
+            unsafe { std::slice::from_raw_parts(self.rec.dests, self.rec.nr as usize) }
+        };
+        SetView { rec: &self.rec, dests }
+    }
+    /// Whether parsing the attrs of a destination of this set again may log a note.
+    pub fn maybe_notes(&self) -> bool {
+        self.maybe_notes
     }
 }
 
@@ -515,6 +661,17 @@ pub unsafe fn unlink_successors(new: Snap<'_>) {
 /// freed oldest first).
 pub unsafe fn forward_counters(old: Snap<'_>) {
     for set in old.sets() {
+        // SAFETY: guaranteed by the caller.
+        unsafe { forward_set_counters(&set) };
+    }
+}
+
+/// `forward_counters` for the records of one set block (freed when no list holds it).
+///
+/// # Safety
+/// As for `forward_counters`.
+pub unsafe fn forward_set_counters(set: &SetView<'_>) {
+    {
         for d in set.dests {
             let succ = d.successor.load(Ordering::Acquire);
             // SAFETY: guaranteed by the caller: the successor block is newer, still allocated.
@@ -565,6 +722,8 @@ fn align_up(n: usize, a: usize) -> usize {
 pub enum BuildError {
     TooLarge,
     NoMemory(usize),
+    /// A set named in a derived list's order is not in the previous list.
+    Inconsistent,
 }
 
 impl std::fmt::Display for BuildError {
@@ -572,6 +731,7 @@ impl std::fmt::Display for BuildError {
         match self {
             BuildError::TooLarge => write!(f, "destination list too large"),
             BuildError::NoMemory(n) => write!(f, "out of shared memory ({n} bytes needed)"),
+            BuildError::Inconsistent => write!(f, "inconsistent list edit"),
         }
     }
 }
@@ -592,16 +752,33 @@ fn dest_strings(d: &crate::ds::dest::Dest) -> [Option<&[u8]>; 9] {
     ]
 }
 
+/// `carry(setid, uri, cfg_flags)`: the runtime state a destination keeps from the running list.
+pub type CarryFn<'a> = dyn FnMut(i32, &[u8], i32) -> Option<CarriedState> + 'a;
+
 /// Builds a snapshot block for `sets` (already in iteration order, destinations in array order).
 /// `carry(setid, uri, cfg_flags)` returns runtime state to keep for a destination that exists in
 /// the previous list. `alloc(size)` returns memory aligned to 16 bytes, or null.
-/// `now` is (sec, usec) stored as DNS time.
+/// `now` is (sec, usec) stored as DNS time. On a failure, the set blocks already built are
+/// leaked: use [`build_with`] to free them.
 pub fn build(
     sets: &[DestSet],
     generation: u64,
     now: (u64, u64),
-    carry: &mut dyn FnMut(i32, &[u8], i32) -> Option<CarriedState>,
+    carry: &mut CarryFn<'_>,
     alloc: &mut dyn FnMut(usize) -> *mut u8,
+    rng: &mut dyn FnMut() -> u32,
+) -> Result<*mut Header, BuildError> {
+    build_with(sets, generation, now, carry, alloc, &mut |_| {}, rng)
+}
+
+/// [`build`] with the free function for the blocks of a failed build.
+pub fn build_with(
+    sets: &[DestSet],
+    generation: u64,
+    now: (u64, u64),
+    carry: &mut CarryFn<'_>,
+    alloc: &mut dyn FnMut(usize) -> *mut u8,
+    free: &mut dyn FnMut(*mut u8),
     rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut Header, BuildError> {
     let nsets = sets.len();
@@ -609,27 +786,205 @@ pub fn build(
     if nsets > u32::MAX as usize / 2 || ndests > u32::MAX as usize / 2 {
         return Err(BuildError::TooLarge);
     }
-    let mut strbytes = 0usize;
+    let mut blks: Vec<*mut SetBlk> = Vec::with_capacity(nsets);
+    let mut di = 0usize;
     for s in sets {
-        for d in &s.dests {
-            for v in dest_strings(d).iter().flatten() {
-                if v.len() > u32::MAX as usize {
-                    return Err(BuildError::TooLarge);
-                }
-                strbytes += v.len() + 1;
+        match build_set(s, generation, di, now, carry, alloc, rng) {
+            Ok(b) => blks.push(b),
+            Err(e) => {
+                blks.into_iter().for_each(|b| free(b as *mut u8));
+                return Err(e);
+            }
+        }
+        di += s.dests.len();
+    }
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for &b in blks.iter() {
+        // SAFETY: just built.
+        let v = unsafe { &*b }.view();
+        set_ip_entries(&v, &mut v4, &mut v6);
+    }
+    v4.sort_unstable();
+    v6.sort_unstable();
+    // SAFETY: the blocks were just built and are owned by the new header.
+    match unsafe { write_header(&blks, generation, v4.len(), v6.len(), None, alloc) } {
+        Some((h, p4, p6)) => {
+            // SAFETY: `write_header` reserved room for exactly these entries.
+            unsafe {
+                std::ptr::copy_nonoverlapping(v4.as_ptr(), p4, v4.len());
+                std::ptr::copy_nonoverlapping(v6.as_ptr(), p6, v6.len());
+            }
+            Ok(h)
+        }
+        None => {
+            blks.into_iter().for_each(|b| free(b as *mut u8));
+            Err(BuildError::NoMemory(0))
+        }
+    }
+}
+
+/// Whether parsing these attrs again may log a note (an out-of-range `weight` or `rweight`,
+/// see `attrs::parse_attrs`); conservative.
+fn weight_note_possible(a: &crate::ds::attrs::Attrs) -> bool {
+    let b = &a.body;
+    (0..b.len().saturating_sub(5)).any(|i| {
+        let Some(w) = b.get(i..i + 6) else { return false };
+        if !w.eq_ignore_ascii_case(b"weight") {
+            return false;
+        }
+        let r = i > 0 && b.get(i - 1).is_some_and(|c| c.eq_ignore_ascii_case(&b'r'));
+        if r {
+            a.rweight == 0
+        } else {
+            a.weight == 0
+        }
+    })
+}
+
+/// The address index entries of one set at iteration position `pos` (unsorted).
+fn set_ip_entries(v: &SetView<'_>, v4: &mut Vec<Ip4Ent>, v6: &mut Vec<Ip6Ent>) {
+    let pos = v.rec.id;
+    for (local, d) in v.dests.iter().enumerate() {
+        let Some(first) = d.ip_addr() else { continue };
+        let mut push = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => v4.push(Ip4Ent { ip: u32::from_be_bytes(a.octets()), set: pos, local: local as u32 }),
+            IpAddr::V6(a) => v6.push(Ip6Ent { ip: a.octets(), set: pos, local: local as u32 }),
+        };
+        push(first);
+        let extra = d.extra_addrs();
+        for (k, more) in extra.iter().enumerate() {
+            let Some(ip) = more.ip_addr() else { continue };
+            // one index entry per distinct address of this destination
+            if ip != first && !extra[..k].iter().any(|m| m.ip_addr() == Some(ip)) {
+                push(ip);
             }
         }
     }
-    let off_sets = align_up(size_of::<Header>(), align_of::<SetRec>().max(8));
-    let off_ids = align_up(off_sets + nsets * size_of::<SetRec>(), 8);
-    let off_dests = align_up(off_ids + nsets * size_of::<u32>(), align_of::<DestRec>().max(8));
-    let nextra: usize = sets.iter().flat_map(|s| s.dests.iter()).filter(|d| d.ip.is_some()).map(|d| d.more_ips.len()).sum();
-    let nip = sets.iter().flat_map(|s| s.dests.iter()).filter(|d| d.ip.is_some()).count() + nextra;
+}
+
+/// What a derived header takes from the previous one instead of reading every set block.
+struct Known<'a> {
+    ids_sorted: &'a [u32],
+    ids: &'a [i32],
+    nrs: &'a [u32],
+    nnotes: u32,
+}
+
+/// Allocates and fills a header over `blks` (iteration order) with room for `n4`/`n6`
+/// address entries, which the caller writes (sorted) at the returned pointers. Takes no
+/// reference on the blocks.
+///
+/// # Safety
+/// Every block is live.
+unsafe fn write_header(
+    blks: &[*mut SetBlk],
+    generation: u64,
+    n4: usize,
+    n6: usize,
+    known: Option<Known<'_>>,
+    alloc: &mut dyn FnMut(usize) -> *mut u8,
+) -> Option<(*mut Header, *mut Ip4Ent, *mut Ip6Ent)> {
+    let nsets = blks.len();
+    let ids_sorted = known.as_ref().map(|k| k.ids_sorted);
+    let off_sets = align_up(size_of::<Header>(), 8);
+    let off_firsts = align_up(off_sets + std::mem::size_of_val(blks), 8);
+    let off_ids = align_up(off_firsts + (nsets + 1) * size_of::<u32>(), 8);
+    let off_idv = align_up(off_ids + nsets * size_of::<u32>(), 8);
+    let off_ip4 = align_up(off_idv + nsets * size_of::<i32>(), align_of::<Ip4Ent>().max(8));
+    let off_ip6 = align_up(off_ip4 + n4 * size_of::<Ip4Ent>(), align_of::<Ip6Ent>().max(8));
+    let total = align_up(off_ip6 + n6 * size_of::<Ip6Ent>(), 16);
+    let base = alloc(total);
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: fresh allocation of `total` bytes; every write stays inside it; the blocks are
+    // live (caller).
+    unsafe {
+        let sets_ptr = base.add(off_sets) as *mut *mut SetBlk;
+        std::ptr::copy_nonoverlapping(blks.as_ptr(), sets_ptr, nsets);
+        let firsts = base.add(off_firsts) as *mut u32;
+        let idv = base.add(off_idv) as *mut i32;
+        let mut di = 0u32;
+        let mut nnotes = 0u32;
+        match &known {
+            Some(k) if k.nrs.len() == nsets && k.ids.len() == nsets => {
+                for (i, &nr) in k.nrs.iter().enumerate() {
+                    firsts.add(i).write(di);
+                    di += nr;
+                }
+                std::ptr::copy_nonoverlapping(k.ids.as_ptr(), idv, nsets);
+                nnotes = k.nnotes;
+            }
+            _ => {
+                for (i, &b) in blks.iter().enumerate() {
+                    firsts.add(i).write(di);
+                    di += (*b).rec.nr;
+                    idv.add(i).write((*b).rec.id);
+                    nnotes += (*b).maybe_notes as u32;
+                }
+            }
+        }
+        firsts.add(nsets).write(di);
+        let ids_ptr = base.add(off_ids) as *mut u32;
+        match ids_sorted {
+            Some(ids) if ids.len() == nsets => std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_ptr, nsets),
+            _ => {
+                let mut ids: Vec<(i32, u32)> = blks.iter().enumerate().map(|(i, &b)| ((*b).rec.id, i as u32)).collect();
+                ids.sort_unstable();
+                for (k, (_, i)) in ids.iter().enumerate() {
+                    ids_ptr.add(k).write(*i);
+                }
+            }
+        }
+        let hdr = base as *mut Header;
+        hdr.write(Header {
+            magic: MAGIC,
+            nsets: nsets as u32,
+            ndests: di,
+            _pad: 0,
+            total_size: total,
+            generation,
+            sets: sets_ptr,
+            firsts,
+            ids_sorted: ids_ptr,
+            ids: idv,
+            nnotes,
+            ip4: base.add(off_ip4) as *const Ip4Ent,
+            nip4: n4 as u32,
+            nip6: n6 as u32,
+            ip6: base.add(off_ip6) as *const Ip6Ent,
+        });
+        Some((hdr, base.add(off_ip4) as *mut Ip4Ent, base.add(off_ip6) as *mut Ip6Ent))
+    }
+}
+
+/// Builds the block of one set whose first destination sits at position `first_di` of the
+/// list (only used for new internal ids). The block starts with one reference.
+pub fn build_set(
+    s: &DestSet,
+    generation: u64,
+    first_di: usize,
+    now: (u64, u64),
+    carry: &mut CarryFn<'_>,
+    alloc: &mut dyn FnMut(usize) -> *mut u8,
+    rng: &mut dyn FnMut() -> u32,
+) -> Result<*mut SetBlk, BuildError> {
+    let ndests = s.dests.len();
+    let mut strbytes = 0usize;
+    for d in &s.dests {
+        for v in dest_strings(d).iter().flatten() {
+            if v.len() > u32::MAX as usize {
+                return Err(BuildError::TooLarge);
+            }
+            strbytes += v.len() + 1;
+        }
+    }
+    let nextra: usize = s.dests.iter().filter(|d| d.ip.is_some()).map(|d| d.more_ips.len()).sum();
+    let off_dests = align_up(size_of::<SetBlk>(), align_of::<DestRec>().max(8));
     // two exact-weight tables (algs 41, 43) of one slot per destination
     let off_xw = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<XwSlot>().max(8));
     let off_cw = align_up(off_xw + 2 * ndests * size_of::<XwSlot>(), align_of::<CwEnt>().max(8));
-    let off_ip = align_up(off_cw + ndests * size_of::<CwEnt>(), align_of::<IpIdx>().max(8));
-    let off_addr = align_up(off_ip + nip * size_of::<IpIdx>(), align_of::<AddrRec>());
+    let off_addr = align_up(off_cw + ndests * size_of::<CwEnt>(), align_of::<AddrRec>());
     let off_str = off_addr + nextra * size_of::<AddrRec>();
     let total = align_up(off_str + strbytes, 16);
 
@@ -640,18 +995,12 @@ pub fn build(
     // SAFETY: `base` is a fresh allocation of `total` bytes, 16-aligned; every write below stays
     // inside it (offsets computed above) and uses properly aligned typed pointers.
     unsafe {
-        // only the header area is zeroed; every record and string is written whole below
-        std::ptr::write_bytes(base, 0, size_of::<Header>());
-        let hdr = base as *mut Header;
-        let set_ptr = base.add(off_sets) as *mut SetRec;
-        let ids_ptr = base.add(off_ids) as *mut u32;
+        let blk = base as *mut SetBlk;
         let dest_ptr = base.add(off_dests) as *mut DestRec;
-        let ip_ptr = base.add(off_ip) as *mut IpIdx;
         let addr_ptr = base.add(off_addr) as *mut AddrRec;
         let xw_ptr = base.add(off_xw) as *mut XwSlot;
         let cw_ptr = base.add(off_cw) as *mut CwEnt;
         let mut ai = 0usize;
-        let mut ipv: Vec<IpIdx> = Vec::with_capacity(nip);
         let mut sp = base.add(off_str);
         let mut put = |v: Option<&[u8]>| -> ShStr {
             match v {
@@ -665,168 +1014,372 @@ pub fn build(
                 }
             }
         };
-        let mut di = 0usize;
         // the state carried for each destination of the set (one lookup per destination)
-        let mut carried_set: Vec<Option<CarriedState>> = Vec::new();
-        for (si, s) in sets.iter().enumerate() {
-            let weights: Vec<i32> = s.dests.iter().map(|d| d.attrs.weight).collect();
-            let wlist = crate::ds::weights::weight_table(&weights, rng);
-            carried_set.clear();
-            carried_set.extend(s.dests.iter().map(|d| carry(s.id, &d.uri, d.flags)));
-            let rweights: Vec<i32> = s.dests.iter().map(|d| d.attrs.rweight).collect();
-            let usable: Vec<bool> = s
-                .dests
-                .iter()
-                .zip(&carried_set)
-                .map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0)
-                .collect();
-            let rw = crate::ds::weights::rweight_table(&rweights, &usable, rng).unwrap_or([0u32; 100]);
-            let prios: Vec<i32> = s.dests.iter().map(|d| d.priority).collect();
-            let pw = crate::ds::weights::pw_table(&prios, &weights, &usable, rng);
-            set_ptr.add(si).write(SetRec {
-                id: s.id,
-                nr: s.dests.len() as u32,
-                first: di as u32,
-                last: AtomicU32::new(0),
-                wlast: AtomicU32::new(0),
-                rwlast: AtomicU32::new(0),
-                wlist,
-                rwlist: rw.map(AtomicU32::new),
-                rrserial: s.dests.first().is_some_and(|f| f.priority > 0 && s.dests.iter().all(|d| d.priority == f.priority)),
-                pwlist: pw.map(AtomicU32::new),
-                pwlast: AtomicU32::new(0),
-                cw_uniform: crate::ds::algs::consistent::uniform_weights(&weights),
-                cw: {
-                    let p = cw_ptr.add(di);
-                    for (k, d) in s.dests.iter().enumerate() {
-                        p.add(k).write(CwEnt {
-                            seed: crate::ds::algs::consistent::dest_seed(&d.uri),
-                            w: crate::ds::algs::consistent::score_weight(d.attrs.weight),
-                        });
-                    }
-                    p
-                },
-                xw: [0usize, 1].map(|t| {
-                    let sl = xw_ptr.add(2 * di + t * s.dests.len());
-                    for k in 0..s.dests.len() {
-                        sl.add(k).write(XwSlot { end: AtomicU64::new(0), idx: AtomicU32::new(0) });
-                    }
-                    XwHdr { slots: sl, n: AtomicU32::new(0), total: AtomicU64::new(0), ctr: AtomicU64::new(0) }
-                }),
-            });
-            for (d, &carried) in s.dests.iter().zip(&carried_set) {
-                let st = dest_strings(d);
-                let (af, ip) = match d.ip {
-                    Some(IpAddr::V4(v4)) => {
-                        let mut ip = [0u8; 16];
-                        ip[..4].copy_from_slice(&v4.octets());
-                        (4u8, ip)
-                    }
-                    Some(IpAddr::V6(v6)) => (6u8, v6.octets()),
-                    None => (0u8, [0u8; 16]),
-                };
-                let extra_first = ai;
-                if let Some(ip) = d.ip {
-                    let (af, key) = ip_key(ip);
-                    ipv.push(IpIdx { af, _pad: [0; 3], set: si as u32, dest: di as u32, ip: key });
-                    for (k, more) in d.more_ips.iter().enumerate() {
-                        let (af, key) = ip_key(*more);
-                        addr_ptr.add(ai).write(AddrRec { af, ip: key });
-                        ai += 1;
-                        // one index entry per distinct address of this destination
-                        if *more != ip && !d.more_ips[..k].contains(more) {
-                            ipv.push(IpIdx { af, _pad: [0; 3], set: si as u32, dest: di as u32, ip: key });
-                        }
-                    }
-                }
-                let a = &d.attrs;
-                let lat0 = carried
-                    .and_then(|c| c.lat)
-                    .or_else(|| a.latency_init().map(|v| LatencyStats::init(v, 10000)))
-                    .unwrap_or_default();
-                dest_ptr.add(di).write(DestRec {
-                    uri: put(st[0]),
-                    host: put(st[1]),
-                    attrs_body: put(st[2]),
-                    duid: put(st[3]),
-                    socket: put(st[4]),
-                    sockname: put(st[5]),
-                    ping_from: put(st[6]),
-                    obproxy: put(st[7]),
-                    ping_socket: put(st[8]),
-                    iuid: carried.map(|c| c.iuid).filter(|&i| i != 0).unwrap_or((generation << 24) | (di as u64 + 1)),
-                    flags: AtomicI32::new(carried.map(|c| c.flags).unwrap_or(d.flags)),
-                    cfg_flags: d.flags,
-                    priority: d.priority,
-                    maxload: a.maxload,
-                    weight: a.weight,
-                    cc: a.cc,
-                    ocmin: a.ocmin,
-                    ocmax: a.ocmax,
-                    fail_cnt: AtomicI32::new(carried.map(|c| c.fail_cnt).unwrap_or(0)),
-                    dload: AtomicI32::new(carried.map(|c| c.dload).unwrap_or(0)),
-                    port: d.port,
-                    proto: d.proto as u8,
-                    scheme: d.scheme as u8,
-                    af,
-                    _pad: [0; 3],
-                    ip,
-                    extra_addrs: if ai > extra_first { addr_ptr.add(extra_first) } else { std::ptr::null() },
-                    n_extra: (ai - extra_first) as u32,
-                    sock: d.sock,
-                    dnstime_sec: if af != 0 { now.0 } else { 0 },
-                    dnstime_usec: if af != 0 { now.1 } else { 0 },
-                    lat_avg: AtomicU64::new(lat0.average.to_bits()),
-                    lat_est: AtomicU64::new(lat0.estimate.to_bits()),
-                    lat: std::cell::UnsafeCell::new(lat0),
-                    ping_start_us: AtomicU64::new(0),
-                    rweight_rt: AtomicI32::new(a.rweight),
-                    oc_rate: AtomicI32::new(a.ocrate),
-                    oc_seq: AtomicI32::new(0),
-                    oc_time_us: AtomicU64::new(0),
-                    oc_idx: AtomicU32::new(0),
-                    carried_from: carried.map(|c| c.src).unwrap_or(std::ptr::null()),
-                    successor: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-                    dload_copied: AtomicI32::new(0),
-                    ctr: Default::default(),
-                    oc_dist: {
-                        // rate 0 (the common case): every slot says "use", no table to shuffle
-                        let b = if a.ocrate <= 0 {
-                            [u64::MAX, (1u64 << 36) - 1]
-                        } else {
-                            crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(a.ocrate, rng))
-                        };
-                        [AtomicU64::new(b[0]), AtomicU64::new(b[1])]
-                    },
-                });
-                di += 1;
-            }
-        }
-        let mut ids: Vec<u32> = (0..nsets as u32).collect();
-        ids.sort_by_key(|&i| sets.get(i as usize).map(|s| s.id).unwrap_or(0));
-        std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_ptr, nsets);
-        ipv.sort_by_key(|a| (a.af, a.ip, a.dest));
-        std::ptr::copy_nonoverlapping(ipv.as_ptr(), ip_ptr, ipv.len().min(nip));
-        hdr.write(Header {
-            magic: MAGIC,
-            nsets: nsets as u32,
-            ndests: ndests as u32,
-            _pad: 0,
-            total_size: total,
-            generation,
-            sets: set_ptr,
-            ids_sorted: ids_ptr,
+        let carried_set: Vec<Option<CarriedState>> = s.dests.iter().map(|d| carry(s.id, &d.uri, d.flags)).collect();
+        let maybe_notes = s.dests.iter().any(|d| weight_note_possible(&d.attrs));
+        let mut di = 0usize;
+        let cw_ptr_set = cw_ptr;
+        let xw_ptr_set = xw_ptr;
+        let weights: Vec<i32> = s.dests.iter().map(|d| d.attrs.weight).collect();
+        let wlist = crate::ds::weights::weight_table(&weights, rng);
+        let rweights: Vec<i32> = s.dests.iter().map(|d| d.attrs.rweight).collect();
+        let usable: Vec<bool> = s
+            .dests
+            .iter()
+            .zip(&carried_set)
+            .map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0)
+            .collect();
+        let rw = crate::ds::weights::rweight_table(&rweights, &usable, rng).unwrap_or([0u32; 100]);
+        let prios: Vec<i32> = s.dests.iter().map(|d| d.priority).collect();
+        let pw = crate::ds::weights::pw_table(&prios, &weights, &usable, rng);
+        let rec = SetRec {
+            id: s.id,
+            nr: s.dests.len() as u32,
             dests: dest_ptr,
-            ipidx: ip_ptr,
-            nipidx: ipv.len().min(nip) as u32,
-        });
+            last: AtomicU32::new(0),
+            wlast: AtomicU32::new(0),
+            rwlast: AtomicU32::new(0),
+            wlist,
+            rwlist: rw.map(AtomicU32::new),
+            rrserial: s.dests.first().is_some_and(|f| f.priority > 0 && s.dests.iter().all(|d| d.priority == f.priority)),
+            pwlist: pw.map(AtomicU32::new),
+            pwlast: AtomicU32::new(0),
+            cw_uniform: crate::ds::algs::consistent::uniform_weights(&weights),
+            cw: {
+                let p = cw_ptr_set;
+                for (k, d) in s.dests.iter().enumerate() {
+                    p.add(k).write(CwEnt {
+                        seed: crate::ds::algs::consistent::dest_seed(&d.uri),
+                        w: crate::ds::algs::consistent::score_weight(d.attrs.weight),
+                    });
+                }
+                p
+            },
+            xw: [0usize, 1].map(|t| {
+                let sl = xw_ptr_set.add(t * s.dests.len());
+                for k in 0..s.dests.len() {
+                    sl.add(k).write(XwSlot { end: AtomicU64::new(0), idx: AtomicU32::new(0) });
+                }
+                XwHdr { slots: sl, n: AtomicU32::new(0), total: AtomicU64::new(0), ctr: AtomicU64::new(0) }
+            }),
+        };
+        blk.write(SetBlk { refs: AtomicU32::new(1), maybe_notes, nip4: 0, nip6: 0, size: total, rec });
+        for (d, &carried) in s.dests.iter().zip(&carried_set) {
+            let st = dest_strings(d);
+            let (af, ip) = match d.ip {
+                Some(IpAddr::V4(v4)) => {
+                    let mut ip = [0u8; 16];
+                    ip[..4].copy_from_slice(&v4.octets());
+                    (4u8, ip)
+                }
+                Some(IpAddr::V6(v6)) => (6u8, v6.octets()),
+                None => (0u8, [0u8; 16]),
+            };
+            let extra_first = ai;
+            if d.ip.is_some() {
+                for more in d.more_ips.iter() {
+                    let (af, key) = ip_key(*more);
+                    addr_ptr.add(ai).write(AddrRec { af, ip: key });
+                    ai += 1;
+                }
+            }
+            let a = &d.attrs;
+            let lat0 = carried
+                .and_then(|c| c.lat)
+                .or_else(|| a.latency_init().map(|v| LatencyStats::init(v, 10000)))
+                .unwrap_or_default();
+            dest_ptr.add(di).write(DestRec {
+                uri: put(st[0]),
+                host: put(st[1]),
+                attrs_body: put(st[2]),
+                duid: put(st[3]),
+                socket: put(st[4]),
+                sockname: put(st[5]),
+                ping_from: put(st[6]),
+                obproxy: put(st[7]),
+                ping_socket: put(st[8]),
+                iuid: carried.map(|c| c.iuid).filter(|&i| i != 0).unwrap_or((generation << 24) | ((first_di + di) as u64 + 1)),
+                flags: AtomicI32::new(carried.map(|c| c.flags).unwrap_or(d.flags)),
+                cfg_flags: d.flags,
+                priority: d.priority,
+                maxload: a.maxload,
+                weight: a.weight,
+                cc: a.cc,
+                ocmin: a.ocmin,
+                ocmax: a.ocmax,
+                fail_cnt: AtomicI32::new(carried.map(|c| c.fail_cnt).unwrap_or(0)),
+                dload: AtomicI32::new(carried.map(|c| c.dload).unwrap_or(0)),
+                port: d.port,
+                proto: d.proto as u8,
+                scheme: d.scheme as u8,
+                af,
+                _pad: [0; 3],
+                ip,
+                extra_addrs: if ai > extra_first { addr_ptr.add(extra_first) } else { std::ptr::null() },
+                n_extra: (ai - extra_first) as u32,
+                sock: d.sock,
+                dnstime_sec: if af != 0 { now.0 } else { 0 },
+                dnstime_usec: if af != 0 { now.1 } else { 0 },
+                lat_avg: AtomicU64::new(lat0.average.to_bits()),
+                lat_est: AtomicU64::new(lat0.estimate.to_bits()),
+                lat: std::cell::UnsafeCell::new(lat0),
+                ping_start_us: AtomicU64::new(0),
+                rweight_rt: AtomicI32::new(a.rweight),
+                oc_rate: AtomicI32::new(a.ocrate),
+                oc_seq: AtomicI32::new(0),
+                oc_time_us: AtomicU64::new(0),
+                oc_idx: AtomicU32::new(0),
+                carried_from: carried.map(|c| c.src).unwrap_or(std::ptr::null()),
+                successor: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+                dload_copied: AtomicI32::new(0),
+                ctr: Default::default(),
+                oc_dist: {
+                    // rate 0 (the common case): every slot says "use", no table to shuffle
+                    let b = if a.ocrate <= 0 {
+                        [u64::MAX, (1u64 << 36) - 1]
+                    } else {
+                        crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(a.ocrate, rng))
+                    };
+                    [AtomicU64::new(b[0]), AtomicU64::new(b[1])]
+                },
+            });
+            di += 1;
+        }
+        let v = (*blk).view();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        set_ip_entries(&v, &mut v4, &mut v6);
+        (*blk).nip4 = v4.len() as u32;
+        (*blk).nip6 = v6.len() as u32;
         // the exact-weight tables of algs 41/43, from the (carried) state just written
-        if let Some(snap) = Snap::from_ptr(hdr) {
-            for set in snap.sets() {
-                crate::ds::algs::exact::rebuild(&set);
+        crate::ds::algs::exact::rebuild(&v);
+        Ok(blk)
+    }
+}
+
+/// Frees a list: the header, and every set block no other list holds any more (after
+/// `on_last` saw it: forward what was counted on it). Returns the number of set blocks freed.
+///
+/// # Safety
+/// `p` came from [`build_with`] / [`derive`] with blocks from the same allocator as `free`;
+/// no process reads it any more; lists are freed oldest first.
+pub unsafe fn release(p: *mut Header, on_last: &mut dyn FnMut(SetView<'_>), free: &mut dyn FnMut(*mut u8)) -> usize {
+    // SAFETY: guaranteed by the caller.
+    let Some(snap) = (unsafe { Snap::from_ptr(p) }) else { return 0 };
+    let mut n = 0;
+    for &b in snap.blks() {
+        // SAFETY: the header holds one reference on each of its blocks.
+        let Some(blk) = (unsafe { b.as_ref() }) else { continue };
+        if blk.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            on_last(blk.view());
+            free(b as *mut u8);
+            n += 1;
+        }
+    }
+    free(p as *mut u8);
+    n
+}
+
+/// A new version of `old` whose sets come in `order` (set ids in iteration order): set
+/// `touched.0` takes the block `touched.1` (built by [`build_set`]; None: the set is gone),
+/// every other set shares its block with `old` (one more reference each). O(sets) pointer
+/// and index work plus one pass over the address index; the destinations of untouched sets
+/// are not touched. `reset`: restart the selection cursors of the shared sets (and with
+/// `Some(true)` their failure counters), see [`reset_shared_set`]. On an error nothing
+/// changed (the new block is not consumed).
+///
+/// # Safety
+/// `old` is live (the writer holds it); `touched.1` is a block no list holds yet.
+pub unsafe fn derive(
+    old: Snap<'_>,
+    order: &[i32],
+    touched: Option<(i32, Option<*mut SetBlk>)>,
+    generation: u64,
+    reset: Option<bool>,
+    alloc: &mut dyn FnMut(usize) -> *mut u8,
+) -> Result<*mut Header, BuildError> {
+    let tid = touched.map(|t| t.0);
+    let new_blk = touched.and_then(|t| t.1);
+    let mut blks: Vec<*mut SetBlk> = Vec::with_capacity(order.len());
+    let mut nrs: Vec<u32> = Vec::with_capacity(order.len());
+    let mut idv: Vec<i32> = Vec::with_capacity(order.len());
+    let mut new_pos = None;
+    let of = old.firsts();
+    let ob = old.blks();
+    let mut nnotes = old.h.nnotes;
+    let old_t = tid.and_then(|id| old.set_pos(id));
+    if let Some(b) = old_t.and_then(|p| old.blk(p)) {
+        nnotes -= b.maybe_notes as u32;
+    }
+    // the sets of the new list; the old position of each, found by one walk of the old id
+    // index with the new ids sorted (no search per set)
+    let ord: Vec<i32> = order.iter().copied().filter(|&id| Some(id) != tid || new_blk.is_some()).collect();
+    let mut by_id: Vec<(i32, u32)> = ord.iter().enumerate().map(|(p, &id)| (id, p as u32)).collect();
+    by_id.sort_unstable();
+    let (oids, oidv) = (old.ids_sorted(), old.ids());
+    let mut op_of: Vec<u32> = vec![u32::MAX; ord.len()];
+    let mut j = 0usize;
+    for &(id, np) in &by_id {
+        if Some(id) == tid {
+            continue;
+        }
+        loop {
+            let op = *oids.get(j).ok_or(BuildError::Inconsistent)?;
+            let oid = *oidv.get(op as usize).ok_or(BuildError::Inconsistent)?;
+            j += 1;
+            if oid == id {
+                *op_of.get_mut(np as usize).ok_or(BuildError::Inconsistent)? = op;
+                break;
+            }
+            if oid > id {
+                return Err(BuildError::Inconsistent);
             }
         }
-        Ok(hdr)
+    }
+    let ids: Vec<u32> = by_id.iter().map(|&(_, np)| np).collect();
+    for (np, (&id, &op)) in ord.iter().zip(&op_of).enumerate() {
+        if op == u32::MAX {
+            let b = new_blk.filter(|_| Some(id) == tid).ok_or(BuildError::Inconsistent)?;
+            new_pos = Some(np as u32);
+            blks.push(b);
+            // SAFETY: a live block (caller).
+            let r = unsafe { &*b };
+            nrs.push(r.rec.nr);
+            nnotes += r.maybe_notes as u32;
+        } else {
+            let op = op as usize;
+            blks.push(*ob.get(op).ok_or(BuildError::Inconsistent)?);
+            nrs.push(of.get(op + 1).zip(of.get(op)).map(|(e, s)| e - s).ok_or(BuildError::Inconsistent)?);
+        }
+        idv.push(id);
+    }
+    if new_blk.is_some() && new_pos.is_none() {
+        return Err(BuildError::Inconsistent);
+    }
+    let (mut r4, mut r6) = (Vec::new(), Vec::new());
+    if let Some(b) = old_t.and_then(|p| old.blk(p)) {
+        set_ip_entries(&b.view(), &mut r4, &mut r6);
+        r4.sort_unstable();
+        r6.sort_unstable();
+    }
+    let (rm4, rm6) = (r4.len(), r6.len());
+    let (mut a4, mut a6) = (Vec::new(), Vec::new());
+    if let (Some(b), Some(pos)) = (new_blk, new_pos) {
+        // SAFETY: a live block (caller).
+        let _ = pos;
+        set_ip_entries(&unsafe { &*b }.view(), &mut a4, &mut a6);
+        a4.sort_unstable();
+        a6.sort_unstable();
+    }
+    let (o4, o6) = (old.ip4(), old.ip6());
+    let n4 = (o4.len() + a4.len()).checked_sub(rm4).ok_or(BuildError::Inconsistent)?;
+    let n6 = (o6.len() + a6.len()).checked_sub(rm6).ok_or(BuildError::Inconsistent)?;
+    // SAFETY: every block is live: the old ones held by `old`, the new one by the caller.
+    let known = Known { ids_sorted: &ids, ids: &idv, nrs: &nrs, nnotes };
+    let (h, p4, p6) = unsafe { write_header(&blks, generation, n4, n6, Some(known), alloc) }.ok_or(BuildError::NoMemory(0))?;
+    // SAFETY: `write_header` reserved `n4` / `n6` entries at `p4` / `p6`.
+    unsafe {
+        let d4 = std::slice::from_raw_parts_mut(p4, n4);
+        merge_index(o4, &r4, &a4, d4);
+        let d6 = std::slice::from_raw_parts_mut(p6, n6);
+        merge_index(o6, &r6, &a6, d6);
+    }
+    for &b in &blks {
+        if Some(b) != new_blk {
+            // SAFETY: a block of `old`, live.
+            let blk = unsafe { &*b };
+            blk.refs.fetch_add(1, Ordering::AcqRel);
+            // in the same pass over the shared blocks (one cache miss each, not two)
+            if let Some(fail_cnt) = reset {
+                reset_shared_set(&blk.view(), fail_cnt);
+            }
+        }
+    }
+    Ok(h)
+}
+
+/// Writes into `dst` the entries of `old` without the sorted `rm` (the entries of the old
+/// block of the edited set), with the sorted `add` (those of its new block) merged in: the
+/// runs between the edit points are block copies, found by binary search (O(edit log N)
+/// plus one memcpy of the index).
+fn merge_index<E: Copy + Ord>(old: &[E], rm: &[E], add: &[E], dst: &mut [E]) {
+    // edit points in old-index order: (position, kind 0 = insert add[i] / 1 = skip old[pos])
+    let mut ev: Vec<(usize, u8, usize)> = Vec::with_capacity(rm.len() + add.len());
+    for (i, a) in add.iter().enumerate() {
+        ev.push((old.partition_point(|e| e < a), 0, i));
+    }
+    for r in rm {
+        if let Ok(p) = old.binary_search(r) {
+            ev.push((p, 1, 0));
+        }
+    }
+    ev.sort_unstable();
+    let mut cur = 0usize;
+    let mut k = 0usize;
+    fn copy<E: Copy>(old: &[E], dst: &mut [E], from: usize, to: usize, k: &mut usize) {
+        if let (Some(src), Some(d)) = (old.get(from..to), dst.get_mut(*k..*k + to.saturating_sub(from))) {
+            d.copy_from_slice(src);
+            *k += src.len();
+        }
+    }
+    for (p, kind, i) in ev {
+        copy(old, dst, cur, p.max(cur), &mut k);
+        cur = cur.max(p);
+        if kind == 0 {
+            if let (Some(&a), Some(slot)) = (add.get(i), dst.get_mut(k)) {
+                *slot = a;
+                k += 1;
+            }
+        } else {
+            cur = p + 1;
+        }
+    }
+    copy(old, dst, cur, old.len(), &mut k);
+}
+
+/// What an edit resets on the sets it shares with the previous list, as rebuilding the
+/// whole list (the C module's add/remove) does: the selection cursors start again, and with
+/// `fail_cnt` the failure counters too. (The set being edited is built new.)
+pub fn reset_shared_set(v: &SetView<'_>, fail_cnt: bool) {
+    // stores only where needed: a line that is read stays clean (cheaper than dirtying it)
+    let zero32 = |a: &AtomicU32| {
+        if a.load(Ordering::Relaxed) != 0 {
+            a.store(0, Ordering::Relaxed);
+        }
+    };
+    let r = v.rec;
+    zero32(&r.last);
+    zero32(&r.wlast);
+    zero32(&r.rwlast);
+    zero32(&r.pwlast);
+    for x in &r.xw {
+        if x.ctr.load(Ordering::Relaxed) != 0 {
+            x.ctr.store(0, Ordering::Relaxed);
+        }
+    }
+    if fail_cnt {
+        for d in v.dests {
+            if d.fail_cnt.load(Ordering::Relaxed) != 0 {
+                d.fail_cnt.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// `link_successors` for one set (an edit carries state into the one set it builds).
+///
+/// # Safety
+/// As for `link_successors`.
+pub unsafe fn link_set_successors(set: &SetView<'_>, undo: bool) {
+    for d in set.dests {
+        // SAFETY: guaranteed by the caller: the source record is still allocated.
+        if let Some(src) = unsafe { d.carried_from.as_ref() } {
+            if undo {
+                src.successor.store(std::ptr::null_mut(), Ordering::Release);
+            } else {
+                src.dload_copied.store(d.dload.load(Ordering::Relaxed), Ordering::Relaxed);
+                src.successor.store(d as *const DestRec as *mut DestRec, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -857,6 +1410,8 @@ pub struct CarryIndex<'a> {
     /// the old set of the previous lookup and the position after its match there
     cursor: std::cell::Cell<Option<(SetView<'a>, usize)>>,
     map: std::cell::OnceCell<CarryMap<'a>>,
+    /// Only this set is looked up (an edit of one set): the map covers it alone.
+    only: Option<i32>,
 }
 
 type CarryMap<'a> = std::collections::HashMap<(i32, &'a [u8]), (&'a DestRec, usize), std::hash::BuildHasherDefault<Fnv>>;
@@ -866,7 +1421,12 @@ const CARRY_SCAN_MAX: usize = 32;
 
 impl<'a> CarryIndex<'a> {
     pub fn new(old: Option<Snap<'a>>) -> CarryIndex<'a> {
-        CarryIndex { old, cursor: std::cell::Cell::new(None), map: std::cell::OnceCell::new() }
+        CarryIndex { old, cursor: std::cell::Cell::new(None), map: std::cell::OnceCell::new(), only: None }
+    }
+
+    /// An index for carrying the state of set `setid` only (a miss never maps other sets).
+    pub fn for_set(old: Option<Snap<'a>>, setid: i32) -> CarryIndex<'a> {
+        CarryIndex { only: Some(setid), ..CarryIndex::new(old) }
     }
 
     /// The old destination `(setid, uri)` (the first one with that URI in its set), or the
@@ -886,7 +1446,12 @@ impl<'a> CarryIndex<'a> {
         } else {
             let map = self.map.get_or_init(|| {
                 let mut m = CarryMap::default();
-                for v in old.sets() {
+                let only = self.only.and_then(|id| old.set(id));
+                let all: Box<dyn Iterator<Item = SetView<'a>>> = match (self.only, only) {
+                    (None, _) => Box::new(old.sets()),
+                    (Some(_), o) => Box::new(o.into_iter()),
+                };
+                for v in all {
                     for (i, d) in v.dests.iter().enumerate() {
                         m.entry((v.rec.id, d.uri.bytes())).or_insert((d, i));
                     }
@@ -1109,4 +1674,243 @@ mod tests {
         }
     }
 
+
+    /// Heap allocator that remembers sizes and counts frees (for the sharing tests).
+    struct Pool {
+        live: std::cell::RefCell<std::collections::HashMap<usize, usize>>,
+        frees: std::cell::Cell<usize>,
+    }
+    impl Pool {
+        fn new() -> Pool {
+            Pool { live: Default::default(), frees: std::cell::Cell::new(0) }
+        }
+        fn alloc(&self, n: usize) -> *mut u8 {
+            let p = testutil::heap_alloc(n);
+            self.live.borrow_mut().insert(p as usize, n);
+            p
+        }
+        fn free(&self, p: *mut u8) {
+            let n = self.live.borrow_mut().remove(&(p as usize)).expect("freed twice or never allocated");
+            self.frees.set(self.frees.get() + 1);
+            testutil::heap_free(p, n);
+        }
+    }
+
+    fn many() -> Vec<DestSet> {
+        (1..=5)
+            .map(|id| DestSet {
+                id,
+                dests: (0..3)
+                    .map(|k| {
+                        let mut d = dest(id, &format!("sip:10.0.{id}.{k}"), 0, 0, "");
+                        d.ip = Some(format!("10.0.{id}.{k}").parse().expect("ip"));
+                        d
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn edit_shares_untouched_sets_and_frees_each_block_once() {
+        let pool = Pool::new();
+        let sets = many();
+        let p1 = build_with(&sets, 1, (0, 0), &mut |_, _, _| None, &mut |n| pool.alloc(n), &mut |p| pool.free(p), &mut || 7).expect("build");
+        let s1 = unsafe { Snap::from_ptr(p1) }.expect("snap");
+        // runtime state on set 3 (edited) and set 4 (untouched)
+        let d30 = &s1.set(3).expect("3").dests[1];
+        d30.flags.store(DS_INACTIVE, Ordering::Relaxed);
+        d30.dload.store(4, Ordering::Relaxed);
+        d30.ctr.selected.store(9, Ordering::Relaxed);
+        let d4 = &s1.set(4).expect("4").dests[0];
+        d4.dload.store(2, Ordering::Relaxed);
+        s1.set(4).expect("4").rec.last.store(2, Ordering::Relaxed);
+        d4.fail_cnt.store(1, Ordering::Relaxed);
+        // add a destination to set 3
+        let mut s3 = sets[2].clone();
+        let mut nd = dest(3, "sip:new", 0, 0, "");
+        nd.ip = Some("10.9.9.9".parse().expect("ip"));
+        s3.dests.insert(0, nd);
+        let idx = CarryIndex::for_set(Some(s1), 3);
+        let b = build_set(&s3, 2, 0, (0, 0), &mut |id, uri, fl| idx.carry(id, uri, fl, false), &mut |n| pool.alloc(n), &mut || 7).expect("set");
+        let order = crate::ds::order::avl_postorder(&s1.ids().to_vec());
+        let p2 = unsafe { derive(s1, &order, Some((3, Some(b))), 2, Some(false), &mut |n| pool.alloc(n)) }.expect("derive");
+        let s2 = unsafe { Snap::from_ptr(p2) }.expect("snap");
+        let v2 = s2.set(3).expect("3");
+        unsafe { link_set_successors(&v2, false) };
+        for d in v2.dests {
+            if let Some(o) = idx.find(3, d.uri.bytes()) {
+                o.ctr.carry_into(&d.ctr);
+            }
+        }
+        // untouched sets: the same memory; the edited one: new, its other destinations keep
+        // their state, counters and call load
+        for id in [1, 2, 4, 5] {
+            assert!(std::ptr::eq(s1.set(id).expect("s1").rec, s2.set(id).expect("s2").rec), "set {id} shared");
+        }
+        assert!(!std::ptr::eq(s1.set(3).expect("s1").rec, v2.rec));
+        assert_eq!(v2.dests.len(), 4);
+        assert_eq!(v2.dests[0].uri.bytes(), b"sip:new");
+        let c = &v2.dests[2];
+        assert_eq!(c.uri.bytes(), b"sip:10.0.3.1");
+        assert_eq!((c.flags.load(Ordering::Relaxed), c.dload.load(Ordering::Relaxed), c.ctr.selected.load(Ordering::Relaxed)), (DS_INACTIVE, 4, 9));
+        assert_eq!(c.iuid, d30.iuid);
+        assert_eq!(s2.set(4).expect("4").dests[0].dload.load(Ordering::Relaxed), 2);
+        // an edit restarts the cursors of the shared sets (as the C module's full rebuild);
+        // the failure counters only with `ds_reload_keep_state` 0 (`Some(true)`)
+        assert_eq!(s2.set(4).expect("4").rec.last.load(Ordering::Relaxed), 0);
+        assert_eq!(s2.set(4).expect("4").dests[0].fail_cnt.load(Ordering::Relaxed), 1);
+        // positional and address lookups of the new version
+        assert_eq!(s2.header().ndests, 16);
+        assert_eq!(s2.dests_from(0).count(), 16);
+        let flat: Vec<Vec<u8>> = s2.sets().flat_map(|v| v.dests.iter().map(|d| d.uri.bytes().to_vec())).collect();
+        let from: Vec<Vec<u8>> = s2.dests_from(5).map(|(_, d)| d.uri.bytes().to_vec()).collect();
+        assert_eq!(from, flat[5..].to_vec());
+        assert_eq!(s2.by_ip("10.9.9.9".parse().expect("ip")).map(|(v, _)| v.rec.id).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(s2.by_ip("10.0.3.1".parse().expect("ip")).map(|(_, d)| d.uri.bytes().to_vec()).collect::<Vec<_>>(), vec![b"sip:10.0.3.1".to_vec()]);
+        assert_eq!(s1.by_ip("10.9.9.9".parse().expect("ip")).count(), 0);
+        assert_eq!(s2.by_ip("10.0.4.0".parse().expect("ip")).count(), 1);
+        assert_eq!(s2.dest_by_iuid(c.iuid).map(|(id, d)| (id, d.uri.bytes().to_vec())), Some((3, b"sip:10.0.3.1".to_vec())));
+        for id in 1..=5 {
+            assert_eq!(s2.set(id).expect("set").rec.id, id);
+        }
+        // a call that ends on the old list after the copy is forwarded when it is freed
+        d30.dload.fetch_sub(1, Ordering::Relaxed);
+        // remove set 5 entirely in a third version, derived from the second
+        let order3: Vec<i32> = crate::ds::order::avl_postorder(&s2.ids().iter().copied().filter(|&i| i != 5).collect::<Vec<_>>());
+        let p3 = unsafe { derive(s2, &order3, Some((5, None)), 3, None, &mut |n| pool.alloc(n)) }.expect("derive");
+        let s3v = unsafe { Snap::from_ptr(p3) }.expect("snap");
+        assert!(s3v.set(5).is_none());
+        assert_eq!(s3v.nsets(), 4);
+        assert_eq!(s3v.by_ip("10.0.5.0".parse().expect("ip")).count(), 0);
+        assert!(std::ptr::eq(s3v.set(3).expect("3").rec, v2.rec));
+        // freeing the oldest list frees only the block it alone holds (the old set 3)
+        let before = pool.frees.get();
+        let mut last: Vec<i32> = Vec::new();
+        let n = unsafe {
+            release(p1, &mut |v| {
+                last.push(v.rec.id);
+                forward_set_counters(&v);
+                v.dests.iter().for_each(|d| d.ctr.forward());
+            }, &mut |p| pool.free(p))
+        };
+        assert_eq!((n, last.clone(), pool.frees.get() - before), (1, vec![3], 2));
+        assert_eq!(s3v.set(3).expect("3").dests[2].dload.load(Ordering::Relaxed), 3, "forwarded once");
+        // then the second: set 5 (held by it alone now); then the third: the rest
+        last.clear();
+        let n = unsafe { release(p2, &mut |v| last.push(v.rec.id), &mut |p| pool.free(p)) };
+        assert_eq!((n, last.clone()), (1, vec![5]));
+        last.clear();
+        let n = unsafe { release(p3, &mut |v| last.push(v.rec.id), &mut |p| pool.free(p)) };
+        last.sort();
+        assert_eq!((n, last), (4, vec![1, 2, 3, 4]));
+        assert!(pool.live.borrow().is_empty(), "every block freed exactly once");
+    }
+
+    #[test]
+    fn merge_index_equals_filter_and_sort() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rnd = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for round in 0..300 {
+            let n = rnd(60) as usize;
+            let mut old: Vec<Ip4Ent> =
+                (0..n).map(|_| Ip4Ent { ip: rnd(8) as u32, set: rnd(5) as i32, local: rnd(6) as u32 }).collect();
+            old.sort_unstable();
+            old.dedup();
+            let t = rnd(5) as i32;
+            let rm: Vec<Ip4Ent> = old.iter().copied().filter(|e| e.set == t).collect();
+            let mut add: Vec<Ip4Ent> =
+                (0..rnd(8)).map(|_| Ip4Ent { ip: rnd(8) as u32, set: t, local: rnd(6) as u32 }).collect();
+            add.sort_unstable();
+            add.dedup();
+            let mut want: Vec<Ip4Ent> = old.iter().copied().filter(|e| e.set != t).chain(add.iter().copied()).collect();
+            want.sort_unstable();
+            let mut got = vec![Ip4Ent { ip: 0, set: 0, local: 0 }; want.len()];
+            merge_index(&old, &rm, &add, &mut got);
+            assert_eq!(got, want, "round {round}");
+        }
+    }
+
+    #[test]
+    fn by_ip_orders_hits_by_set_position_after_reordering() {
+        let pool = Pool::new();
+        // many destinations on one address, in several sets
+        let sets: Vec<DestSet> = (1..=4)
+            .map(|id| DestSet { id, dests: (0..6).map(|k| dest(id, &format!("sip:h{id}-{k}"), 0, 0, "")).collect() })
+            .collect();
+        let p1 = build_with(&sets, 1, (0, 0), &mut |_, _, _| None, &mut |n| pool.alloc(n), &mut |p| pool.free(p), &mut || 7).expect("build");
+        let s1 = unsafe { Snap::from_ptr(p1) }.expect("snap");
+        let order = vec![3, 1, 4, 2];
+        let p2 = unsafe { derive(s1, &order, None, 2, None, &mut |n| pool.alloc(n)) }.expect("derive");
+        let s2 = unsafe { Snap::from_ptr(p2) }.expect("snap");
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        for s in [s1, s2] {
+            let want: Vec<Vec<u8>> = s.sets().flat_map(|v| v.dests.iter().map(|d| d.uri.bytes().to_vec())).collect();
+            let got: Vec<Vec<u8>> = s.by_ip(ip).map(|(_, d)| d.uri.bytes().to_vec()).collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(s2.sets().map(|v| v.rec.id).collect::<Vec<_>>(), order);
+        unsafe { release(p1, &mut |_| {}, &mut |p| pool.free(p)) };
+        unsafe { release(p2, &mut |_| {}, &mut |p| pool.free(p)) };
+        assert!(pool.live.borrow().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod edit_bench {
+    use super::*;
+    use crate::ds::attrs::Attrs;
+    use crate::ds::dest::Dest;
+    use crate::ds::uri::{Proto, Scheme};
+    #[test]
+    #[ignore]
+    fn edit_timing() {
+        for (nsets, per) in [(30000usize, 10usize), (100, 3000)] {
+            let mut sets = Vec::new();
+            let mut k = 0u32;
+            for s in 0..nsets {
+                let mut ds = Vec::new();
+                for _ in 0..per {
+                    k += 1;
+                    let ip: IpAddr = std::net::Ipv4Addr::from(0x7f00_0000u32 + k).into();
+                    ds.push(Dest { setid: s as i32 + 1, uri: format!("sip:{ip}:5060").into_bytes(), flags: 0, priority: 0,
+                        attrs: Attrs { body: b"duid=x;weight=1".to_vec(), weight: 1, ..Default::default() },
+                        scheme: Scheme::Sip, host: ip.to_string().into_bytes(), port: 5060, proto: Proto::None, ip: Some(ip), more_ips: vec![], sock: 0, line: 1, col: 1 });
+                }
+                sets.push(DestSet { id: s as i32 + 1, dests: ds });
+            }
+            let t = std::time::Instant::now();
+            let p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
+            eprintln!("{nsets}x{per}: build {:?}", t.elapsed());
+            let snap = unsafe { Snap::from_ptr(p) }.expect("snap");
+            let order: Vec<i32> = snap.ids().to_vec();
+            let t = std::time::Instant::now();
+            let post = crate::ds::order::avl_postorder(&order);
+            eprintln!("  avl_postorder {:?}", t.elapsed());
+            let mut s5 = DestSet { id: 5, dests: sets[4].dests.clone() };
+            let mut nd = s5.dests[0].clone();
+            nd.uri = b"sip:10.9.9.1:5060".to_vec();
+            nd.ip = Some("10.9.9.1".parse().unwrap());
+            s5.dests.insert(0, nd);
+            let t = std::time::Instant::now();
+            let b = build_set(&s5, 2, 0, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
+            eprintln!("  build_set {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let p2 = unsafe { derive(snap, &post, Some((5, Some(b))), 2, None, &mut testutil::heap_alloc) }.expect("derive");
+            eprintln!("  derive {:?}", t.elapsed());
+            let s2 = unsafe { Snap::from_ptr(p2) }.expect("snap");
+            let t = std::time::Instant::now();
+            for v in s2.sets() { reset_shared_set(&v, false); }
+            eprintln!("  reset cursors {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            for v in s2.sets() { reset_shared_set(&v, true); }
+            eprintln!("  reset cursors+fail_cnt {:?}", t.elapsed());
+            assert_eq!(s2.by_ip("10.9.9.1".parse().unwrap()).count(), 1);
+        }
+    }
 }

@@ -74,12 +74,19 @@ pub fn with_snap<R>(f: impl FnOnce(Option<Snap<'_>>) -> R) -> R {
 fn free_snapshot(p: *mut Header) {
     // SAFETY: retired blocks come from `shm_alloc` in `install`, no reader can see them, and
     // they are freed oldest first (rcu::Control::collect), so their successors still exist.
+    // A set block shared with a newer list is freed (and forwards its counters) with the
+    // last list that holds it.
     unsafe {
-        if let Some(s) = Snap::from_ptr(p) {
-            snapshot::forward_counters(s);
-            crate::module::track::forward_counters(s);
-        }
-        shm_free(p as *mut u8)
+        snapshot::release(
+            p,
+            &mut |set| {
+                snapshot::forward_set_counters(&set);
+                for d in set.dests {
+                    d.ctr.forward();
+                }
+            },
+            &mut |b| shm_free(b),
+        );
     }
 }
 
@@ -350,40 +357,16 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
     // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
     let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
     let old_index = snapshot::CarryIndex::new(old);
-    // the weight tables' shuffles (100 draws per set with weights): a xorshift seeded from
-    // Kamailio's random() once per build instead of a locked random() call per draw
-    let mut seed = ((crate::kam::kam_rand() as u64) << 32 | crate::kam::kam_rand() as u64) | 1;
-    let mut rng = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed >> 32) as u32
-    };
-    let block = snapshot::build(
+    let mut rng = build_rng();
+    let block = snapshot::build_with(
         &sets,
         gen,
         // DNSTIME is shown only with the periodic DNS refresh (ds_dns_mode bit 4), as in C
         if cfg.dns_mode & 4 != 0 { now() } else { (0, 0) },
-        &mut |id, uri, fl| {
-            // dispatcher.update: the updated destination keeps its state whatever its new flags
-            let fl_carry = UPDATE_KEEP.with(|k| k.borrow().as_ref().filter(|(s, u, _)| *s == id && u.eq_ignore_ascii_case(uri)).map(|k| k.2)).unwrap_or(fl);
-            let mut c = old_index.carry(id, uri, fl_carry, cfg.retain_latency && cfg.latency_stats)?;
-            if !cfg.keep_state {
-                match why {
-                    Rebuild::Reload => {
-                        c.flags = fl;
-                        c.fail_cnt = 0;
-                        c.dload = 0;
-                        // reset, not carried: nothing to forward either
-                        c.src = std::ptr::null();
-                    }
-                    Rebuild::Edit => c.fail_cnt = 0,
-                    Rebuild::Dns => {}
-                }
-            }
-            Some(c)
-        },
+        &mut |id, uri, fl| carry_state(&old_index, why, id, uri, fl),
         &mut |size| shm_alloc(size),
+        // SAFETY: set blocks of a failed build, from `shm_alloc` just above, never published.
+        &mut |b| unsafe { shm_free(b) },
         &mut rng,
     )
     .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
@@ -406,6 +389,137 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
     Ok(())
 }
 
+/// The weight tables' shuffles (100 draws per set with weights): a xorshift seeded from
+/// Kamailio's random() once per build instead of a locked random() call per draw.
+fn build_rng() -> impl FnMut() -> u32 {
+    let mut seed = ((crate::kam::kam_rand() as u64) << 32 | crate::kam::kam_rand() as u64) | 1;
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 32) as u32
+    }
+}
+
+/// The runtime state a destination of a new list takes from the running one.
+fn carry_state(old_index: &snapshot::CarryIndex<'_>, why: Rebuild, id: i32, uri: &[u8], fl: i32) -> Option<snapshot::CarriedState> {
+    let cfg = cfg();
+    // dispatcher.update: the updated destination keeps its state whatever its new flags
+    let fl_carry = UPDATE_KEEP.with(|k| k.borrow().as_ref().filter(|(s, u, _)| *s == id && u.eq_ignore_ascii_case(uri)).map(|k| k.2)).unwrap_or(fl);
+    let mut c = old_index.carry(id, uri, fl_carry, cfg.retain_latency && cfg.latency_stats)?;
+    if !cfg.keep_state {
+        match why {
+            Rebuild::Reload => {
+                c.flags = fl;
+                c.fail_cnt = 0;
+                c.dload = 0;
+                // reset, not carried: nothing to forward either
+                c.src = std::ptr::null();
+            }
+            Rebuild::Edit => c.fail_cnt = 0,
+            Rebuild::Dns => {}
+        }
+    }
+    Some(c)
+}
+
+/// Whether an edit must rebuild every set (what it resets on every destination cannot be
+/// reset in place): latency statistics not retained across rebuilds, or the DNS time shown
+/// (`ds_dns_mode` bit 4) that every rebuild sets.
+fn edit_rebuilds_all() -> bool {
+    let cfg = cfg();
+    (cfg.latency_stats && !cfg.retain_latency) || cfg.dns_mode & 4 != 0
+}
+
+/// Publishes an edit of one set (`dispatcher.add` / `remove` / `update`): `order` is the new
+/// iteration order (set ids), `touched` the edited set's new destinations (None: nothing
+/// edited; an empty set is removed). Only that set is built; every other set is shared with
+/// the running list (its cursors restarted and, unless `ds_reload_keep_state`, its failure
+/// counters reset, as the full rebuild of the C module does). Caller holds the writer lock.
+fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Option<crate::ds::order::DestSet>) -> Result<(), ReloadError> {
+    let cfg = cfg();
+    let Some(cur) = cur.filter(|_| !edit_rebuilds_all()) else {
+        // the full rebuild of every set
+        let mut sets = snapshot_sets(cur, false);
+        if let Some(t) = touched {
+            match sets.iter_mut().find(|s| s.id == t.id) {
+                Some(s) => *s = t,
+                None => sets.push(t),
+            }
+        }
+        sets.retain(|s| !s.dests.is_empty());
+        // `order` is the iteration order already (not an insertion order)
+        let rank: std::collections::HashMap<i32, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        sets.sort_by_key(|s| rank.get(&s.id).copied().unwrap_or(usize::MAX));
+        return install(ctl, sets, Rebuild::Edit);
+    };
+    let gen = ctl.generation.load(Ordering::Relaxed) + 1;
+    let tid = touched.as_ref().map(|t| t.id);
+    let mut blk = None;
+    let idx = snapshot::CarryIndex::for_set(Some(cur), tid.unwrap_or(0));
+    if let Some(t) = touched.as_ref().filter(|t| !t.dests.is_empty()) {
+        // new internal ids from the set's position in the new list
+        let mut first_di = 0usize;
+        for &id in order {
+            if id == t.id {
+                break;
+            }
+            first_di += cur.set_pos(id).map_or(0, |p| cur.set_len(p));
+        }
+        let mut rng = build_rng();
+        let b = snapshot::build_set(
+            t,
+            gen,
+            first_di,
+            (0, 0),
+            &mut |id, uri, fl| carry_state(&idx, Rebuild::Edit, id, uri, fl),
+            &mut |size| shm_alloc(size),
+            &mut rng,
+        )
+        .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
+        blk = Some(b);
+    }
+    // SAFETY: the writer lock keeps `cur`; `blk` is fresh.
+    // the shared sets' cursors (and failure counters) restart in the pass that references them
+    // (before publishing: a list that then cannot be published leaves only that behind)
+    let reset = Some(!cfg.keep_state);
+    let block = match unsafe { snapshot::derive(cur, order, tid.map(|id| (id, blk)), gen, reset, &mut |size| shm_alloc(size)) } {
+        Ok(b) => b,
+        Err(e) => {
+            if let Some(b) = blk {
+                // SAFETY: built above by `shm_alloc`, never published.
+                unsafe { shm_free(b as *mut u8) };
+            }
+            return Err(failed("install", format!("cannot build the new list: {e}")));
+        }
+    };
+    // SAFETY: as above.
+    let new = unsafe { Snap::from_ptr(block) };
+    let new_set = new.zip(tid).and_then(|(n, id)| n.set(id)).filter(|_| blk.is_some());
+    let carry = |undo: bool| {
+        if let Some(v) = new_set {
+            // SAFETY: the records carried from belong to `cur`, kept by the writer lock.
+            unsafe { snapshot::link_set_successors(&v, undo) };
+            for d in v.dests {
+                if let Some(o) = idx.find(v.rec.id, d.uri.bytes()) {
+                    if undo {
+                        o.ctr.uncarry(&d.ctr);
+                    } else {
+                        o.ctr.carry_into(&d.ctr);
+                    }
+                }
+            }
+        }
+    };
+    carry(false);
+    if !ctl.publish(block, &mut free_snapshot) {
+        carry(true);
+        free_snapshot(block);
+        return Err(failed("install", "too many old lists still in use; try again".into()));
+    }
+    Ok(())
+}
+
 /// A live edit of the list (`dispatcher.add` / `dispatcher.remove`).
 pub enum Edit {
     Add { setid: i32, uri: Vec<u8>, flags: i32, priority: i32, attrs: Vec<u8> },
@@ -417,41 +531,40 @@ pub enum Edit {
 /// destination in the C module, which logs them again).
 fn snapshot_sets(snap: Option<Snap<'_>>, log_notes: bool) -> Vec<crate::ds::order::DestSet> {
     let Some(snap) = snap else { return Vec::new() };
+    snap.sets().map(|set| crate::ds::order::DestSet { id: set.rec.id, dests: set_dests(set, log_notes) }).collect()
+}
+
+/// The destinations of one set as load entries (see `snapshot_sets`).
+fn set_dests(set: crate::ds::snapshot::SetView<'_>, log_notes: bool) -> Vec<crate::ds::dest::Dest> {
     let cfg = cfg();
-    snap.sets()
-        .map(|set| crate::ds::order::DestSet {
-            id: set.rec.id,
-            dests: set
-                .dests
-                .iter()
-                .map(|d| {
-                    let attrs = match crate::ds::attrs::parse_attrs(d.attrs_body.bytes(), cfg.attrs_none) {
-                        Ok((a, notes)) => {
-                            if log_notes {
-                                notes.iter().for_each(|n| log::note(n, ""));
-                            }
-                            a
-                        }
-                        Err(_) => Default::default(),
-                    };
-                    crate::ds::dest::Dest {
-                        setid: set.rec.id,
-                        uri: d.uri.bytes().to_vec(),
-                        flags: d.cfg_flags,
-                        priority: d.priority,
-                        attrs,
-                        scheme: scheme_from(d.scheme),
-                        host: d.host.bytes().to_vec(),
-                        port: d.port,
-                        proto: proto_from(d.proto),
-                        ip: d.ip_addr(),
-                        more_ips: d.extra_addrs().iter().filter_map(|a| a.ip_addr()).collect(),
-                        sock: d.sock,
-                        line: 0,
-                        col: 0,
+    set.dests
+        .iter()
+        .map(|d| {
+            let attrs = match crate::ds::attrs::parse_attrs(d.attrs_body.bytes(), cfg.attrs_none) {
+                Ok((a, notes)) => {
+                    if log_notes {
+                        notes.iter().for_each(|n| log::note(n, ""));
                     }
-                })
-                .collect(),
+                    a
+                }
+                Err(_) => Default::default(),
+            };
+            crate::ds::dest::Dest {
+                setid: set.rec.id,
+                uri: d.uri.bytes().to_vec(),
+                flags: d.cfg_flags,
+                priority: d.priority,
+                attrs,
+                scheme: scheme_from(d.scheme),
+                host: d.host.bytes().to_vec(),
+                port: d.port,
+                proto: proto_from(d.proto),
+                ip: d.ip_addr(),
+                more_ips: d.extra_addrs().iter().filter_map(|a| a.ip_addr()).collect(),
+                sock: d.sock,
+                line: 0,
+                col: 0,
+            }
         })
         .collect()
 }
@@ -481,27 +594,24 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
     // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
     let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
-    let mut sets;
+    let cur_order: Vec<i32> = cur.map(|c| c.ids().to_vec()).unwrap_or_default();
     match e {
         Edit::Add { setid, uri, flags, priority, attrs } => {
-            // as the C module: the destinations that stay first, then the new one
-            sets = snapshot_sets(cur, true);
+            // as the C module: the destinations that stay first, then the new one (the C
+            // module adds every destination again and logs their attrs notes again)
+            let mut set = edited_set(cur, setid);
             let raw = crate::ds::listfile::RawEntry { setid, uri, flags, priority, attrs, line: 0, col: 0 };
-            let raw = no_probing_without_tm(raw, &cfg);
+            let raw = no_probing_without_tm(raw, cfg);
             match prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env) {
                 Ok((d, notes)) => {
                     notes.iter().for_each(|n| log::note(n, ""));
-                    let order: Vec<i32> = sets.iter().map(|s| s.id).chain(std::iter::once(setid)).collect();
-                    match sets.iter_mut().find(|s| s.id == setid) {
-                        Some(s) => {
-                            // first among equal priorities (as a later file line would be); the
-                            // order of the others does not change
-                            let pos = s.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(s.dests.len());
-                            s.dests.insert(pos, d);
-                        }
-                        None => sets.push(crate::ds::order::DestSet { id: setid, dests: vec![d] }),
-                    }
-                    reorder(&mut sets, &order);
+                    let order: Vec<i32> = cur_order.iter().copied().chain(std::iter::once(setid)).collect();
+                    // first among equal priorities (as a later file line would be); the
+                    // order of the others does not change
+                    let pos = set.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(set.dests.len());
+                    set.dests.insert(pos, d);
+                    let post = crate::ds::order::avl_postorder(&order);
+                    install_edit(ctl, cur, &post, Some(set))
                 }
                 Err(err) => {
                     // the fault (ERROR in pack_dest), then the destination not added, as in C
@@ -511,8 +621,8 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                         return Err(ReloadError::Failed(err.msg));
                     }
                     // the list is rebuilt anyway (as in C, this re-balances the set tree)
-                    let order: Vec<i32> = sets.iter().map(|s| s.id).collect();
-                    reorder(&mut sets, &order);
+                    let post = crate::ds::order::avl_postorder(&cur_order);
+                    install_edit(ctl, cur, &post, None)
                 }
             }
         }
@@ -522,18 +632,41 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                 crate::ds_log!(log::level(err.level), fn err.func; "{}", err.msg);
                 failed("ds_remove_dst", format!("failed to pack address: {setid} {}", String::from_utf8_lossy(&raw.uri)))
             })?;
-            sets = snapshot_sets(cur, true);
-            let order: Vec<i32> = sets.iter().map(|s| s.id).collect();
-            for s in sets.iter_mut().filter(|s| s.id == setid) {
-                s.dests.retain(|x| x.uri != d.uri);
-            }
-            sets.retain(|s| !s.dests.is_empty());
-            let left: std::collections::HashSet<i32> = sets.iter().map(|s| s.id).collect();
-            let order: Vec<i32> = order.into_iter().filter(|id| left.contains(id)).collect();
-            reorder(&mut sets, &order);
+            let mut set = edited_set(cur, setid);
+            set.dests.retain(|x| x.uri != d.uri);
+            let order: Vec<i32> = cur_order.iter().copied().filter(|&id| id != setid || !set.dests.is_empty()).collect();
+            let post = crate::ds::order::avl_postorder(&order);
+            install_edit(ctl, cur, &post, Some(set))
         }
     }
-    install(ctl, sets, Rebuild::Edit)
+}
+
+/// The destinations of set `setid` of the running list as load entries (empty when there is
+/// no such set), after logging again, in iteration order, the attrs notes of every
+/// destination (the C module adds them all again on an edit); only the sets that may have
+/// notes are parsed again.
+fn edited_set(cur: Option<Snap<'_>>, setid: i32) -> crate::ds::order::DestSet {
+    let mut out = crate::ds::order::DestSet { id: setid, dests: Vec::new() };
+    let Some(cur) = cur else { return out };
+    let cfg = cfg();
+    if cur.header().nnotes == 0 {
+        if let Some(v) = cur.set(setid) {
+            out.dests = set_dests(v, true);
+        }
+        return out;
+    }
+    for (i, v) in cur.sets().enumerate() {
+        if v.rec.id == setid {
+            out.dests = set_dests(v, true);
+        } else if cur.blk(i).is_some_and(|b| b.maybe_notes()) {
+            for d in v.dests {
+                if let Ok((_, notes)) = crate::ds::attrs::parse_attrs(d.attrs_body.bytes(), cfg.attrs_none) {
+                    notes.iter().for_each(|n| log::note(n, ""));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// DNS refresh (`ds_dns_mode` bit 4): re-resolves every destination host and publishes a new
@@ -581,15 +714,6 @@ pub fn dns_refresh() {
         // a failure is logged by install()
         let _ = install(ctl, sets, Rebuild::Dns);
     }
-}
-
-/// Puts sets in the AVL post-order the C module gets by re-inserting them in `insert_order`.
-fn reorder(sets: &mut [crate::ds::order::DestSet], insert_order: &[i32]) {
-    let post = crate::ds::order::avl_postorder(insert_order);
-    // rank of each set id in the post-order: one hash map instead of a linear search per
-    // comparison (O(S log S) instead of O(S^2 log S) with many sets)
-    let rank: std::collections::HashMap<i32, usize> = post.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-    sets.sort_by_key(|s| rank.get(&s.id).copied().unwrap_or(usize::MAX));
 }
 
 /// Frees what can be freed at shutdown (main process, after children exited).
@@ -711,9 +835,9 @@ pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u
     let raw = no_probing_without_tm(raw, cfg);
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
     let (d, _notes) = prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env).map_err(|e| bad(format!("invalid destination: {}", e.msg)))?;
-    let mut sets = snapshot_sets(cur, false);
-    let order: Vec<i32> = sets.iter().map(|s| s.id).collect();
-    if let Some(s) = sets.iter_mut().find(|s| s.id == setid) {
+    let mut s = crate::ds::order::DestSet { id: setid, dests: set_dests(set, false) };
+    let order: Vec<i32> = cur.map(|c| c.ids().to_vec()).unwrap_or_default();
+    {
         if let Some(i) = s.dests.iter().position(|x| x.uri == stored_uri) {
             if s.dests[i].priority == d.priority {
                 s.dests[i] = d;
@@ -725,9 +849,9 @@ pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u
             }
         }
     }
-    reorder(&mut sets, &order);
+    let post = crate::ds::order::avl_postorder(&order);
     UPDATE_KEEP.with(|k| *k.borrow_mut() = Some((setid, stored_uri, old_flags)));
-    let r = install(ctl, sets, Rebuild::Edit);
+    let r = install_edit(ctl, cur, &post, Some(s));
     UPDATE_KEEP.with(|k| *k.borrow_mut() = None);
     r?;
     ctl.last_rebuild.store(now().0 as i64, Ordering::Relaxed);
