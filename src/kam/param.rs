@@ -136,7 +136,11 @@ pub(crate) fn const_int(p: *mut c_char) -> Option<i32> {
     // SAFETY: `p` is the fparam_t the core's fixup created; `i` is read only for FPARAM_INT.
     unsafe {
         let fp = &*(p as *const sys::fparam_t);
-        (fp.type_ == sys::FPARAM_INT as std::os::raw::c_int).then(|| fp.v.i)
+        if fp.type_ == sys::FPARAM_INT as std::os::raw::c_int {
+            Some(fp.v.i)
+        } else {
+            None
+        }
     }
 }
 
