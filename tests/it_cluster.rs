@@ -707,17 +707,8 @@ fn cluster_example_cfg() {
         std::fs::create_dir_all(&kdir).expect("mkdir");
         let ctl = ctl_socket_path(&kdir);
         let log = kdir.join("kamailio.log");
-        let mut cmd = std::process::Command::new(&*KAMAILIO_BIN);
-        cmd.args(["-DD", "-E", "-m", "64", "-M", "8"])
-            .arg("-f")
-            .arg(&cfg)
-            .arg("-L")
-            .arg(&md)
-            .arg("-w")
-            .arg(&kdir)
-            .arg("-P")
-            .arg(kdir.join("kamailio.pid"))
-            .args(["-A", &format!("LISTEN_PORT={}", ports[i])])
+        let mut cmd = kamailio_cmd(&cfg, &md, &kdir);
+        cmd.args(["-A", &format!("LISTEN_PORT={}", ports[i])])
             .args(["-A", &format!("NODE_URI=\"sip:127.0.0.1:{}\"", ports[i])])
             .args(["-A", &format!("PEER1=\"sip:127.0.0.1:{}\"", ports[1 - i])])
             .args(["-A", &format!("PEER2=\"sip:127.0.0.1:{}\"", ports[2])])

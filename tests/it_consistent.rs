@@ -243,17 +243,8 @@ fn example_consistent_hashing_cfg() {
     let port = free_port();
     let ctl = ctl_socket_path(&kdir);
     let log_path = kdir.join("kamailio.log");
-    let mut cmd = std::process::Command::new(&*KAMAILIO_BIN);
-    cmd.args(["-DD", "-E", "-m", "64", "-M", "8"])
-        .arg("-f")
-        .arg(&cfg)
-        .arg("-L")
-        .arg(&md)
-        .arg("-w")
-        .arg(&kdir)
-        .arg("-P")
-        .arg(kdir.join("kamailio.pid"))
-        .args(["-A", &format!("LISTEN_PORT={port}")])
+    let mut cmd = kamailio_cmd(&cfg, &md, &kdir);
+    cmd.args(["-A", &format!("LISTEN_PORT={port}")])
         .args(["-A", &format!("DS_LIST_FILE=\"{}\"", list.display())])
         .args(["-A", &format!("CTL_SOCKET=\"unix:{}\"", ctl.display())])
         .current_dir(&kdir)

@@ -362,17 +362,8 @@ fn metrics_scrape_endpoint() {
     let cfg = manifest_dir().join("cfg-examples").join("metrics.cfg");
     let md = module_dir(&dir, kind);
     let log_path = kdir.join("kamailio.log");
-    let mut cmd = std::process::Command::new(&*KAMAILIO_BIN);
-    cmd.args(["-DD", "-E", "-m", "64", "-M", "8"])
-        .arg("-f")
-        .arg(&cfg)
-        .arg("-L")
-        .arg(&md)
-        .arg("-w")
-        .arg(&kdir)
-        .arg("-P")
-        .arg(kdir.join("kamailio.pid"))
-        .args(["-A", &format!("LISTEN_PORT={port}")])
+    let mut cmd = kamailio_cmd(&cfg, &md, &kdir);
+    cmd.args(["-A", &format!("LISTEN_PORT={port}")])
         .args(["-A", &format!("HTTP_PORT={http}")])
         .args(["-A", &format!("DS_LIST_FILE=\"{}\"", list.display())])
         .args(["-A", &format!("CTL_SOCKET=\"unix:{}\"", ctl.display())])

@@ -761,6 +761,23 @@ static CTL_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// `<dir>/kamailio_ctl`, or a short path under /tmp when that would be too long for a
 /// unix socket (108 bytes including the NUL).
+/// `kamailio -DD -E -m 64 -M 8 -f <cfg> -L <modules> -w <dir> -P <dir>/kamailio.pid`: the
+/// command line of a test that runs a cfg example with its own `-A` defines (add those, the
+/// output files and spawn it).
+pub fn kamailio_cmd(cfg: &Path, modules: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(&*KAMAILIO_BIN);
+    cmd.args(["-DD", "-E", "-m", "64", "-M", "8"])
+        .arg("-f")
+        .arg(cfg)
+        .arg("-L")
+        .arg(modules)
+        .arg("-w")
+        .arg(dir)
+        .arg("-P")
+        .arg(dir.join("kamailio.pid"));
+    cmd
+}
+
 pub fn ctl_socket_path(dir: &Path) -> PathBuf {
     let p = dir.join("kamailio_ctl");
     if p.as_os_str().len() < 100 {
