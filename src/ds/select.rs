@@ -113,24 +113,53 @@ pub fn failover_order(
     limit: u32,
     extra_skip: &dyn Fn(usize) -> bool,
 ) -> Vec<usize> {
-    failover_iter(dests, selected, use_default, limit, extra_skip).collect()
+    let mut out = Vec::with_capacity(dests.len().min(limit as usize));
+    failover_each(dests, selected, use_default, limit, extra_skip, |i| {
+        out.push(i);
+        true
+    });
+    out
 }
 
-/// [`failover_order`] without allocating (the request path writes the records as it goes).
-pub fn failover_iter<'a>(
-    dests: &'a [DestRec],
+/// [`failover_order`] without a list: `emit(i)` for each index in order (the request path
+/// writes the records as it goes); stops early, returning false, when `emit` does.
+#[inline(always)]
+pub fn failover_each(
+    dests: &[DestRec],
     selected: usize,
     use_default: bool,
     limit: u32,
-    extra_skip: &'a dyn Fn(usize) -> bool,
-) -> impl Iterator<Item = usize> + 'a {
+    extra_skip: impl Fn(usize) -> bool,
+    mut emit: impl FnMut(usize) -> bool,
+) -> bool {
     let nr = dests.len();
-    let limit = if selected >= nr { 0 } else { limit as usize };
-    let is_default = move |i: usize| use_default && i == nr - 1;
-    let eligible = move |i: usize| dests.get(i).map(|d| d.usable()).unwrap_or(false) && !is_default(i) && !extra_skip(i);
-    let others = (selected + 1..nr).chain(0..selected.min(nr)).filter(move |&i| eligible(i));
-    let default = (use_default && selected < nr && selected != nr - 1).then_some(nr.wrapping_sub(1));
-    std::iter::once(selected).filter(move |_| selected < nr).chain(others).chain(default).take(limit)
+    let limit = limit as usize;
+    if selected >= nr || limit == 0 {
+        return true;
+    }
+    if !emit(selected) {
+        return false;
+    }
+    let mut n = 1usize;
+    let is_default = |i: usize| use_default && i == nr - 1;
+    let mut j = selected + 1;
+    while n < limit && j != selected {
+        if j == nr {
+            j = 0;
+            continue;
+        }
+        if dests[j].usable() && !is_default(j) && !extra_skip(j) {
+            if !emit(j) {
+                return false;
+            }
+            n += 1;
+        }
+        j += 1;
+    }
+    if use_default && selected != nr - 1 && n < limit {
+        return emit(nr - 1);
+    }
+    true
 }
 
 /// One entry of the alg-13 working list: destination index (-1 = unusable), its relative

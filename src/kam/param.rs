@@ -102,13 +102,8 @@ pub(crate) fn get_is(msg: *mut sys::sip_msg, p: *mut c_char) -> IsValue {
     }
     // a constant integer (the fixup stored it as FPARAM_INT): read it directly, without the
     // core call (get_is_fparam returns exactly this value with PARAM_INT for that type)
-    // SAFETY: `p` is the fparam_t the core's fixup created for this parameter; `type_` says
-    // which union member is valid, and `i` is read only for FPARAM_INT.
-    unsafe {
-        let fp = &*(p as *const sys::fparam_t);
-        if fp.type_ == sys::FPARAM_INT as std::os::raw::c_int {
-            return IsValue::Int(fp.v.i);
-        }
+    if let Some(v) = const_int(p) {
+        return IsValue::Int(v);
     }
     let mut i: c_int = 0;
     let mut s = sys::str_ { s: std::ptr::null_mut(), len: 0 };

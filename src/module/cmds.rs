@@ -521,37 +521,12 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
                 }
             }
         } else {
-            // select::failover_order's sequence, written as it goes (no list, no iterator
-            // adapters): the selected one, the usable ones after it, then those before it,
-            // without the default one; then the default one when there is room
-            let nr = set.dests.len();
-            let is_default = |j: usize| cfg.use_default && j == nr - 1;
+            // select::failover_order's sequence, written as it goes (no list)
             let at_max = |j: usize| {
                 alg_rec == select::ALG_CALLLOAD && set.dests.get(j).is_some_and(|d| d.maxload != 0 && d.load() >= d.maxload)
             };
-            let lim = remaining as usize;
-            if i < nr && lim > 0 {
-                if !write(i) {
-                    return -1;
-                }
-                let mut n = 1usize;
-                let mut j = i + 1;
-                while n < lim && j != i {
-                    if j == nr {
-                        j = 0;
-                        continue;
-                    }
-                    if set.dests[j].usable() && !is_default(j) && !at_max(j) {
-                        if !write(j) {
-                            return -1;
-                        }
-                        n += 1;
-                    }
-                    j += 1;
-                }
-                if cfg.use_default && i != nr - 1 && n < lim && !write(nr - 1) {
-                    return -1;
-                }
+            if !select::failover_each(set.dests, i, cfg.use_default, remaining, at_max, &mut write) {
+                return -1;
             }
         }
     } else if cfg.use_default && i != nr - 1 && (st.cnt as u32) < limit {
