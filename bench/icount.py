@@ -10,7 +10,8 @@ the same instance and subtracted: (work - ref) / K = instructions per
 machine's load, so one run is enough.
 
 Environment: BENCH_ICOUNT_K (loop count, default 2000), BENCH_ICOUNT_FLAGS (dispatcher
-`flags` values, default 0,2: failover records off / on).
+`flags` values, default 0,2: failover records off / on), BENCH_ICOUNT_VGARGS (extra valgrind
+arguments, e.g. `--dump-instr=yes` for per-instruction costs in the dumps kept in the run dir).
 """
 
 import glob
@@ -81,7 +82,7 @@ def bench_icount(ctx):
             cg_dir = os.path.join(kam.dir, "cg")
             os.makedirs(cg_dir, exist_ok=True)
             argv = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=receive_msg",
-                    "--dump-after=receive_msg",
+                    "--dump-after=receive_msg", *os.environ.get("BENCH_ICOUNT_VGARGS", "").split(),
                     f"--callgrind-out-file={cg_dir}/cg.%p", B.KAMAILIO, "-DD", "-E", "-f", kam.cfg,
                     "-w", kam.dir, "-x", "tlsf", "-m", "128", "-M", "16", "-L", B.MODDIR]
             kam.t_spawn = time.monotonic()

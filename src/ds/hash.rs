@@ -9,13 +9,52 @@ use crate::ds::uri::{parse_uri, uri_param_value, Scheme, UriError};
 
 /// Sign-extends a byte like a signed `char` promoted to `int`, then reinterprets it as
 /// `unsigned` (all arithmetic of the hash is modulo 2^32).
-#[inline]
+#[cfg(test)]
 fn sc(b: u8) -> u32 {
     b as i8 as i32 as u32
 }
 
-/// Folds one key into the running hash value.
+/// One block of up to 4 bytes as the C code reads it: `(c0 << 24) + (c1 << 16) + ...` with
+/// every byte sign-extended, computed from the big-endian value `x` of the block: a byte of
+/// 0x80 or more adds `-256 << 8k` besides its unsigned value, i.e. its high bit shifted one
+/// up is subtracted (modulo 2^32; the top byte of a full block shifts it out).
+#[inline(always)]
+fn signed_block(x: u32) -> u32 {
+    x.wrapping_sub((x & 0x8080_8080) << 1)
+}
+
+#[inline(always)]
+fn mix(h: u32, v: u32) -> u32 {
+    h.wrapping_add(v ^ (v >> 3))
+}
+
+/// Folds one key into the running hash value: 4-byte blocks, then the remaining 0-3 bytes
+/// as one value (so an empty remainder still adds 0). Reads 8 bytes at a time.
+#[inline]
 fn fold_key(mut h: u32, key: &[u8]) -> u32 {
+    let mut pairs = key.chunks_exact(8);
+    for p in &mut pairs {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(p);
+        let x = u64::from_be_bytes(b);
+        h = mix(h, signed_block((x >> 32) as u32));
+        h = mix(h, signed_block(x as u32));
+    }
+    let rest = pairs.remainder();
+    let (full, tail) = if rest.len() >= 4 { rest.split_at(4) } else { (&[][..], rest) };
+    if let [a, b, c, d] = *full {
+        h = mix(h, signed_block(u32::from_be_bytes([a, b, c, d])));
+    }
+    let mut v: u32 = 0;
+    for &c in tail {
+        v = (v << 8) | c as u32;
+    }
+    mix(h, signed_block(v))
+}
+
+/// The C loop as written (reference for the tests of [`fold_key`]).
+#[cfg(test)]
+fn fold_key_ref(mut h: u32, key: &[u8]) -> u32 {
     let mut blocks = key.chunks_exact(4);
     for blk in &mut blocks {
         if let [a, b, c, d] = *blk {
@@ -119,6 +158,30 @@ mod tests {
 
     fn h1(x: &[u8]) -> u32 {
         ds_hash(Some(x), None)
+    }
+
+    #[test]
+    fn fast_fold_equals_the_c_loop() {
+        // every length 0..40, bytes across the whole range (sign extension of >= 0x80)
+        let mut seed = 0x1234_5678u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as u8
+        };
+        for len in 0..40 {
+            for round in 0..200 {
+                let key: Vec<u8> = (0..len)
+                    .map(|i| match round % 4 {
+                        0 => next() & 0x7f,
+                        1 => next() | 0x80,
+                        2 => if i % 2 == 0 { 0xff } else { 0x80 },
+                        _ => next(),
+                    })
+                    .collect();
+                let h0 = next() as u32 * 0x0101_0101;
+                assert_eq!(fold_key(h0, &key), fold_key_ref(h0, &key), "{key:?}");
+            }
+        }
     }
 
     #[test]

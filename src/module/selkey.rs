@@ -46,7 +46,18 @@ fn uri_key(cons: bool, uri: Option<&[u8]>, what: &str) -> Option<Key> {
 /// The key of (effective) algorithm `alg` for message `m`; None after logging the C
 /// module's errors (the selection then returns -1). Algorithms without a key get
 /// `Key::None`.
+#[inline]
 pub fn key(m: Msg, alg: i32) -> Option<Key> {
+    // the most common one first, without the dispatch below
+    if alg == select::ALG_HASH_CALLID {
+        if let Some(c) = m.callid() {
+            return Some(Key::Hash(ds_hash(Some(trim(c)), None)));
+        }
+    }
+    key_any(m, alg)
+}
+
+fn key_any(m: Msg, alg: i32) -> Option<Key> {
     let cons = algs::family(alg) == Some(Family::Consistent);
     let base = consistent::base_alg(alg).unwrap_or(alg);
     if !matches!(algs::family(alg), Some(Family::Hash | Family::Consistent)) {

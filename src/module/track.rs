@@ -16,9 +16,8 @@
 //! - the release function: a forwarded branch dropped without an outcome ends its `INFLIGHT`.
 //!
 //! Counting is a few relaxed atomics on the destination record; no lock.
-use std::cell::Cell;
 use std::os::raw::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use once_cell::sync::OnceCell;
 
@@ -90,13 +89,15 @@ fn p_branch(p: usize) -> i32 {
     ((p >> 48) & 0xff) as i32
 }
 
-thread_local! {
-    /// (message id, branch) of the last registration of this process: a request selected
-    /// again for the same branch (a cfg loop) is tracked once, on its first destination.
-    /// (message id, branch, transaction): the message id alone is not unique in a failure
-    /// route (the request's id comes from the process that received it).
-    static LAST: Cell<(u32, i32, usize)> = const { Cell::new((u32::MAX, -1, 0)) };
-}
+/// (message id, branch) and transaction of the last registration of this process: a request
+/// selected again for the same branch (a cfg loop) is tracked once, on its first destination.
+/// The message id alone is not unique in a failure route (the request's id comes from the
+/// process that received it), hence the transaction too. Process-local statics (each
+/// Kamailio process has its own copy after the fork, and runs its routes on one thread)
+/// rather than a thread-local, whose access costs a `__tls_get_addr` call in a dlopened
+/// library; relaxed atomics are plain loads and stores.
+static LAST_ID_BRANCH: AtomicU64 = AtomicU64::new(u64::MAX);
+static LAST_T: AtomicUsize = AtomicUsize::new(0);
 
 /// A destination was put on the request by `ds_select_*` (`failover` false) or `ds_next_*`.
 pub fn on_select(m: Msg, d: &DestRec, failover: bool) {
@@ -121,14 +122,16 @@ pub fn on_select(m: Msg, d: &DestRec, failover: bool) {
     let tkey = t.map(|t| t as usize).unwrap_or(0);
     // SAFETY: the message is the one of this route.
     let id = unsafe { (*m.0).id };
-    if LAST.with(|l| l.get()) == (id, branch, tkey) {
+    let idb = ((id as u64) << 32) | branch as u32 as u64;
+    if LAST_ID_BRANCH.load(Ordering::Relaxed) == idb && LAST_T.load(Ordering::Relaxed) == tkey {
         return;
     }
     let Some(p) = pack(d.iuid, branch) else { return };
     let types = tm::CB_REQUEST_FWDED | tm::CB_RESPONSE_IN | tm::CB_ON_FAILURE | tm::CB_DESTROY;
     // SAFETY: m is the message of the running route.
     if unsafe { tm::register_cb(m.0, types, on_tm, p, Some(on_release)) } {
-        LAST.with(|l| l.set((id, branch, tkey)));
+        LAST_ID_BRANCH.store(idb, Ordering::Relaxed);
+        LAST_T.store(tkey, Ordering::Relaxed);
     }
 }
 

@@ -65,8 +65,28 @@ pub enum Family {
 }
 
 /// The family of an algorithm number (None: unknown; the module warns and uses the first
-/// entry, as the C module does).
+/// entry, as the C module does). A table lookup: this runs several times per selection.
+#[inline]
 pub fn family(alg: i32) -> Option<Family> {
+    match FAMILIES.get(alg as u32 as usize) {
+        Some(&f) => f,
+        None => None,
+    }
+}
+
+/// [`family_of`] for 0..=64.
+const FAMILIES: [Option<Family>; 65] = {
+    let mut t = [None; 65];
+    let mut a = 0;
+    while a < 65 {
+        t[a] = family_of(a as i32);
+        a += 1;
+    }
+    t
+};
+
+/// The family of an algorithm number (the definition; [`family`] reads its table).
+const fn family_of(alg: i32) -> Option<Family> {
     Some(match alg {
         select::ALG_HASH_CALLID
         | select::ALG_HASH_FROM
@@ -83,7 +103,8 @@ pub fn family(alg: i32) -> Option<Family> {
         // 14 exists from Kamailio 6.1 only, where `effective` maps it to 4 or 8
         select::ALG_SERIAL | select::ALG_PARALLEL => Family::Serial,
         ALG_EXACT_WEIGHT | ALG_EXACT_RWEIGHT => Family::Exact,
-        a if consistent::base_alg(a).is_some() => Family::Consistent,
+        // consistent::base_alg: 32 + k, k in {0, 1, 2, 3, 5, 7}
+        32 | 33 | 34 | 35 | 37 | 39 => Family::Consistent,
         _ => return None,
     })
 }
@@ -136,6 +157,7 @@ pub fn effective(set: &SetView<'_>, alg: i32) -> i32 {
 
 /// Chooses a destination of `set` for algorithm `alg` (already [`effective`]) and `key`.
 /// None: no usable destination (the C module's -1).
+#[inline]
 pub fn choose(set: &SetView<'_>, alg: i32, key: Key, o: &Opts) -> Option<Choice> {
     let fam = family(alg);
     let (hash, rr) = match (fam, key) {
@@ -244,6 +266,11 @@ mod tests {
         }
         assert_eq!(family(41), Some(Family::Exact));
         assert_eq!(family(43), Some(Family::Exact));
+        for a in -5..200 {
+            assert_eq!(family(a) == Some(Family::Consistent), consistent::base_alg(a).is_some(), "{a}");
+        }
+        assert_eq!(family(i32::MIN), None);
+        assert_eq!(family(i32::MAX), None);
     }
 
     #[test]
