@@ -29,24 +29,53 @@ fn mix(h: u32, v: u32) -> u32 {
 }
 
 /// Folds one key into the running hash value: 4-byte blocks, then the remaining 0-3 bytes
-/// as one value (so an empty remainder still adds 0). Reads 8 bytes at a time.
+/// as one value (so an empty remainder still adds 0). Reads 8 bytes at a time; bytes below
+/// 0x80 (the usual Call-ID, URI user and host) need no sign correction, so the loop skips it
+/// and checks once at the end.
 #[inline]
-fn fold_key(mut h: u32, key: &[u8]) -> u32 {
+fn fold_key(h0: u32, key: &[u8]) -> u32 {
+    let mut h = h0;
+    let mut high = 0u64;
     let mut pairs = key.chunks_exact(8);
     for p in &mut pairs {
         let mut b = [0u8; 8];
         b.copy_from_slice(p);
         let x = u64::from_be_bytes(b);
-        h = mix(h, signed_block((x >> 32) as u32));
-        h = mix(h, signed_block(x as u32));
+        high |= x;
+        h = mix(h, (x >> 32) as u32);
+        h = mix(h, x as u32);
     }
     let rest = pairs.remainder();
     let (full, tail) = if rest.len() >= 4 { rest.split_at(4) } else { (&[][..], rest) };
     if let [a, b, c, d] = *full {
-        h = mix(h, signed_block(u32::from_be_bytes([a, b, c, d])));
+        let v = u32::from_be_bytes([a, b, c, d]);
+        high |= v as u64;
+        h = mix(h, v);
+    }
+    let v = match *tail {
+        [] => 0,
+        [a] => a as u32,
+        [a, b] => u32::from_be_bytes([0, 0, a, b]),
+        [a, b, c, ..] => u32::from_be_bytes([0, a, b, c]),
+    };
+    high |= v as u64;
+    if high & 0x8080_8080_8080_8080 != 0 {
+        return fold_key_signed(h0, key);
+    }
+    mix(h, v)
+}
+
+/// [`fold_key`] for keys with bytes of 0x80 or more.
+#[cold]
+fn fold_key_signed(mut h: u32, key: &[u8]) -> u32 {
+    let mut blocks = key.chunks_exact(4);
+    for blk in &mut blocks {
+        if let [a, b, c, d] = *blk {
+            h = mix(h, signed_block(u32::from_be_bytes([a, b, c, d])));
+        }
     }
     let mut v: u32 = 0;
-    for &c in tail {
+    for &c in blocks.remainder() {
         v = (v << 8) | c as u32;
     }
     mix(h, signed_block(v))

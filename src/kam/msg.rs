@@ -295,7 +295,16 @@ fn hdr_flag(t: sys::hdr_types_t) -> sys::hdr_flags_t {
     (1 as sys::hdr_flags_t) << t
 }
 
-pub use crate::ds::trim_ws as trim;
+/// `ds::trim_ws` (spaces, tabs, CR, LF at both ends), without its scans when both ends are
+/// already other characters (the usual header body).
+#[inline]
+pub fn trim(b: &[u8]) -> &[u8] {
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    match (b.first(), b.last()) {
+        (Some(&f), Some(&l)) if !ws(f) && !ws(l) => b,
+        _ => crate::ds::trim_ws(b),
+    }
+}
 
 impl Msg {
     /// Call-ID body (not trimmed), None when missing/unparsable.

@@ -29,6 +29,7 @@ pub enum SetOp {
 }
 
 /// Applies a destination to the message (`ds_push_dst`).
+#[inline]
 fn push_dst(m: Msg, uri: &[u8], sock: usize, mode: SetOp) -> bool {
     let ok = match mode {
         SetOp::Xavp => return true,
@@ -446,18 +447,27 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         valg = select::ALG_SERIAL;
     }
     let Some(key) = selkey::key(m, valg) else { return -1 };
-    let opts = algs::Opts { use_default: cfg.use_default, now_us: if alg == select::ALG_OVERLOAD { now_us() } else { 0 }, peek: false, records: failover };
-    let choice = algs::choose(&set, valg, key, &opts);
-    if valg == select::ALG_CALLLOAD {
-        let Some(c) = &choice else { return -1 };
-        if !load_add(m, set.dests.get(c.hash as usize), setid) {
-            ds_err!(fn "ds_manage_routes"; "unable to update destination load - classic dispatching");
-            alg_rec = 0;
+    // the choice; None: no usable destination (-1, nothing written)
+    let (i, hash, rr, ranked, order) = match (algs::family(valg), key) {
+        // the hash family with its key (algs 0-3, 5-7; most selections): the mapping alone,
+        // as algs::choose does it, without building a Choice
+        (Some(algs::Family::Hash), algs::Key::Hash(h)) => {
+            let Some(idx) = select::probe(set.dests, h, cfg.use_default) else { return -1 };
+            (idx, h as u64, None, None, None)
         }
+        _ => {
+            let opts = algs::Opts { use_default: cfg.use_default, now_us: if alg == select::ALG_OVERLOAD { now_us() } else { 0 }, peek: false, records: failover };
+            let Some(c) = algs::choose(&set, valg, key, &opts) else { return -1 };
+            let algs::Choice { idx, hash, rr, ranked, order } = c;
+            (idx, hash, rr, ranked, order)
+        }
+    };
+    if valg == select::ALG_CALLLOAD && !load_add(m, set.dests.get(hash as usize), setid) {
+        ds_err!(fn "ds_manage_routes"; "unable to update destination load - classic dispatching");
+        alg_rec = 0;
     }
-    // alg 13: the records follow the ranking (written before the choice is checked, as in C)
-    let ranked = choice.as_ref().and_then(|c| c.ranked.as_ref());
-    if let (Some(r), true) = (ranked, failover) {
+    // alg 13: the records follow the ranking (written before the destination is applied, as in C)
+    if let (Some(r), true) = (&ranked, failover) {
         for x in r {
             if st.cnt as u32 >= limit {
                 break;
@@ -472,8 +482,6 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
             st.cnt += 1;
         }
     }
-    let Some(choice) = choice else { return -1 };
-    let i = choice.idx;
     let Some(d) = set.dests.get(i) else { return -1 };
     if mode != SetOp::Xavp {
         if !push_dst(m, d.uri.bytes(), d.sock, mode) {
@@ -486,7 +494,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         // ds_select(): chosen, only recorded in the XAVP (no reply tracking)
         crate::module::track::count_selected(d);
     }
-    if let Some(v) = choice.rr {
+    if let Some(v) = rr {
         rr_commit(set.rec, v, i);
     }
     ds_dbg!("selected [{alg}-{setid}-{mode:?}/{i}] <{}>", String::from_utf8_lossy(d.uri.bytes()));
@@ -501,7 +509,7 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
     if !failover {
         return 1;
     }
-    if choice.ranked.is_none() {
+    if ranked.is_none() {
         // the selected destination is always recorded, even past the limit (as in C)
         let remaining = limit.saturating_sub(st.cnt.max(0) as u32).max(1);
         let mut write = |idx: usize| -> bool {
@@ -513,9 +521,10 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
             st.cnt += 1;
             true
         };
-        if choice.order.is_some() {
+        if order.is_some() {
             // consistent hashing: the usable destinations by score
-            for idx in algs::consistent::failover(&set, &choice, cfg.use_default, remaining) {
+            let c = algs::Choice { idx: i, hash, rr, ranked: None, order };
+            for idx in algs::consistent::failover(&set, &c, cfg.use_default, remaining) {
                 if !write(idx) {
                     return -1;
                 }

@@ -100,6 +100,7 @@ static LAST_ID_BRANCH: AtomicU64 = AtomicU64::new(u64::MAX);
 static LAST_T: AtomicUsize = AtomicUsize::new(0);
 
 /// A destination was put on the request by `ds_select_*` (`failover` false) or `ds_next_*`.
+#[inline]
 pub fn on_select(m: Msg, d: &DestRec, failover: bool) {
     let Some(_c) = conf() else { return };
     if failover {
@@ -126,7 +127,13 @@ pub fn on_select(m: Msg, d: &DestRec, failover: bool) {
     if LAST_ID_BRANCH.load(Ordering::Relaxed) == idb && LAST_T.load(Ordering::Relaxed) == tkey {
         return;
     }
-    let Some(p) = pack(d.iuid, branch) else { return };
+    register(m, d.iuid, branch, idb, tkey);
+}
+
+/// Registers the branch's callback (once per message and branch, see `on_select`).
+#[cold]
+fn register(m: Msg, iuid: u64, branch: i32, idb: u64, tkey: usize) {
+    let Some(p) = pack(iuid, branch) else { return };
     let types = tm::CB_REQUEST_FWDED | tm::CB_RESPONSE_IN | tm::CB_ON_FAILURE | tm::CB_DESTROY;
     // SAFETY: m is the message of the running route.
     if unsafe { tm::register_cb(m.0, types, on_tm, p, Some(on_release)) } {
