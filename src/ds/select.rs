@@ -42,12 +42,14 @@ fn span(nr: usize, use_default: bool) -> usize {
 
 /// Maps `hash` to a usable destination: `hash % N`, then forward probing; with
 /// `use_default`, the default destination when all others are unusable.
+#[inline]
 pub fn probe(dests: &[DestRec], hash: u32, use_default: bool) -> Option<usize> {
     probe_with(dests, hash, use_default, &mut |_| false)
 }
 
 /// [`probe`] with an extra per-visit skip test (alg 64's overload control).
-pub fn probe_with(dests: &[DestRec], hash: u32, use_default: bool, skip: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
+#[inline]
+pub fn probe_with(dests: &[DestRec], hash: u32, use_default: bool, skip: &mut impl FnMut(usize) -> bool) -> Option<usize> {
     let nr = dests.len();
     if nr == 0 {
         return None;

@@ -29,7 +29,7 @@ pub enum SetOp {
 }
 
 /// Applies a destination to the message (`ds_push_dst`).
-#[inline]
+#[inline(always)]
 fn push_dst(m: Msg, uri: &[u8], sock: usize, mode: SetOp) -> bool {
     let ok = match mode {
         SetOp::Xavp => return true,
@@ -88,6 +88,7 @@ pub struct SelState<'a> {
     pub emode: bool,
 }
 
+#[inline(always)]
 fn add_ctx_cnt(cnt: i32) -> bool {
     let cfg = state::cfg();
     if cfg.xavp_ctx_mode & 1 == 0 && !cfg.xavp_ctx.is_empty() && !xavp::add_ctx_int(&cfg.xavp_ctx, b"cnt", cnt) {
@@ -101,7 +102,7 @@ fn add_ctx_cnt(cnt: i32) -> bool {
 pub fn select_dst(m: Msg, setid: i32, alg: i32, limit: u32, mode: SetOp) -> i32 {
     let cfg = state::cfg();
     let mut st = SelState { cnt: 0, limit: if limit == 0 { u32::MAX } else { limit }, w: RecordWriter::new(&cfg.xavp_dst), emode: false };
-    let rc = state::with_snap(|snap| select_in(snap, m, setid, alg, &mut st, mode));
+    let rc = state::with_snap(|snap| select_in_inl(snap, m, setid, alg, &mut st, mode));
     if rc < 0 {
         return rc;
     }
@@ -412,7 +413,14 @@ fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
     true
 }
 
+/// [`select_in_inl`] as a function of its own (`ds_select_routes`).
 fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelState<'_>, mode: SetOp) -> i32 {
+    select_in_inl(snap, m, setid, alg, st, mode)
+}
+
+/// One selection in the current list (`ds_manage_routes`), inlined into `select_dst`.
+#[inline(always)]
+fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelState<'_>, mode: SetOp) -> i32 {
     let cfg = state::cfg();
     let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
         ds_err!(fn "ds_manage_routes"; "no destination sets");
@@ -446,12 +454,31 @@ fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelS
         alg_rec = 0;
         valg = select::ALG_SERIAL;
     }
-    let Some(key) = selkey::key(m, valg) else { return -1 };
-    // the choice; None: no usable destination (-1, nothing written)
-    let (i, hash, rr, ranked, order) = match (algs::family(valg), key) {
-        // the hash family with its key (algs 0-3, 5-7; most selections): the mapping alone,
-        // as algs::choose does it, without building a Choice
+    let fam = algs::family(valg);
+    // only the hash families read a key from the message
+    let key = if matches!(fam, Some(algs::Family::Hash | algs::Family::Consistent)) {
+        let Some(key) = selkey::key(m, valg) else { return -1 };
+        key
+    } else {
+        algs::Key::None
+    };
+    // the choice; None: no usable destination (-1, nothing written). The most used families
+    // map their value here, as algs::choose does it, without building a Choice.
+    let (i, hash, rr, ranked, order) = match (fam, key) {
+        // the hash family with its key (algs 0-3, 5-7)
         (Some(algs::Family::Hash), algs::Key::Hash(h)) => {
+            let Some(idx) = select::probe(set.dests, h, cfg.use_default) else { return -1 };
+            (idx, h as u64, None, None, None)
+        }
+        // round-robin (alg 4; alg 5 without a username)
+        (Some(algs::Family::RoundRobin | algs::Family::Hash), algs::Key::None) => {
+            let (h, v) = algs::rr::take(set.rec, false);
+            let Some(idx) = select::probe(set.dests, h, cfg.use_default) else { return -1 };
+            (idx, h as u64, Some(v), None, None)
+        }
+        // serial / parallel (algs 8, 12): the first usable destination
+        (Some(algs::Family::Serial), _) => {
+            let h = algs::serial::take();
             let Some(idx) = select::probe(set.dests, h, cfg.use_default) else { return -1 };
             (idx, h as u64, None, None, None)
         }

@@ -100,7 +100,7 @@ static LAST_ID_BRANCH: AtomicU64 = AtomicU64::new(u64::MAX);
 static LAST_T: AtomicUsize = AtomicUsize::new(0);
 
 /// A destination was put on the request by `ds_select_*` (`failover` false) or `ds_next_*`.
-#[inline]
+#[inline(always)]
 pub fn on_select(m: Msg, d: &DestRec, failover: bool) {
     let Some(_c) = conf() else { return };
     if failover {
