@@ -59,11 +59,13 @@ fn slot() -> usize {
 }
 
 /// Read access to the current list for the duration of the guard (no lock taken).
+#[inline(always)]
 pub fn read() -> Option<ReadGuard<'static>> {
     Some(ctl()?.read(slot()))
 }
 
 /// Runs `f` with the current snapshot (None when nothing is loaded).
+#[inline(always)]
 pub fn with_snap<R>(f: impl FnOnce(Option<Snap<'_>>) -> R) -> R {
     match read() {
         Some(g) => f(g.snap()),
