@@ -67,10 +67,11 @@ pub fn read() -> Option<ReadGuard<'static>> {
 /// Runs `f` with the current snapshot (None when nothing is loaded).
 #[inline(always)]
 pub fn with_snap<R>(f: impl FnOnce(Option<Snap<'_>>) -> R) -> R {
-    match read() {
-        Some(g) => f(g.snap()),
-        None => f(None),
-    }
+    // one call site of `f`, so that it is inlined here (and this into the caller)
+    let g = read();
+    let r = f(g.as_ref().and_then(|g| g.snap()));
+    drop(g);
+    r
 }
 
 fn free_snapshot(p: *mut Header) {
