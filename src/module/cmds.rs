@@ -816,16 +816,33 @@ fn sel_params(m: *mut sip_msg, s: P, a: P, l: Option<P>) -> Option<(i32, i32, u3
     Some((set, alg, limit))
 }
 
+/// [`guard`] for the selection wrappers, inlined into them (the selection runs in the
+/// wrapper's own frame; a panic goes the same way as with `guard`).
+#[inline(always)]
+fn sel_guard(what: &'static str, f: impl FnOnce() -> c_int) -> c_int {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(e) => sel_panicked(what, e),
+    }
+}
+
+/// A selection panicked: logged and turned into -1 by `guard` itself.
+#[cold]
+#[inline(never)]
+fn sel_panicked(what: &'static str, e: Box<dyn std::any::Any + Send>) -> c_int {
+    guard(what, -1, move || std::panic::resume_unwind(e))
+}
+
 macro_rules! sel_wrapper {
     ($name:ident, $name_l:ident, $mode:expr) => {
         unsafe extern "C" fn $name(m: *mut sip_msg, s: P, a: P) -> c_int {
-            guard(stringify!($name), -1, || match sel_params(m, s, a, None) {
+            sel_guard(stringify!($name), || match sel_params(m, s, a, None) {
                 Some((set, alg, lim)) if !m.is_null() => select_dst(Msg(m), set, alg, lim, $mode),
                 _ => -1,
             })
         }
         unsafe extern "C" fn $name_l(m: *mut sip_msg, s: P, a: P, l: P) -> c_int {
-            guard(stringify!($name_l), -1, || match sel_params(m, s, a, Some(l)) {
+            sel_guard(stringify!($name_l), || match sel_params(m, s, a, Some(l)) {
                 Some((set, alg, lim)) if !m.is_null() => select_dst(Msg(m), set, alg, lim, $mode),
                 _ => -1,
             })
