@@ -19,12 +19,15 @@ pub enum Field<'a> {
 /// block at the head of the current list — the C module's `ds_add_xavp_record` sequence.
 pub struct RecordWriter<'n> {
     name: &'n [u8],
+    /// `name` as the core's `str` (built once per writer).
+    kname: sys::str_,
     last: *mut sys::sr_xavp_t,
 }
 
 impl<'n> RecordWriter<'n> {
+    #[inline(always)]
     pub fn new(name: &'n [u8]) -> Self {
-        RecordWriter { name, last: std::ptr::null_mut() }
+        RecordWriter { name, kname: kstr(name), last: std::ptr::null_mut() }
     }
     /// Adds one record with `fields` (in that order). False on failure (nothing leaked).
     pub fn add(&mut self, fields: &[(&[u8], Field<'_>)]) -> bool {
@@ -67,75 +70,87 @@ impl<'n> RecordWriter<'n> {
     }
 }
 
+/// A field name for [`RecordBuilder`], built once (a `str` pointing at static text).
+pub struct XName(sys::str_);
+// SAFETY: points to immutable static text; the core only reads it.
+unsafe impl Sync for XName {}
+
+impl XName {
+    pub const fn new(name: &'static [u8]) -> XName {
+        XName(sys::str_ { s: name.as_ptr() as *mut c_char, len: name.len() as c_int })
+    }
+}
+
 /// One record being built field by field (the request path's failover records: no field
-/// array, no dispatch over a field enum). Dropped without [`RecordWriter::commit`], it frees
-/// what it holds.
+/// array, no dispatch over a field enum, names built once). Dropped without
+/// [`RecordWriter::commit`], it frees what it holds.
 pub struct RecordBuilder {
     list: *mut sys::sr_xavp_t,
-    ok: bool,
 }
 
 impl RecordBuilder {
-    #[inline]
-    fn put(&mut self, name: &[u8], v: &mut sys::sr_xval_t) {
-        if !self.ok {
-            return;
-        }
-        let n = kstr(name);
-        // SAFETY: the core copies name and string value into one shm item added to `list`.
-        if unsafe { sys::xavp_add_value(&n as *const _ as *mut _, v, &mut self.list) }.is_null() {
-            self.ok = false;
-        }
+    #[inline(always)]
+    fn put(&mut self, name: &XName, v: &mut sys::sr_xval_t) -> bool {
+        // SAFETY: the core copies name and string value into one shm item added to `list`;
+        // it does not write through the name.
+        !unsafe { sys::xavp_add_value(&name.0 as *const sys::str_ as *mut sys::str_, v, &mut self.list) }.is_null()
     }
-    #[inline]
-    pub fn str(&mut self, name: &[u8], s: &[u8]) {
+    /// Adds a string field; false on failure (the record is then dropped).
+    #[inline(always)]
+    pub fn str(&mut self, name: &XName, s: &[u8]) -> bool {
         let mut v: sys::sr_xval_t = Default::default();
         v.type_ = sys::sr_xtype_t_SR_XTYPE_STR;
         v.v.s = kstr(s);
-        self.put(name, &mut v);
+        self.put(name, &mut v)
     }
-    #[inline]
-    pub fn int(&mut self, name: &[u8], i: i32) {
+    /// Adds an integer field; false on failure.
+    #[inline(always)]
+    pub fn int(&mut self, name: &XName, i: i32) -> bool {
         let mut v: sys::sr_xval_t = Default::default();
         set_int(&mut v, i);
-        self.put(name, &mut v);
+        self.put(name, &mut v)
     }
-    #[inline]
-    pub fn ptr(&mut self, name: &[u8], p: usize) {
+    /// Adds a pointer field; false on failure.
+    #[inline(always)]
+    pub fn ptr(&mut self, name: &XName, p: usize) -> bool {
         let mut v: sys::sr_xval_t = Default::default();
         v.type_ = sys::sr_xtype_t_SR_XTYPE_VPTR;
         v.v.vptr = p as *mut _;
-        self.put(name, &mut v);
+        self.put(name, &mut v)
     }
 }
 
 impl Drop for RecordBuilder {
+    #[inline(always)]
     fn drop(&mut self) {
         if !self.list.is_null() {
-            // SAFETY: `list` holds only items created by this builder and not handed over.
-            unsafe { sys::xavp_destroy_list(&mut self.list) };
+            drop_list(&mut self.list);
         }
     }
 }
 
+#[cold]
+fn drop_list(list: &mut *mut sys::sr_xavp_t) {
+    // SAFETY: `list` holds only items created by a builder and not handed over.
+    unsafe { sys::xavp_destroy_list(list) };
+}
+
 impl RecordWriter<'_> {
     /// Starts a record (see [`RecordBuilder`]).
-    #[inline]
+    #[inline(always)]
     pub fn record(&self) -> RecordBuilder {
-        RecordBuilder { list: std::ptr::null_mut(), ok: true }
+        RecordBuilder { list: std::ptr::null_mut() }
     }
     /// Appends a built record after the previous one. False on failure (nothing leaked).
+    #[inline(always)]
     pub fn commit(&mut self, mut b: RecordBuilder) -> bool {
-        if !b.ok {
-            return false;
-        }
         let mut v: sys::sr_xval_t = Default::default();
         v.type_ = sys::sr_xtype_t_SR_XTYPE_XAVP;
         v.v.xavp = b.list;
-        let n = kstr(self.name);
         // SAFETY: ownership of the list passes to the root list on success; `last` is null or
-        // the record added by the previous call in this same request.
-        let r = unsafe { sys::xavp_add_value_after(&n as *const _ as *mut _, &mut v, self.last) };
+        // the record added by the previous call in this same request; the core does not write
+        // through the name.
+        let r = unsafe { sys::xavp_add_value_after(&self.kname as *const sys::str_ as *mut sys::str_, &mut v, self.last) };
         if r.is_null() {
             return false; // `b` still owns its list and frees it
         }

@@ -13,7 +13,7 @@ use crate::ds::snapshot::{DestRec, SetView, Snap};
 use crate::ds::uri::parse_uri;
 use crate::kam::msg::{self, Msg};
 use crate::kam::param::{get_int, get_int_is, get_is, get_str, IsValue};
-use crate::kam::xavp::{self, RecordWriter};
+use crate::kam::xavp::{self, RecordWriter, XName};
 use crate::module::{guard, health, load, selkey, state};
 use crate::ds::health::parse_mark_state;
 use crate::ds::snapshot::DS_PROBING;
@@ -45,38 +45,56 @@ fn push_dst(m: Msg, uri: &[u8], sock: usize, mode: SetOp) -> bool {
     true
 }
 
-/// Adds the failover record of destination `d` (spec §8.1 fields).
+static F_URI: XName = XName::new(b"uri");
+static F_GRP: XName = XName::new(b"grp");
+static F_DSTIDX: XName = XName::new(b"dstidx");
+static F_ATTRS: XName = XName::new(b"attrs");
+static F_SOCK: XName = XName::new(b"sock");
+static F_SOCKET: XName = XName::new(b"socket");
+static F_SOCKNAME: XName = XName::new(b"sockname");
+static F_DSTID: XName = XName::new(b"dstid");
+
+/// Adds the failover record of destination `d` (spec §8.1 fields, in the C module's order).
+#[inline(always)]
 fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, idx: usize, setid: i32, alg: i32) -> bool {
-    let cfg = state::cfg();
     // field by field into the record (this runs for every failover record)
     if alg == select::ALG_CALLLOAD && d.duid.bytes().is_empty() {
-        ds_err!(fn "ds_add_xavp_record"; "no uid for destination: {} {}", setid, String::from_utf8_lossy(d.uri.bytes()));
+        return no_uid(d, setid);
+    }
+    let mode = state::cfg().xavp_dst_mode;
+    let mut r = w.record();
+    if !r.str(&F_URI, d.uri.bytes()) || !r.int(&F_GRP, setid) {
         return false;
     }
-    let mut r = w.record();
-    r.str(b"uri", d.uri.bytes());
-    r.int(b"grp", setid);
-    if crate::ds::compat::ge(6, 1, 0) {
-        // Kamailio 6.1: the destination's index within its set
-        r.int(b"dstidx", idx as i32);
+    // Kamailio 6.1: the destination's index within its set
+    if crate::ds::compat::ge(6, 1, 0) && !r.int(&F_DSTIDX, idx as i32) {
+        return false;
     }
     let body = d.attrs_body.bytes();
-    if cfg.xavp_dst_mode & 1 == 0 && !body.is_empty() {
-        r.str(b"attrs", body);
+    if mode & 1 == 0 && !body.is_empty() && !r.str(&F_ATTRS, body) {
+        return false;
     }
     if d.sock != 0 {
-        r.ptr(b"sock", d.sock);
-        if cfg.xavp_dst_mode & 2 != 0 && !d.socket.bytes().is_empty() {
-            r.str(b"socket", d.socket.bytes());
+        if !r.ptr(&F_SOCK, d.sock) {
+            return false;
         }
-        if cfg.xavp_dst_mode & 4 != 0 && !d.sockname.bytes().is_empty() {
-            r.str(b"sockname", d.sockname.bytes());
+        if mode & 2 != 0 && !d.socket.bytes().is_empty() && !r.str(&F_SOCKET, d.socket.bytes()) {
+            return false;
+        }
+        if mode & 4 != 0 && !d.sockname.bytes().is_empty() && !r.str(&F_SOCKNAME, d.sockname.bytes()) {
+            return false;
         }
     }
-    if alg == select::ALG_CALLLOAD {
-        r.str(b"dstid", d.duid.bytes());
+    if alg == select::ALG_CALLLOAD && !r.str(&F_DSTID, d.duid.bytes()) {
+        return false;
     }
     w.commit(r)
+}
+
+#[cold]
+fn no_uid(d: &DestRec, setid: i32) -> bool {
+    ds_err!(fn "ds_add_xavp_record"; "no uid for destination: {} {}", setid, String::from_utf8_lossy(d.uri.bytes()));
+    false
 }
 
 /// State shared by the selections of one call (`ds_select_state_t`): records counted against
