@@ -124,7 +124,8 @@ pub fn failover_order(
 }
 
 /// [`failover_order`] without a list: `emit(i)` for each index in order (the request path
-/// writes the records as it goes); stops early, returning false, when `emit` does.
+/// writes the records as it goes); stops early, returning false, when `emit` does. One call
+/// site of `emit`, so that it is inlined.
 #[inline(always)]
 pub fn failover_each(
     dests: &[DestRec],
@@ -139,27 +140,40 @@ pub fn failover_each(
     if selected >= nr || limit == 0 {
         return true;
     }
-    if !emit(selected) {
-        return false;
-    }
-    let mut n = 1usize;
     let is_default = |i: usize| use_default && i == nr - 1;
+    // the selected one, then the usable ones after it (wrapping around), then the default
+    let mut n = 0usize;
     let mut j = selected + 1;
-    while n < limit && j != selected {
-        if j == nr {
-            j = 0;
-            continue;
+    let mut scanning = true;
+    let mut next = Some(selected);
+    while let Some(idx) = next {
+        if !emit(idx) {
+            return false;
         }
-        if dests[j].usable() && !is_default(j) && !extra_skip(j) {
-            if !emit(j) {
-                return false;
+        n += 1;
+        next = None;
+        if !scanning {
+            break;
+        }
+        while n < limit && j != selected {
+            if j == nr {
+                j = 0;
+                continue;
             }
-            n += 1;
+            let c = j;
+            j += 1;
+            if dests[c].usable() && !is_default(c) && !extra_skip(c) {
+                next = Some(c);
+                break;
+            }
         }
-        j += 1;
-    }
-    if use_default && selected != nr - 1 && n < limit {
-        return emit(nr - 1);
+        if next.is_none() {
+            // the scan is over: the default destination once, when there is room
+            scanning = false;
+            if use_default && selected != nr - 1 && n < limit {
+                next = Some(nr - 1);
+            }
+        }
     }
     true
 }
