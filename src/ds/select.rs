@@ -123,9 +123,8 @@ pub fn failover_order(
     out
 }
 
-/// [`failover_order`] without a list: `emit(i)` for each index in order (the request path
-/// writes the records as it goes); stops early, returning false, when `emit` does. One call
-/// site of `emit`, so that it is inlined.
+/// [`failover_order`] without a list: `emit(i)` for each index in order; stops early,
+/// returning false, when `emit` does.
 #[inline(always)]
 pub fn failover_each(
     dests: &[DestRec],
@@ -135,47 +134,70 @@ pub fn failover_each(
     extra_skip: impl Fn(usize) -> bool,
     mut emit: impl FnMut(usize) -> bool,
 ) -> bool {
-    let nr = dests.len();
-    let limit = limit as usize;
-    if selected >= nr || limit == 0 {
-        return true;
+    FailoverIter::new(dests, selected, use_default, limit, extra_skip).all(|i| emit(i))
+}
+
+/// The sequence of [`failover_order`] as an iterator (the request path writes the records
+/// as it goes, in its own loop): the selected one, then the usable ones after it (wrapping
+/// around), then the default destination.
+pub struct FailoverIter<'a, F> {
+    dests: &'a [DestRec],
+    selected: usize,
+    use_default: bool,
+    limit: usize,
+    extra_skip: F,
+    /// Emitted so far.
+    n: usize,
+    /// Next position of the scan.
+    j: usize,
+    /// 0: the selected one next, 1: scanning, 2: done.
+    phase: u8,
+}
+
+impl<'a, F: Fn(usize) -> bool> FailoverIter<'a, F> {
+    #[inline(always)]
+    pub fn new(dests: &'a [DestRec], selected: usize, use_default: bool, limit: u32, extra_skip: F) -> Self {
+        let phase = if selected >= dests.len() || limit == 0 { 2 } else { 0 };
+        FailoverIter { dests, selected, use_default, limit: limit as usize, extra_skip, n: 0, j: selected + 1, phase }
     }
-    let is_default = |i: usize| use_default && i == nr - 1;
-    // the selected one, then the usable ones after it (wrapping around), then the default
-    let mut n = 0usize;
-    let mut j = selected + 1;
-    let mut scanning = true;
-    let mut next = Some(selected);
-    while let Some(idx) = next {
-        if !emit(idx) {
-            return false;
-        }
-        n += 1;
-        next = None;
-        if !scanning {
-            break;
-        }
-        while n < limit && j != selected {
-            if j == nr {
-                j = 0;
-                continue;
+}
+
+impl<F: Fn(usize) -> bool> Iterator for FailoverIter<'_, F> {
+    type Item = usize;
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        let nr = self.dests.len();
+        match self.phase {
+            0 => {
+                self.phase = 1;
+                self.n = 1;
+                Some(self.selected)
             }
-            let c = j;
-            j += 1;
-            if dests[c].usable() && !is_default(c) && !extra_skip(c) {
-                next = Some(c);
-                break;
+            1 => {
+                while self.n < self.limit && self.j != self.selected {
+                    if self.j == nr {
+                        self.j = 0;
+                        continue;
+                    }
+                    let c = self.j;
+                    self.j += 1;
+                    let is_default = self.use_default && c == nr - 1;
+                    if self.dests.get(c).is_some_and(|d| d.usable()) && !is_default && !(self.extra_skip)(c) {
+                        self.n += 1;
+                        return Some(c);
+                    }
+                }
+                // the scan is over: the default destination once, when there is room
+                self.phase = 2;
+                if self.use_default && self.selected != nr - 1 && self.n < self.limit {
+                    self.n += 1;
+                    return Some(nr - 1);
+                }
+                None
             }
-        }
-        if next.is_none() {
-            // the scan is over: the default destination once, when there is room
-            scanning = false;
-            if use_default && selected != nr - 1 && n < limit {
-                next = Some(nr - 1);
-            }
+            _ => None,
         }
     }
-    true
 }
 
 /// One entry of the alg-13 working list: destination index (-1 = unusable), its relative
@@ -524,6 +546,59 @@ mod tests {
         assert_eq!(failover_order(d, 4, true, u32::MAX, &|_| false), vec![4, 0, 1, 2]);
         assert_eq!(failover_order(d, 2, false, u32::MAX, &|i| i == 0), vec![2, 4, 1]);
         testutil::heap_free(p as *mut u8, sz);
+    }
+
+    /// The C module's loops written out (reference for FailoverIter).
+    fn failover_ref(flags: &[i32], selected: usize, use_default: bool, limit: usize, skip: &dyn Fn(usize) -> bool) -> Vec<usize> {
+        let nr = flags.len();
+        let mut out = vec![];
+        if selected >= nr || limit == 0 {
+            return out;
+        }
+        out.push(selected);
+        let usable = |i: usize| flags[i] & (DS_INACTIVE | DS_DISABLED) == 0;
+        let cand = |i: usize| usable(i) && !(use_default && i == nr - 1) && !skip(i);
+        for i in (selected + 1..nr).chain(0..selected) {
+            if out.len() >= limit {
+                break;
+            }
+            if cand(i) {
+                out.push(i);
+            }
+        }
+        if use_default && selected != nr - 1 && out.len() < limit {
+            out.push(nr - 1);
+        }
+        out
+    }
+
+    #[test]
+    fn failover_iter_matches_the_reference() {
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            seed >> 16
+        };
+        for nr in 1..7usize {
+            for _ in 0..40 {
+                let flags: Vec<i32> = (0..nr).map(|_| [0, 0, DS_INACTIVE, DS_DISABLED][(next() % 4) as usize]).collect();
+                let (p, sz) = mkset(&flags);
+                let s = unsafe { Snap::from_ptr(p) }.expect("snap");
+                let d = s.set(1).expect("set").dests;
+                let odd = next() % 3 == 0;
+                let skip = |i: usize| odd && i % 2 == 1;
+                for sel in 0..=nr {
+                    for limit in [0u32, 1, 2, 3, u32::MAX] {
+                        for ud in [false, true] {
+                            let got: Vec<usize> = FailoverIter::new(d, sel, ud, limit, skip).collect();
+                            let want = failover_ref(&flags, sel, ud, limit as usize, &skip);
+                            assert_eq!(got, want, "{flags:?} sel {sel} limit {limit} use_default {ud}");
+                        }
+                    }
+                }
+                testutil::heap_free(p as *mut u8, sz);
+            }
+        }
     }
 
     /// One set of destinations on 127.0.0.1: (port, proto, sock, flags, priority, weight).

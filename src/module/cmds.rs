@@ -575,12 +575,17 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
                 }
             }
         } else {
-            // select::failover_order's sequence, written as it goes (no list)
+            // select::failover_order's sequence, written as it goes (no list, no closure)
             let at_max = |j: usize| {
                 alg_rec == select::ALG_CALLLOAD && set.dests.get(j).is_some_and(|d| d.maxload != 0 && d.load() >= d.maxload)
             };
-            if !select::failover_each(set.dests, i, cfg.use_default, remaining, at_max, &mut write) {
-                return -1;
+            for idx in select::FailoverIter::new(set.dests, i, cfg.use_default, remaining, at_max) {
+                let Some(d) = set.dests.get(idx) else { continue };
+                if !add_record(&mut st.w, d, idx, setid, alg_rec) {
+                    ds_err!(fn "ds_select_dst_limit"; "failed to add destination in the xavp ({idx}/{setid})");
+                    return -1;
+                }
+                st.cnt += 1;
             }
         }
     } else if cfg.use_default && i != nr - 1 && (st.cnt as u32) < limit {
