@@ -132,9 +132,9 @@ pub fn failover_each(
     use_default: bool,
     limit: u32,
     extra_skip: impl Fn(usize) -> bool,
-    mut emit: impl FnMut(usize) -> bool,
+    emit: impl FnMut(usize) -> bool,
 ) -> bool {
-    FailoverIter::new(dests, selected, use_default, limit, extra_skip).all(|i| emit(i))
+    FailoverIter::new(dests, selected, use_default, limit, extra_skip).all(emit)
 }
 
 /// The sequence of [`failover_order`] as an iterator (the request path writes the records
