@@ -54,20 +54,28 @@ static F_SOCKET: XName = XName::new(b"socket");
 static F_SOCKNAME: XName = XName::new(b"sockname");
 static F_DSTID: XName = XName::new(b"dstid");
 
+/// What the records of one selection contain besides uri and grp (read once per selection).
+#[derive(Clone, Copy)]
+struct RecFlags {
+    /// `xavp_dst_mode`.
+    mode: i32,
+    /// Kamailio 6.1: `dstidx`, the destination's index within its set.
+    dstidx: bool,
+}
+
 /// Adds the failover record of destination `d` (spec §8.1 fields, in the C module's order).
 #[inline(always)]
-fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, idx: usize, setid: i32, alg: i32) -> bool {
+fn add_record(w: &mut RecordWriter<'_>, d: &DestRec, idx: usize, setid: i32, alg: i32, rf: RecFlags) -> bool {
     // field by field into the record (this runs for every failover record)
     if alg == select::ALG_CALLLOAD && d.duid.bytes().is_empty() {
         return no_uid(d, setid);
     }
-    let mode = state::cfg().xavp_dst_mode;
+    let mode = rf.mode;
     let mut r = w.record();
     if !r.str(&F_URI, d.uri.bytes()) || !r.int(&F_GRP, setid) {
         return false;
     }
-    // Kamailio 6.1: the destination's index within its set
-    if crate::ds::compat::ge(6, 1, 0) && !r.int(&F_DSTIDX, idx as i32) {
+    if rf.dstidx && !r.int(&F_DSTIDX, idx as i32) {
         return false;
     }
     let body = d.attrs_body.bytes();
@@ -513,6 +521,7 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
     }
     // alg 13: the records follow the ranking (written before the destination is applied, as in C)
     if let (Some(r), true) = (&ranked, failover) {
+        let rf = RecFlags { mode: cfg.xavp_dst_mode, dstidx: crate::ds::compat::ge(6, 1, 0) };
         for x in r {
             if st.cnt as u32 >= limit {
                 break;
@@ -521,7 +530,7 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
                 continue;
             }
             let Some(d) = set.dests.get(x.idx as usize) else { continue };
-            if !add_record(&mut st.w, d, x.idx as usize, setid, alg) {
+            if !add_record(&mut st.w, d, x.idx as usize, setid, alg, rf) {
                 return -1;
             }
             st.cnt += 1;
@@ -554,12 +563,13 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
     if !failover {
         return 1;
     }
+    let rf = RecFlags { mode: cfg.xavp_dst_mode, dstidx: crate::ds::compat::ge(6, 1, 0) };
     if ranked.is_none() {
         // the selected destination is always recorded, even past the limit (as in C)
         let remaining = limit.saturating_sub(st.cnt.max(0) as u32).max(1);
         let mut write = |idx: usize| -> bool {
             let Some(d) = set.dests.get(idx) else { return true };
-            if !add_record(&mut st.w, d, idx, setid, alg_rec) {
+            if !add_record(&mut st.w, d, idx, setid, alg_rec, rf) {
                 ds_err!(fn "ds_select_dst_limit"; "failed to add destination in the xavp ({idx}/{setid})");
                 return false;
             }
@@ -581,7 +591,7 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
             };
             for idx in select::FailoverIter::new(set.dests, i, cfg.use_default, remaining, at_max) {
                 let Some(d) = set.dests.get(idx) else { continue };
-                if !add_record(&mut st.w, d, idx, setid, alg_rec) {
+                if !add_record(&mut st.w, d, idx, setid, alg_rec, rf) {
                     ds_err!(fn "ds_select_dst_limit"; "failed to add destination in the xavp ({idx}/{setid})");
                     return -1;
                 }
@@ -590,7 +600,7 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
         }
     } else if cfg.use_default && i != nr - 1 && (st.cnt as u32) < limit {
         let Some(d) = set.dests.get(nr - 1) else { return 1 };
-        if !add_record(&mut st.w, d, nr - 1, setid, alg_rec) {
+        if !add_record(&mut st.w, d, nr - 1, setid, alg_rec, rf) {
             ds_err!(fn "ds_select_dst_limit"; "failed to add default destination in the xavp");
             return -1;
         }
