@@ -567,22 +567,16 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
     if ranked.is_none() {
         // the selected destination is always recorded, even past the limit (as in C)
         let remaining = limit.saturating_sub(st.cnt.max(0) as u32).max(1);
-        let mut write = |idx: usize| -> bool {
-            let Some(d) = set.dests.get(idx) else { return true };
-            if !add_record(&mut st.w, d, idx, setid, alg_rec, rf) {
-                ds_err!(fn "ds_select_dst_limit"; "failed to add destination in the xavp ({idx}/{setid})");
-                return false;
-            }
-            st.cnt += 1;
-            true
-        };
         if order.is_some() {
             // consistent hashing: the usable destinations by score
             let c = algs::Choice { idx: i, hash, rr, ranked: None, order };
             for idx in algs::consistent::failover(&set, &c, cfg.use_default, remaining) {
-                if !write(idx) {
+                let Some(d) = set.dests.get(idx) else { continue };
+                if !add_record(&mut st.w, d, idx, setid, alg_rec, rf) {
+                    ds_err!(fn "ds_select_dst_limit"; "failed to add destination in the xavp ({idx}/{setid})");
                     return -1;
                 }
+                st.cnt += 1;
             }
         } else {
             // select::failover_order's sequence, written as it goes (no list, no closure)
