@@ -480,8 +480,8 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
         blk = Some(b);
     }
     // SAFETY: the writer lock keeps `cur`; `blk` is fresh.
-    // the shared sets' cursors (and failure counters) restart in the pass that references them
-    // (before publishing: a list that then cannot be published leaves only that behind)
+    // the shared sets' cursors (and failure counters) restart when they are first read
+    // through the new list
     let reset = Some(!cfg.keep_state);
     let block = match unsafe { snapshot::derive(cur, order, tid.map(|id| (id, blk)), gen, reset, &mut |size| shm_alloc(size)) } {
         Ok(b) => b,
@@ -512,7 +512,15 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
         }
     };
     carry(false);
+    let hand = |undo: bool| {
+        if let Some(n) = new {
+            // SAFETY: `new` was just derived from `cur`, both live (writer lock).
+            unsafe { snapshot::hand_over(cur, n, tid, undo) }
+        }
+    };
+    hand(false);
     if !ctl.publish(block, &mut free_snapshot) {
+        hand(true);
         carry(true);
         free_snapshot(block);
         return Err(failed("install", "too many old lists still in use; try again".into()));
