@@ -241,6 +241,61 @@ impl Avl {
     }
 }
 
+/// A set order and its index by id, from one tree (no sort).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetOrder {
+    /// The set ids in iteration order (the C module's post-order).
+    pub ids: Vec<i32>,
+    /// `by_id[k]`: the position in `ids` of the k-th smallest id.
+    pub by_id: Vec<u32>,
+}
+
+/// [`avl_postorder`] with the index by id (the tree's in-order walk).
+pub fn avl_order(ids_in_first_appearance_order: &[i32]) -> SetOrder {
+    let mut t = Avl { nodes: Vec::with_capacity(ids_in_first_appearance_order.len()), root: None };
+    for &id in ids_in_first_appearance_order {
+        t.insert(id);
+    }
+    let n = t.nodes.len();
+    // post-order: ids, and each node's position (by node index)
+    let mut ids = Vec::with_capacity(n);
+    let mut pos = vec![0u32; n];
+    let mut stack: Vec<(u32, bool)> = Vec::with_capacity(64);
+    if let Some(r) = t.root {
+        stack.push((r as u32, false));
+    }
+    while let Some((k, done)) = stack.pop() {
+        let Some(node) = t.nodes.get(k as usize) else { continue };
+        if done {
+            if let Some(p) = pos.get_mut(k as usize) {
+                *p = ids.len() as u32;
+            }
+            ids.push(node.id);
+            continue;
+        }
+        stack.push((k, true));
+        for c in [node.kids[1], node.kids[0]] {
+            if c != NIL {
+                stack.push((c, false));
+            }
+        }
+    }
+    // in-order: the positions by ascending id
+    let mut by_id = Vec::with_capacity(n);
+    let mut path: Vec<u32> = Vec::with_capacity(64);
+    let mut cur = t.root.map_or(NIL, |r| r as u32);
+    loop {
+        while let Some(node) = t.nodes.get(cur as usize) {
+            path.push(cur);
+            cur = node.kids[0];
+        }
+        let Some(k) = path.pop() else { break };
+        by_id.push(pos.get(k as usize).copied().unwrap_or(0));
+        cur = t.nodes.get(k as usize).map_or(NIL, |x| x.kids[1]);
+    }
+    SetOrder { ids, by_id }
+}
+
 /// The set ids in the order the C module walks its AVL tree (post-order), for a tree built
 /// by inserting the ids in the given order (duplicates are ignored).
 pub fn avl_postorder(ids_in_first_appearance_order: &[i32]) -> Vec<i32> {
@@ -447,6 +502,15 @@ mod tests {
         out
     }
 
+    /// `avl_order` = `avl_postorder` plus a correct index by id.
+    fn check_order(ids: &[i32]) {
+        let o = avl_order(ids);
+        assert_eq!(o.ids, avl_postorder(ids));
+        let mut want: Vec<(i32, u32)> = o.ids.iter().enumerate().map(|(p, &id)| (id, p as u32)).collect();
+        want.sort_unstable();
+        assert_eq!(o.by_id, want.iter().map(|w| w.1).collect::<Vec<_>>());
+    }
+
     #[test]
     fn matches_reference_avl() {
         // deterministic pseudo-random sequences (LCG), with duplicates and negatives
@@ -462,9 +526,21 @@ mod tests {
                 ids.push(v);
             }
             assert_eq!(avl_postorder(&ids), reference(&ids), "ids {ids:?}");
+            check_order(&ids);
         }
         let asc: Vec<i32> = (1..=100).collect();
         assert_eq!(avl_postorder(&asc), reference(&asc));
+        check_order(&asc);
+        check_order(&[]);
+        // the order an edit recomputes: the previous order inserted again, plus or minus one
+        let mut x = avl_postorder(&(1..=500).collect::<Vec<_>>());
+        for k in 0..20 {
+            x.push(1000 + k);
+            x.retain(|&i| i != 7 * k + 3);
+            assert_eq!(avl_postorder(&x), reference(&x));
+            check_order(&x);
+            x = avl_postorder(&x);
+        }
         let desc: Vec<i32> = (1..=100).rev().collect();
         assert_eq!(avl_postorder(&desc), reference(&desc));
         let zig: Vec<i32> = (0..50)

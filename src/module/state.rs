@@ -436,8 +436,9 @@ fn edit_rebuilds_all() -> bool {
 /// edited; an empty set is removed). Only that set is built; every other set is shared with
 /// the running list (its cursors restarted and, unless `ds_reload_keep_state`, its failure
 /// counters reset, as the full rebuild of the C module does). Caller holds the writer lock.
-fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Option<crate::ds::order::DestSet>) -> Result<(), ReloadError> {
+fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::SetOrder, touched: Option<crate::ds::order::DestSet>) -> Result<(), ReloadError> {
     let cfg = cfg();
+    let order = so.ids.as_slice();
     let Some(cur) = cur.filter(|_| !edit_rebuilds_all()) else {
         // the full rebuild of every set
         let mut sets = snapshot_sets(cur, false);
@@ -483,7 +484,7 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
     // the shared sets' cursors (and failure counters) restart when they are first read
     // through the new list
     let reset = Some(!cfg.keep_state);
-    let block = match unsafe { snapshot::derive(cur, order, tid.map(|id| (id, blk)), gen, reset, &mut |size| shm_alloc(size)) } {
+    let block = match unsafe { snapshot::derive_ordered(cur, order, Some(&so.by_id), tid.map(|id| (id, blk)), gen, reset, &mut |size| shm_alloc(size)) } {
         Ok(b) => b,
         Err(e) => {
             if let Some(b) = blk {
@@ -618,7 +619,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                     // order of the others does not change
                     let pos = set.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(set.dests.len());
                     set.dests.insert(pos, d);
-                    let post = crate::ds::order::avl_postorder(&order);
+                    let post = crate::ds::order::avl_order(&order);
                     install_edit(ctl, cur, &post, Some(set))
                 }
                 Err(err) => {
@@ -629,7 +630,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                         return Err(ReloadError::Failed(err.msg));
                     }
                     // the list is rebuilt anyway (as in C, this re-balances the set tree)
-                    let post = crate::ds::order::avl_postorder(&cur_order);
+                    let post = crate::ds::order::avl_order(&cur_order);
                     install_edit(ctl, cur, &post, None)
                 }
             }
@@ -643,7 +644,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             let mut set = edited_set(cur, setid);
             set.dests.retain(|x| x.uri != d.uri);
             let order: Vec<i32> = cur_order.iter().copied().filter(|&id| id != setid || !set.dests.is_empty()).collect();
-            let post = crate::ds::order::avl_postorder(&order);
+            let post = crate::ds::order::avl_order(&order);
             install_edit(ctl, cur, &post, Some(set))
         }
     }
@@ -857,7 +858,7 @@ pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u
             }
         }
     }
-    let post = crate::ds::order::avl_postorder(&order);
+    let post = crate::ds::order::avl_order(&order);
     UPDATE_KEEP.with(|k| *k.borrow_mut() = Some((setid, stored_uri, old_flags)));
     let r = install_edit(ctl, cur, &post, Some(s));
     UPDATE_KEEP.with(|k| *k.borrow_mut() = None);
