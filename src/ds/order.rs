@@ -123,6 +123,68 @@ impl Avl {
         self.rebalance(top, id);
     }
 
+    /// Inserts every id of `ids` in turn, as `insert` does, but starting each search from the
+    /// deepest node of the previous search path whose subtree can hold the id (a finger):
+    /// the nodes above the rebalancing point of an insertion do not change, so the path down
+    /// to them stays valid. An edit inserts the previous post-order, in which consecutive ids
+    /// are close in the tree: most searches start near the leaves.
+    fn insert_all(&mut self, ids: &[i32]) {
+        /// A node of the current search path: its slot, its index, the bounds of the ids its
+        /// subtree holds (exclusive), and the path position of the deepest node at or above
+        /// it whose lean is not `Neither` (the rebalancing point `insert` computes; 0: the root).
+        struct E {
+            slot: Slot,
+            node: usize,
+            lo: i64,
+            hi: i64,
+            top: usize,
+        }
+        let mut path: Vec<E> = Vec::with_capacity(64);
+        for &id in ids {
+            let v = id as i64;
+            while path.last().is_some_and(|e| v <= e.lo || v >= e.hi) {
+                path.pop();
+            }
+            if path.is_empty() {
+                match self.root {
+                    Some(r) => path.push(E { slot: Slot::Root, node: r, lo: i64::MIN, hi: i64::MAX, top: 0 }),
+                    None => {
+                        self.insert(id);
+                        continue;
+                    }
+                }
+            }
+            loop {
+                let Some(e) = path.last() else { break };
+                let nid = self.id(e.node);
+                if nid == id {
+                    break;
+                }
+                let d = usize::from(id > nid);
+                let slot = Slot::Child(e.node, d);
+                let (lo, hi) = if d == 0 { (e.lo, nid as i64) } else { (nid as i64, e.hi) };
+                let k = path.len() - 1;
+                let top_k = e.top;
+                match self.get(slot) {
+                    Some(c) => {
+                        let top = if self.lean(c) != Lean::Neither { k + 1 } else { top_k };
+                        path.push(E { slot, node: c, lo, hi, top });
+                    }
+                    None => {
+                        let idx = self.nodes.len();
+                        self.nodes.push(Node { id, kids: [NIL, NIL], lean: -1 });
+                        self.set(slot, Some(idx));
+                        let top_slot = path.get(top_k).map_or(Slot::Root, |t| t.slot);
+                        self.rebalance(top_slot, id);
+                        // what changed is at and below the rebalancing point
+                        path.truncate(top_k);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Marks every (balanced) node from `start` down to `id` as leaning towards `id`.
     fn mark_path(&mut self, mut cur: Option<usize>, id: i32) {
         while let Some(n) = cur {
@@ -253,9 +315,7 @@ pub struct SetOrder {
 /// [`avl_postorder`] with the index by id (the tree's in-order walk).
 pub fn avl_order(ids_in_first_appearance_order: &[i32]) -> SetOrder {
     let mut t = Avl { nodes: Vec::with_capacity(ids_in_first_appearance_order.len()), root: None };
-    for &id in ids_in_first_appearance_order {
-        t.insert(id);
-    }
+    t.insert_all(ids_in_first_appearance_order);
     let n = t.nodes.len();
     // post-order: ids, and each node's position (by node index)
     let mut ids = Vec::with_capacity(n);
