@@ -689,6 +689,31 @@ impl<'a> Snap<'a> {
         unsafe { std::slice::from_raw_parts(self.h.ids_sorted, self.h.nsets as usize) }
     }
 
+    /// Number of destinations of this list in the sets that come before set `id` in a new
+    /// order (`ids`, `by_id` as `order::SetOrder`): where the set starts in the new list.
+    /// One walk of both id indexes (no search per set).
+    pub fn dests_before(&self, ids: &[i32], by_id: &[u32], id: i32) -> usize {
+        let Some(at) = ids.iter().position(|&x| x == id) else { return 0 };
+        let (oids, oidv) = (self.ids_sorted(), self.ids());
+        let mut n = 0usize;
+        let mut j = 0usize;
+        for &np in by_id {
+            let Some(&nid) = ids.get(np as usize) else { continue };
+            // the old position of `nid` (ids ascending in both indexes)
+            while let Some(&op) = oids.get(j) {
+                let oid = oidv.get(op as usize).copied().unwrap_or(i32::MAX);
+                if oid >= nid {
+                    if oid == nid && (np as usize) < at {
+                        n += self.set_len(op as usize);
+                    }
+                    break;
+                }
+                j += 1;
+            }
+        }
+        n
+    }
+
     /// Look a set up by id (binary search over the sorted id index).
     pub fn set(&self, id: i32) -> Option<SetView<'a>> {
         self.view_at(self.set_pos(id)?)
@@ -2174,7 +2199,10 @@ mod tests {
                     ids.push(id);
                 }
                 ids.retain(|&i| i != id || !s.dests.is_empty());
-                let order = crate::ds::order::avl_postorder(&ids);
+                let so = crate::ds::order::avl_order(&ids);
+                let order = so.ids.clone();
+                let naive: usize = order.iter().take_while(|&&i| i != id).map(|&i| cur.set_pos(i).map_or(0, |p| cur.set_len(p))).sum();
+                assert_eq!(cur.dests_before(&order, &so.by_id, id), if order.contains(&id) { naive } else { 0 });
                 let b = (!s.dests.is_empty()).then(|| build_set(&s, 2 + step, 0, (0, 0), &mut |_, _, _| None, &mut |n| pool.alloc(n), &mut || 7).expect("set"));
                 let np = unsafe { derive(cur, &order, Some((id, b)), 2 + step, Some(true), &mut |n| pool.alloc(n)) }.expect("derive");
                 let new = unsafe { Snap::from_ptr(np) }.expect("snap");

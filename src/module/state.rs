@@ -460,13 +460,7 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::Set
     let idx = snapshot::CarryIndex::for_set(Some(cur), tid.unwrap_or(0));
     if let Some(t) = touched.as_ref().filter(|t| !t.dests.is_empty()) {
         // new internal ids from the set's position in the new list
-        let mut first_di = 0usize;
-        for &id in order {
-            if id == t.id {
-                break;
-            }
-            first_di += cur.set_pos(id).map_or(0, |p| cur.set_len(p));
-        }
+        let first_di = cur.dests_before(order, &so.by_id, t.id);
         let mut rng = build_rng();
         let b = snapshot::build_set(
             t,
