@@ -154,8 +154,7 @@ impl Avl {
                     }
                 }
             }
-            loop {
-                let Some(e) = path.last() else { break };
+            while let Some(e) = path.last() {
                 let nid = self.id(e.node);
                 if nid == id {
                     break;
