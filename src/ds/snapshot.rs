@@ -1750,16 +1750,21 @@ pub struct CarryIndex<'a> {
     map: std::cell::OnceCell<CarryMap<'a>>,
     /// Only this set is looked up (an edit of one set): the map covers it alone.
     only: Option<i32>,
+    /// Misses scanned so far instead of building the map (an edit: the added or removed
+    /// destination makes one or two).
+    scans: std::cell::Cell<u32>,
 }
 
 type CarryMap<'a> = std::collections::HashMap<(i32, &'a [u8]), (&'a DestRec, usize), std::hash::BuildHasherDefault<Fnv>>;
 
 /// Sets up to this size are scanned on a miss instead of building the map.
 const CARRY_SCAN_MAX: usize = 32;
+/// Misses an index of one set (an edit) scans before it builds the map.
+const EDIT_SCANS: u32 = 4;
 
 impl<'a> CarryIndex<'a> {
     pub fn new(old: Option<Snap<'a>>) -> CarryIndex<'a> {
-        CarryIndex { old, cursor: std::cell::Cell::new(None), map: std::cell::OnceCell::new(), only: None }
+        CarryIndex { old, cursor: std::cell::Cell::new(None), map: std::cell::OnceCell::new(), only: None, scans: std::cell::Cell::new(0) }
     }
 
     /// An index for carrying the state of set `setid` only (a miss never maps other sets).
@@ -1779,7 +1784,12 @@ impl<'a> CarryIndex<'a> {
             self.cursor.set(Some((set, at + 1)));
             return Some(d);
         }
-        let pos = if set.dests.len() <= CARRY_SCAN_MAX {
+        // an edit of one set scans for its first few misses (cheaper than mapping the set)
+        let scan = self.only.is_some() && self.map.get().is_none() && self.scans.get() < EDIT_SCANS;
+        let pos = if set.dests.len() <= CARRY_SCAN_MAX || scan {
+            if scan {
+                self.scans.set(self.scans.get() + 1);
+            }
             set.dests.iter().position(|d| d.uri.bytes() == uri)
         } else {
             let map = self.map.get_or_init(|| {
