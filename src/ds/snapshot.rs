@@ -2263,6 +2263,56 @@ mod tests {
         }
     }
 
+    /// An edit's reset of the shared sets happens when a set is first read through the new
+    /// version, once: reading through an older version never resets it (again).
+    #[test]
+    fn shared_sets_are_reset_lazily_once() {
+        let pool = Pool::new();
+        let sets = many();
+        let p1 = build_with(&sets, 1, (0, 0), &mut |_, _, _| None, &mut |n| pool.alloc(n), &mut |p| pool.free(p), &mut || 7).expect("build");
+        let s1 = unsafe { Snap::from_ptr(p1) }.expect("snap");
+        let v = s1.set(2).expect("2");
+        v.rec.last.store(2, Ordering::Relaxed);
+        v.rec.wlast.store(5, Ordering::Relaxed);
+        v.dests[1].fail_cnt.store(3, Ordering::Relaxed);
+        // edit set 1 (keep_state 0: the failure counters restart too)
+        let mut s1set = sets[0].clone();
+        s1set.dests.pop();
+        let b = build_set(&s1set, 2, 0, (0, 0), &mut |_, _, _| None, &mut |n| pool.alloc(n), &mut || 7).expect("set");
+        let so = crate::ds::order::avl_order(s1.ids());
+        let p2 = unsafe { derive_ordered(s1, &so.ids, Some(&so.by_id), Some((1, Some(b))), 2, Some(true), &mut |n| pool.alloc(n)) }.expect("derive");
+        let s2 = unsafe { Snap::from_ptr(p2) }.expect("snap");
+        unsafe { hand_over(s1, s2, Some(1), false) };
+        // nothing reset by the edit itself, nor by reading through the old list
+        let o = s1.set(2).expect("2");
+        assert_eq!((o.rec.last.load(Ordering::Relaxed), o.dests[1].fail_cnt.load(Ordering::Relaxed)), (2, 3));
+        // the first read through the new list resets, once
+        let n = s2.set(2).expect("2");
+        assert!(std::ptr::eq(n.rec, o.rec));
+        assert_eq!((n.rec.last.load(Ordering::Relaxed), n.rec.wlast.load(Ordering::Relaxed), n.dests[1].fail_cnt.load(Ordering::Relaxed)), (0, 0, 0));
+        n.rec.last.store(1, Ordering::Relaxed);
+        n.dests[1].fail_cnt.store(2, Ordering::Relaxed);
+        assert_eq!(s2.set(2).expect("2").rec.last.load(Ordering::Relaxed), 1);
+        assert_eq!(s1.set(2).expect("2").dests[1].fail_cnt.load(Ordering::Relaxed), 2);
+        // keep_state 1 (`Some(false)`): the cursors restart, the failure counters stay
+        let so3 = crate::ds::order::avl_order(s2.ids());
+        let p3 = unsafe { derive_ordered(s2, &so3.ids, Some(&so3.by_id), None, 3, Some(false), &mut |n| pool.alloc(n)) }.expect("derive");
+        let s3 = unsafe { Snap::from_ptr(p3) }.expect("snap");
+        unsafe { hand_over(s2, s3, None, false) };
+        let m = s3.set(2).expect("2");
+        assert_eq!((m.rec.last.load(Ordering::Relaxed), m.dests[1].fail_cnt.load(Ordering::Relaxed)), (0, 2));
+        // no reset (`None`): a version derived without one resets nothing more
+        m.rec.last.store(4, Ordering::Relaxed);
+        let p4 = unsafe { derive_ordered(s3, &so3.ids, None, None, 4, None, &mut |n| pool.alloc(n)) }.expect("derive");
+        let s4 = unsafe { Snap::from_ptr(p4) }.expect("snap");
+        unsafe { hand_over(s3, s4, None, false) };
+        assert_eq!(s4.set(2).expect("2").rec.last.load(Ordering::Relaxed), 4);
+        for p in [p1, p2, p3, p4] {
+            unsafe { release(p, &mut |_| {}, &mut |b| pool.free(b)) };
+        }
+        assert!(pool.live.borrow().is_empty(), "every block freed exactly once");
+    }
+
     #[test]
     fn merge_index_equals_filter_and_sort() {
         let mut seed = 0x1234_5678_9abc_def1u64;
