@@ -167,10 +167,15 @@ impl IdxEnt for Ip6Ent {
 }
 
 /// The entries of `idx` with key `k`.
+#[inline]
 fn key_range<E: IdxEnt>(idx: &[E], k: E::Key) -> &[E] {
     let lo = idx.partition_point(|e| e.key() < k);
     let rest = idx.get(lo..).unwrap_or(&[]);
-    rest.get(..rest.partition_point(|e| e.key() <= k)).unwrap_or(&[])
+    match rest.first() {
+        // no entry with that key (the common case): no second search
+        Some(e) if e.key() == k => rest.get(..rest.partition_point(|e| e.key() <= k)).unwrap_or(&[]),
+        _ => &[],
+    }
 }
 
 /// One set of a list in its own shared block, shared by every version of the list that
@@ -542,6 +547,7 @@ impl<'a> Snap<'a> {
         // SAFETY: set blocks outlive every header that points to them (refcounted).
         self.blks().get(i).and_then(|&b| unsafe { b.as_ref() })
     }
+    #[inline]
     fn view_at(&self, i: usize) -> Option<SetView<'a>> {
         let b = self.blk(i)?;
         if b.fresh.load(Ordering::Relaxed) < self.h.reset_gen {
@@ -588,10 +594,16 @@ impl<'a> Snap<'a> {
         hits
     }
     /// Collects the hits of key `k` from the base (but the dead sets) and from the delta.
+    #[inline]
     fn ip_hits<E: IdxEnt>(&self, base: &[E], delta: &[E], k: E::Key, hits: &mut IpHits<'a>) {
+        let in_base = key_range(base, k);
+        let in_delta = if delta.is_empty() { &[][..] } else { key_range(delta, k) };
+        if in_base.is_empty() && in_delta.is_empty() {
+            return;
+        }
         let dead = self.dead();
         let live = |e: &&E| dead.is_empty() || dead.binary_search(&e.set()).is_err();
-        for e in key_range(base, k).iter().filter(live).chain(key_range(delta, k)) {
+        for e in in_base.iter().filter(live).chain(in_delta) {
             let Some(p) = self.set_pos(e.set()) else { continue };
             let h = (p as u32, e.local());
             if !hits.big.is_empty() {
@@ -715,6 +727,7 @@ impl<'a> Snap<'a> {
     }
 
     /// Look a set up by id (binary search over the sorted id index).
+    #[inline]
     pub fn set(&self, id: i32) -> Option<SetView<'a>> {
         self.view_at(self.set_pos(id)?)
     }
@@ -739,6 +752,7 @@ impl SetBlk {
     /// that reads the set through a version that requires it. A version older than the
     /// set's `fresh` generation never resets it again.
     #[cold]
+    #[inline(never)]
     fn catch_up(&self, gen: u64, fail_cnt: bool) {
         let mut f = self.fresh.load(Ordering::Relaxed);
         while f < gen {
