@@ -19,7 +19,9 @@ both modules, interleaved over BENCH_REPS runs (median reported):
   jsonrpcs FIFO (no process spawned per call), up to BENCH_SCALE_EDITS (default 200) each
   or BENCH_SCALE_EDIT_S seconds (default 3): edits per second sustained, and the per-edit
   server time = median request time − median time of a no-op request (`core.uptime`) over
-  the same FIFO.
+  the same FIFO, and the CPU time of the process serving the FIFO per edit (user + system
+  from /proc, 10 ms ticks over all the edits: unlike wall times, it hardly depends on the
+  machine's load).
 
 Environment: BENCH_SCALE_MAX (largest N, default 10000), BENCH_SCALE_SIZES (default
 1000,10000,100000,300000, cut at BENCH_SCALE_MAX), BENCH_SCALE_SHAPES (default a,b),
@@ -91,9 +93,21 @@ def rpc_ok(body):
     return isinstance(r, dict) and "error" not in r
 
 
+def cpu_s(pid):
+    """CPU time (user + system, seconds) of process `pid` so far, None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def edit_rate(kam, n_sets, rep, add):
     """Back-to-back adds then removes over the jsonrpcs FIFO (see the module doc)."""
     kmax = B.env_int("BENCH_SCALE_EDITS", 200)
+    # the process that serves the FIFO: its CPU time per edit does not depend on the load
+    fifo_pid = next((p for p, d in kam.psx() if "JSONRPCS FIFO" in d.upper()), None)
     tmax = float(os.environ.get("BENCH_SCALE_EDIT_S", "3"))
     noop = []
     for _ in range(7):
@@ -104,6 +118,7 @@ def edit_rate(kam, n_sets, rep, add):
     uris = []
     for what in ("add", "remove"):
         times = []
+        c0 = cpu_s(fifo_pid) if fifo_pid else None
         t0 = time.monotonic()
         items = range(kmax) if what == "add" else list(uris)
         for i in items:
@@ -124,6 +139,9 @@ def edit_rate(kam, n_sets, rep, add):
             if time.monotonic() - t0 >= tmax and len(times) >= 3:
                 break
         total = time.monotonic() - t0
+        c1 = cpu_s(fifo_pid) if fifo_pid else None
+        if times and c0 is not None and c1 is not None:
+            add(f"{what}_cpu", (c1 - c0) / len(times))
         if times:
             add(f"{what}_rate", len(times) / total)
             add(f"{what}_srv", max(B.median(times) - nmed, 0.0))
@@ -208,8 +226,10 @@ def bench_scale(ctx):
                     ("dispatcher.list, JSON-RPC (ms)", "list", 1000, 0, None),
                     ("add, server time per edit, FIFO (ms)", "add_srv", 1000, 2, None),
                     ("add, 90th percentile (ms)", "add_p90", 1000, 2, None),
+                    ("add, CPU time of the RPC process per edit (ms)", "add_cpu", 1000, 2, None),
                     ("adds/s sustained, FIFO", "add_rate", 1, 1, None),
                     ("remove, server time per edit, FIFO (ms)", "remove_srv", 1000, 2, None),
+                    ("remove, CPU time of the RPC process per edit (ms)", "remove_cpu", 1000, 2, None),
                     ("removes/s sustained, FIFO", "remove_rate", 1, 1, None),
                     ("edits per run (add)", "add_n", 1, 0, None),
                     ("no-op JSON-RPC request, FIFO (ms)", "rpc_noop", 1000, 2, None)):
