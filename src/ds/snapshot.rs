@@ -2424,7 +2424,7 @@ mod edit_bench {
             let t = std::time::Instant::now();
             let b = build_set(&s5, 2, 0, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
             eprintln!("  build_set {:?}", t.elapsed());
-            eprintln!("  derive {:?} (min of 7)", min7(&mut || {
+            eprintln!("  build_set + derive {:?} (min of 7)", min7(&mut || {
                 let b = build_set(&s5, 2, 0, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
                 let p = unsafe { derive_ordered(snap, &post.ids, Some(&post.by_id), Some((5, Some(b))), 2, Some(true), &mut testutil::heap_alloc) }.expect("derive");
                 std::hint::black_box(p);
