@@ -255,16 +255,37 @@ pub fn avl_postorder(ids_in_first_appearance_order: &[i32]) -> Vec<i32> {
 /// ids in order of first appearance); destinations within a set in the C module's array
 /// order: priority descending, equal priorities in REVERSE input order.
 pub fn build_sets(dests: Vec<Dest>) -> Vec<DestSet> {
+    let pos: Vec<u32> = (0..dests.len() as u32).collect();
+    build_sets_sharing(dests, &pos, &[])
+}
+
+/// [`build_sets`] for a reload that shares some sets with the running list: `pos[i]` is the
+/// position in the list of `dests[i]` (increasing), `shared` the (position of the first
+/// entry, id) of each shared set, whose entries are not in `dests`. A shared set comes out
+/// in its place in the set order with no destinations (its block is taken as it is).
+pub fn build_sets_sharing(dests: Vec<Dest>, pos: &[u32], shared: &[(u32, i32)]) -> Vec<DestSet> {
     // set ids in order of first appearance, and how many destinations each has
     let mut first_seen: Vec<i32> = Vec::new();
     let mut count: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
-    for d in &dests {
+    let mut sh: Vec<(u32, i32)> = shared.to_vec();
+    sh.sort_unstable();
+    let mut shi = sh.iter().peekable();
+    for (i, d) in dests.iter().enumerate() {
+        let p = pos.get(i).copied().unwrap_or(u32::MAX);
+        while let Some(&&(sp, sid)) = shi.peek() {
+            if sp > p {
+                break;
+            }
+            first_seen.push(sid);
+            shi.next();
+        }
         let c = count.entry(d.setid).or_insert(0);
         if *c == 0 {
             first_seen.push(d.setid);
         }
         *c += 1;
     }
+    first_seen.extend(shi.map(|s| s.1));
     let post = avl_postorder(&first_seen);
     let rank: std::collections::HashMap<i32, u32> = post.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
     // sort small keys, not the destinations: (set position, priority descending, input

@@ -781,44 +781,144 @@ pub fn build_with(
     free: &mut dyn FnMut(*mut u8),
     rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut Header, BuildError> {
+    build_sharing(sets, None, &mut |_| None, generation, now, carry, alloc, free, rng)
+}
+
+/// [`build_with`] for a reload that shares the blocks of unchanged sets with the running
+/// list `old`: `shared(set)` gives the block of `old` that set `set` (an empty placeholder,
+/// see `order::build_sets_sharing`) takes as it is (one more reference, its cursors and
+/// keepalive start times restarted, see [`reset_reloaded_set`]); every other set is built.
+/// The address index takes the entries of the shared sets from `old`'s index (no sort).
+#[allow(clippy::too_many_arguments)]
+pub fn build_sharing<'o>(
+    sets: &[DestSet],
+    old: Option<Snap<'o>>,
+    shared: &mut dyn FnMut(&DestSet) -> Option<&'o SetBlk>,
+    generation: u64,
+    now: (u64, u64),
+    carry: &mut CarryFn<'_>,
+    alloc: &mut dyn FnMut(usize) -> *mut u8,
+    free: &mut dyn FnMut(*mut u8),
+    rng: &mut dyn FnMut() -> u32,
+) -> Result<*mut Header, BuildError> {
     let nsets = sets.len();
     let ndests: usize = sets.iter().map(|s| s.dests.len()).sum();
     if nsets > u32::MAX as usize / 2 || ndests > u32::MAX as usize / 2 {
         return Err(BuildError::TooLarge);
     }
     let mut blks: Vec<*mut SetBlk> = Vec::with_capacity(nsets);
+    // per set: built here (freed on a failure) or shared
+    let mut fresh: Vec<bool> = Vec::with_capacity(nsets);
+    let mut shared_ids: Vec<i32> = Vec::new();
     let mut di = 0usize;
+    let fail = |blks: &[*mut SetBlk], fresh: &[bool], free: &mut dyn FnMut(*mut u8)| {
+        blks.iter().zip(fresh).filter(|(_, &f)| f).for_each(|(&b, _)| free(b as *mut u8));
+    };
     for s in sets {
+        if let Some(b) = shared(s).filter(|_| old.is_some()) {
+            di += b.rec.nr as usize;
+            blks.push(b as *const SetBlk as *mut SetBlk);
+            fresh.push(false);
+            shared_ids.push(s.id);
+            continue;
+        }
         match build_set(s, generation, di, now, carry, alloc, rng) {
-            Ok(b) => blks.push(b),
+            Ok(b) => {
+                blks.push(b);
+                fresh.push(true);
+            }
             Err(e) => {
-                blks.into_iter().for_each(|b| free(b as *mut u8));
+                fail(&blks, &fresh, free);
                 return Err(e);
             }
         }
         di += s.dests.len();
     }
+    if di > u32::MAX as usize / 2 {
+        fail(&blks, &fresh, free);
+        return Err(BuildError::TooLarge);
+    }
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for &b in blks.iter() {
+    for (&b, _) in blks.iter().zip(&fresh).filter(|(_, &f)| f) {
         // SAFETY: just built.
         let v = unsafe { &*b }.view();
         set_ip_entries(&v, &mut v4, &mut v6);
     }
     v4.sort_unstable();
     v6.sort_unstable();
-    // SAFETY: the blocks were just built and are owned by the new header.
-    match unsafe { write_header(&blks, generation, v4.len(), v6.len(), None, alloc) } {
+    // the shared sets' entries: the old index without the entries of the other sets
+    shared_ids.sort_unstable();
+    let (o4, o6): (&[Ip4Ent], &[Ip6Ent]) = match old {
+        Some(o) if !shared_ids.is_empty() => (o.ip4(), o.ip6()),
+        _ => (&[], &[]),
+    };
+    let all_old = old.is_some_and(|o| o.nsets() == shared_ids.len());
+    let keep4 = |e: &Ip4Ent| all_old || shared_ids.binary_search(&e.set).is_ok();
+    let keep6 = |e: &Ip6Ent| all_old || shared_ids.binary_search(&e.set).is_ok();
+    let n4 = v4.len() + if all_old { o4.len() } else { o4.iter().filter(|e| keep4(e)).count() };
+    let n6 = v6.len() + if all_old { o6.len() } else { o6.iter().filter(|e| keep6(e)).count() };
+    // SAFETY: the blocks were just built or are held by `old` (live, the caller's writer lock).
+    match unsafe { write_header(&blks, generation, n4, n6, None, alloc) } {
         Some((h, p4, p6)) => {
             // SAFETY: `write_header` reserved room for exactly these entries.
             unsafe {
-                std::ptr::copy_nonoverlapping(v4.as_ptr(), p4, v4.len());
-                std::ptr::copy_nonoverlapping(v6.as_ptr(), p6, v6.len());
+                merge_sorted(o4, &keep4, &v4, std::slice::from_raw_parts_mut(p4, n4));
+                merge_sorted(o6, &keep6, &v6, std::slice::from_raw_parts_mut(p6, n6));
+            }
+            for (&b, _) in blks.iter().zip(&fresh).filter(|(_, &f)| !f) {
+                // SAFETY: a block of `old`, live.
+                let blk = unsafe { &*b };
+                blk.refs.fetch_add(1, Ordering::AcqRel);
+                reset_reloaded_set(&blk.view());
             }
             Ok(h)
         }
         None => {
-            blks.into_iter().for_each(|b| free(b as *mut u8));
+            fail(&blks, &fresh, free);
             Err(BuildError::NoMemory(0))
+        }
+    }
+}
+
+/// Writes into `dst` (exactly its size) the entries of `old` that `keep` selects merged with
+/// `add` (both sorted).
+fn merge_sorted<E: Copy + Ord>(old: &[E], keep: &dyn Fn(&E) -> bool, add: &[E], dst: &mut [E]) {
+    if add.is_empty() && old.len() == dst.len() {
+        dst.copy_from_slice(old);
+        return;
+    }
+    let mut a = add.iter().peekable();
+    let mut out = dst.iter_mut();
+    for e in old.iter().filter(|e| keep(e)) {
+        while let Some(&&x) = a.peek().filter(|&&&x| x < *e) {
+            if let Some(d) = out.next() {
+                *d = x;
+            }
+            a.next();
+        }
+        if let Some(d) = out.next() {
+            *d = *e;
+        }
+    }
+    for &x in a {
+        if let Some(d) = out.next() {
+            *d = x;
+        }
+    }
+}
+
+/// What a reload resets on a set it shares with the running list, as building it again
+/// would: the selection cursors and the keepalive start times (a reply that crosses a
+/// reload gives no latency sample). The state a reload keeps (`ds_reload_keep_state` 1) is
+/// left as it is.
+pub fn reset_reloaded_set(v: &SetView<'_>) {
+    reset_shared_set(v, false);
+    for d in v.dests {
+        if d.ping_start_us.load(Ordering::Relaxed) != 0 {
+            d.ping_start_us.store(0, Ordering::Relaxed);
+        }
+        if d.oc_idx.load(Ordering::Relaxed) != 0 {
+            d.oc_idx.store(0, Ordering::Relaxed);
         }
     }
 }

@@ -259,15 +259,32 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     };
     let mut skipped = 0usize;
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
-    let mut dests = Vec::with_capacity(entries.len());
-    for e in &entries {
-        let e = &no_probing_without_tm(e.clone(), &cfg);
+    let mut entries = entries;
+    for e in entries.iter_mut() {
+        no_probing_in_place(e, cfg);
+    }
+    // the sets the new list repeats unchanged are shared with the running list (issue 14)
+    // SAFETY: writers are serialised by WLOCK (held): the current list stays allocated.
+    let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
+    let plan = if cfg.keep_state && !edit_rebuilds_all() {
+        let rules = crate::ds::reuse::Rules { attrs_none: cfg.attrs_none, dns_mode: cfg.dns_mode, allow_ipv6: env.allow_ipv6() };
+        crate::ds::reuse::plan(&entries, old, &rules)
+    } else {
+        crate::ds::reuse::Plan::none(entries.len())
+    };
+    let mut dests = Vec::with_capacity(entries.len() - plan.ndests);
+    let mut pos = Vec::with_capacity(entries.len() - plan.ndests);
+    for (i, e) in entries.iter().enumerate() {
+        if plan.shared_entry.get(i).copied().unwrap_or(false) {
+            continue;
+        }
         match prepare_dest(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
             Ok((d, notes)) => {
                 for n in &notes {
                     log::note(n, &format!("{}:{}: ", file, e.line));
                 }
                 dests.push(d);
+                pos.push(i as u32);
             }
             Err(err) => {
                 // the fault (ERROR in pack_dest), then the entry skipped (WARNING), as in C
@@ -281,9 +298,9 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
             }
         }
     }
-    let n = dests.len();
-    let sets = build_sets(dests);
-    install(ctl, sets, Rebuild::Reload)?;
+    let n = dests.len() + plan.ndests;
+    let sets = crate::ds::order::build_sets_sharing(dests, &pos, &plan.firsts());
+    install_sharing(ctl, sets, Rebuild::Reload, old, &plan)?;
     ds_info!("loaded {} destinations from {}", n, file);
     if skipped > 0 && db {
         let func = if rate_limit { "ds_reload_db" } else { "ds_init_db" };
@@ -352,14 +369,29 @@ enum Rebuild {
 /// Builds a snapshot of `sets` (carrying runtime state of destinations that stay) and
 /// publishes it. Caller holds the writer lock.
 fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) -> Result<(), ReloadError> {
-    let cfg = cfg();
-    let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
     let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
+    install_sharing(ctl, sets, why, old, &crate::ds::reuse::Plan::none(0))
+}
+
+/// [`install`] where the sets of `plan` (empty placeholders in `sets`) share their blocks
+/// with `old`, the running list. Caller holds the writer lock.
+fn install_sharing(
+    ctl: &Control,
+    sets: Vec<crate::ds::order::DestSet>,
+    why: Rebuild,
+    old: Option<Snap<'_>>,
+    plan: &crate::ds::reuse::Plan<'_>,
+) -> Result<(), ReloadError> {
+    let cfg = cfg();
+    let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     let old_index = snapshot::CarryIndex::new(old);
     let mut rng = build_rng();
-    let block = snapshot::build_with(
+    let is_shared = |s: &crate::ds::order::DestSet| if s.dests.is_empty() { plan.block(s.id) } else { None };
+    let block = snapshot::build_sharing(
         &sets,
+        old,
+        &mut |s| is_shared(s),
         gen,
         // DNSTIME is shown only with the periodic DNS refresh (ds_dns_mode bit 4), as in C
         if cfg.dns_mode & 4 != 0 { now() } else { (0, 0) },
@@ -372,17 +404,45 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
     .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
     // SAFETY: the block was just built from the current list, which the writer lock keeps.
     let new = unsafe { Snap::from_ptr(block) };
-    if let Some(n) = new {
-        // SAFETY: as above.
-        unsafe { snapshot::link_successors(n) };
-        crate::module::track::carry_counters(&old_index, n);
-    }
-    if !ctl.publish(block, &mut free_snapshot) {
-        if let Some(n) = new {
-            // SAFETY: as above; the block is not published.
-            unsafe { snapshot::unlink_successors(n) };
-            crate::module::track::uncarry_counters(&old_index, n);
+    // the records built here take over from the running ones (a shared set is the same)
+    let carry = |undo: bool| {
+        let Some(n) = new else { return };
+        if plan.sets.is_empty() {
+            // SAFETY: as above.
+            unsafe {
+                if undo {
+                    snapshot::unlink_successors(n);
+                } else {
+                    snapshot::link_successors(n);
+                }
+            }
+            if undo {
+                crate::module::track::uncarry_counters(&old_index, n);
+            } else {
+                crate::module::track::carry_counters(&old_index, n);
+            }
+            return;
         }
+        for (v, s) in n.sets().zip(&sets) {
+            if is_shared(s).is_some() {
+                continue;
+            }
+            // SAFETY: the records carried from belong to `old`, kept by the writer lock.
+            unsafe { snapshot::link_set_successors(&v, undo) };
+            for d in v.dests {
+                if let Some(o) = old_index.find(v.rec.id, d.uri.bytes()) {
+                    if undo {
+                        o.ctr.uncarry(&d.ctr);
+                    } else {
+                        o.ctr.carry_into(&d.ctr);
+                    }
+                }
+            }
+        }
+    };
+    carry(false);
+    if !ctl.publish(block, &mut free_snapshot) {
+        carry(true);
         free_snapshot(block);
         return Err(failed("install", "too many old lists still in use; try again".into()));
     }
@@ -751,11 +811,16 @@ pub fn iuid_text(iuid: u64, setid: i32) -> String {
 /// Kamailio 6.1: tm is bound only when `ds_ping_interval` > 0; without it the probing flag
 /// (8) is removed from every destination at load, with a warning.
 fn no_probing_without_tm(mut e: crate::ds::listfile::RawEntry, cfg: &crate::module::params::Config) -> crate::ds::listfile::RawEntry {
+    no_probing_in_place(&mut e, cfg);
+    e
+}
+
+/// [`no_probing_without_tm`] on an entry in place.
+fn no_probing_in_place(e: &mut crate::ds::listfile::RawEntry, cfg: &crate::module::params::Config) {
     if e.flags & crate::ds::snapshot::DS_PROBING != 0 && cfg.ping_interval <= 0 && crate::ds::compat::ge(6, 1, 0) {
         ds_warn!("tm module not loaded, disabling probing");
         e.flags &= !crate::ds::snapshot::DS_PROBING;
     }
-    e
 }
 
 /// A list source parsed and resolved without installing it (`dispatcher.validate` /
