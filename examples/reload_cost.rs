@@ -2,8 +2,8 @@
 //! list file, for profiling with callgrind (issue 14):
 //!   cargo build --release --example reload_cost
 //!   valgrind --tool=callgrind target/release/examples/reload_cost list.txt 3
-use dispatcher::ds::dest::{prepare_dest, LoadEnv};
-use dispatcher::ds::listfile::parse_list;
+use dispatcher::ds::dest::{prepare_entry, LoadEnv};
+use dispatcher::ds::listfile::parse_list_ref;
 use dispatcher::ds::order::build_sets;
 use dispatcher::ds::snapshot::{build, CarryIndex, Snap};
 use dispatcher::ds::uri::{Proto, Scheme};
@@ -42,10 +42,10 @@ fn main() {
     };
     for gen in 1..=rounds as u64 {
         let text = std::fs::read(path).expect("read");
-        let entries = parse_list(&text, path).expect("parse");
+        let entries = parse_list_ref(&text, path).expect("parse");
         let mut dests = Vec::with_capacity(entries.len());
         for e in &entries {
-            if let Ok((d, _)) = prepare_dest(e, false, 0, &mut Env) {
+            if let Ok((d, _)) = prepare_entry(e, false, 0, &mut Env) {
                 dests.push(d);
             }
         }

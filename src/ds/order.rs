@@ -264,46 +264,45 @@ pub fn build_sets(dests: Vec<Dest>) -> Vec<DestSet> {
 /// entry, id) of each shared set, whose entries are not in `dests`. A shared set comes out
 /// in its place in the set order with no destinations (its block is taken as it is).
 pub fn build_sets_sharing(dests: Vec<Dest>, pos: &[u32], shared: &[(u32, i32)]) -> Vec<DestSet> {
-    // set ids in order of first appearance, and how many destinations each has
-    let mut first_seen: Vec<i32> = Vec::new();
-    let mut count: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
-    let mut sh: Vec<(u32, i32)> = shared.to_vec();
-    sh.sort_unstable();
-    let mut shi = sh.iter().peekable();
-    for (i, d) in dests.iter().enumerate() {
-        let p = pos.get(i).copied().unwrap_or(u32::MAX);
-        while let Some(&&(sp, sid)) = shi.peek() {
-            if sp > p {
+    // destinations sorted by (set id, priority descending, input position descending): each
+    // set's run is in its array order (small keys sorted, no hashing)
+    let mut keys: Vec<(i32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> =
+        dests.iter().enumerate().map(|(i, d)| (d.setid, std::cmp::Reverse(d.priority), std::cmp::Reverse(i as u32))).collect();
+    keys.sort_unstable();
+    // the sets: (position of the first entry, id, run in `keys`)
+    let mut groups: Vec<(u32, i32, usize, usize)> = Vec::with_capacity(shared.len() + 16);
+    let mut g = 0usize;
+    while let Some(&(id, _, _)) = keys.get(g) {
+        let mut end = g;
+        let mut first = u32::MAX;
+        while let Some(&(kid, _, std::cmp::Reverse(i))) = keys.get(end) {
+            if kid != id {
                 break;
             }
-            first_seen.push(sid);
-            shi.next();
+            first = first.min(pos.get(i as usize).copied().unwrap_or(u32::MAX));
+            end += 1;
         }
-        let c = count.entry(d.setid).or_insert(0);
-        if *c == 0 {
-            first_seen.push(d.setid);
-        }
-        *c += 1;
+        groups.push((first, id, g, end));
+        g = end;
     }
-    first_seen.extend(shi.map(|s| s.1));
+    groups.extend(shared.iter().map(|&(p, id)| (p, id, 0, 0)));
+    // set ids in order of first appearance
+    groups.sort_unstable_by_key(|x| (x.0, x.1));
+    let first_seen: Vec<i32> = groups.iter().map(|x| x.1).collect();
     let post = avl_postorder(&first_seen);
-    let rank: std::collections::HashMap<i32, u32> = post.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
-    // sort small keys, not the destinations: (set position, priority descending, input
-    // position descending: equal priorities in reverse load order); each destination is then
-    // moved once into its set
-    let mut keys: Vec<(u32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> = dests
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (rank.get(&d.setid).copied().unwrap_or(u32::MAX), std::cmp::Reverse(d.priority), std::cmp::Reverse(i as u32)))
-        .collect();
-    keys.sort_unstable();
+    groups.sort_unstable_by_key(|x| x.1);
     let mut slots: Vec<Option<Dest>> = dests.into_iter().map(Some).collect();
-    let mut out: Vec<DestSet> =
-        post.iter().map(|&id| DestSet { id, dests: Vec::with_capacity(count.get(&id).copied().unwrap_or(0)) }).collect();
-    for (si, _, std::cmp::Reverse(i)) in keys {
-        if let (Some(set), Some(d)) = (out.get_mut(si as usize), slots.get_mut(i as usize).and_then(Option::take)) {
-            set.dests.push(d);
+    let mut out: Vec<DestSet> = Vec::with_capacity(post.len());
+    for id in post {
+        let Ok(gi) = groups.binary_search_by_key(&id, |x| x.1) else { continue };
+        let Some(&(_, _, start, end)) = groups.get(gi) else { continue };
+        let mut set = DestSet { id, dests: Vec::with_capacity(end - start) };
+        for &(_, _, std::cmp::Reverse(i)) in keys.get(start..end).unwrap_or_default() {
+            if let Some(d) = slots.get_mut(i as usize).and_then(Option::take) {
+                set.dests.push(d);
+            }
         }
+        out.push(set);
     }
     out
 }

@@ -19,7 +19,7 @@
 //! (`snapshot::reset_reloaded_set`). The callers decide when sharing is off altogether
 //! (`ds_reload_keep_state` 0, latency statistics not retained, DNS time shown).
 use crate::ds::dest::{ip_literal, DS_DNS_MODE_INIT, DS_DNS_MODE_TIMER, DS_NODNSARES_DST};
-use crate::ds::listfile::RawEntry;
+use crate::ds::listfile::EntryRef;
 use crate::ds::snapshot::{DestRec, SetBlk, Snap};
 
 /// What preparing an entry depends on besides the entry itself.
@@ -73,11 +73,11 @@ fn stored_body(raw: &[u8], attrs_none: bool) -> &[u8] {
 }
 
 /// Whether entry `e` would be prepared into exactly the running record `d`.
-fn same_dest(e: &RawEntry, d: &DestRec, rules: &Rules) -> bool {
+fn same_dest(e: &EntryRef<'_>, d: &DestRec, rules: &Rules) -> bool {
     if e.uri != d.uri.bytes() || e.flags != d.cfg_flags || e.priority != d.priority {
         return false;
     }
-    if stored_body(&e.attrs, rules.attrs_none) != d.attrs_body.bytes() {
+    if stored_body(e.attrs, rules.attrs_none) != d.attrs_body.bytes() {
         return false;
     }
     if d.cc != 0 || d.ocmin != 0 || d.ocmax != 100 {
@@ -95,7 +95,7 @@ fn same_dest(e: &RawEntry, d: &DestRec, rules: &Rules) -> bool {
 }
 
 /// Finds the sets of `entries` (a whole new list, file order) that `old` holds unchanged.
-pub fn plan<'a>(entries: &[RawEntry], old: Option<Snap<'a>>, rules: &Rules) -> Plan<'a> {
+pub fn plan<'a>(entries: &[EntryRef<'_>], old: Option<Snap<'a>>, rules: &Rules) -> Plan<'a> {
     let n = entries.len();
     let Some(old) = old else { return Plan::none(n) };
     if n > u32::MAX as usize {
@@ -145,8 +145,8 @@ pub fn plan<'a>(entries: &[RawEntry], old: Option<Snap<'a>>, rules: &Rules) -> P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ds::dest::{prepare_dest, LoadEnv};
-    use crate::ds::listfile::parse_list;
+    use crate::ds::dest::{prepare_entry, LoadEnv};
+    use crate::ds::listfile::parse_list_ref;
     use crate::ds::order::{build_sets, build_sets_sharing};
     use crate::ds::snapshot::{build_sharing, release, testutil, Header};
     use crate::ds::uri::{Proto, Scheme};
@@ -176,7 +176,7 @@ mod tests {
 
     /// Loads `text` as a reload would, sharing with `old`: (new list, ids of the shared sets).
     fn load(text: &str, old: *mut Header) -> (*mut Header, Vec<i32>) {
-        let entries = parse_list(text.as_bytes(), "t").expect("parse");
+        let entries = parse_list_ref(text.as_bytes(), "t").expect("parse");
         // SAFETY: null or a live list of this test.
         let old = unsafe { Snap::from_ptr(old) };
         let plan = plan(&entries, old, &RULES);
@@ -185,7 +185,7 @@ mod tests {
             if plan.shared_entry[i] {
                 continue;
             }
-            if let Ok((d, _)) = prepare_dest(e, false, 1, &mut Env) {
+            if let Ok((d, _)) = prepare_entry(e, false, 1, &mut Env) {
                 dests.push(d);
                 pos.push(i as u32);
             }

@@ -248,20 +248,23 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     let db = !cfg.db_url.is_empty();
     // the C module's function that logs the skipped entries
     let load_fn = if db { "ds_load_db" } else { "ds_load_list" };
-    let (file, entries) = if !db {
+    // the entries borrow the file's text (or the DB rows): no allocation per entry
+    let text;
+    let rows;
+    let (file, mut entries) = if !db {
         let file = cfg.list_file.clone();
-        let text = std::fs::read(&file).map_err(|e| failed(load_fn, format!("can't open list file [{file}]: {e}")))?;
-        let entries = parse_list(&text, &file)
+        text = std::fs::read(&file).map_err(|e| failed(load_fn, format!("can't open list file [{file}]: {e}")))?;
+        let entries = crate::ds::listfile::parse_list_ref(&text, &file)
             .map_err(|e| failed(load_fn, format!("bad line [{}] ({e})", line_text(&text, e.line))))?;
         (file, entries)
     } else {
-        (format!("table {}", String::from_utf8_lossy(&cfg.table_name)), db_entries()?)
+        rows = db_entries()?;
+        (format!("table {}", String::from_utf8_lossy(&cfg.table_name)), rows.iter().map(|e| e.view()).collect())
     };
     let mut skipped = 0usize;
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
-    let mut entries = entries;
     for e in entries.iter_mut() {
-        no_probing_in_place(e, cfg);
+        no_probing_in_place(&mut e.flags, cfg);
     }
     // the sets the new list repeats unchanged are shared with the running list (issue 14)
     // SAFETY: writers are serialised by WLOCK (held): the current list stays allocated.
@@ -278,7 +281,7 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
         if plan.shared_entry.get(i).copied().unwrap_or(false) {
             continue;
         }
-        match prepare_dest(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
+        match crate::ds::dest::prepare_entry(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
             Ok((d, notes)) => {
                 for n in &notes {
                     log::note(n, &format!("{}:{}: ", file, e.line));
@@ -290,7 +293,7 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
                 // the fault (ERROR in pack_dest), then the entry skipped (WARNING), as in C
                 let m = format!("{}:{}:{}: {}", file, err.line, err.col, err.msg);
                 crate::ds_log!(log::level(err.level), fn err.func; "{m}");
-                ds_warn!(fn load_fn; "unable to add destination {} to set {} -- skipping", String::from_utf8_lossy(&e.uri), e.setid);
+                ds_warn!(fn load_fn; "unable to add destination {} to set {} -- skipping", String::from_utf8_lossy(e.uri), e.setid);
                 if cfg.load_mode == 1 {
                     return Err(ReloadError::Failed(m));
                 }
@@ -811,15 +814,15 @@ pub fn iuid_text(iuid: u64, setid: i32) -> String {
 /// Kamailio 6.1: tm is bound only when `ds_ping_interval` > 0; without it the probing flag
 /// (8) is removed from every destination at load, with a warning.
 fn no_probing_without_tm(mut e: crate::ds::listfile::RawEntry, cfg: &crate::module::params::Config) -> crate::ds::listfile::RawEntry {
-    no_probing_in_place(&mut e, cfg);
+    no_probing_in_place(&mut e.flags, cfg);
     e
 }
 
-/// [`no_probing_without_tm`] on an entry in place.
-fn no_probing_in_place(e: &mut crate::ds::listfile::RawEntry, cfg: &crate::module::params::Config) {
-    if e.flags & crate::ds::snapshot::DS_PROBING != 0 && cfg.ping_interval <= 0 && crate::ds::compat::ge(6, 1, 0) {
+/// [`no_probing_without_tm`] on an entry's flags in place.
+fn no_probing_in_place(flags: &mut i32, cfg: &crate::module::params::Config) {
+    if *flags & crate::ds::snapshot::DS_PROBING != 0 && cfg.ping_interval <= 0 && crate::ds::compat::ge(6, 1, 0) {
         ds_warn!("tm module not loaded, disabling probing");
-        e.flags &= !crate::ds::snapshot::DS_PROBING;
+        *flags &= !crate::ds::snapshot::DS_PROBING;
     }
 }
 
