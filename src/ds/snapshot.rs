@@ -941,15 +941,34 @@ fn weight_note_possible(a: &crate::ds::attrs::Attrs) -> bool {
     })
 }
 
+/// Buffers `build_set` reuses from set to set.
+#[derive(Default)]
+struct Scratch {
+    carried: Vec<Option<CarriedState>>,
+    weights: Vec<i32>,
+    rweights: Vec<i32>,
+    prios: Vec<i32>,
+    usable: Vec<bool>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
 /// The address index entries of one set at iteration position `pos` (unsorted).
 fn set_ip_entries(v: &SetView<'_>, v4: &mut Vec<Ip4Ent>, v6: &mut Vec<Ip6Ent>) {
     let pos = v.rec.id;
+    set_ip_each(v, &mut |ip, local| match ip {
+        IpAddr::V4(a) => v4.push(Ip4Ent { ip: u32::from_be_bytes(a.octets()), set: pos, local }),
+        IpAddr::V6(a) => v6.push(Ip6Ent { ip: a.octets(), set: pos, local }),
+    });
+}
+
+/// Calls `f(address, index in the set)` for every address index entry of a set.
+fn set_ip_each(v: &SetView<'_>, f: &mut dyn FnMut(IpAddr, u32)) {
     for (local, d) in v.dests.iter().enumerate() {
         let Some(first) = d.ip_addr() else { continue };
-        let mut push = |ip: IpAddr| match ip {
-            IpAddr::V4(a) => v4.push(Ip4Ent { ip: u32::from_be_bytes(a.octets()), set: pos, local: local as u32 }),
-            IpAddr::V6(a) => v6.push(Ip6Ent { ip: a.octets(), set: pos, local: local as u32 }),
-        };
+        let mut push = |ip: IpAddr| f(ip, local as u32);
         push(first);
         let extra = d.extra_addrs();
         for (k, more) in extra.iter().enumerate() {
@@ -1115,23 +1134,28 @@ pub fn build_set(
             }
         };
         // the state carried for each destination of the set (one lookup per destination)
-        let carried_set: Vec<Option<CarriedState>> = s.dests.iter().map(|d| carry(s.id, &d.uri, d.flags)).collect();
+        // per-set arrays in buffers reused from set to set (no allocation per set)
+        let mut sc = SCRATCH.with(|c| c.take()).unwrap_or_default();
+        sc.carried.clear();
+        sc.carried.extend(s.dests.iter().map(|d| carry(s.id, &d.uri, d.flags)));
+        let carried_set = &sc.carried;
         let maybe_notes = s.dests.iter().any(|d| weight_note_possible(&d.attrs));
         let mut di = 0usize;
         let cw_ptr_set = cw_ptr;
         let xw_ptr_set = xw_ptr;
-        let weights: Vec<i32> = s.dests.iter().map(|d| d.attrs.weight).collect();
-        let wlist = crate::ds::weights::weight_table(&weights, rng);
-        let rweights: Vec<i32> = s.dests.iter().map(|d| d.attrs.rweight).collect();
-        let usable: Vec<bool> = s
-            .dests
-            .iter()
-            .zip(&carried_set)
-            .map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0)
-            .collect();
-        let rw = crate::ds::weights::rweight_table(&rweights, &usable, rng).unwrap_or([0u32; 100]);
-        let prios: Vec<i32> = s.dests.iter().map(|d| d.priority).collect();
-        let pw = crate::ds::weights::pw_table(&prios, &weights, &usable, rng);
+        sc.weights.clear();
+        sc.weights.extend(s.dests.iter().map(|d| d.attrs.weight));
+        let weights = &sc.weights;
+        let wlist = crate::ds::weights::weight_table(weights, rng);
+        sc.rweights.clear();
+        sc.rweights.extend(s.dests.iter().map(|d| d.attrs.rweight));
+        sc.usable.clear();
+        sc.usable.extend(s.dests.iter().zip(carried_set).map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0));
+        let usable = &sc.usable;
+        let rw = crate::ds::weights::rweight_table(&sc.rweights, usable, rng).unwrap_or([0u32; 100]);
+        sc.prios.clear();
+        sc.prios.extend(s.dests.iter().map(|d| d.priority));
+        let pw = crate::ds::weights::pw_table(&sc.prios, weights, usable, rng);
         let rec = SetRec {
             id: s.id,
             nr: s.dests.len() as u32,
@@ -1164,7 +1188,7 @@ pub fn build_set(
             }),
         };
         blk.write(SetBlk { refs: AtomicU32::new(1), maybe_notes, nip4: 0, nip6: 0, size: total, rec });
-        for (d, &carried) in s.dests.iter().zip(&carried_set) {
+        for (d, &carried) in s.dests.iter().zip(carried_set.iter()) {
             let st = dest_strings(d);
             let (af, ip) = match d.ip {
                 Some(IpAddr::V4(v4)) => {
@@ -1246,10 +1270,17 @@ pub fn build_set(
             di += 1;
         }
         let v = (*blk).view();
-        let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        set_ip_entries(&v, &mut v4, &mut v6);
-        (*blk).nip4 = v4.len() as u32;
-        (*blk).nip6 = v6.len() as u32;
+        let (mut n4, mut n6) = (0u32, 0u32);
+        set_ip_each(&v, &mut |ip, _| match ip {
+            IpAddr::V4(_) => n4 += 1,
+            IpAddr::V6(_) => n6 += 1,
+        });
+        (*blk).nip4 = n4;
+        (*blk).nip6 = n6;
+        // keep the buffers unless a big set made them big (the main process forks after this)
+        if sc.carried.capacity() <= 4096 {
+            SCRATCH.with(|c| c.set(Some(sc)));
+        }
         // the exact-weight tables of algs 41/43, from the (carried) state just written
         crate::ds::algs::exact::rebuild(&v);
         Ok(blk)
