@@ -301,7 +301,36 @@ fn parse_chunk_nom(c: &[u8]) -> Chunk<'_> {
 
 /// Splits the file like successive `fgets(buf, 1024, f)` calls: yields
 /// `(physical line, byte offset of the chunk within that line, chunk)`.
+#[cfg(test)]
 fn fgets_chunks(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
+    fgets_chunks_nul(text).map(|(l, o, chunk, _)| (l, o, chunk))
+}
+
+/// The first byte of `w` that is a line feed or a NUL: (index, is NUL), eight bytes at a time.
+fn find_lf_or_nul(w: &[u8]) -> Option<(usize, bool)> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const LF: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut i = 0usize;
+    let mut words = w.chunks_exact(8);
+    for c in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        let x = u64::from_le_bytes(b);
+        let y = x ^ LF;
+        // the lowest flagged byte is exactly the first zero byte of x (NUL) or of y (LF)
+        let hit = (x.wrapping_sub(ONES) & !x & HIGH) | (y.wrapping_sub(ONES) & !y & HIGH);
+        if hit != 0 {
+            let k = i + (hit.trailing_zeros() / 8) as usize;
+            return Some((k, w.get(k) == Some(&0)));
+        }
+        i += 8;
+    }
+    words.remainder().iter().position(|&c| c == b'\n' || c == 0).map(|k| (i + k, w.get(i + k) == Some(&0)))
+}
+
+/// [`fgets_chunks`] that also gives each chunk cut at its first NUL byte (the C string).
+fn fgets_chunks_nul(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8], &[u8])> {
     let mut pos = 0usize;
     let mut line = 1usize;
     let mut line_off = 0usize;
@@ -309,13 +338,17 @@ fn fgets_chunks(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
         let rest = text.get(pos..).filter(|r| !r.is_empty())?;
         let max = rest.len().min(FGETS_BUF - 1);
         let window = rest.get(..max)?;
-        let len = window
-            .iter()
-            .position(|&c| c == b'\n')
-            .map(|n| n + 1)
-            .unwrap_or(max);
+        let (len, cstr_len) = match find_lf_or_nul(window) {
+            Some((k, false)) => (k + 1, k + 1),
+            Some((k, true)) => {
+                let lf = window.get(k..).and_then(|t| t.iter().position(|&c| c == b'\n')).map(|n| k + n + 1);
+                (lf.unwrap_or(max), k)
+            }
+            None => (max, max),
+        };
         let chunk = rest.get(..len)?;
-        let item = (line, line_off, chunk);
+        let cstr = chunk.get(..cstr_len).unwrap_or_default();
+        let item = (line, line_off, chunk, cstr);
         pos += len;
         if chunk.last() == Some(&b'\n') {
             line += 1;
@@ -337,12 +370,8 @@ pub fn parse_list(text: &[u8], file: &str) -> Result<Vec<RawEntry>, ListError> {
 pub fn parse_list_ref<'a>(text: &'a [u8], file: &str) -> Result<Vec<EntryRef<'a>>, ListError> {
     // about one entry per 40 bytes: one allocation for most lists
     let mut out = Vec::with_capacity(text.len() / 40 + 1);
-    for (line, line_off, chunk) in fgets_chunks(text) {
-        // the C code treats the buffer as a NUL terminated string
-        let cstr = match chunk.iter().position(|&c| c == 0) {
-            Some(n) => chunk.get(..n).unwrap_or_default(),
-            None => chunk,
-        };
+    // the C code treats the buffer as a NUL terminated string
+    for (line, line_off, _chunk, cstr) in fgets_chunks_nul(text) {
         match parse_chunk(cstr) {
             Chunk::Skip => {}
             Chunk::BadLine(at) => {
@@ -560,6 +589,51 @@ mod tests {
         fn one_pass_parser_is_the_grammar(line in proptest::collection::vec(proptest::sample::select(
             b" \t\r\n#0123456789xXaAfF;=:.@sip".to_vec()), 0..40)) {
             proptest::prop_assert_eq!(parse_chunk(&line), parse_chunk_nom(&line));
+        }
+    }
+
+    /// The list parsed the plain way: `fgets_chunks`, a search for the NUL byte, the nom grammar.
+    fn parse_naive(text: &[u8]) -> Vec<(usize, usize, Chunk<'_>)> {
+        fgets_chunks(text)
+            .map(|(l, o, chunk)| {
+                let cstr = chunk.iter().position(|&c| c == 0).map_or(chunk, |n| &chunk[..n]);
+                (l, o, parse_chunk_nom(cstr))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+        /// Whole texts (long lines, NUL bytes, line feeds anywhere): the chunks, their C strings
+        /// and their parse are those of the plain way.
+        #[test]
+        fn chunking_with_nul_is_the_plain_way(
+            text in proptest::collection::vec(proptest::sample::select(b"\n\n\0 1sip:a#x;=".to_vec()), 0..3000)
+        ) {
+            let fast: Vec<(usize, usize, Chunk<'_>)> =
+                fgets_chunks_nul(&text).map(|(l, o, _, cstr)| (l, o, parse_chunk(cstr))).collect();
+            proptest::prop_assert_eq!(fast, parse_naive(&text));
+            for w in [&text[..], &text[text.len() / 3..]] {
+                let naive = w.iter().position(|&c| c == b'\n' || c == 0).map(|k| (k, w[k] == 0));
+                proptest::prop_assert_eq!(find_lf_or_nul(w), naive);
+            }
+        }
+    }
+
+    #[test]
+    fn chunking_long_lines_with_nul_is_the_plain_way() {
+        for nul in [None, Some(0), Some(7), Some(1021), Some(1022), Some(1023), Some(1030), Some(2046), Some(2499)] {
+            for lf in [None, Some(5), Some(1022), Some(1023), Some(2400)] {
+                let mut t: Vec<u8> = (0..2500).map(|i| b"1 sip:a 0 0 x=1;"[i % 16]).collect();
+                if let Some(k) = lf {
+                    t[k] = b'\n';
+                }
+                if let Some(k) = nul {
+                    t[k] = 0;
+                }
+                let fast: Vec<(usize, usize, Chunk<'_>)> = fgets_chunks_nul(&t).map(|(l, o, _, c)| (l, o, parse_chunk(c))).collect();
+                assert_eq!(fast, parse_naive(&t), "nul {nul:?} lf {lf:?}");
+            }
         }
     }
 
