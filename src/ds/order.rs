@@ -264,6 +264,29 @@ pub fn build_sets(dests: Vec<Dest>) -> Vec<DestSet> {
 /// entry, id) of each shared set, whose entries are not in `dests`. A shared set comes out
 /// in its place in the set order with no destinations (its block is taken as it is).
 pub fn build_sets_sharing(dests: Vec<Dest>, pos: &[u32], shared: &[(u32, i32)]) -> Vec<DestSet> {
+    let (order, spans) = order_sets(&dests, pos, shared);
+    let mut slots: Vec<Option<Dest>> = dests.into_iter().map(Some).collect();
+    spans
+        .iter()
+        .map(|sp| DestSet {
+            id: sp.id,
+            dests: order.get(sp.start..sp.end).unwrap_or_default().iter().filter_map(|&i| slots.get_mut(i as usize).and_then(Option::take)).collect(),
+        })
+        .collect()
+}
+
+/// One set of a list, in iteration order: its destinations are `dests[order[start..end]]`
+/// (see [`order_sets`]); a shared set has none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetSpan {
+    pub id: i32,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// [`build_sets_sharing`] without moving the destinations: the positions in `dests` of every
+/// set's destinations in array order, and the sets in iteration order as ranges of them.
+pub fn order_sets(dests: &[Dest], pos: &[u32], shared: &[(u32, i32)]) -> (Vec<u32>, Vec<SetSpan>) {
     // destinations sorted by (set id, priority descending, input position descending): each
     // set's run is in its array order (small keys sorted, no hashing)
     let mut keys: Vec<(i32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> =
@@ -291,20 +314,16 @@ pub fn build_sets_sharing(dests: Vec<Dest>, pos: &[u32], shared: &[(u32, i32)]) 
     let first_seen: Vec<i32> = groups.iter().map(|x| x.1).collect();
     let post = avl_postorder(&first_seen);
     groups.sort_unstable_by_key(|x| x.1);
-    let mut slots: Vec<Option<Dest>> = dests.into_iter().map(Some).collect();
-    let mut out: Vec<DestSet> = Vec::with_capacity(post.len());
-    for id in post {
-        let Ok(gi) = groups.binary_search_by_key(&id, |x| x.1) else { continue };
-        let Some(&(_, _, start, end)) = groups.get(gi) else { continue };
-        let mut set = DestSet { id, dests: Vec::with_capacity(end - start) };
-        for &(_, _, std::cmp::Reverse(i)) in keys.get(start..end).unwrap_or_default() {
-            if let Some(d) = slots.get_mut(i as usize).and_then(Option::take) {
-                set.dests.push(d);
-            }
-        }
-        out.push(set);
-    }
-    out
+    let order: Vec<u32> = keys.iter().map(|k| k.2 .0).collect();
+    let spans = post
+        .iter()
+        .filter_map(|&id| {
+            let gi = groups.binary_search_by_key(&id, |x| x.1).ok()?;
+            let &(_, _, start, end) = groups.get(gi)?;
+            Some(SetSpan { id, start, end })
+        })
+        .collect();
+    (order, spans)
 }
 
 #[cfg(test)]

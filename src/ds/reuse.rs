@@ -147,8 +147,8 @@ mod tests {
     use super::*;
     use crate::ds::dest::{prepare_entry, LoadEnv};
     use crate::ds::listfile::parse_list_ref;
-    use crate::ds::order::{build_sets, build_sets_sharing};
-    use crate::ds::snapshot::{build_sharing, release, testutil, Header};
+    use crate::ds::order::{build_sets, build_sets_sharing, order_sets};
+    use crate::ds::snapshot::{build_sharing, release, testutil, Header, SetSrc};
     use crate::ds::uri::{Proto, Scheme};
     use std::net::IpAddr;
     use std::sync::atomic::Ordering;
@@ -190,12 +190,16 @@ mod tests {
                 pos.push(i as u32);
             }
         }
-        let sets = build_sets_sharing(dests, &pos, &plan.firsts());
+        let (order, spans) = order_sets(&dests, &pos, &plan.firsts());
+        let srcs: Vec<SetSrc<'_>> = spans.iter().map(|sp| SetSrc::indexed(sp.id, &dests, &order[sp.start..sp.end])).collect();
+        // the same sets as `build_sets_sharing` gives
+        let sets = build_sets_sharing(dests.clone(), &pos, &plan.firsts());
+        assert_eq!(sets.iter().map(|s| (s.id, s.dests.clone())).collect::<Vec<_>>(), srcs.iter().map(|s| (s.id, s.iter().cloned().collect())).collect::<Vec<_>>());
         let idx = crate::ds::snapshot::CarryIndex::new(old);
         let p = build_sharing(
-            &sets,
+            &srcs,
             old,
-            &mut |s| if s.dests.is_empty() { plan.block(s.id) } else { None },
+            &mut |id, len| if len == 0 { plan.block(id) } else { None },
             2,
             (0, 0),
             &mut |id, uri, fl| idx.carry(id, uri, fl, false),

@@ -16,6 +16,7 @@ use std::mem::{align_of, size_of};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
+use crate::ds::dest::Dest;
 use crate::ds::latency::LatencyStats;
 use crate::ds::order::DestSet;
 
@@ -781,19 +782,20 @@ pub fn build_with(
     free: &mut dyn FnMut(*mut u8),
     rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut Header, BuildError> {
-    build_sharing(sets, None, &mut |_| None, generation, now, carry, alloc, free, rng)
+    let srcs: Vec<SetSrc<'_>> = sets.iter().map(SetSrc::of).collect();
+    build_sharing(&srcs, None, &mut |_, _| None, generation, now, carry, alloc, free, rng)
 }
 
 /// [`build_with`] for a reload that shares the blocks of unchanged sets with the running
-/// list `old`: `shared(set)` gives the block of `old` that set `set` (an empty placeholder,
-/// see `order::build_sets_sharing`) takes as it is (one more reference, its cursors and
+/// list `old`: `shared(id, len)` gives the block of `old` that set `id` (an empty
+/// placeholder, see `order::order_sets`) takes as it is (one more reference, its cursors and
 /// keepalive start times restarted, see [`reset_reloaded_set`]); every other set is built.
 /// The address index takes the entries of the shared sets from `old`'s index (no sort).
 #[allow(clippy::too_many_arguments)]
 pub fn build_sharing<'o>(
-    sets: &[DestSet],
+    sets: &[SetSrc<'_>],
     old: Option<Snap<'o>>,
-    shared: &mut dyn FnMut(&DestSet) -> Option<&'o SetBlk>,
+    shared: &mut dyn FnMut(i32, usize) -> Option<&'o SetBlk>,
     generation: u64,
     now: (u64, u64),
     carry: &mut CarryFn<'_>,
@@ -802,7 +804,7 @@ pub fn build_sharing<'o>(
     rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut Header, BuildError> {
     let nsets = sets.len();
-    let ndests: usize = sets.iter().map(|s| s.dests.len()).sum();
+    let ndests: usize = sets.iter().map(|s| s.len()).sum();
     if nsets > u32::MAX as usize / 2 || ndests > u32::MAX as usize / 2 {
         return Err(BuildError::TooLarge);
     }
@@ -815,14 +817,14 @@ pub fn build_sharing<'o>(
         blks.iter().zip(fresh).filter(|(_, &f)| f).for_each(|(&b, _)| free(b as *mut u8));
     };
     for s in sets {
-        if let Some(b) = shared(s).filter(|_| old.is_some()) {
+        if let Some(b) = shared(s.id, s.len()).filter(|_| old.is_some()) {
             di += b.rec.nr as usize;
             blks.push(b as *const SetBlk as *mut SetBlk);
             fresh.push(false);
             shared_ids.push(s.id);
             continue;
         }
-        match build_set(s, generation, di, now, carry, alloc, rng) {
+        match build_set_src(s, generation, di, now, carry, alloc, rng) {
             Ok(b) => {
                 blks.push(b);
                 fresh.push(true);
@@ -832,7 +834,7 @@ pub fn build_sharing<'o>(
                 return Err(e);
             }
         }
-        di += s.dests.len();
+        di += s.len();
     }
     if di > u32::MAX as usize / 2 {
         fail(&blks, &fresh, free);
@@ -1088,9 +1090,73 @@ pub fn build_set(
     alloc: &mut dyn FnMut(usize) -> *mut u8,
     rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut SetBlk, BuildError> {
-    let ndests = s.dests.len();
+    build_set_src(&SetSrc::of(s), generation, first_di, now, carry, alloc, rng)
+}
+
+/// The destinations of one set to build, in array order: a [`DestSet`], or positions in a
+/// list of destinations (a reload orders the sets without moving the destinations).
+#[derive(Clone, Copy)]
+pub struct SetSrc<'d> {
+    pub id: i32,
+    all: &'d [Dest],
+    idx: Option<&'d [u32]>,
+}
+
+impl<'d> SetSrc<'d> {
+    /// The destinations of `s`.
+    pub fn of(s: &'d DestSet) -> SetSrc<'d> {
+        SetSrc { id: s.id, all: &s.dests, idx: None }
+    }
+    /// Destinations `all[idx[0]]`, `all[idx[1]]`, ... (a shared set: no destinations).
+    pub fn indexed(id: i32, all: &'d [Dest], idx: &'d [u32]) -> SetSrc<'d> {
+        SetSrc { id, all, idx: Some(idx) }
+    }
+    pub fn len(&self) -> usize {
+        self.idx.map_or(self.all.len(), |i| i.len())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn iter(&self) -> SrcIter<'d> {
+        SrcIter { all: self.all, idx: self.idx.map(|i| i.iter()), k: 0 }
+    }
+}
+
+/// Iterator over a [`SetSrc`].
+#[derive(Clone)]
+pub struct SrcIter<'d> {
+    all: &'d [Dest],
+    idx: Option<std::slice::Iter<'d, u32>>,
+    k: usize,
+}
+
+impl<'d> Iterator for SrcIter<'d> {
+    type Item = &'d Dest;
+    fn next(&mut self) -> Option<&'d Dest> {
+        match &mut self.idx {
+            Some(it) => it.next().and_then(|&i| self.all.get(i as usize)),
+            None => {
+                let d = self.all.get(self.k);
+                self.k += 1;
+                d
+            }
+        }
+    }
+}
+
+/// [`build_set`] of a [`SetSrc`].
+pub fn build_set_src(
+    s: &SetSrc<'_>,
+    generation: u64,
+    first_di: usize,
+    now: (u64, u64),
+    carry: &mut CarryFn<'_>,
+    alloc: &mut dyn FnMut(usize) -> *mut u8,
+    rng: &mut dyn FnMut() -> u32,
+) -> Result<*mut SetBlk, BuildError> {
+    let ndests = s.len();
     let mut strbytes = 0usize;
-    for d in &s.dests {
+    for d in s.iter() {
         for v in dest_strings(d).iter().flatten() {
             if v.len() > u32::MAX as usize {
                 return Err(BuildError::TooLarge);
@@ -1098,7 +1164,7 @@ pub fn build_set(
             strbytes += v.len() + 1;
         }
     }
-    let nextra: usize = s.dests.iter().filter(|d| d.ip.is_some()).map(|d| d.more_ips.len()).sum();
+    let nextra: usize = s.iter().filter(|d| d.ip.is_some()).map(|d| d.more_ips.len()).sum();
     let off_dests = align_up(size_of::<SetBlk>(), align_of::<DestRec>().max(8));
     // two exact-weight tables (algs 41, 43) of one slot per destination
     let off_xw = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<XwSlot>().max(8));
@@ -1137,41 +1203,41 @@ pub fn build_set(
         // per-set arrays in buffers reused from set to set (no allocation per set)
         let mut sc = SCRATCH.with(|c| c.take()).unwrap_or_default();
         sc.carried.clear();
-        sc.carried.extend(s.dests.iter().map(|d| carry(s.id, &d.uri, d.flags)));
+        sc.carried.extend(s.iter().map(|d| carry(s.id, &d.uri, d.flags)));
         let carried_set = &sc.carried;
-        let maybe_notes = s.dests.iter().any(|d| weight_note_possible(&d.attrs));
+        let maybe_notes = s.iter().any(|d| weight_note_possible(&d.attrs));
         let mut di = 0usize;
         let cw_ptr_set = cw_ptr;
         let xw_ptr_set = xw_ptr;
         sc.weights.clear();
-        sc.weights.extend(s.dests.iter().map(|d| d.attrs.weight));
+        sc.weights.extend(s.iter().map(|d| d.attrs.weight));
         let weights = &sc.weights;
         let wlist = crate::ds::weights::weight_table(weights, rng);
         sc.rweights.clear();
-        sc.rweights.extend(s.dests.iter().map(|d| d.attrs.rweight));
+        sc.rweights.extend(s.iter().map(|d| d.attrs.rweight));
         sc.usable.clear();
-        sc.usable.extend(s.dests.iter().zip(carried_set).map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0));
+        sc.usable.extend(s.iter().zip(carried_set).map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0));
         let usable = &sc.usable;
         let rw = crate::ds::weights::rweight_table(&sc.rweights, usable, rng).unwrap_or([0u32; 100]);
         sc.prios.clear();
-        sc.prios.extend(s.dests.iter().map(|d| d.priority));
+        sc.prios.extend(s.iter().map(|d| d.priority));
         let pw = crate::ds::weights::pw_table(&sc.prios, weights, usable, rng);
         let rec = SetRec {
             id: s.id,
-            nr: s.dests.len() as u32,
+            nr: s.len() as u32,
             dests: dest_ptr,
             last: AtomicU32::new(0),
             wlast: AtomicU32::new(0),
             rwlast: AtomicU32::new(0),
             wlist,
             rwlist: rw.map(AtomicU32::new),
-            rrserial: s.dests.first().is_some_and(|f| f.priority > 0 && s.dests.iter().all(|d| d.priority == f.priority)),
+            rrserial: s.iter().next().is_some_and(|f| f.priority > 0 && s.iter().all(|d| d.priority == f.priority)),
             pwlist: pw.map(AtomicU32::new),
             pwlast: AtomicU32::new(0),
-            cw_uniform: crate::ds::algs::consistent::uniform_weights(&weights),
+            cw_uniform: crate::ds::algs::consistent::uniform_weights(weights),
             cw: {
                 let p = cw_ptr_set;
-                for (k, d) in s.dests.iter().enumerate() {
+                for (k, d) in s.iter().enumerate() {
                     p.add(k).write(CwEnt {
                         seed: crate::ds::algs::consistent::dest_seed(&d.uri),
                         w: crate::ds::algs::consistent::score_weight(d.attrs.weight),
@@ -1180,15 +1246,15 @@ pub fn build_set(
                 p
             },
             xw: [0usize, 1].map(|t| {
-                let sl = xw_ptr_set.add(t * s.dests.len());
-                for k in 0..s.dests.len() {
+                let sl = xw_ptr_set.add(t * s.len());
+                for k in 0..s.len() {
                     sl.add(k).write(XwSlot { end: AtomicU64::new(0), idx: AtomicU32::new(0) });
                 }
                 XwHdr { slots: sl, n: AtomicU32::new(0), total: AtomicU64::new(0), ctr: AtomicU64::new(0) }
             }),
         };
         blk.write(SetBlk { refs: AtomicU32::new(1), maybe_notes, nip4: 0, nip6: 0, size: total, rec });
-        for (d, &carried) in s.dests.iter().zip(carried_set.iter()) {
+        for (d, &carried) in s.iter().zip(carried_set.iter()) {
             let st = dest_strings(d);
             let (af, ip) = match d.ip {
                 Some(IpAddr::V4(v4)) => {

@@ -302,8 +302,11 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
         }
     }
     let n = dests.len() + plan.ndests;
-    let sets = crate::ds::order::build_sets_sharing(dests, &pos, &plan.firsts());
-    install_sharing(ctl, sets, Rebuild::Reload, old, &plan)?;
+    // the sets in iteration order as positions in `dests` (no destination moved)
+    let (order, spans) = crate::ds::order::order_sets(&dests, &pos, &plan.firsts());
+    let srcs: Vec<snapshot::SetSrc<'_>> =
+        spans.iter().map(|sp| snapshot::SetSrc::indexed(sp.id, &dests, order.get(sp.start..sp.end).unwrap_or_default())).collect();
+    install_sharing(ctl, &srcs, Rebuild::Reload, old, &plan)?;
     ds_info!("loaded {} destinations from {}", n, file);
     if skipped > 0 && db {
         let func = if rate_limit { "ds_reload_db" } else { "ds_init_db" };
@@ -374,14 +377,15 @@ enum Rebuild {
 fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) -> Result<(), ReloadError> {
     // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
     let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
-    install_sharing(ctl, sets, why, old, &crate::ds::reuse::Plan::none(0))
+    let srcs: Vec<snapshot::SetSrc<'_>> = sets.iter().map(snapshot::SetSrc::of).collect();
+    install_sharing(ctl, &srcs, why, old, &crate::ds::reuse::Plan::none(0))
 }
 
 /// [`install`] where the sets of `plan` (empty placeholders in `sets`) share their blocks
 /// with `old`, the running list. Caller holds the writer lock.
 fn install_sharing(
     ctl: &Control,
-    sets: Vec<crate::ds::order::DestSet>,
+    sets: &[snapshot::SetSrc<'_>],
     why: Rebuild,
     old: Option<Snap<'_>>,
     plan: &crate::ds::reuse::Plan<'_>,
@@ -390,11 +394,11 @@ fn install_sharing(
     let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     let old_index = snapshot::CarryIndex::new(old);
     let mut rng = build_rng();
-    let is_shared = |s: &crate::ds::order::DestSet| if s.dests.is_empty() { plan.block(s.id) } else { None };
+    let is_shared = |id: i32, len: usize| if len == 0 { plan.block(id) } else { None };
     let block = snapshot::build_sharing(
-        &sets,
+        sets,
         old,
-        &mut |s| is_shared(s),
+        &mut |id, len| is_shared(id, len),
         gen,
         // DNSTIME is shown only with the periodic DNS refresh (ds_dns_mode bit 4), as in C
         if cfg.dns_mode & 4 != 0 { now() } else { (0, 0) },
@@ -409,7 +413,8 @@ fn install_sharing(
     let new = unsafe { Snap::from_ptr(block) };
     // the records built here take over from the running ones (a shared set is the same)
     let carry = |undo: bool| {
-        let Some(n) = new else { return };
+        // nothing to carry from (start-up)
+        let Some(n) = new.filter(|_| old.is_some()) else { return };
         if plan.sets.is_empty() {
             // SAFETY: as above.
             unsafe {
@@ -426,8 +431,8 @@ fn install_sharing(
             }
             return;
         }
-        for (v, s) in n.sets().zip(&sets) {
-            if is_shared(s).is_some() {
+        for (v, s) in n.sets().zip(sets) {
+            if is_shared(s.id, s.len()).is_some() {
                 continue;
             }
             // SAFETY: the records carried from belong to `old`, kept by the writer lock.
