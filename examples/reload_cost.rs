@@ -1,11 +1,12 @@
-//! The pure-core half of a reload (parse, resolve IP literals, order, build the snapshot) on a
-//! list file, for profiling with callgrind (issue 14):
+//! The pure-core half of a reload that shares no set (parse, resolve IP literals, order,
+//! build the snapshot; what start-up does) on a list file, for profiling with callgrind
+//! (issue 14):
 //!   cargo build --release --example reload_cost
 //!   valgrind --tool=callgrind target/release/examples/reload_cost list.txt 3
-use dispatcher::ds::dest::{prepare_dest, LoadEnv};
-use dispatcher::ds::listfile::parse_list;
-use dispatcher::ds::order::build_sets;
-use dispatcher::ds::snapshot::{build, CarryIndex, Snap};
+use dispatcher::ds::dest::{prepare_entry, LoadEnv};
+use dispatcher::ds::listfile::parse_list_ref;
+use dispatcher::ds::order::order_sets;
+use dispatcher::ds::snapshot::{build_sharing, CarryIndex, SetSrc, Snap};
 use dispatcher::ds::uri::{Proto, Scheme};
 use std::net::IpAddr;
 
@@ -42,22 +43,26 @@ fn main() {
     };
     for gen in 1..=rounds as u64 {
         let text = std::fs::read(path).expect("read");
-        let entries = parse_list(&text, path).expect("parse");
+        let entries = parse_list_ref(&text, path).expect("parse");
         let mut dests = Vec::with_capacity(entries.len());
         for e in &entries {
-            if let Ok((d, _)) = prepare_dest(e, false, 0, &mut Env) {
+            if let Ok((d, _)) = prepare_entry(e, false, 0, &mut Env) {
                 dests.push(d);
             }
         }
-        let sets = build_sets(dests);
+        // as a reload that shares no set: the sets ordered without moving the destinations
+        let pos: Vec<u32> = (0..dests.len() as u32).collect();
+        let (order, spans) = order_sets(&dests, &pos, &[]);
+        let sets: Vec<SetSrc<'_>> = spans.iter().map(|sp| SetSrc::indexed(sp.id, &dests, &order[sp.start..sp.end])).collect();
         // SAFETY: `old` is null or the block built in the previous round, still allocated.
-        let idx = CarryIndex::new(unsafe { Snap::from_ptr(old) });
-        let p = build(&sets, gen, (0, 0), &mut |id, uri, fl| idx.carry(id, uri, fl, false), &mut |n| {
+        let prev = unsafe { Snap::from_ptr(old) };
+        let idx = CarryIndex::new(prev);
+        let p = build_sharing(&sets, prev, &mut |_, _| None, gen, (0, 0), &mut |id, uri, fl| idx.carry(id, uri, fl, false), &mut |n| {
             // SAFETY: non-zero size, valid alignment; leaked on purpose (a profiling tool)
             unsafe { std::alloc::alloc(std::alloc::Layout::from_size_align(n.max(16), 16).expect("layout")) }
-        }, &mut rng)
+        }, &mut |_| {}, &mut rng)
         .expect("build");
         old = p;
-        eprintln!("round {gen}: {} destinations in {} sets", sets.iter().map(|s| s.dests.len()).sum::<usize>(), sets.len());
+        eprintln!("round {gen}: {} destinations in {} sets", sets.iter().map(|s| s.len()).sum::<usize>(), sets.len());
     }
 }

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ds::logfmt::{Level, Note};
 use crate::ds::attrs::{parse_attrs, Attrs};
-use crate::ds::listfile::RawEntry;
+use crate::ds::listfile::{EntryRef, RawEntry};
 use crate::ds::uri::{parse_uri, Proto, Scheme};
 
 /// Destination flag: no DNS resolution at load (`DS_NODNSARES_DST`).
@@ -264,6 +264,16 @@ pub fn prepare_dest(
     dns_mode: i32,
     env: &mut dyn LoadEnv,
 ) -> Result<(Dest, Vec<Note>), DestError> {
+    prepare_entry(&e.view(), attrs_none, dns_mode, env)
+}
+
+/// [`prepare_dest`] of a borrowed entry.
+pub fn prepare_entry(
+    e: &EntryRef<'_>,
+    attrs_none: bool,
+    dns_mode: i32,
+    env: &mut dyn LoadEnv,
+) -> Result<(Dest, Vec<Note>), DestError> {
     let fail = |msg: String| DestError {
         line: e.line,
         col: e.col,
@@ -274,28 +284,28 @@ pub fn prepare_dest(
     let mut notes = Vec::new();
 
     // 1. URI, with the "sip:" fix-up
-    let (uri, parts) = match parse_uri(&e.uri) {
-        Ok(p) => (e.uri.clone(), p),
+    let (uri, parts) = match parse_uri(e.uri) {
+        Ok(p) => (e.uri.to_vec(), p),
         Err(first) => {
             let n = e.uri.len();
             if n > 4 && !e.uri.starts_with(b"sip:") && n < 500 {
                 let mut fixed = b"sip:".to_vec();
-                fixed.extend_from_slice(&e.uri);
+                fixed.extend_from_slice(e.uri);
                 match parse_uri(&fixed) {
                     Ok(p) => {
                         notes.push(Note::new(
                             Level::Info,
                             "pack_dest",
-                            format!("uri without sip scheme - fixing it: {}", show(&e.uri)),
+                            format!("uri without sip scheme - fixing it: {}", show(e.uri)),
                         ));
                         (fixed, p)
                     }
                     Err(second) => {
-                        return Err(fail(format!("bad uri [{}]: {}", show(&e.uri), second)))
+                        return Err(fail(format!("bad uri [{}]: {}", show(e.uri), second)))
                     }
                 }
             } else {
-                return Err(fail(format!("bad uri [{}]: {}", show(&e.uri), first)));
+                return Err(fail(format!("bad uri [{}]: {}", show(e.uri), first)));
             }
         }
     };
@@ -319,10 +329,10 @@ pub fn prepare_dest(
     }
 
     // 4. attrs
-    let (attrs, warnings) = parse_attrs(&e.attrs, attrs_none).map_err(|ae| {
+    let (attrs, warnings) = parse_attrs(e.attrs, attrs_none).map_err(|ae| {
         fail(format!(
             "cannot set attributes! [{}]: {}",
-            show(&e.attrs),
+            show(e.attrs),
             ae
         ))
     })?;

@@ -20,7 +20,9 @@
 //! Digit runs are converted like the C `x = x * 10 + digit` on `int`: they wrap around modulo
 //! 2^32 (so a huge set id or priority can become negative).
 
+#[cfg(test)]
 use nom::bytes::complete::{take_till, take_while};
+#[cfg(test)]
 use nom::IResult;
 
 /// One destination line of the list file, before any validation.
@@ -36,6 +38,44 @@ pub struct RawEntry {
     pub line: usize,
     /// 1-based column (byte) of the URI within the physical line.
     pub col: usize,
+}
+
+/// A [`RawEntry`] borrowing its text (from the list file read, or from a `RawEntry`): what a
+/// reload parses, without an allocation per entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    pub setid: i32,
+    pub uri: &'a [u8],
+    pub flags: i32,
+    pub priority: i32,
+    /// Empty when absent.
+    pub attrs: &'a [u8],
+    /// 1-based physical line number.
+    pub line: usize,
+    /// 1-based column (byte) of the URI within the physical line.
+    pub col: usize,
+}
+
+impl RawEntry {
+    /// The entry as an [`EntryRef`].
+    pub fn view(&self) -> EntryRef<'_> {
+        EntryRef { setid: self.setid, uri: &self.uri, flags: self.flags, priority: self.priority, attrs: &self.attrs, line: self.line, col: self.col }
+    }
+}
+
+impl EntryRef<'_> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> RawEntry {
+        RawEntry {
+            setid: self.setid,
+            uri: self.uri.to_vec(),
+            flags: self.flags,
+            priority: self.priority,
+            attrs: self.attrs.to_vec(),
+            line: self.line,
+            col: self.col,
+        }
+    }
 }
 
 /// A list-file error that makes the whole load fail.
@@ -62,11 +102,13 @@ fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+#[cfg(test)]
 fn ws(i: &[u8]) -> IResult<&[u8], &[u8]> {
     take_while(is_ws)(i)
 }
 
 /// A (possibly empty) digit run converted with C `int` wrap-around.
+#[cfg(test)]
 fn digits(i: &[u8]) -> IResult<&[u8], i32> {
     let (rest, d) = take_while(|c: u8| c.is_ascii_digit())(i)?;
     let v = d.iter().fold(0i32, |acc, &c| {
@@ -77,6 +119,7 @@ fn digits(i: &[u8]) -> IResult<&[u8], i32> {
 
 /// The flags field: decimal digits, or from Kamailio 6.1 `0x` (lower-case x) and hex digits
 /// (wrapping like the C `flags << 4 | digit` on `int`).
+#[cfg(test)]
 fn flags_field(i: &[u8]) -> IResult<&[u8], i32> {
     if super::compat::ge(6, 1, 0) {
         if let Some(hex) = i.strip_prefix(b"0x") {
@@ -91,15 +134,18 @@ fn flags_field(i: &[u8]) -> IResult<&[u8], i32> {
     digits(i)
 }
 
+#[cfg(test)]
 fn uri_field(i: &[u8]) -> IResult<&[u8], &[u8]> {
     take_till(|c: u8| is_ws(c) || c == b'#')(i)
 }
 
+#[cfg(test)]
 fn attrs_field(i: &[u8]) -> IResult<&[u8], &[u8]> {
     take_till(is_ws)(i)
 }
 
 /// True at the end of the (C) string or at a comment.
+#[cfg(test)]
 fn line_ends(i: &[u8]) -> bool {
     matches!(i.first(), None | Some(b'#'))
 }
@@ -121,8 +167,82 @@ enum Chunk<'a> {
     },
 }
 
-/// Parses one chunk (already cut at its first NUL byte).
+/// Parses one chunk (already cut at its first NUL byte): one pass over the bytes, the same
+/// result as [`parse_chunk_nom`] (the grammar written with nom, kept as the reference the
+/// tests compare with).
 fn parse_chunk(c: &[u8]) -> Chunk<'_> {
+    let n = c.len();
+    let at = |i: usize| c.get(i).copied();
+    let skip_ws = |mut i: usize| {
+        while at(i).is_some_and(is_ws) {
+            i += 1;
+        }
+        i
+    };
+    let ends = |i: usize| matches!(at(i), None | Some(b'#'));
+    let digits = |mut i: usize| {
+        let mut v = 0i32;
+        while let Some(d) = at(i).filter(u8::is_ascii_digit) {
+            v = v.wrapping_mul(10).wrapping_add(i32::from(d - b'0'));
+            i += 1;
+        }
+        (i, v)
+    };
+    let mut i = skip_ws(0);
+    if ends(i) {
+        return Chunk::Skip;
+    }
+    let setid;
+    (i, setid) = digits(i);
+    i = skip_ws(i);
+    if ends(i) {
+        // point at the end of the visible text rather than past the line break
+        let mut e = n;
+        if i >= n {
+            while e > 0 && matches!(at(e - 1), Some(b'\n' | b'\r')) {
+                e -= 1;
+            }
+        } else {
+            e = i;
+        }
+        return Chunk::BadLine(e);
+    }
+    let uri_off = i;
+    while at(i).is_some_and(|b| !is_ws(b) && b != b'#') {
+        i += 1;
+    }
+    let uri = c.get(uri_off..i).unwrap_or_default();
+    i = skip_ws(i);
+    let (mut flags, mut priority, mut attrs) = (0i32, 0i32, &[][..]);
+    if !ends(i) {
+        if super::compat::ge(6, 1, 0) && c.get(i..i + 2) == Some(b"0x") {
+            i += 2;
+            while let Some(h) = at(i).and_then(|b| (b as char).to_digit(16)) {
+                flags = flags.wrapping_shl(4) | h as i32;
+                i += 1;
+            }
+        } else {
+            (i, flags) = digits(i);
+        }
+        i = skip_ws(i);
+        if !ends(i) {
+            (i, priority) = digits(i);
+            i = skip_ws(i);
+            if !ends(i) {
+                let a = i;
+                while at(i).is_some_and(|b| !is_ws(b)) {
+                    i += 1;
+                }
+                attrs = c.get(a..i).unwrap_or_default();
+            }
+        }
+    }
+    Chunk::Entry { setid, uri, uri_off, flags, priority, attrs }
+}
+
+/// The line grammar written with nom: the reference for [`parse_chunk`].
+#[cfg(test)]
+fn parse_chunk_nom(c: &[u8]) -> Chunk<'_> {
     let off = |rest: &[u8]| c.len() - rest.len();
     // the nom parsers used here cannot fail on complete input; treat a failure as a blank line
     let run = || -> IResult<&[u8], Chunk<'_>> {
@@ -181,7 +301,36 @@ fn parse_chunk(c: &[u8]) -> Chunk<'_> {
 
 /// Splits the file like successive `fgets(buf, 1024, f)` calls: yields
 /// `(physical line, byte offset of the chunk within that line, chunk)`.
+#[cfg(test)]
 fn fgets_chunks(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
+    fgets_chunks_nul(text).map(|(l, o, chunk, _)| (l, o, chunk))
+}
+
+/// The first byte of `w` that is a line feed or a NUL: (index, is NUL), eight bytes at a time.
+fn find_lf_or_nul(w: &[u8]) -> Option<(usize, bool)> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const LF: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut i = 0usize;
+    let mut words = w.chunks_exact(8);
+    for c in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        let x = u64::from_le_bytes(b);
+        let y = x ^ LF;
+        // the lowest flagged byte is exactly the first zero byte of x (NUL) or of y (LF)
+        let hit = (x.wrapping_sub(ONES) & !x & HIGH) | (y.wrapping_sub(ONES) & !y & HIGH);
+        if hit != 0 {
+            let k = i + (hit.trailing_zeros() / 8) as usize;
+            return Some((k, w.get(k) == Some(&0)));
+        }
+        i += 8;
+    }
+    words.remainder().iter().position(|&c| c == b'\n' || c == 0).map(|k| (i + k, w.get(i + k) == Some(&0)))
+}
+
+/// [`fgets_chunks`] that also gives each chunk cut at its first NUL byte (the C string).
+fn fgets_chunks_nul(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8], &[u8])> {
     let mut pos = 0usize;
     let mut line = 1usize;
     let mut line_off = 0usize;
@@ -189,13 +338,17 @@ fn fgets_chunks(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
         let rest = text.get(pos..).filter(|r| !r.is_empty())?;
         let max = rest.len().min(FGETS_BUF - 1);
         let window = rest.get(..max)?;
-        let len = window
-            .iter()
-            .position(|&c| c == b'\n')
-            .map(|n| n + 1)
-            .unwrap_or(max);
+        let (len, cstr_len) = match find_lf_or_nul(window) {
+            Some((k, false)) => (k + 1, k + 1),
+            Some((k, true)) => {
+                let lf = window.get(k..).and_then(|t| t.iter().position(|&c| c == b'\n')).map(|n| k + n + 1);
+                (lf.unwrap_or(max), k)
+            }
+            None => (max, max),
+        };
         let chunk = rest.get(..len)?;
-        let item = (line, line_off, chunk);
+        let cstr = chunk.get(..cstr_len).unwrap_or_default();
+        let item = (line, line_off, chunk, cstr);
         pos += len;
         if chunk.last() == Some(&b'\n') {
             line += 1;
@@ -210,13 +363,15 @@ fn fgets_chunks(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
 /// Parses a whole list file. `file` is only used in error messages.
 /// Entries are returned in file order; the only error is a "bad line", which aborts the load.
 pub fn parse_list(text: &[u8], file: &str) -> Result<Vec<RawEntry>, ListError> {
-    let mut out = Vec::new();
-    for (line, line_off, chunk) in fgets_chunks(text) {
-        // the C code treats the buffer as a NUL terminated string
-        let cstr = match chunk.iter().position(|&c| c == 0) {
-            Some(n) => chunk.get(..n).unwrap_or_default(),
-            None => chunk,
-        };
+    Ok(parse_list_ref(text, file)?.iter().map(EntryRef::to_owned).collect())
+}
+
+/// [`parse_list`] with entries borrowed from `text`.
+pub fn parse_list_ref<'a>(text: &'a [u8], file: &str) -> Result<Vec<EntryRef<'a>>, ListError> {
+    // about one entry per 40 bytes: one allocation for most lists
+    let mut out = Vec::with_capacity(text.len() / 40 + 1);
+    // the C code treats the buffer as a NUL terminated string
+    for (line, line_off, _chunk, cstr) in fgets_chunks_nul(text) {
         match parse_chunk(cstr) {
             Chunk::Skip => {}
             Chunk::BadLine(at) => {
@@ -234,12 +389,12 @@ pub fn parse_list(text: &[u8], file: &str) -> Result<Vec<RawEntry>, ListError> {
                 flags,
                 priority,
                 attrs,
-            } => out.push(RawEntry {
+            } => out.push(EntryRef {
                 setid,
-                uri: uri.to_vec(),
+                uri,
                 flags,
                 priority,
-                attrs: attrs.to_vec(),
+                attrs,
                 line,
                 col: line_off + uri_off + 1,
             }),
@@ -424,5 +579,73 @@ mod tests {
             .map(|(l, o, ch)| (l, o, ch.len()))
             .collect();
         assert_eq!(c, vec![(1, 0, 1023), (1, 1023, 1023), (1, 2046, 454)]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+        /// The one-pass parser and the nom grammar agree on any line made of the bytes that
+        /// matter (digits, blanks, `#`, `x`, letters, `;`, `=`, `:`).
+        #[test]
+        fn one_pass_parser_is_the_grammar(line in proptest::collection::vec(proptest::sample::select(
+            b" \t\r\n#0123456789xXaAfF;=:.@sip".to_vec()), 0..40)) {
+            proptest::prop_assert_eq!(parse_chunk(&line), parse_chunk_nom(&line));
+        }
+    }
+
+    /// The list parsed the plain way: `fgets_chunks`, a search for the NUL byte, the nom grammar.
+    fn parse_naive(text: &[u8]) -> Vec<(usize, usize, Chunk<'_>)> {
+        fgets_chunks(text)
+            .map(|(l, o, chunk)| {
+                let cstr = chunk.iter().position(|&c| c == 0).map_or(chunk, |n| &chunk[..n]);
+                (l, o, parse_chunk_nom(cstr))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+        /// Whole texts (long lines, NUL bytes, line feeds anywhere): the chunks, their C strings
+        /// and their parse are those of the plain way.
+        #[test]
+        fn chunking_with_nul_is_the_plain_way(
+            text in proptest::collection::vec(proptest::sample::select(b"\n\n\0 1sip:a#x;=".to_vec()), 0..3000)
+        ) {
+            let fast: Vec<(usize, usize, Chunk<'_>)> =
+                fgets_chunks_nul(&text).map(|(l, o, _, cstr)| (l, o, parse_chunk(cstr))).collect();
+            proptest::prop_assert_eq!(fast, parse_naive(&text));
+            for w in [&text[..], &text[text.len() / 3..]] {
+                let naive = w.iter().position(|&c| c == b'\n' || c == 0).map(|k| (k, w[k] == 0));
+                proptest::prop_assert_eq!(find_lf_or_nul(w), naive);
+            }
+        }
+    }
+
+    #[test]
+    fn chunking_long_lines_with_nul_is_the_plain_way() {
+        for nul in [None, Some(0), Some(7), Some(1021), Some(1022), Some(1023), Some(1030), Some(2046), Some(2499)] {
+            for lf in [None, Some(5), Some(1022), Some(1023), Some(2400)] {
+                let mut t: Vec<u8> = (0..2500).map(|i| b"1 sip:a 0 0 x=1;"[i % 16]).collect();
+                if let Some(k) = lf {
+                    t[k] = b'\n';
+                }
+                if let Some(k) = nul {
+                    t[k] = 0;
+                }
+                let fast: Vec<(usize, usize, Chunk<'_>)> = fgets_chunks_nul(&t).map(|(l, o, _, c)| (l, o, parse_chunk(c))).collect();
+                assert_eq!(fast, parse_naive(&t), "nul {nul:?} lf {lf:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_parser_is_the_grammar_with_hex_flags() {
+        use crate::ds::compat;
+        for v in [compat::val(6, 1, 4), compat::BASELINE] {
+            compat::with(v, || {
+                for l in ["1 sip:a 0x1f 3 x", "1 sip:a 0x 3", "1 sip:a 0xg", "1 sip:a 0X8 2", "2 sip:b 0x8#c", "  7  ", "3#", "x", "1 sip:a 0xFfz"] {
+                    assert_eq!(parse_chunk(l.as_bytes()), parse_chunk_nom(l.as_bytes()), "{l}");
+                }
+            });
+        }
     }
 }

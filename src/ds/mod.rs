@@ -16,6 +16,7 @@ pub mod logfmt;
 pub mod order;
 pub mod pacing;
 pub mod rpcargs;
+pub mod reuse;
 pub mod uri;
 pub mod weights; // owned by the lead developer
 pub mod health; // owned by the lead developer

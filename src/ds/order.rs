@@ -369,36 +369,75 @@ pub fn avl_postorder(ids_in_first_appearance_order: &[i32]) -> Vec<i32> {
 /// ids in order of first appearance); destinations within a set in the C module's array
 /// order: priority descending, equal priorities in REVERSE input order.
 pub fn build_sets(dests: Vec<Dest>) -> Vec<DestSet> {
-    // set ids in order of first appearance, and how many destinations each has
-    let mut first_seen: Vec<i32> = Vec::new();
-    let mut count: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
-    for d in &dests {
-        let c = count.entry(d.setid).or_insert(0);
-        if *c == 0 {
-            first_seen.push(d.setid);
-        }
-        *c += 1;
-    }
-    let post = avl_postorder(&first_seen);
-    let rank: std::collections::HashMap<i32, u32> = post.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
-    // sort small keys, not the destinations: (set position, priority descending, input
-    // position descending: equal priorities in reverse load order); each destination is then
-    // moved once into its set
-    let mut keys: Vec<(u32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> = dests
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (rank.get(&d.setid).copied().unwrap_or(u32::MAX), std::cmp::Reverse(d.priority), std::cmp::Reverse(i as u32)))
-        .collect();
-    keys.sort_unstable();
+    let pos: Vec<u32> = (0..dests.len() as u32).collect();
+    build_sets_sharing(dests, &pos, &[])
+}
+
+/// [`build_sets`] for a reload that shares some sets with the running list: `pos[i]` is the
+/// position in the list of `dests[i]` (increasing), `shared` the (position of the first
+/// entry, id) of each shared set, whose entries are not in `dests`. A shared set comes out
+/// in its place in the set order with no destinations (its block is taken as it is).
+pub fn build_sets_sharing(dests: Vec<Dest>, pos: &[u32], shared: &[(u32, i32)]) -> Vec<DestSet> {
+    let (order, spans) = order_sets(&dests, pos, shared);
     let mut slots: Vec<Option<Dest>> = dests.into_iter().map(Some).collect();
-    let mut out: Vec<DestSet> =
-        post.iter().map(|&id| DestSet { id, dests: Vec::with_capacity(count.get(&id).copied().unwrap_or(0)) }).collect();
-    for (si, _, std::cmp::Reverse(i)) in keys {
-        if let (Some(set), Some(d)) = (out.get_mut(si as usize), slots.get_mut(i as usize).and_then(Option::take)) {
-            set.dests.push(d);
+    spans
+        .iter()
+        .map(|sp| DestSet {
+            id: sp.id,
+            dests: order.get(sp.start..sp.end).unwrap_or_default().iter().filter_map(|&i| slots.get_mut(i as usize).and_then(Option::take)).collect(),
+        })
+        .collect()
+}
+
+/// One set of a list, in iteration order: its destinations are `dests[order[start..end]]`
+/// (see [`order_sets`]); a shared set has none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetSpan {
+    pub id: i32,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// [`build_sets_sharing`] without moving the destinations: the positions in `dests` of every
+/// set's destinations in array order, and the sets in iteration order as ranges of them.
+pub fn order_sets(dests: &[Dest], pos: &[u32], shared: &[(u32, i32)]) -> (Vec<u32>, Vec<SetSpan>) {
+    // destinations sorted by (set id, priority descending, input position descending): each
+    // set's run is in its array order (small keys sorted, no hashing)
+    let mut keys: Vec<(i32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> =
+        dests.iter().enumerate().map(|(i, d)| (d.setid, std::cmp::Reverse(d.priority), std::cmp::Reverse(i as u32))).collect();
+    keys.sort_unstable();
+    // the sets: (position of the first entry, id, run in `keys`)
+    let mut groups: Vec<(u32, i32, usize, usize)> = Vec::with_capacity(shared.len() + 16);
+    let mut g = 0usize;
+    while let Some(&(id, _, _)) = keys.get(g) {
+        let mut end = g;
+        let mut first = u32::MAX;
+        while let Some(&(kid, _, std::cmp::Reverse(i))) = keys.get(end) {
+            if kid != id {
+                break;
+            }
+            first = first.min(pos.get(i as usize).copied().unwrap_or(u32::MAX));
+            end += 1;
         }
+        groups.push((first, id, g, end));
+        g = end;
     }
-    out
+    groups.extend(shared.iter().map(|&(p, id)| (p, id, 0, 0)));
+    // set ids in order of first appearance
+    groups.sort_unstable_by_key(|x| (x.0, x.1));
+    let first_seen: Vec<i32> = groups.iter().map(|x| x.1).collect();
+    let post = avl_postorder(&first_seen);
+    groups.sort_unstable_by_key(|x| x.1);
+    let order: Vec<u32> = keys.iter().map(|k| k.2 .0).collect();
+    let spans = post
+        .iter()
+        .filter_map(|&id| {
+            let gi = groups.binary_search_by_key(&id, |x| x.1).ok()?;
+            let &(_, _, start, end) = groups.get(gi)?;
+            Some(SetSpan { id, start, end })
+        })
+        .collect();
+    (order, spans)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::mem::{align_of, size_of};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use crate::ds::dest::Dest;
 use crate::ds::latency::LatencyStats;
 use crate::ds::order::DestSet;
 
@@ -113,10 +114,15 @@ pub struct Header {
     /// last version that holds it, without a reference count to touch on every edit.
     drop_mode: AtomicU8,
     drop_blk: AtomicPtr<SetBlk>,
+    /// With `DROP_KEPT` (a reload took some of this version's blocks as they are, or this
+    /// version is a reload that could not be published): the generation of that reload. A
+    /// block is freed unless its `reused_by` is at least this generation.
+    drop_gen: AtomicU64,
 }
 
 const DROP_ALL: u8 = 0;
 const DROP_ONE: u8 = 1;
+const DROP_KEPT: u8 = 2;
 
 /// A base address index (see `Header::base`), inside the block of the header that built it
 /// (`mem`), which is freed when the last version that uses the index is freed (`refs`).
@@ -185,6 +191,8 @@ fn key_range<E: IdxEnt>(idx: &[E], k: E::Key) -> &[E] {
 pub struct SetBlk {
     /// The generation whose edits' resets this set has seen (see `Header::reset_gen`).
     fresh: AtomicU64,
+    /// The newest reload that took this block as it is (0: none), see `Header::drop_gen`.
+    reused_by: AtomicU64,
     /// Some destination's attrs may log a note when parsed again (out-of-range weights).
     maybe_notes: bool,
     nip4: u32,
@@ -946,44 +954,147 @@ pub fn build_with(
     free: &mut dyn FnMut(*mut u8),
     rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut Header, BuildError> {
+    let srcs: Vec<SetSrc<'_>> = sets.iter().map(SetSrc::of).collect();
+    build_sharing(&srcs, None, &mut |_, _| None, generation, now, carry, alloc, free, rng)
+}
+
+/// [`build_with`] for a reload that shares the blocks of unchanged sets with the running
+/// list `old`: `shared(id, len)` gives the block of `old` that set `id` (an empty
+/// placeholder, see `order::order_sets`) takes as it is (one more reference, its cursors and
+/// keepalive start times restarted, see [`reset_reloaded_set`]); every other set is built.
+/// The address index takes the entries of the shared sets from `old`'s index (no sort).
+#[allow(clippy::too_many_arguments)]
+pub fn build_sharing<'o>(
+    sets: &[SetSrc<'_>],
+    old: Option<Snap<'o>>,
+    shared: &mut dyn FnMut(i32, usize) -> Option<&'o SetBlk>,
+    generation: u64,
+    now: (u64, u64),
+    carry: &mut CarryFn<'_>,
+    alloc: &mut dyn FnMut(usize) -> *mut u8,
+    free: &mut dyn FnMut(*mut u8),
+    rng: &mut dyn FnMut() -> u32,
+) -> Result<*mut Header, BuildError> {
     let nsets = sets.len();
-    let ndests: usize = sets.iter().map(|s| s.dests.len()).sum();
+    let ndests: usize = sets.iter().map(|s| s.len()).sum();
     if nsets > u32::MAX as usize / 2 || ndests > u32::MAX as usize / 2 {
         return Err(BuildError::TooLarge);
     }
     let mut blks: Vec<*mut SetBlk> = Vec::with_capacity(nsets);
+    // per set: built here (freed on a failure) or shared
+    let mut fresh: Vec<bool> = Vec::with_capacity(nsets);
+    let mut shared_ids: Vec<i32> = Vec::new();
     let mut di = 0usize;
+    let fail = |blks: &[*mut SetBlk], fresh: &[bool], free: &mut dyn FnMut(*mut u8)| {
+        blks.iter().zip(fresh).filter(|(_, &f)| f).for_each(|(&b, _)| free(b as *mut u8));
+    };
     for s in sets {
-        match build_set(s, generation, di, now, carry, alloc, rng) {
-            Ok(b) => blks.push(b),
+        if let Some(b) = shared(s.id, s.len()).filter(|_| old.is_some()) {
+            di += b.rec.nr as usize;
+            blks.push(b as *const SetBlk as *mut SetBlk);
+            fresh.push(false);
+            shared_ids.push(s.id);
+            continue;
+        }
+        match build_set_src(s, generation, di, now, carry, alloc, rng) {
+            Ok(b) => {
+                blks.push(b);
+                fresh.push(true);
+            }
             Err(e) => {
-                blks.into_iter().for_each(|b| free(b as *mut u8));
+                fail(&blks, &fresh, free);
                 return Err(e);
             }
         }
-        di += s.dests.len();
+        di += s.len();
+    }
+    if di > u32::MAX as usize / 2 {
+        fail(&blks, &fresh, free);
+        return Err(BuildError::TooLarge);
     }
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for &b in blks.iter() {
+    for (&b, _) in blks.iter().zip(&fresh).filter(|(_, &f)| f) {
         // SAFETY: just built.
         let v = unsafe { &*b }.view();
         set_ip_entries(&v, &mut v4, &mut v6);
     }
     v4.sort_unstable();
     v6.sort_unstable();
-    // SAFETY: the blocks were just built and are owned by the new header.
-    match unsafe { write_header(&blks, generation, v4.len(), v6.len(), None, alloc) } {
+    // the shared sets' entries: the old index without the entries of the other sets
+    shared_ids.sort_unstable();
+    // (the old index is a base without its dead sets plus a delta: one sorted sequence here)
+    let (o4, o6): (Vec<Ip4Ent>, Vec<Ip6Ent>) = match old {
+        Some(o) if !shared_ids.is_empty() => (rebased(o.base4(), o.dead(), o.ip4()), rebased(o.base6(), o.dead(), o.ip6())),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let (o4, o6) = (&o4[..], &o6[..]);
+    let all_old = old.is_some_and(|o| o.nsets() == shared_ids.len());
+    let keep4 = |e: &Ip4Ent| all_old || shared_ids.binary_search(&e.set).is_ok();
+    let keep6 = |e: &Ip6Ent| all_old || shared_ids.binary_search(&e.set).is_ok();
+    let n4 = v4.len() + if all_old { o4.len() } else { o4.iter().filter(|e| keep4(e)).count() };
+    let n6 = v6.len() + if all_old { o6.len() } else { o6.iter().filter(|e| keep6(e)).count() };
+    // SAFETY: the blocks were just built or are held by `old` (live, the caller's writer lock).
+    match unsafe { write_header(&blks, generation, n4, n6, None, alloc) } {
         Some((h, p4, p6)) => {
             // SAFETY: `write_header` reserved room for exactly these entries.
             unsafe {
-                std::ptr::copy_nonoverlapping(v4.as_ptr(), p4, v4.len());
-                std::ptr::copy_nonoverlapping(v6.as_ptr(), p6, v6.len());
+                merge_sorted(o4, &keep4, &v4, std::slice::from_raw_parts_mut(p4, n4));
+                merge_sorted(o6, &keep6, &v6, std::slice::from_raw_parts_mut(p6, n6));
+            }
+            for (&b, _) in blks.iter().zip(&fresh).filter(|(_, &f)| !f) {
+                // SAFETY: a block of `old`, live.
+                let blk = unsafe { &*b };
+                blk.reused_by.store(generation, Ordering::Release);
+                reset_reloaded_set(&blk.view());
             }
             Ok(h)
         }
         None => {
-            blks.into_iter().for_each(|b| free(b as *mut u8));
+            fail(&blks, &fresh, free);
             Err(BuildError::NoMemory(0))
+        }
+    }
+}
+
+/// Writes into `dst` (exactly its size) the entries of `old` that `keep` selects merged with
+/// `add` (both sorted).
+fn merge_sorted<E: Copy + Ord>(old: &[E], keep: &dyn Fn(&E) -> bool, add: &[E], dst: &mut [E]) {
+    if add.is_empty() && old.len() == dst.len() {
+        dst.copy_from_slice(old);
+        return;
+    }
+    let mut a = add.iter().peekable();
+    let mut out = dst.iter_mut();
+    for e in old.iter().filter(|e| keep(e)) {
+        while let Some(&&x) = a.peek().filter(|&&&x| x < *e) {
+            if let Some(d) = out.next() {
+                *d = x;
+            }
+            a.next();
+        }
+        if let Some(d) = out.next() {
+            *d = *e;
+        }
+    }
+    for &x in a {
+        if let Some(d) = out.next() {
+            *d = x;
+        }
+    }
+}
+
+/// What a reload resets on a set it shares with the running list, as building it again
+/// would: the selection cursors and the keepalive start times (a reply that crosses a
+/// reload gives no latency sample). The state a reload keeps (`ds_reload_keep_state` 1) is
+/// left as it is.
+pub fn reset_reloaded_set(v: &SetView<'_>) {
+    reset_shared_set(v, false);
+    for d in v.dests {
+        if d.ping_start_us.load(Ordering::Relaxed) != 0 {
+            d.ping_start_us.store(0, Ordering::Relaxed);
+        }
+        if d.oc_idx.load(Ordering::Relaxed) != 0 {
+            d.oc_idx.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -1006,15 +1117,34 @@ fn weight_note_possible(a: &crate::ds::attrs::Attrs) -> bool {
     })
 }
 
+/// Buffers `build_set` reuses from set to set.
+#[derive(Default)]
+struct Scratch {
+    carried: Vec<Option<CarriedState>>,
+    weights: Vec<i32>,
+    rweights: Vec<i32>,
+    prios: Vec<i32>,
+    usable: Vec<bool>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
 /// The address index entries of one set at iteration position `pos` (unsorted).
 fn set_ip_entries(v: &SetView<'_>, v4: &mut Vec<Ip4Ent>, v6: &mut Vec<Ip6Ent>) {
     let pos = v.rec.id;
+    set_ip_each(v, &mut |ip, local| match ip {
+        IpAddr::V4(a) => v4.push(Ip4Ent { ip: u32::from_be_bytes(a.octets()), set: pos, local }),
+        IpAddr::V6(a) => v6.push(Ip6Ent { ip: a.octets(), set: pos, local }),
+    });
+}
+
+/// Calls `f(address, index in the set)` for every address index entry of a set.
+fn set_ip_each(v: &SetView<'_>, f: &mut dyn FnMut(IpAddr, u32)) {
     for (local, d) in v.dests.iter().enumerate() {
         let Some(first) = d.ip_addr() else { continue };
-        let mut push = |ip: IpAddr| match ip {
-            IpAddr::V4(a) => v4.push(Ip4Ent { ip: u32::from_be_bytes(a.octets()), set: pos, local: local as u32 }),
-            IpAddr::V6(a) => v6.push(Ip6Ent { ip: a.octets(), set: pos, local: local as u32 }),
-        };
+        let mut push = |ip: IpAddr| f(ip, local as u32);
         push(first);
         let extra = d.extra_addrs();
         for (k, more) in extra.iter().enumerate() {
@@ -1184,6 +1314,7 @@ unsafe fn write_header_ex(
             reset_fail: false,
             drop_mode: AtomicU8::new(DROP_ALL),
             drop_blk: AtomicPtr::new(std::ptr::null_mut()),
+            drop_gen: AtomicU64::new(0),
         });
         Some(HdrOut {
             h: hdr,
@@ -1207,9 +1338,73 @@ pub fn build_set(
     alloc: &mut dyn FnMut(usize) -> *mut u8,
     rng: &mut dyn FnMut() -> u32,
 ) -> Result<*mut SetBlk, BuildError> {
-    let ndests = s.dests.len();
+    build_set_src(&SetSrc::of(s), generation, first_di, now, carry, alloc, rng)
+}
+
+/// The destinations of one set to build, in array order: a [`DestSet`], or positions in a
+/// list of destinations (a reload orders the sets without moving the destinations).
+#[derive(Clone, Copy)]
+pub struct SetSrc<'d> {
+    pub id: i32,
+    all: &'d [Dest],
+    idx: Option<&'d [u32]>,
+}
+
+impl<'d> SetSrc<'d> {
+    /// The destinations of `s`.
+    pub fn of(s: &'d DestSet) -> SetSrc<'d> {
+        SetSrc { id: s.id, all: &s.dests, idx: None }
+    }
+    /// Destinations `all[idx[0]]`, `all[idx[1]]`, ... (a shared set: no destinations).
+    pub fn indexed(id: i32, all: &'d [Dest], idx: &'d [u32]) -> SetSrc<'d> {
+        SetSrc { id, all, idx: Some(idx) }
+    }
+    pub fn len(&self) -> usize {
+        self.idx.map_or(self.all.len(), |i| i.len())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn iter(&self) -> SrcIter<'d> {
+        SrcIter { all: self.all, idx: self.idx.map(|i| i.iter()), k: 0 }
+    }
+}
+
+/// Iterator over a [`SetSrc`].
+#[derive(Clone)]
+pub struct SrcIter<'d> {
+    all: &'d [Dest],
+    idx: Option<std::slice::Iter<'d, u32>>,
+    k: usize,
+}
+
+impl<'d> Iterator for SrcIter<'d> {
+    type Item = &'d Dest;
+    fn next(&mut self) -> Option<&'d Dest> {
+        match &mut self.idx {
+            Some(it) => it.next().and_then(|&i| self.all.get(i as usize)),
+            None => {
+                let d = self.all.get(self.k);
+                self.k += 1;
+                d
+            }
+        }
+    }
+}
+
+/// [`build_set`] of a [`SetSrc`].
+pub fn build_set_src(
+    s: &SetSrc<'_>,
+    generation: u64,
+    first_di: usize,
+    now: (u64, u64),
+    carry: &mut CarryFn<'_>,
+    alloc: &mut dyn FnMut(usize) -> *mut u8,
+    rng: &mut dyn FnMut() -> u32,
+) -> Result<*mut SetBlk, BuildError> {
+    let ndests = s.len();
     let mut strbytes = 0usize;
-    for d in &s.dests {
+    for d in s.iter() {
         for v in dest_strings(d).iter().flatten() {
             if v.len() > u32::MAX as usize {
                 return Err(BuildError::TooLarge);
@@ -1217,7 +1412,7 @@ pub fn build_set(
             strbytes += v.len() + 1;
         }
     }
-    let nextra: usize = s.dests.iter().filter(|d| d.ip.is_some()).map(|d| d.more_ips.len()).sum();
+    let nextra: usize = s.iter().filter(|d| d.ip.is_some()).map(|d| d.more_ips.len()).sum();
     let off_dests = align_up(size_of::<SetBlk>(), align_of::<DestRec>().max(8));
     // two exact-weight tables (algs 41, 43) of one slot per destination
     let off_xw = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<XwSlot>().max(8));
@@ -1253,39 +1448,44 @@ pub fn build_set(
             }
         };
         // the state carried for each destination of the set (one lookup per destination)
-        let carried_set: Vec<Option<CarriedState>> = s.dests.iter().map(|d| carry(s.id, &d.uri, d.flags)).collect();
-        let maybe_notes = s.dests.iter().any(|d| weight_note_possible(&d.attrs));
+        // per-set arrays in buffers reused from set to set (no allocation per set)
+        let mut sc = SCRATCH.with(|c| c.take()).unwrap_or_default();
+        sc.carried.clear();
+        sc.carried.extend(s.iter().map(|d| carry(s.id, &d.uri, d.flags)));
+        let carried_set = &sc.carried;
+        let maybe_notes = s.iter().any(|d| weight_note_possible(&d.attrs));
         let mut di = 0usize;
         let cw_ptr_set = cw_ptr;
         let xw_ptr_set = xw_ptr;
-        let weights: Vec<i32> = s.dests.iter().map(|d| d.attrs.weight).collect();
-        let wlist = crate::ds::weights::weight_table(&weights, rng);
-        let rweights: Vec<i32> = s.dests.iter().map(|d| d.attrs.rweight).collect();
-        let usable: Vec<bool> = s
-            .dests
-            .iter()
-            .zip(&carried_set)
-            .map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0)
-            .collect();
-        let rw = crate::ds::weights::rweight_table(&rweights, &usable, rng).unwrap_or([0u32; 100]);
-        let prios: Vec<i32> = s.dests.iter().map(|d| d.priority).collect();
-        let pw = crate::ds::weights::pw_table(&prios, &weights, &usable, rng);
+        sc.weights.clear();
+        sc.weights.extend(s.iter().map(|d| d.attrs.weight));
+        let weights = &sc.weights;
+        let wlist = crate::ds::weights::weight_table(weights, rng);
+        sc.rweights.clear();
+        sc.rweights.extend(s.iter().map(|d| d.attrs.rweight));
+        sc.usable.clear();
+        sc.usable.extend(s.iter().zip(carried_set).map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0));
+        let usable = &sc.usable;
+        let rw = crate::ds::weights::rweight_table(&sc.rweights, usable, rng).unwrap_or([0u32; 100]);
+        sc.prios.clear();
+        sc.prios.extend(s.iter().map(|d| d.priority));
+        let pw = crate::ds::weights::pw_table(&sc.prios, weights, usable, rng);
         let rec = SetRec {
             id: s.id,
-            nr: s.dests.len() as u32,
+            nr: s.len() as u32,
             dests: dest_ptr,
             last: AtomicU32::new(0),
             wlast: AtomicU32::new(0),
             rwlast: AtomicU32::new(0),
             wlist,
             rwlist: rw.map(AtomicU32::new),
-            rrserial: s.dests.first().is_some_and(|f| f.priority > 0 && s.dests.iter().all(|d| d.priority == f.priority)),
+            rrserial: s.iter().next().is_some_and(|f| f.priority > 0 && s.iter().all(|d| d.priority == f.priority)),
             pwlist: pw.map(AtomicU32::new),
             pwlast: AtomicU32::new(0),
-            cw_uniform: crate::ds::algs::consistent::uniform_weights(&weights),
+            cw_uniform: crate::ds::algs::consistent::uniform_weights(weights),
             cw: {
                 let p = cw_ptr_set;
-                for (k, d) in s.dests.iter().enumerate() {
+                for (k, d) in s.iter().enumerate() {
                     p.add(k).write(CwEnt {
                         seed: crate::ds::algs::consistent::dest_seed(&d.uri),
                         w: crate::ds::algs::consistent::score_weight(d.attrs.weight),
@@ -1294,15 +1494,15 @@ pub fn build_set(
                 p
             },
             xw: [0usize, 1].map(|t| {
-                let sl = xw_ptr_set.add(t * s.dests.len());
-                for k in 0..s.dests.len() {
+                let sl = xw_ptr_set.add(t * s.len());
+                for k in 0..s.len() {
                     sl.add(k).write(XwSlot { end: AtomicU64::new(0), idx: AtomicU32::new(0) });
                 }
                 XwHdr { slots: sl, n: AtomicU32::new(0), total: AtomicU64::new(0), ctr: AtomicU64::new(0) }
             }),
         };
-        blk.write(SetBlk { fresh: AtomicU64::new(generation), maybe_notes, nip4: 0, nip6: 0, size: total, rec });
-        for (d, &carried) in s.dests.iter().zip(&carried_set) {
+        blk.write(SetBlk { fresh: AtomicU64::new(generation), reused_by: AtomicU64::new(0), maybe_notes, nip4: 0, nip6: 0, size: total, rec });
+        for (d, &carried) in s.iter().zip(carried_set.iter()) {
             let st = dest_strings(d);
             let (af, ip) = match d.ip {
                 Some(IpAddr::V4(v4)) => {
@@ -1384,10 +1584,17 @@ pub fn build_set(
             di += 1;
         }
         let v = (*blk).view();
-        let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        set_ip_entries(&v, &mut v4, &mut v6);
-        (*blk).nip4 = v4.len() as u32;
-        (*blk).nip6 = v6.len() as u32;
+        let (mut n4, mut n6) = (0u32, 0u32);
+        set_ip_each(&v, &mut |ip, _| match ip {
+            IpAddr::V4(_) => n4 += 1,
+            IpAddr::V6(_) => n6 += 1,
+        });
+        (*blk).nip4 = n4;
+        (*blk).nip6 = n6;
+        // keep the buffers unless a big set made them big (the main process forks after this)
+        if sc.carried.capacity() <= 4096 {
+            SCRATCH.with(|c| c.set(Some(sc)));
+        }
         // the exact-weight tables of algs 41/43, from the (carried) state just written
         crate::ds::algs::exact::rebuild(&v);
         Ok(blk)
@@ -1412,10 +1619,18 @@ pub unsafe fn release(p: *mut Header, on_last: &mut dyn FnMut(SetView<'_>), free
             n += 1;
         }
     };
-    if snap.h.drop_mode.load(Ordering::Acquire) == DROP_ALL {
-        snap.blks().iter().for_each(|&b| drop(b));
-    } else {
-        drop(snap.h.drop_blk.load(Ordering::Acquire));
+    match snap.h.drop_mode.load(Ordering::Acquire) {
+        DROP_ALL => snap.blks().iter().for_each(|&b| drop(b)),
+        DROP_KEPT => {
+            let g = snap.h.drop_gen.load(Ordering::Acquire);
+            for &b in snap.blks() {
+                // SAFETY: a block of this version: live until this version frees it.
+                if unsafe { b.as_ref() }.is_some_and(|blk| blk.reused_by.load(Ordering::Acquire) < g) {
+                    drop(b);
+                }
+            }
+        }
+        _ => drop(snap.h.drop_blk.load(Ordering::Acquire)),
     }
     // the header's memory holds the base index it built: freed with the last user of that
     let mut own = false;
@@ -1432,6 +1647,40 @@ pub unsafe fn release(p: *mut Header, on_last: &mut dyn FnMut(SetView<'_>), free
         free(p as *mut u8);
     }
     n
+}
+
+/// Hands the ownership of the set blocks over from `old` to `new`, a reload that took some of
+/// `old`'s blocks as they are ([`build_sharing`] marked them with `new`'s generation), about to
+/// be published: freeing `old` then frees only the blocks `new` did not take. With `undo` (it
+/// could not be published) `old` owns all its blocks again, `new` frees only what it built,
+/// and the marks of the taken blocks are set back to `old`'s generation (they are `old`'s; an
+/// older version, if any, must still not free them). Call under the writer lock.
+///
+/// # Safety
+/// Both are live; `new` came from `build_sharing` over `old`.
+pub unsafe fn hand_over_reload(old: Snap<'_>, new: Snap<'_>, undo: bool) {
+    let g = new.h.generation;
+    if undo {
+        old.h.drop_mode.store(DROP_ALL, Ordering::Release);
+        new.h.drop_gen.store(g, Ordering::Release);
+        new.h.drop_mode.store(DROP_KEPT, Ordering::Release);
+    } else {
+        old.h.drop_gen.store(g, Ordering::Release);
+        old.h.drop_mode.store(DROP_KEPT, Ordering::Release);
+    }
+}
+
+/// After an undone [`hand_over_reload`] and the release of the version that was not
+/// published: the blocks it had taken from `old` carry `old`'s generation again.
+pub fn unmark_reload(old: Snap<'_>, failed_gen: u64) {
+    for &b in old.blks() {
+        // SAFETY: a block of `old`, live.
+        if let Some(blk) = unsafe { b.as_ref() } {
+            if blk.reused_by.load(Ordering::Acquire) == failed_gen {
+                blk.reused_by.store(old.h.generation, Ordering::Release);
+            }
+        }
+    }
 }
 
 /// Hands the ownership of the set blocks over from `old` to `new`, a version [`derive`]d from

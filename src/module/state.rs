@@ -251,32 +251,52 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     let db = !cfg.db_url.is_empty();
     // the C module's function that logs the skipped entries
     let load_fn = if db { "ds_load_db" } else { "ds_load_list" };
-    let (file, entries) = if !db {
+    // the entries borrow the file's text (or the DB rows): no allocation per entry
+    let text;
+    let rows;
+    let (file, mut entries) = if !db {
         let file = cfg.list_file.clone();
-        let text = std::fs::read(&file).map_err(|e| failed(load_fn, format!("can't open list file [{file}]: {e}")))?;
-        let entries = parse_list(&text, &file)
+        text = std::fs::read(&file).map_err(|e| failed(load_fn, format!("can't open list file [{file}]: {e}")))?;
+        let entries = crate::ds::listfile::parse_list_ref(&text, &file)
             .map_err(|e| failed(load_fn, format!("bad line [{}] ({e})", line_text(&text, e.line))))?;
         (file, entries)
     } else {
-        (format!("table {}", String::from_utf8_lossy(&cfg.table_name)), db_entries()?)
+        rows = db_entries()?;
+        (format!("table {}", String::from_utf8_lossy(&cfg.table_name)), rows.iter().map(|e| e.view()).collect())
     };
     let mut skipped = 0usize;
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
-    let mut dests = Vec::with_capacity(entries.len());
-    for e in &entries {
-        let e = &no_probing_without_tm(e.clone(), &cfg);
-        match prepare_dest(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
+    for e in entries.iter_mut() {
+        no_probing_in_place(&mut e.flags, cfg);
+    }
+    // the sets the new list repeats unchanged are shared with the running list (issue 14)
+    // SAFETY: writers are serialised by WLOCK (held): the current list stays allocated.
+    let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
+    let plan = if cfg.keep_state && !edit_rebuilds_all() {
+        let rules = crate::ds::reuse::Rules { attrs_none: cfg.attrs_none, dns_mode: cfg.dns_mode, allow_ipv6: env.allow_ipv6() };
+        crate::ds::reuse::plan(&entries, old, &rules)
+    } else {
+        crate::ds::reuse::Plan::none(entries.len())
+    };
+    let mut dests = Vec::with_capacity(entries.len() - plan.ndests);
+    let mut pos = Vec::with_capacity(entries.len() - plan.ndests);
+    for (i, e) in entries.iter().enumerate() {
+        if plan.shared_entry.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        match crate::ds::dest::prepare_entry(e, cfg.attrs_none, cfg.dns_mode, &mut env) {
             Ok((d, notes)) => {
                 for n in &notes {
                     log::note(n, &format!("{}:{}: ", file, e.line));
                 }
                 dests.push(d);
+                pos.push(i as u32);
             }
             Err(err) => {
                 // the fault (ERROR in pack_dest), then the entry skipped (WARNING), as in C
                 let m = format!("{}:{}:{}: {}", file, err.line, err.col, err.msg);
                 crate::ds_log!(log::level(err.level), fn err.func; "{m}");
-                ds_warn!(fn load_fn; "unable to add destination {} to set {} -- skipping", String::from_utf8_lossy(&e.uri), e.setid);
+                ds_warn!(fn load_fn; "unable to add destination {} to set {} -- skipping", String::from_utf8_lossy(e.uri), e.setid);
                 if cfg.load_mode == 1 {
                     return Err(ReloadError::Failed(m));
                 }
@@ -284,9 +304,12 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
             }
         }
     }
-    let n = dests.len();
-    let sets = build_sets(dests);
-    install(ctl, sets, Rebuild::Reload)?;
+    let n = dests.len() + plan.ndests;
+    // the sets in iteration order as positions in `dests` (no destination moved)
+    let (order, spans) = crate::ds::order::order_sets(&dests, &pos, &plan.firsts());
+    let srcs: Vec<snapshot::SetSrc<'_>> =
+        spans.iter().map(|sp| snapshot::SetSrc::indexed(sp.id, &dests, order.get(sp.start..sp.end).unwrap_or_default())).collect();
+    install_sharing(ctl, &srcs, Rebuild::Reload, old, &plan)?;
     ds_info!("loaded {} destinations from {}", n, file);
     if skipped > 0 && db {
         let func = if rate_limit { "ds_reload_db" } else { "ds_init_db" };
@@ -355,14 +378,30 @@ enum Rebuild {
 /// Builds a snapshot of `sets` (carrying runtime state of destinations that stay) and
 /// publishes it. Caller holds the writer lock.
 fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) -> Result<(), ReloadError> {
-    let cfg = cfg();
-    let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     // SAFETY: writers are serialised by WLOCK, so the current block cannot be freed meanwhile.
     let old = unsafe { Snap::from_ptr(ctl.current_ptr()) };
+    let srcs: Vec<snapshot::SetSrc<'_>> = sets.iter().map(snapshot::SetSrc::of).collect();
+    install_sharing(ctl, &srcs, why, old, &crate::ds::reuse::Plan::none(0))
+}
+
+/// [`install`] where the sets of `plan` (empty placeholders in `sets`) share their blocks
+/// with `old`, the running list. Caller holds the writer lock.
+fn install_sharing(
+    ctl: &Control,
+    sets: &[snapshot::SetSrc<'_>],
+    why: Rebuild,
+    old: Option<Snap<'_>>,
+    plan: &crate::ds::reuse::Plan<'_>,
+) -> Result<(), ReloadError> {
+    let cfg = cfg();
+    let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     let old_index = snapshot::CarryIndex::new(old);
     let mut rng = build_rng();
-    let block = snapshot::build_with(
-        &sets,
+    let is_shared = |id: i32, len: usize| if len == 0 { plan.block(id) } else { None };
+    let block = snapshot::build_sharing(
+        sets,
+        old,
+        &mut |id, len| is_shared(id, len),
         gen,
         // DNSTIME is shown only with the periodic DNS refresh (ds_dns_mode bit 4), as in C
         if cfg.dns_mode & 4 != 0 { now() } else { (0, 0) },
@@ -375,18 +414,63 @@ fn install(ctl: &Control, sets: Vec<crate::ds::order::DestSet>, why: Rebuild) ->
     .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
     // SAFETY: the block was just built from the current list, which the writer lock keeps.
     let new = unsafe { Snap::from_ptr(block) };
-    if let Some(n) = new {
-        // SAFETY: as above.
-        unsafe { snapshot::link_successors(n) };
-        crate::module::track::carry_counters(&old_index, n);
+    // the records built here take over from the running ones (a shared set is the same)
+    let carry = |undo: bool| {
+        // nothing to carry from (start-up)
+        let Some(n) = new.filter(|_| old.is_some()) else { return };
+        if plan.sets.is_empty() {
+            // SAFETY: as above.
+            unsafe {
+                if undo {
+                    snapshot::unlink_successors(n);
+                } else {
+                    snapshot::link_successors(n);
+                }
+            }
+            if undo {
+                crate::module::track::uncarry_counters(&old_index, n);
+            } else {
+                crate::module::track::carry_counters(&old_index, n);
+            }
+            return;
+        }
+        for (v, s) in n.sets().zip(sets) {
+            if is_shared(s.id, s.len()).is_some() {
+                continue;
+            }
+            // SAFETY: the records carried from belong to `old`, kept by the writer lock.
+            unsafe { snapshot::link_set_successors(&v, undo) };
+            for d in v.dests {
+                if let Some(o) = old_index.find(v.rec.id, d.uri.bytes()) {
+                    if undo {
+                        o.ctr.uncarry(&d.ctr);
+                    } else {
+                        o.ctr.carry_into(&d.ctr);
+                    }
+                }
+            }
+        }
+    };
+    // the old list then frees only the set blocks the new one did not take
+    let shares = match (old, new) {
+        (Some(o), Some(n)) if !plan.sets.is_empty() => Some((o, n)),
+        _ => None,
+    };
+    if let Some((o, n)) = shares {
+        // SAFETY: both live (writer lock); `n` was built by `build_sharing` over `o`.
+        unsafe { snapshot::hand_over_reload(o, n, false) };
     }
+    carry(false);
     if !ctl.publish(block, &mut free_snapshot) {
-        if let Some(n) = new {
-            // SAFETY: as above; the block is not published.
-            unsafe { snapshot::unlink_successors(n) };
-            crate::module::track::uncarry_counters(&old_index, n);
+        carry(true);
+        if let Some((o, n)) = shares {
+            // SAFETY: as above; `n` was not published.
+            unsafe { snapshot::hand_over_reload(o, n, true) };
         }
         free_snapshot(block);
+        if let Some((o, _)) = shares {
+            snapshot::unmark_reload(o, gen);
+        }
         return Err(failed("install", "too many old lists still in use; try again".into()));
     }
     Ok(())
@@ -757,11 +841,16 @@ pub fn iuid_text(iuid: u64, setid: i32) -> String {
 /// Kamailio 6.1: tm is bound only when `ds_ping_interval` > 0; without it the probing flag
 /// (8) is removed from every destination at load, with a warning.
 fn no_probing_without_tm(mut e: crate::ds::listfile::RawEntry, cfg: &crate::module::params::Config) -> crate::ds::listfile::RawEntry {
-    if e.flags & crate::ds::snapshot::DS_PROBING != 0 && cfg.ping_interval <= 0 && crate::ds::compat::ge(6, 1, 0) {
-        ds_warn!("tm module not loaded, disabling probing");
-        e.flags &= !crate::ds::snapshot::DS_PROBING;
-    }
+    no_probing_in_place(&mut e.flags, cfg);
     e
+}
+
+/// [`no_probing_without_tm`] on an entry's flags in place.
+fn no_probing_in_place(flags: &mut i32, cfg: &crate::module::params::Config) {
+    if *flags & crate::ds::snapshot::DS_PROBING != 0 && cfg.ping_interval <= 0 && crate::ds::compat::ge(6, 1, 0) {
+        ds_warn!("tm module not loaded, disabling probing");
+        *flags &= !crate::ds::snapshot::DS_PROBING;
+    }
 }
 
 /// A list source parsed and resolved without installing it (`dispatcher.validate` /
