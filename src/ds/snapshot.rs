@@ -1045,7 +1045,7 @@ pub fn build_sharing<'o>(
                 // SAFETY: a block of `old`, live.
                 let blk = unsafe { &*b };
                 blk.reused_by.store(generation, Ordering::Release);
-                reset_reloaded_set(&blk.view());
+                reset_reloaded_set(&blk.view(), rng);
             }
             Ok(h)
         }
@@ -1085,10 +1085,20 @@ fn merge_sorted<E: Copy + Ord>(old: &[E], keep: &dyn Fn(&E) -> bool, add: &[E], 
 
 /// What a reload resets on a set it shares with the running list, as building it again
 /// would: the selection cursors and the keepalive start times (a reply that crosses a
-/// reload gives no latency sample). The state a reload keeps (`ds_reload_keep_state` 1) is
-/// left as it is.
-pub fn reset_reloaded_set(v: &SetView<'_>) {
+/// reload gives no latency sample), and the tables a build derives from the kept state (the
+/// alg-11 relative-weight table, the alg-15 priority-weight table, the exact-weight tables
+/// of algs 41/43: a destination marked inactive before the reload has no slots after it).
+/// The state a reload keeps (`ds_reload_keep_state` 1) is left as it is.
+pub fn reset_reloaded_set(v: &SetView<'_>, rng: &mut dyn FnMut() -> u32) {
     reset_shared_set(v, false);
+    let rw: Vec<i32> = v.dests.iter().map(|d| d.rweight_rt.load(Ordering::Relaxed)).collect();
+    let us: Vec<bool> = v.dests.iter().map(|d| d.usable()).collect();
+    let t = crate::ds::weights::rweight_table(&rw, &us, rng).unwrap_or([0u32; 100]);
+    for (slot, x) in v.rec.rwlist.iter().zip(t.iter()) {
+        slot.store(*x, Ordering::Relaxed);
+    }
+    crate::ds::select::pw_rebuild(v, rng);
+    crate::ds::algs::exact::rebuild(v);
     for d in v.dests {
         if d.ping_start_us.load(Ordering::Relaxed) != 0 {
             d.ping_start_us.store(0, Ordering::Relaxed);
