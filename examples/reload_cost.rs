@@ -3,9 +3,12 @@
 //! (issue 14):
 //!   cargo build --release --example reload_cost
 //!   valgrind --tool=callgrind target/release/examples/reload_cost list.txt 3
+//! With a third argument `share`, rounds after the first share the sets the list repeats
+//! unchanged, as `dispatcher.reload` does (`ds::reuse`): the cost of reloading the same list.
 use dispatcher::ds::dest::{prepare_entry, LoadEnv};
 use dispatcher::ds::listfile::parse_list_ref;
 use dispatcher::ds::order::order_sets;
+use dispatcher::ds::reuse::{self, Plan, Rules};
 use dispatcher::ds::snapshot::{build_sharing, CarryIndex, SetSrc, Snap};
 use dispatcher::ds::uri::{Proto, Scheme};
 use std::net::IpAddr;
@@ -33,6 +36,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let path = args.get(1).expect("usage: reload_cost <list file> [rounds]");
     let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let share = args.get(3).is_some_and(|a| a == "share");
     let mut old: *mut dispatcher::ds::snapshot::Header = std::ptr::null_mut();
     let mut seed = 0x9e3779b97f4a7c15u64;
     let mut rng = move || {
@@ -44,25 +48,31 @@ fn main() {
     for gen in 1..=rounds as u64 {
         let text = std::fs::read(path).expect("read");
         let entries = parse_list_ref(&text, path).expect("parse");
-        let mut dests = Vec::with_capacity(entries.len());
-        for e in &entries {
-            if let Ok((d, _)) = prepare_entry(e, false, 0, &mut Env) {
-                dests.push(d);
-            }
-        }
-        // as a reload that shares no set: the sets ordered without moving the destinations
-        let pos: Vec<u32> = (0..dests.len() as u32).collect();
-        let (order, spans) = order_sets(&dests, &pos, &[]);
-        let sets: Vec<SetSrc<'_>> = spans.iter().map(|sp| SetSrc::indexed(sp.id, &dests, &order[sp.start..sp.end])).collect();
         // SAFETY: `old` is null or the block built in the previous round, still allocated.
         let prev = unsafe { Snap::from_ptr(old) };
+        let rules = Rules { attrs_none: false, dns_mode: 0, allow_ipv6: false };
+        let plan = if share { reuse::plan(&entries, prev, &rules) } else { Plan::none(entries.len()) };
+        let mut dests = Vec::with_capacity(entries.len());
+        let mut pos = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            if plan.shared_entry[i] {
+                continue;
+            }
+            if let Ok((d, _)) = prepare_entry(e, false, 0, &mut Env) {
+                dests.push(d);
+                pos.push(i as u32);
+            }
+        }
+        // the sets ordered without moving the destinations
+        let (order, spans) = order_sets(&dests, &pos, &plan.firsts());
+        let sets: Vec<SetSrc<'_>> = spans.iter().map(|sp| SetSrc::indexed(sp.id, &dests, &order[sp.start..sp.end])).collect();
         let idx = CarryIndex::new(prev);
-        let p = build_sharing(&sets, prev, &mut |_, _| None, gen, (0, 0), &mut |id, uri, fl| idx.carry(id, uri, fl, false), &mut |n| {
+        let p = build_sharing(&sets, prev, &mut |id, len| if len == 0 { plan.block(id) } else { None }, gen, (0, 0), &mut |id, uri, fl| idx.carry(id, uri, fl, false), &mut |n| {
             // SAFETY: non-zero size, valid alignment; leaked on purpose (a profiling tool)
             unsafe { std::alloc::alloc(std::alloc::Layout::from_size_align(n.max(16), 16).expect("layout")) }
         }, &mut |_| {}, &mut rng)
         .expect("build");
         old = p;
-        eprintln!("round {gen}: {} destinations in {} sets", sets.iter().map(|s| s.len()).sum::<usize>(), sets.len());
+        eprintln!("round {gen}: {} destinations in {} sets ({} shared)", sets.iter().map(|s| s.len()).sum::<usize>() + plan.ndests, sets.len(), plan.sets.len());
     }
 }
