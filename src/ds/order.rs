@@ -123,6 +123,67 @@ impl Avl {
         self.rebalance(top, id);
     }
 
+    /// Inserts every id of `ids` in turn, as `insert` does, but starting each search from the
+    /// deepest node of the previous search path whose subtree can hold the id (a finger):
+    /// the nodes above the rebalancing point of an insertion do not change, so the path down
+    /// to them stays valid. An edit inserts the previous post-order, in which consecutive ids
+    /// are close in the tree: most searches start near the leaves.
+    fn insert_all(&mut self, ids: &[i32]) {
+        /// A node of the current search path: its slot, its index, the bounds of the ids its
+        /// subtree holds (exclusive), and the path position of the deepest node at or above
+        /// it whose lean is not `Neither` (the rebalancing point `insert` computes; 0: the root).
+        struct E {
+            slot: Slot,
+            node: usize,
+            lo: i64,
+            hi: i64,
+            top: usize,
+        }
+        let mut path: Vec<E> = Vec::with_capacity(64);
+        for &id in ids {
+            let v = id as i64;
+            while path.last().is_some_and(|e| v <= e.lo || v >= e.hi) {
+                path.pop();
+            }
+            if path.is_empty() {
+                match self.root {
+                    Some(r) => path.push(E { slot: Slot::Root, node: r, lo: i64::MIN, hi: i64::MAX, top: 0 }),
+                    None => {
+                        self.insert(id);
+                        continue;
+                    }
+                }
+            }
+            while let Some(e) = path.last() {
+                let nid = self.id(e.node);
+                if nid == id {
+                    break;
+                }
+                let d = usize::from(id > nid);
+                let slot = Slot::Child(e.node, d);
+                let (lo, hi) = if d == 0 { (e.lo, nid as i64) } else { (nid as i64, e.hi) };
+                let k = path.len() - 1;
+                let top_k = e.top;
+                match self.get(slot) {
+                    Some(c) => {
+                        let top = if self.lean(c) != Lean::Neither { k + 1 } else { top_k };
+                        path.push(E { slot, node: c, lo, hi, top });
+                    }
+                    None => {
+                        let idx = self.nodes.len();
+                        self.nodes.push(Node { id, kids: [NIL, NIL], lean: -1 });
+                        self.set(slot, Some(idx));
+                        let top_slot = path.get(top_k).map_or(Slot::Root, |t| t.slot);
+                        self.rebalance(top_slot, id);
+                        // what changed is at and below the rebalancing point
+                        path.truncate(top_k);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Marks every (balanced) node from `start` down to `id` as leaning towards `id`.
     fn mark_path(&mut self, mut cur: Option<usize>, id: i32) {
         while let Some(n) = cur {
@@ -239,6 +300,59 @@ impl Avl {
         }
         out
     }
+}
+
+/// A set order and its index by id, from one tree (no sort).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetOrder {
+    /// The set ids in iteration order (the C module's post-order).
+    pub ids: Vec<i32>,
+    /// `by_id[k]`: the position in `ids` of the k-th smallest id.
+    pub by_id: Vec<u32>,
+}
+
+/// [`avl_postorder`] with the index by id (the tree's in-order walk).
+pub fn avl_order(ids_in_first_appearance_order: &[i32]) -> SetOrder {
+    let mut t = Avl { nodes: Vec::with_capacity(ids_in_first_appearance_order.len()), root: None };
+    t.insert_all(ids_in_first_appearance_order);
+    let n = t.nodes.len();
+    // post-order: ids, and each node's position (by node index)
+    let mut ids = Vec::with_capacity(n);
+    let mut pos = vec![0u32; n];
+    let mut stack: Vec<(u32, bool)> = Vec::with_capacity(64);
+    if let Some(r) = t.root {
+        stack.push((r as u32, false));
+    }
+    while let Some((k, done)) = stack.pop() {
+        let Some(node) = t.nodes.get(k as usize) else { continue };
+        if done {
+            if let Some(p) = pos.get_mut(k as usize) {
+                *p = ids.len() as u32;
+            }
+            ids.push(node.id);
+            continue;
+        }
+        stack.push((k, true));
+        for c in [node.kids[1], node.kids[0]] {
+            if c != NIL {
+                stack.push((c, false));
+            }
+        }
+    }
+    // in-order: the positions by ascending id
+    let mut by_id = Vec::with_capacity(n);
+    let mut path: Vec<u32> = Vec::with_capacity(64);
+    let mut cur = t.root.map_or(NIL, |r| r as u32);
+    loop {
+        while let Some(node) = t.nodes.get(cur as usize) {
+            path.push(cur);
+            cur = node.kids[0];
+        }
+        let Some(k) = path.pop() else { break };
+        by_id.push(pos.get(k as usize).copied().unwrap_or(0));
+        cur = t.nodes.get(k as usize).map_or(NIL, |x| x.kids[1]);
+    }
+    SetOrder { ids, by_id }
 }
 
 /// The set ids in the order the C module walks its AVL tree (post-order), for a tree built
@@ -447,6 +561,15 @@ mod tests {
         out
     }
 
+    /// `avl_order` = `avl_postorder` plus a correct index by id.
+    fn check_order(ids: &[i32]) {
+        let o = avl_order(ids);
+        assert_eq!(o.ids, avl_postorder(ids));
+        let mut want: Vec<(i32, u32)> = o.ids.iter().enumerate().map(|(p, &id)| (id, p as u32)).collect();
+        want.sort_unstable();
+        assert_eq!(o.by_id, want.iter().map(|w| w.1).collect::<Vec<_>>());
+    }
+
     #[test]
     fn matches_reference_avl() {
         // deterministic pseudo-random sequences (LCG), with duplicates and negatives
@@ -462,9 +585,21 @@ mod tests {
                 ids.push(v);
             }
             assert_eq!(avl_postorder(&ids), reference(&ids), "ids {ids:?}");
+            check_order(&ids);
         }
         let asc: Vec<i32> = (1..=100).collect();
         assert_eq!(avl_postorder(&asc), reference(&asc));
+        check_order(&asc);
+        check_order(&[]);
+        // the order an edit recomputes: the previous order inserted again, plus or minus one
+        let mut x = avl_postorder(&(1..=500).collect::<Vec<_>>());
+        for k in 0..20 {
+            x.push(1000 + k);
+            x.retain(|&i| i != 7 * k + 3);
+            assert_eq!(avl_postorder(&x), reference(&x));
+            check_order(&x);
+            x = avl_postorder(&x);
+        }
         let desc: Vec<i32> = (1..=100).rev().collect();
         assert_eq!(avl_postorder(&desc), reference(&desc));
         let zig: Vec<i32> = (0..50)

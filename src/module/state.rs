@@ -439,8 +439,9 @@ fn edit_rebuilds_all() -> bool {
 /// edited; an empty set is removed). Only that set is built; every other set is shared with
 /// the running list (its cursors restarted and, unless `ds_reload_keep_state`, its failure
 /// counters reset, as the full rebuild of the C module does). Caller holds the writer lock.
-fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Option<crate::ds::order::DestSet>) -> Result<(), ReloadError> {
+fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::SetOrder, touched: Option<crate::ds::order::DestSet>) -> Result<(), ReloadError> {
     let cfg = cfg();
+    let order = so.ids.as_slice();
     let Some(cur) = cur.filter(|_| !edit_rebuilds_all()) else {
         // the full rebuild of every set
         let mut sets = snapshot_sets(cur, false);
@@ -462,13 +463,7 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
     let idx = snapshot::CarryIndex::for_set(Some(cur), tid.unwrap_or(0));
     if let Some(t) = touched.as_ref().filter(|t| !t.dests.is_empty()) {
         // new internal ids from the set's position in the new list
-        let mut first_di = 0usize;
-        for &id in order {
-            if id == t.id {
-                break;
-            }
-            first_di += cur.set_pos(id).map_or(0, |p| cur.set_len(p));
-        }
+        let first_di = cur.dests_before(order, &so.by_id, t.id);
         let mut rng = build_rng();
         let b = snapshot::build_set(
             t,
@@ -483,10 +478,10 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
         blk = Some(b);
     }
     // SAFETY: the writer lock keeps `cur`; `blk` is fresh.
-    // the shared sets' cursors (and failure counters) restart in the pass that references them
-    // (before publishing: a list that then cannot be published leaves only that behind)
+    // the shared sets' cursors (and failure counters) restart when they are first read
+    // through the new list
     let reset = Some(!cfg.keep_state);
-    let block = match unsafe { snapshot::derive(cur, order, tid.map(|id| (id, blk)), gen, reset, &mut |size| shm_alloc(size)) } {
+    let block = match unsafe { snapshot::derive_ordered(cur, order, Some(&so.by_id), tid.map(|id| (id, blk)), gen, reset, &mut |size| shm_alloc(size)) } {
         Ok(b) => b,
         Err(e) => {
             if let Some(b) = blk {
@@ -515,7 +510,15 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, order: &[i32], touched: Op
         }
     };
     carry(false);
+    let hand = |undo: bool| {
+        if let Some(n) = new {
+            // SAFETY: `new` was just derived from `cur`, both live (writer lock).
+            unsafe { snapshot::hand_over(cur, n, tid, undo) }
+        }
+    };
+    hand(false);
     if !ctl.publish(block, &mut free_snapshot) {
+        hand(true);
         carry(true);
         free_snapshot(block);
         return Err(failed("install", "too many old lists still in use; try again".into()));
@@ -613,7 +616,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                     // order of the others does not change
                     let pos = set.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(set.dests.len());
                     set.dests.insert(pos, d);
-                    let post = crate::ds::order::avl_postorder(&order);
+                    let post = crate::ds::order::avl_order(&order);
                     install_edit(ctl, cur, &post, Some(set))
                 }
                 Err(err) => {
@@ -624,7 +627,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                         return Err(ReloadError::Failed(err.msg));
                     }
                     // the list is rebuilt anyway (as in C, this re-balances the set tree)
-                    let post = crate::ds::order::avl_postorder(&cur_order);
+                    let post = crate::ds::order::avl_order(&cur_order);
                     install_edit(ctl, cur, &post, None)
                 }
             }
@@ -638,7 +641,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             let mut set = edited_set(cur, setid);
             set.dests.retain(|x| x.uri != d.uri);
             let order: Vec<i32> = cur_order.iter().copied().filter(|&id| id != setid || !set.dests.is_empty()).collect();
-            let post = crate::ds::order::avl_postorder(&order);
+            let post = crate::ds::order::avl_order(&order);
             install_edit(ctl, cur, &post, Some(set))
         }
     }
@@ -852,7 +855,7 @@ pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u
             }
         }
     }
-    let post = crate::ds::order::avl_postorder(&order);
+    let post = crate::ds::order::avl_order(&order);
     UPDATE_KEEP.with(|k| *k.borrow_mut() = Some((setid, stored_uri, old_flags)));
     let r = install_edit(ctl, cur, &post, Some(s));
     UPDATE_KEEP.with(|k| *k.borrow_mut() = None);
