@@ -11,7 +11,12 @@ machine's load, so one run is enough.
 
 Environment: BENCH_ICOUNT_K (loop count, default 2000), BENCH_ICOUNT_FLAGS (dispatcher
 `flags` values, default 0,2: failover records off / on), BENCH_ICOUNT_VGARGS (extra valgrind
-arguments, e.g. `--dump-instr=yes` for per-instruction costs in the dumps kept in the run dir).
+arguments, e.g. `--dump-instr=yes` for per-instruction costs in the dumps kept in the run dir),
+BENCH_ICOUNT_MEM (Kamailio's memory manager `-x`, default tlsf; e.g. qm, fm), BENCH_ICOUNT_SHM_MB
+(`-m`, default 128), BENCH_ICOUNT_PKG_MB (`-M`, default 16): the allocator's share of a call depends
+on the heap's layout, these let it be compared. BENCH_ICOUNT_RELOADS (default 0): that many
+`dispatcher.reload` RPCs before the measurements (the old list's shm blocks are freed: the heap then
+has free fragments that the per-call allocations can be served from).
 """
 
 import glob
@@ -65,6 +70,10 @@ def new_dump_total(cg_dir, pid, before):
 def bench_icount(ctx):
     k = B.env_int("BENCH_ICOUNT_K", 2000)
     flags_list = B.env_list("BENCH_ICOUNT_FLAGS", [0, 2])
+    mem = os.environ.get("BENCH_ICOUNT_MEM", "tlsf")
+    shm_mb = B.env_int("BENCH_ICOUNT_SHM_MB", 128)
+    pkg_mb = B.env_int("BENCH_ICOUNT_PKG_MB", 16)
+    reloads = B.env_int("BENCH_ICOUNT_RELOADS", 0)
     if not os.access("/usr/bin/valgrind", os.X_OK):
         return "### 5. Instructions per call\n\nskipped: valgrind not installed", []
     t_begin = time.monotonic()
@@ -78,13 +87,13 @@ def bench_icount(ctx):
     for flags in flags_list:
         for m in ctx.mods:
             kam = B.Kam(ctx, f"icount-f{flags}-{m}", m, "icount.cfg.tmpl",
-                        dict(DEBUG=-2, LIST=lst, FLAGS=flags), shm_mb=128, pkg_mb=16)
+                        dict(DEBUG=-2, LIST=lst, FLAGS=flags), shm_mb=shm_mb, pkg_mb=pkg_mb)
             cg_dir = os.path.join(kam.dir, "cg")
             os.makedirs(cg_dir, exist_ok=True)
             argv = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=receive_msg",
                     "--dump-after=receive_msg", *os.environ.get("BENCH_ICOUNT_VGARGS", "").split(),
                     f"--callgrind-out-file={cg_dir}/cg.%p", B.KAMAILIO, "-DD", "-E", "-f", kam.cfg,
-                    "-w", kam.dir, "-x", "tlsf", "-m", "128", "-M", "16", "-L", B.MODDIR]
+                    "-w", kam.dir, "-x", mem, "-m", str(shm_mb), "-M", str(pkg_mb), "-L", B.MODDIR]
             kam.t_spawn = time.monotonic()
             kam.proc = ctx.procs.start(kam.name, argv, kam.log)
             sock = B.bound_udp()
@@ -94,6 +103,10 @@ def bench_icount(ctx):
                 if not worker:
                     raise RuntimeError(f"{kam.name}: no SIP worker in core.psx")
                 pid = worker[0]
+                for _ in range(reloads):
+                    rc, out, err, _ = kam.kamcmd("dispatcher.reload")
+                    if rc != 0:
+                        raise RuntimeError(f"{kam.name}: dispatcher.reload failed: {out}{err}")
                 settle(cg_dir, pid)
                 for route in ROUTES:
                     best = None

@@ -8,11 +8,6 @@
 #include "core/mem/pkg.h"
 #include "core/locking.h"
 
-int rds_log_enabled(int level)
-{
-	return get_debug_level(LOG_MNAME, LOG_MNAME_LEN) >= level;
-}
-
 /* msg is a NUL-terminated, already formatted line (no trailing newline) */
 void rds_log(int level, const char *file, int line, const char *func, const char *msg)
 {

@@ -9,10 +9,18 @@ pub const L_NOTICE: i32 = sys::L_NOTICE;
 pub const L_INFO: i32 = sys::L_INFO;
 pub const L_DBG: i32 = sys::L_DBG;
 
-/// True when a message at `level` would be printed (checked before formatting).
+/// The module name as C's `LOG_MNAME` (MOD_NAME "dispatcher", see build.rs).
+static LOG_MNAME: &[u8] = b"dispatcher\0";
+
+/// True when a message at `level` would be printed (checked before formatting): C's
+/// `is_printable(level)`, `get_debug_level(LOG_MNAME, LOG_MNAME_LEN) >= level`, called directly
+/// (not through the shim: one call less on the request path).
+#[inline]
 pub fn enabled(level: i32) -> bool {
-    // SAFETY: reads Kamailio's debug level globals; valid in every Kamailio process.
-    unsafe { sys::rds_log_enabled(level) != 0 }
+    // SAFETY: get_debug_level only reads `mname` (mnlen bytes, a static string here; the
+    // non-const pointer is the C prototype's) and Kamailio's debug level globals, valid in
+    // every Kamailio process.
+    unsafe { sys::get_debug_level(LOG_MNAME.as_ptr() as *mut _, (LOG_MNAME.len() - 1) as i32) >= level }
 }
 
 /// Writes one log line. Interior NULs are replaced so that nothing is lost.

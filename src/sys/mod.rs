@@ -8,7 +8,9 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 include!(concat!(env!("OUT_DIR"), "/layout_asserts.rs"));
 
 extern "C" {
-    pub fn rds_log_enabled(level: ::std::os::raw::c_int) -> ::std::os::raw::c_int;
+    /// Kamailio core (dprint.h, the same signature from 5.6 to 6.1): the debug level of module
+    /// `mname` (the debugger module's per-module level, else the global one).
+    pub fn get_debug_level(mname: *mut ::std::os::raw::c_char, mnlen: ::std::os::raw::c_int) -> ::std::os::raw::c_int;
     pub fn rds_log(
         level: ::std::os::raw::c_int,
         file: *const ::std::os::raw::c_char,
