@@ -141,8 +141,11 @@ pub fn uri_hash_keys(uri: &[u8], user_only: bool) -> Result<HashKeys, UriError> 
     Ok((x.and_then(|r| uri.get(r)).map(|s| s.to_vec()), y.map(|r| uri.get(r).map(|s| s.to_vec()).unwrap_or_default())))
 }
 
+/// The (user, host[:port]) keys of a URI hash as ranges of the URI; either may be absent.
+pub type KeyRanges = (Option<std::ops::Range<usize>>, Option<std::ops::Range<usize>>);
+
 /// The keys of [`uri_hash_keys`] as ranges of `uri` (no allocation; the request path uses this).
-pub fn uri_hash_key_ranges(uri: &[u8], user_only: bool) -> Result<(Option<std::ops::Range<usize>>, Option<std::ops::Range<usize>>), UriError> {
+pub fn uri_hash_key_ranges(uri: &[u8], user_only: bool) -> Result<KeyRanges, UriError> {
     let p = parse_uri(uri)?;
     let mut user = p.user.clone();
     let mut is_sips = p.scheme == Scheme::Sips;

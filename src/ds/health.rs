@@ -207,6 +207,7 @@ pub fn parse_mark_state(s: &[u8]) -> Option<i32> {
 }
 
 /// `dispatcher.set_state` state parameter. Err: "Unknown State Value".
+#[allow(clippy::result_unit_err)] // the one error has one fixed message, given by the caller
 pub fn parse_rpc_state(s: &[u8]) -> Result<i32, ()> {
     let probing = matches!(s.get(1), Some(b'p' | b'P'));
     match s.first() {

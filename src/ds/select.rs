@@ -244,7 +244,7 @@ pub fn alg13_rank_with(dests: &[DestRec], last: usize, use_default: bool) -> Vec
         z = (z + 1) % n;
     }
     // the C module bubble-sorts (stable, descending): a stable sort gives the same order
-    out.sort_by(|a, b| b.prio.cmp(&a.prio));
+    out.sort_by_key(|a| std::cmp::Reverse(a.prio));
     out
 }
 

@@ -22,16 +22,16 @@ fn kstr(b: &[u8]) -> sys::str_ {
 impl Db {
     /// Binds the driver of `url` and connects.
     pub fn connect(url: &[u8]) -> Result<Db, String> {
-        let mut u = kstr(url);
+        let u = kstr(url);
         // SAFETY: plain API calls; `f` is filled by the driver; `u` outlives the calls (the
         // driver copies the URL).
         unsafe {
             let mut f: sys::db_func_t = std::mem::zeroed();
-            if sys::db_bind_mod(&mut u, &mut f) < 0 {
+            if sys::db_bind_mod(&u, &mut f) < 0 {
                 return Err(format!("cannot bind the DB driver of '{}'", String::from_utf8_lossy(url)));
             }
             let init = f.init.ok_or("DB driver has no init")?;
-            let h = init(&mut u);
+            let h = init(&u);
             if h.is_null() {
                 return Err(format!("cannot connect to '{}'", String::from_utf8_lossy(url)));
             }
@@ -41,21 +41,21 @@ impl Db {
 
     /// Version of `table` in the `version` table (-1 on error).
     pub fn table_version(&mut self, table: &[u8]) -> i32 {
-        let mut t = kstr(table);
+        let t = kstr(table);
         // SAFETY: valid handle and function table.
-        unsafe { sys::db_table_version(&mut self.f, self.h, &mut t) }
+        unsafe { sys::db_table_version(&self.f, self.h, &t) }
     }
 
     /// `SELECT cols FROM table` (no condition, no order), all rows copied out.
     pub fn select_all(&mut self, table: &[u8], cols: &[Vec<u8>]) -> Result<Vec<Vec<Val>>, String> {
-        let mut t = kstr(table);
+        let t = kstr(table);
         let mut keys: Vec<sys::str_> = cols.iter().map(|c| kstr(c)).collect();
         let mut kp: Vec<*mut sys::str_> = keys.iter_mut().map(|k| k as *mut sys::str_).collect();
         // SAFETY: handle and functions from the driver; the result is freed with free_result
         // after copying; key strings outlive the query.
         unsafe {
             let use_table = self.f.use_table.ok_or("DB driver has no use_table")?;
-            if use_table(self.h, &mut t) < 0 {
+            if use_table(self.h, &t) < 0 {
                 return Err("error in use_table".into());
             }
             let query = self.f.query.ok_or("DB driver has no query")?;

@@ -6,6 +6,9 @@ use crate::ds::select::AddrList;
 use crate::kam::param::unsafe_bytes;
 use crate::sys;
 
+/// The (user, host[:port]) keys of a URI hash; either may be absent.
+pub type HashKeys<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// A borrowed `sip_msg*` handed to a cfg function by the core.
 #[derive(Clone, Copy)]
 pub struct Msg(pub *mut sys::sip_msg);
@@ -357,7 +360,7 @@ impl Msg {
     /// Hash keys of the current R-URI from the core's own parse (`msg->parsed_uri`), as the
     /// C module builds them: user, and host extended with `:port` when the port is explicit
     /// and not the scheme default. None when the R-URI does not parse or has no host.
-    pub fn ruri_hash_keys(&self, user_only: bool) -> Option<(Option<&[u8]>, Option<&[u8]>)> {
+    pub fn ruri_hash_keys(&self, user_only: bool) -> Option<HashKeys<'_>> {
         // SAFETY: parse_sip_msg_uri fills msg->parsed_uri, whose strings point into the
         // message's R-URI buffer; the host and port text are contiguous there ("host:port").
         unsafe {
@@ -395,6 +398,7 @@ impl Msg {
     }
     /// Digest username (user part) from Proxy-Authorization, else Authorization.
     /// Ok(None): no usable credentials; Err: header parse error.
+    #[allow(clippy::result_unit_err)] // Err(()): the core has logged the parse error
     pub fn auth_user(&self) -> Result<Option<Vec<u8>>, ()> {
         // SAFETY: header parsing into the message's own structures, then read-only access.
         unsafe {
