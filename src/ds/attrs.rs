@@ -80,7 +80,7 @@ impl Attrs {
     /// Derived from `body`, so it is always consistent with [`parse_attrs`].
     pub fn latency_init(&self) -> Option<i32> {
         // most lists have no latency attribute: no parse (and no allocation) for them
-        if !self.body.windows(7).any(|w| w.eq_ignore_ascii_case(b"latency")) {
+        if !self.body.windows(7).any(|w| w.first().is_some_and(|c| (c | 0x20) == b'l') && w.eq_ignore_ascii_case(b"latency")) {
             return None;
         }
         let params = parse_params(&self.body).ok()?;
@@ -115,7 +115,7 @@ impl std::fmt::Display for AttrError {
 impl std::error::Error for AttrError {}
 
 /// One parameter as the core parser sees it. `value` is `None` when there is no `=`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Param<'a> {
     pub name: &'a [u8],
     pub value: Option<&'a [u8]>,
@@ -129,8 +129,21 @@ fn is_ws(c: u8) -> bool {
 /// The parameters are returned in **string order** (the C list is the reverse of this).
 pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
     let mut out = Vec::new();
+    parse_params_each(s, &mut |p| out.push(p))?;
+    Ok(out)
+}
+
+/// [`parse_params`] handing each parameter to `push` in string order (no allocation).
+fn parse_params_each<'a>(s: &'a [u8], push: &mut impl FnMut(Param<'a>)) -> Result<(), AttrError> {
+    struct Out<'f, F>(&'f mut F);
+    impl<'a, F: FnMut(Param<'a>)> Out<'_, F> {
+        fn push(&mut self, p: Param<'a>) {
+            (self.0)(p)
+        }
+    }
+    let mut out = Out(push);
     if s.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
     let at = |i: usize| s.get(i).copied();
     let skip_ws = |mut i: usize| {
@@ -151,7 +164,7 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
         let mut value = None;
         if i >= s.len() {
             out.push(Param { name, value });
-            return Ok(out);
+            return Ok(());
         }
         if at(i) == Some(b'=') {
             i = skip_ws(i + 1);
@@ -161,7 +174,7 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
                     name,
                     value: Some(s.get(i..i).unwrap_or_default()),
                 });
-                return Ok(out);
+                return Ok(());
             }
             match at(i) {
                 Some(q @ (b'"' | b'\'')) => {
@@ -199,13 +212,13 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
             i = skip_ws(i);
             if i >= s.len() {
                 out.push(Param { name, value });
-                return Ok(out);
+                return Ok(());
             }
         }
         out.push(Param { name, value });
         match at(i) {
             // ',' and '>' end the parameter list; the rest is not interpreted
-            Some(b',') | Some(b'>') => return Ok(out),
+            Some(b',') | Some(b'>') => return Ok(()),
             Some(b';') => {}
             Some(c) => {
                 let shown = if c.is_ascii_graphic() {
@@ -218,7 +231,7 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
                     msg: format!("invalid character {shown}, expected ';'"),
                 });
             }
-            None => return Ok(out),
+            None => return Ok(()),
         }
         i = skip_ws(i + 1);
         if i >= s.len() {
@@ -299,7 +312,25 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), A
         _ => src,
     };
     a.body = body.to_vec();
-    let params = parse_params(body)?;
+    // the parameters in a stack buffer (a heap list only past 8 of them)
+    const EMPTY: Param<'static> = Param { name: b"", value: None };
+    let mut small = [EMPTY; 8];
+    let mut n_small = 0usize;
+    let mut more: Vec<Param<'_>> = Vec::new();
+    parse_params_each(body, &mut |p| {
+        if more.is_empty() && n_small < small.len() {
+            if let Some(slot) = small.get_mut(n_small) {
+                *slot = p;
+            }
+            n_small += 1;
+        } else {
+            if more.is_empty() {
+                more.extend_from_slice(small.get(..n_small).unwrap_or_default());
+            }
+            more.push(p);
+        }
+    })?;
+    let params: &[Param<'_>] = if more.is_empty() { small.get(..n_small).unwrap_or_default() } else { &more };
 
     let (mut ocmin, mut ocmax, mut ocrate) = (0u32, 100u32, 0u32);
     let owned = |v: Option<&[u8]>| v.map(|v| v.to_vec());

@@ -3,7 +3,7 @@
 //! devel-delta §3.2), then shuffled with a Fisher-Yates pass.
 
 /// Fisher-Yates over 100 slots with `rng()` (the C module uses `kam_rand() % (100 - j)`).
-pub fn shuffle100(arr: &mut [u32; 100], rng: &mut dyn FnMut() -> u32) {
+pub fn shuffle100<R: FnMut() -> u32 + ?Sized>(arr: &mut [u32; 100], rng: &mut R) {
     for j in 0..100usize {
         let k = j + (rng() as usize) % (100 - j);
         arr.swap(j, k);
@@ -13,7 +13,7 @@ pub fn shuffle100(arr: &mut [u32; 100], rng: &mut dyn FnMut() -> u32) {
 /// Weight table: only when the first destination has a weight; each index `weight` times in
 /// array order (stopping at 100), the rest filled with the last index, then shuffled.
 /// All zeros when the first weight is 0.
-pub fn weight_table(weights: &[i32], rng: &mut dyn FnMut() -> u32) -> [u32; 100] {
+pub fn weight_table<R: FnMut() -> u32 + ?Sized>(weights: &[i32], rng: &mut R) -> [u32; 100] {
     let mut t = [0u32; 100];
     if weights.first().copied().unwrap_or(0) == 0 {
         return t;
@@ -38,7 +38,7 @@ pub fn weight_table(weights: &[i32], rng: &mut dyn FnMut() -> u32) -> [u32; 100]
 
 /// Relative-weight table over the usable destinations; `None` means "leave the table as it
 /// is" (fewer than 2 destinations, or the usable rweights sum to 0).
-pub fn rweight_table(rweights: &[i32], usable: &[bool], rng: &mut dyn FnMut() -> u32) -> Option<[u32; 100]> {
+pub fn rweight_table<R: FnMut() -> u32 + ?Sized>(rweights: &[i32], usable: &[bool], rng: &mut R) -> Option<[u32; 100]> {
     let nr = rweights.len();
     if nr < 2 {
         return None;
@@ -81,7 +81,7 @@ pub fn rweight_table(rweights: &[i32], usable: &[bool], rng: &mut dyn FnMut() ->
 ///    index written (index 0 when none was written, e.g. more than 100 destinations of weight
 ///    1; the C module re-uses the table's stale slot 0 there);
 /// 6. then the table is shuffled like the other 100-slot tables.
-pub fn pw_table(prios: &[i32], weights: &[i32], usable: &[bool], rng: &mut dyn FnMut() -> u32) -> [u32; 100] {
+pub fn pw_table<R: FnMut() -> u32 + ?Sized>(prios: &[i32], weights: &[i32], usable: &[bool], rng: &mut R) -> [u32; 100] {
     let mut t = [0u32; 100];
     let ok = |j: usize| usable.get(j).copied().unwrap_or(false);
     let n = prios.len();
@@ -128,7 +128,7 @@ pub fn pw_table(prios: &[i32], weights: &[i32], usable: &[bool], rng: &mut dyn F
 }
 
 /// Overload-control table (alg 64): `rate` skip marks (0) among 100, shuffled.
-pub fn oc_table(rate: i32, rng: &mut dyn FnMut() -> u32) -> [u8; 100] {
+pub fn oc_table<R: FnMut() -> u32 + ?Sized>(rate: i32, rng: &mut R) -> [u8; 100] {
     let r = rate.clamp(0, 100) as usize;
     let mut t = [1u8; 100];
     if r == 0 {
