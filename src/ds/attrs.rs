@@ -31,10 +31,10 @@ pub struct Attrs {
     pub weight: i32,
     /// 1..100, or 0 (absent or out of range).
     pub rweight: i32,
-    pub socket: Option<Vec<u8>>,
-    pub sockname: Option<Vec<u8>>,
-    pub ping_from: Option<Vec<u8>>,
-    pub obproxy: Option<Vec<u8>>,
+    /// `socket`, `sockname`, `ping_from`, `obproxy`, `ping_socket`: rare, so boxed (one
+    /// pointer in every destination instead of five `Option<Vec>`s; `None` when all absent).
+    /// Read them with [`Attrs::socket`] and the like.
+    pub rare: Option<Box<RareAttrs>>,
     /// `cc` (congestion control).
     pub cc: i32,
     /// Initial latency in ms (0 when absent); see [`Attrs::latency_init`] for whether the
@@ -45,8 +45,42 @@ pub struct Attrs {
     pub ocmin: i32,
     pub ocmax: i32,
     pub ocrate: i32,
+}
+
+/// The attributes few destinations have (see [`Attrs::rare`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RareAttrs {
+    pub socket: Option<Vec<u8>>,
+    pub sockname: Option<Vec<u8>>,
+    pub ping_from: Option<Vec<u8>>,
+    pub obproxy: Option<Vec<u8>>,
     /// Kamailio 6.1 `ping_socket` (sending socket for keepalives only).
     pub ping_socket: Option<Vec<u8>>,
+}
+
+impl RareAttrs {
+    fn is_empty(&self) -> bool {
+        self.socket.is_none() && self.sockname.is_none() && self.ping_from.is_none() && self.obproxy.is_none() && self.ping_socket.is_none()
+    }
+}
+
+impl Attrs {
+    pub fn socket(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.socket.as_deref())
+    }
+    pub fn sockname(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.sockname.as_deref())
+    }
+    pub fn ping_from(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.ping_from.as_deref())
+    }
+    pub fn obproxy(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.obproxy.as_deref())
+    }
+    /// Kamailio 6.1 `ping_socket` (sending socket for keepalives only).
+    pub fn ping_socket(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.ping_socket.as_deref())
+    }
 }
 
 impl Default for Attrs {
@@ -59,16 +93,12 @@ impl Default for Attrs {
             maxload: 0,
             weight: 0,
             rweight: 0,
-            socket: None,
-            sockname: None,
-            ping_from: None,
-            obproxy: None,
+            rare: None,
             cc: 0,
             latency: 0,
             ocmin: 0,
             ocmax: 100,
             ocrate: 0,
-            ping_socket: None,
         }
     }
 }
@@ -378,15 +408,15 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), A
                 a.maxload = str2sint(v).0;
             }
         } else if is("socket") {
-            a.socket = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).socket = owned(p.value);
         } else if is("sockname") {
-            a.sockname = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).sockname = owned(p.value);
         } else if is("ping_socket") {
-            a.ping_socket = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).ping_socket = owned(p.value);
         } else if is("ping_from") {
-            a.ping_from = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).ping_from = owned(p.value);
         } else if is("obproxy") {
-            a.obproxy = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).obproxy = owned(p.value);
         } else if is("ocmin") {
             if let Some(v) = p.value {
                 ocmin = str2uint(v).0;
@@ -400,6 +430,10 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), A
                 ocrate = str2uint(v).0;
             }
         }
+    }
+    // all five set to "absent" again (`socket;socket=x`): no box, so equal attrs compare equal
+    if a.rare.as_ref().is_some_and(|r| r.is_empty()) {
+        a.rare = None;
     }
     // overload-control clamping (Kamailio 6.0 ds_set_attrs)
     if ocmax > 100 || ocmax == 0 {
@@ -436,8 +470,8 @@ mod tests {
         assert!(w.is_empty());
         assert_eq!(a.body, b"duid=abc;socket=udp:192.168.0.125:5060;pipe=p10");
         assert_eq!(a.duid, v("abc"));
-        assert_eq!(a.socket, v("udp:192.168.0.125:5060"));
-        assert_eq!(a.sockname, None);
+        assert_eq!(a.socket().map(<[u8]>::to_vec), v("udp:192.168.0.125:5060"));
+        assert_eq!(a.sockname().map(<[u8]>::to_vec), None);
         assert_eq!((a.ocmin, a.ocmax, a.ocrate), (0, 100, 0));
     }
 
@@ -450,15 +484,15 @@ mod tests {
         assert_eq!(a.maxload, 20);
         assert_eq!(a.weight, 30);
         assert_eq!(a.rweight, 40);
-        assert_eq!(a.socket, v("tcp:1.2.3.4:5060"));
-        assert_eq!(a.sockname, v("s1"));
-        assert_eq!(a.ping_from, v("sip:p@x"));
-        assert_eq!(a.obproxy, v("sip:o"));
+        assert_eq!(a.socket().map(<[u8]>::to_vec), v("tcp:1.2.3.4:5060"));
+        assert_eq!(a.sockname().map(<[u8]>::to_vec), v("s1"));
+        assert_eq!(a.ping_from().map(<[u8]>::to_vec), v("sip:p@x"));
+        assert_eq!(a.obproxy().map(<[u8]>::to_vec), v("sip:o"));
         assert_eq!(a.cc, 1);
         assert_eq!(a.latency, 25);
         assert_eq!(a.latency_init(), Some(25));
         assert_eq!((a.ocmin, a.ocmax, a.ocrate), (5, 50, 50));
-        assert_eq!(a.ping_socket, v("udp:1.2.3.4:5"));
+        assert_eq!(a.ping_socket().map(<[u8]>::to_vec), v("udp:1.2.3.4:5"));
         assert!(a.body.ends_with(b"my=xyz"));
     }
 
@@ -544,9 +578,9 @@ mod tests {
     #[test]
     fn first_occurrence_wins() {
         assert_eq!(pa("duid=a;duid=b").0.duid, v("a"));
-        assert_eq!(pa("socket;socket=udp:1.2.3.4:5060").0.socket, None);
+        assert_eq!(pa("socket;socket=udp:1.2.3.4:5060").0.socket().map(<[u8]>::to_vec), None);
         assert_eq!(
-            pa("socket=udp:1.2.3.4:5060;socket").0.socket,
+            pa("socket=udp:1.2.3.4:5060;socket").0.socket().map(<[u8]>::to_vec),
             v("udp:1.2.3.4:5060")
         );
         // an integer without '=' does not touch the value

@@ -339,7 +339,7 @@ pub fn prepare_entry(
     notes.extend(warnings);
 
     // 5. sending socket
-    let sock = match (&attrs.sockname, &attrs.socket) {
+    let sock = match (attrs.sockname(), attrs.socket()) {
         (Some(name), _) if !name.is_empty() => {
             let s = env.socket_by_name(name);
             if s == 0 {
@@ -358,7 +358,7 @@ pub fn prepare_entry(
     };
     // Kamailio 6.1: the keepalive socket must be local too
     if crate::ds::compat::ge(6, 1, 0) {
-        if let Some(spec) = attrs.ping_socket.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(spec) = attrs.ping_socket().filter(|s| !s.is_empty()) {
             if env.socket_by_addr(spec) == 0 {
                 return Err(fail(format!("non-local socket <{}>", show(spec))));
             }

@@ -917,11 +917,11 @@ fn dest_strings(d: &crate::ds::dest::Dest) -> [Option<&[u8]>; 9] {
         Some(&d.host),
         body,
         a.duid.as_deref(),
-        a.socket.as_deref(),
-        a.sockname.as_deref(),
-        a.ping_from.as_deref(),
-        a.obproxy.as_deref(),
-        a.ping_socket.as_deref(),
+        a.socket(),
+        a.sockname(),
+        a.ping_from(),
+        a.obproxy(),
+        a.ping_socket(),
     ]
 }
 
