@@ -24,8 +24,9 @@ use crate::ds::logfmt::{Level, Note};
 pub struct Attrs {
     /// The attribute string as stored by the module (one trailing `;` removed).
     pub body: Vec<u8>,
-    /// `Some` when the attribute appears; the value may be empty (`duid=`).
-    pub duid: Option<Vec<u8>>,
+    /// Where the `duid` value sits in `body` (read it with [`Attrs::duid`]): `Some` when the
+    /// attribute appears; the value may be empty (`duid=`). No copy of its own.
+    pub duid_at: Option<(usize, usize)>,
     pub maxload: i32,
     /// 1..100, or 0 (absent or out of range).
     pub weight: i32,
@@ -65,6 +66,10 @@ impl RareAttrs {
 }
 
 impl Attrs {
+    /// The `duid` value (`Some` when the attribute appears; may be empty).
+    pub fn duid(&self) -> Option<&[u8]> {
+        self.duid_at.and_then(|(s, e)| self.body.get(s..e))
+    }
     pub fn socket(&self) -> Option<&[u8]> {
         self.rare.as_ref().and_then(|r| r.socket.as_deref())
     }
@@ -89,7 +94,7 @@ impl Default for Attrs {
     fn default() -> Self {
         Attrs {
             body: Vec::new(),
-            duid: None,
+            duid_at: None,
             maxload: 0,
             weight: 0,
             rweight: 0,
@@ -369,7 +374,11 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), A
         let n = p.name;
         let is = |s: &str| n.eq_ignore_ascii_case(s.as_bytes());
         if is("duid") {
-            a.duid = owned(p.value);
+            // the value is a slice of `body` (parse_params does not copy): keep its place
+            a.duid_at = p.value.map(|v| {
+                let at = (v.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+                (at, at.wrapping_add(v.len()))
+            });
         } else if is("cc") {
             if let Some(v) = p.value {
                 a.cc = str2sint(v).0;
@@ -469,7 +478,7 @@ mod tests {
         let (a, w) = pa("duid=abc;socket=udp:192.168.0.125:5060;pipe=p10");
         assert!(w.is_empty());
         assert_eq!(a.body, b"duid=abc;socket=udp:192.168.0.125:5060;pipe=p10");
-        assert_eq!(a.duid, v("abc"));
+        assert_eq!(a.duid().map(<[u8]>::to_vec), v("abc"));
         assert_eq!(a.socket().map(<[u8]>::to_vec), v("udp:192.168.0.125:5060"));
         assert_eq!(a.sockname().map(<[u8]>::to_vec), None);
         assert_eq!((a.ocmin, a.ocmax, a.ocrate), (0, 100, 0));
@@ -480,7 +489,7 @@ mod tests {
         let (a, w) = pa("DUID=d;MaxLoad=20;Weight=30;rWeight=40;SOCKET=tcp:1.2.3.4:5060;sockname=s1;\
              ping_from=sip:p@x;obproxy=sip:o;cc=1;latency=25;ocmin=5;ocmax=50;ocrate=60;ping_socket=udp:1.2.3.4:5;my=xyz;");
         assert!(w.is_empty());
-        assert_eq!(a.duid, v("d"));
+        assert_eq!(a.duid().map(<[u8]>::to_vec), v("d"));
         assert_eq!(a.maxload, 20);
         assert_eq!(a.weight, 30);
         assert_eq!(a.rweight, 40);
@@ -577,7 +586,7 @@ mod tests {
 
     #[test]
     fn first_occurrence_wins() {
-        assert_eq!(pa("duid=a;duid=b").0.duid, v("a"));
+        assert_eq!(pa("duid=a;duid=b").0.duid().map(<[u8]>::to_vec), v("a"));
         assert_eq!(pa("socket;socket=udp:1.2.3.4:5060").0.socket().map(<[u8]>::to_vec), None);
         assert_eq!(
             pa("socket=udp:1.2.3.4:5060;socket").0.socket().map(<[u8]>::to_vec),
@@ -593,23 +602,23 @@ mod tests {
     #[test]
     fn quoting_and_stops() {
         let (a, _) = pa("duid=\"a;b\";weight=5");
-        assert_eq!(a.duid, v("a;b"));
+        assert_eq!(a.duid().map(<[u8]>::to_vec), v("a;b"));
         assert_eq!(a.weight, 5);
         assert_eq!(a.body, b"duid=\"a;b\";weight=5");
-        assert_eq!(pa("duid='x y'").0.duid, v("x y"));
-        assert_eq!(pa("duid=").0.duid, v(""));
-        assert_eq!(pa("duid=\"\"").0.duid, v(""));
+        assert_eq!(pa("duid='x y'").0.duid().map(<[u8]>::to_vec), v("x y"));
+        assert_eq!(pa("duid=").0.duid().map(<[u8]>::to_vec), v(""));
+        assert_eq!(pa("duid=\"\"").0.duid().map(<[u8]>::to_vec), v(""));
         // ',' ends the list
         let (a, _) = pa("duid=a,weight=5");
-        assert_eq!((a.duid, a.weight), (v("a"), 0));
+        assert_eq!((a.duid().map(<[u8]>::to_vec), a.weight), (v("a"), 0));
         let (a, _) = pa("duid=\"a\">weight=5");
-        assert_eq!((a.duid, a.weight), (v("a"), 0));
+        assert_eq!((a.duid().map(<[u8]>::to_vec), a.weight), (v("a"), 0));
         // whitespace around '=' and ';'
         let (a, _) = pa("duid = a ; weight = 5 ");
-        assert_eq!((a.duid, a.weight), (v("a"), 5));
+        assert_eq!((a.duid().map(<[u8]>::to_vec), a.weight), (v("a"), 5));
         // empty names are allowed
-        assert_eq!(pa("=5;duid=x").0.duid, v("x"));
-        assert_eq!(pa(";duid=x").0.duid, v("x"));
+        assert_eq!(pa("=5;duid=x").0.duid().map(<[u8]>::to_vec), v("x"));
+        assert_eq!(pa(";duid=x").0.duid().map(<[u8]>::to_vec), v("x"));
     }
 
     #[test]

@@ -743,7 +743,7 @@ mod tests {
         assert_eq!((err.level, err.func), (Level::Err, "pack_dest"));
         assert!(err.msg.starts_with("bad uri [sip:a@b@c:xx]"), "{}", err.msg);
         let (d, notes) = prep(&mut f, "sip:1.2.3.4", 0, "weight=0;duid=d1").expect("ok");
-        assert_eq!(d.attrs.duid, Some(b"d1".to_vec()));
+        assert_eq!(d.attrs.duid(), Some(&b"d1"[..]));
         assert_eq!(notes.len(), 1);
         assert_eq!((notes[0].level, notes[0].func), (Level::Err, "ds_set_attrs"));
         let (d, _) = prepare_dest(&raw("sip:1.2.3.4", 0, ""), true, 1, &mut f).expect("ok");

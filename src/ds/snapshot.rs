@@ -916,7 +916,7 @@ fn dest_strings(d: &crate::ds::dest::Dest) -> [Option<&[u8]>; 9] {
         Some(&d.uri),
         Some(&d.host),
         body,
-        a.duid.as_deref(),
+        a.duid(),
         a.socket(),
         a.sockname(),
         a.ping_from(),
