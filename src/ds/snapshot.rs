@@ -1474,16 +1474,9 @@ pub fn build_set_src(
         sc.weights.clear();
         sc.weights.extend(s.iter().map(|d| d.attrs.weight));
         let weights = &sc.weights;
-        // the set's shuffles draw from a xorshift seeded once per set from `rng` (inlined:
-        // no indirect call per draw; ~300 draws per set with weights)
-        let mut lseed = ((rng() as u64) << 32 | rng() as u64) | 1;
-        let mut lrng = move || {
-            lseed ^= lseed << 13;
-            lseed ^= lseed >> 7;
-            lseed ^= lseed << 17;
-            (lseed >> 32) as u32
-        };
-        let rng = &mut lrng;
+        // the set's shuffles draw from a generator seeded once per set from `rng` (inlined,
+        // no division: ~300 draws per set with weights)
+        let rng = &mut crate::ds::weights::SetRng::new((rng() as u64) << 32 | rng() as u64);
         let wlist = crate::ds::weights::weight_table(weights, rng);
         sc.rweights.clear();
         sc.rweights.extend(s.iter().map(|d| d.attrs.rweight));
