@@ -247,8 +247,8 @@ pub fn check_snapshot(sets: &[DestSet], snap: Snap<'_>) {
             assert_eq!(r.flags.load(Ordering::Relaxed), d.flags);
             assert_eq!(r.attrs_body.get().is_some(), !d.attrs.body.is_empty());
             assert_eq!(r.attrs_body.bytes(), &d.attrs.body[..]);
-            assert_eq!(r.duid.get(), d.attrs.duid.as_deref());
-            assert_eq!(r.socket.get(), d.attrs.socket.as_deref());
+            assert_eq!(r.duid.get(), d.attrs.duid());
+            assert_eq!(r.socket.get(), d.attrs.socket());
             assert_eq!(r.weight, d.attrs.weight);
             assert_eq!(r.ip_addr(), d.ip);
             assert!(iuids.insert(r.iuid), "iuid unique");

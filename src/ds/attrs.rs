@@ -24,17 +24,18 @@ use crate::ds::logfmt::{Level, Note};
 pub struct Attrs {
     /// The attribute string as stored by the module (one trailing `;` removed).
     pub body: Vec<u8>,
-    /// `Some` when the attribute appears; the value may be empty (`duid=`).
-    pub duid: Option<Vec<u8>>,
+    /// Where the `duid` value sits in `body` (read it with [`Attrs::duid`]): `Some` when the
+    /// attribute appears; the value may be empty (`duid=`). No copy of its own.
+    pub duid_at: Option<(usize, usize)>,
     pub maxload: i32,
     /// 1..100, or 0 (absent or out of range).
     pub weight: i32,
     /// 1..100, or 0 (absent or out of range).
     pub rweight: i32,
-    pub socket: Option<Vec<u8>>,
-    pub sockname: Option<Vec<u8>>,
-    pub ping_from: Option<Vec<u8>>,
-    pub obproxy: Option<Vec<u8>>,
+    /// `socket`, `sockname`, `ping_from`, `obproxy`, `ping_socket`: rare, so boxed (one
+    /// pointer in every destination instead of five `Option<Vec>`s; `None` when all absent).
+    /// Read them with [`Attrs::socket`] and the like.
+    pub rare: Option<Box<RareAttrs>>,
     /// `cc` (congestion control).
     pub cc: i32,
     /// Initial latency in ms (0 when absent); see [`Attrs::latency_init`] for whether the
@@ -45,8 +46,46 @@ pub struct Attrs {
     pub ocmin: i32,
     pub ocmax: i32,
     pub ocrate: i32,
+}
+
+/// The attributes few destinations have (see [`Attrs::rare`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RareAttrs {
+    pub socket: Option<Vec<u8>>,
+    pub sockname: Option<Vec<u8>>,
+    pub ping_from: Option<Vec<u8>>,
+    pub obproxy: Option<Vec<u8>>,
     /// Kamailio 6.1 `ping_socket` (sending socket for keepalives only).
     pub ping_socket: Option<Vec<u8>>,
+}
+
+impl RareAttrs {
+    fn is_empty(&self) -> bool {
+        self.socket.is_none() && self.sockname.is_none() && self.ping_from.is_none() && self.obproxy.is_none() && self.ping_socket.is_none()
+    }
+}
+
+impl Attrs {
+    /// The `duid` value (`Some` when the attribute appears; may be empty).
+    pub fn duid(&self) -> Option<&[u8]> {
+        self.duid_at.and_then(|(s, e)| self.body.get(s..e))
+    }
+    pub fn socket(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.socket.as_deref())
+    }
+    pub fn sockname(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.sockname.as_deref())
+    }
+    pub fn ping_from(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.ping_from.as_deref())
+    }
+    pub fn obproxy(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.obproxy.as_deref())
+    }
+    /// Kamailio 6.1 `ping_socket` (sending socket for keepalives only).
+    pub fn ping_socket(&self) -> Option<&[u8]> {
+        self.rare.as_ref().and_then(|r| r.ping_socket.as_deref())
+    }
 }
 
 impl Default for Attrs {
@@ -55,20 +94,16 @@ impl Default for Attrs {
     fn default() -> Self {
         Attrs {
             body: Vec::new(),
-            duid: None,
+            duid_at: None,
             maxload: 0,
             weight: 0,
             rweight: 0,
-            socket: None,
-            sockname: None,
-            ping_from: None,
-            obproxy: None,
+            rare: None,
             cc: 0,
             latency: 0,
             ocmin: 0,
             ocmax: 100,
             ocrate: 0,
-            ping_socket: None,
         }
     }
 }
@@ -80,7 +115,7 @@ impl Attrs {
     /// Derived from `body`, so it is always consistent with [`parse_attrs`].
     pub fn latency_init(&self) -> Option<i32> {
         // most lists have no latency attribute: no parse (and no allocation) for them
-        if !self.body.windows(7).any(|w| w.eq_ignore_ascii_case(b"latency")) {
+        if !self.body.windows(7).any(|w| w.first().is_some_and(|c| (c | 0x20) == b'l') && w.eq_ignore_ascii_case(b"latency")) {
             return None;
         }
         let params = parse_params(&self.body).ok()?;
@@ -115,7 +150,7 @@ impl std::fmt::Display for AttrError {
 impl std::error::Error for AttrError {}
 
 /// One parameter as the core parser sees it. `value` is `None` when there is no `=`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Param<'a> {
     pub name: &'a [u8],
     pub value: Option<&'a [u8]>,
@@ -129,8 +164,21 @@ fn is_ws(c: u8) -> bool {
 /// The parameters are returned in **string order** (the C list is the reverse of this).
 pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
     let mut out = Vec::new();
+    parse_params_each(s, &mut |p| out.push(p))?;
+    Ok(out)
+}
+
+/// [`parse_params`] handing each parameter to `push` in string order (no allocation).
+fn parse_params_each<'a>(s: &'a [u8], push: &mut impl FnMut(Param<'a>)) -> Result<(), AttrError> {
+    struct Out<'f, F>(&'f mut F);
+    impl<'a, F: FnMut(Param<'a>)> Out<'_, F> {
+        fn push(&mut self, p: Param<'a>) {
+            (self.0)(p)
+        }
+    }
+    let mut out = Out(push);
     if s.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
     let at = |i: usize| s.get(i).copied();
     let skip_ws = |mut i: usize| {
@@ -151,7 +199,7 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
         let mut value = None;
         if i >= s.len() {
             out.push(Param { name, value });
-            return Ok(out);
+            return Ok(());
         }
         if at(i) == Some(b'=') {
             i = skip_ws(i + 1);
@@ -161,7 +209,7 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
                     name,
                     value: Some(s.get(i..i).unwrap_or_default()),
                 });
-                return Ok(out);
+                return Ok(());
             }
             match at(i) {
                 Some(q @ (b'"' | b'\'')) => {
@@ -199,13 +247,13 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
             i = skip_ws(i);
             if i >= s.len() {
                 out.push(Param { name, value });
-                return Ok(out);
+                return Ok(());
             }
         }
         out.push(Param { name, value });
         match at(i) {
             // ',' and '>' end the parameter list; the rest is not interpreted
-            Some(b',') | Some(b'>') => return Ok(out),
+            Some(b',') | Some(b'>') => return Ok(()),
             Some(b';') => {}
             Some(c) => {
                 let shown = if c.is_ascii_graphic() {
@@ -218,7 +266,7 @@ pub fn parse_params(s: &[u8]) -> Result<Vec<Param<'_>>, AttrError> {
                     msg: format!("invalid character {shown}, expected ';'"),
                 });
             }
-            None => return Ok(out),
+            None => return Ok(()),
         }
         i = skip_ws(i + 1);
         if i >= s.len() {
@@ -299,7 +347,25 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), A
         _ => src,
     };
     a.body = body.to_vec();
-    let params = parse_params(body)?;
+    // the parameters in a stack buffer (a heap list only past 8 of them)
+    const EMPTY: Param<'static> = Param { name: b"", value: None };
+    let mut small = [EMPTY; 8];
+    let mut n_small = 0usize;
+    let mut more: Vec<Param<'_>> = Vec::new();
+    parse_params_each(body, &mut |p| {
+        if more.is_empty() && n_small < small.len() {
+            if let Some(slot) = small.get_mut(n_small) {
+                *slot = p;
+            }
+            n_small += 1;
+        } else {
+            if more.is_empty() {
+                more.extend_from_slice(small.get(..n_small).unwrap_or_default());
+            }
+            more.push(p);
+        }
+    })?;
+    let params: &[Param<'_>] = if more.is_empty() { small.get(..n_small).unwrap_or_default() } else { &more };
 
     let (mut ocmin, mut ocmax, mut ocrate) = (0u32, 100u32, 0u32);
     let owned = |v: Option<&[u8]>| v.map(|v| v.to_vec());
@@ -308,7 +374,11 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), A
         let n = p.name;
         let is = |s: &str| n.eq_ignore_ascii_case(s.as_bytes());
         if is("duid") {
-            a.duid = owned(p.value);
+            // the value is a slice of `body` (parse_params does not copy): keep its place
+            a.duid_at = p.value.map(|v| {
+                let at = (v.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+                (at, at.wrapping_add(v.len()))
+            });
         } else if is("cc") {
             if let Some(v) = p.value {
                 a.cc = str2sint(v).0;
@@ -347,15 +417,15 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), A
                 a.maxload = str2sint(v).0;
             }
         } else if is("socket") {
-            a.socket = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).socket = owned(p.value);
         } else if is("sockname") {
-            a.sockname = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).sockname = owned(p.value);
         } else if is("ping_socket") {
-            a.ping_socket = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).ping_socket = owned(p.value);
         } else if is("ping_from") {
-            a.ping_from = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).ping_from = owned(p.value);
         } else if is("obproxy") {
-            a.obproxy = owned(p.value);
+            a.rare.get_or_insert_with(Default::default).obproxy = owned(p.value);
         } else if is("ocmin") {
             if let Some(v) = p.value {
                 ocmin = str2uint(v).0;
@@ -369,6 +439,10 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), A
                 ocrate = str2uint(v).0;
             }
         }
+    }
+    // all five set to "absent" again (`socket;socket=x`): no box, so equal attrs compare equal
+    if a.rare.as_ref().is_some_and(|r| r.is_empty()) {
+        a.rare = None;
     }
     // overload-control clamping (Kamailio 6.0 ds_set_attrs)
     if ocmax > 100 || ocmax == 0 {
@@ -404,9 +478,9 @@ mod tests {
         let (a, w) = pa("duid=abc;socket=udp:192.168.0.125:5060;pipe=p10");
         assert!(w.is_empty());
         assert_eq!(a.body, b"duid=abc;socket=udp:192.168.0.125:5060;pipe=p10");
-        assert_eq!(a.duid, v("abc"));
-        assert_eq!(a.socket, v("udp:192.168.0.125:5060"));
-        assert_eq!(a.sockname, None);
+        assert_eq!(a.duid().map(<[u8]>::to_vec), v("abc"));
+        assert_eq!(a.socket().map(<[u8]>::to_vec), v("udp:192.168.0.125:5060"));
+        assert_eq!(a.sockname().map(<[u8]>::to_vec), None);
         assert_eq!((a.ocmin, a.ocmax, a.ocrate), (0, 100, 0));
     }
 
@@ -415,19 +489,19 @@ mod tests {
         let (a, w) = pa("DUID=d;MaxLoad=20;Weight=30;rWeight=40;SOCKET=tcp:1.2.3.4:5060;sockname=s1;\
              ping_from=sip:p@x;obproxy=sip:o;cc=1;latency=25;ocmin=5;ocmax=50;ocrate=60;ping_socket=udp:1.2.3.4:5;my=xyz;");
         assert!(w.is_empty());
-        assert_eq!(a.duid, v("d"));
+        assert_eq!(a.duid().map(<[u8]>::to_vec), v("d"));
         assert_eq!(a.maxload, 20);
         assert_eq!(a.weight, 30);
         assert_eq!(a.rweight, 40);
-        assert_eq!(a.socket, v("tcp:1.2.3.4:5060"));
-        assert_eq!(a.sockname, v("s1"));
-        assert_eq!(a.ping_from, v("sip:p@x"));
-        assert_eq!(a.obproxy, v("sip:o"));
+        assert_eq!(a.socket().map(<[u8]>::to_vec), v("tcp:1.2.3.4:5060"));
+        assert_eq!(a.sockname().map(<[u8]>::to_vec), v("s1"));
+        assert_eq!(a.ping_from().map(<[u8]>::to_vec), v("sip:p@x"));
+        assert_eq!(a.obproxy().map(<[u8]>::to_vec), v("sip:o"));
         assert_eq!(a.cc, 1);
         assert_eq!(a.latency, 25);
         assert_eq!(a.latency_init(), Some(25));
         assert_eq!((a.ocmin, a.ocmax, a.ocrate), (5, 50, 50));
-        assert_eq!(a.ping_socket, v("udp:1.2.3.4:5"));
+        assert_eq!(a.ping_socket().map(<[u8]>::to_vec), v("udp:1.2.3.4:5"));
         assert!(a.body.ends_with(b"my=xyz"));
     }
 
@@ -512,10 +586,10 @@ mod tests {
 
     #[test]
     fn first_occurrence_wins() {
-        assert_eq!(pa("duid=a;duid=b").0.duid, v("a"));
-        assert_eq!(pa("socket;socket=udp:1.2.3.4:5060").0.socket, None);
+        assert_eq!(pa("duid=a;duid=b").0.duid().map(<[u8]>::to_vec), v("a"));
+        assert_eq!(pa("socket;socket=udp:1.2.3.4:5060").0.socket().map(<[u8]>::to_vec), None);
         assert_eq!(
-            pa("socket=udp:1.2.3.4:5060;socket").0.socket,
+            pa("socket=udp:1.2.3.4:5060;socket").0.socket().map(<[u8]>::to_vec),
             v("udp:1.2.3.4:5060")
         );
         // an integer without '=' does not touch the value
@@ -528,23 +602,23 @@ mod tests {
     #[test]
     fn quoting_and_stops() {
         let (a, _) = pa("duid=\"a;b\";weight=5");
-        assert_eq!(a.duid, v("a;b"));
+        assert_eq!(a.duid().map(<[u8]>::to_vec), v("a;b"));
         assert_eq!(a.weight, 5);
         assert_eq!(a.body, b"duid=\"a;b\";weight=5");
-        assert_eq!(pa("duid='x y'").0.duid, v("x y"));
-        assert_eq!(pa("duid=").0.duid, v(""));
-        assert_eq!(pa("duid=\"\"").0.duid, v(""));
+        assert_eq!(pa("duid='x y'").0.duid().map(<[u8]>::to_vec), v("x y"));
+        assert_eq!(pa("duid=").0.duid().map(<[u8]>::to_vec), v(""));
+        assert_eq!(pa("duid=\"\"").0.duid().map(<[u8]>::to_vec), v(""));
         // ',' ends the list
         let (a, _) = pa("duid=a,weight=5");
-        assert_eq!((a.duid, a.weight), (v("a"), 0));
+        assert_eq!((a.duid().map(<[u8]>::to_vec), a.weight), (v("a"), 0));
         let (a, _) = pa("duid=\"a\">weight=5");
-        assert_eq!((a.duid, a.weight), (v("a"), 0));
+        assert_eq!((a.duid().map(<[u8]>::to_vec), a.weight), (v("a"), 0));
         // whitespace around '=' and ';'
         let (a, _) = pa("duid = a ; weight = 5 ");
-        assert_eq!((a.duid, a.weight), (v("a"), 5));
+        assert_eq!((a.duid().map(<[u8]>::to_vec), a.weight), (v("a"), 5));
         // empty names are allowed
-        assert_eq!(pa("=5;duid=x").0.duid, v("x"));
-        assert_eq!(pa(";duid=x").0.duid, v("x"));
+        assert_eq!(pa("=5;duid=x").0.duid().map(<[u8]>::to_vec), v("x"));
+        assert_eq!(pa(";duid=x").0.duid().map(<[u8]>::to_vec), v("x"));
     }
 
     #[test]

@@ -339,7 +339,7 @@ pub fn prepare_entry(
     notes.extend(warnings);
 
     // 5. sending socket
-    let sock = match (&attrs.sockname, &attrs.socket) {
+    let sock = match (attrs.sockname(), attrs.socket()) {
         (Some(name), _) if !name.is_empty() => {
             let s = env.socket_by_name(name);
             if s == 0 {
@@ -358,7 +358,7 @@ pub fn prepare_entry(
     };
     // Kamailio 6.1: the keepalive socket must be local too
     if crate::ds::compat::ge(6, 1, 0) {
-        if let Some(spec) = attrs.ping_socket.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(spec) = attrs.ping_socket().filter(|s| !s.is_empty()) {
             if env.socket_by_addr(spec) == 0 {
                 return Err(fail(format!("non-local socket <{}>", show(spec))));
             }
@@ -743,7 +743,7 @@ mod tests {
         assert_eq!((err.level, err.func), (Level::Err, "pack_dest"));
         assert!(err.msg.starts_with("bad uri [sip:a@b@c:xx]"), "{}", err.msg);
         let (d, notes) = prep(&mut f, "sip:1.2.3.4", 0, "weight=0;duid=d1").expect("ok");
-        assert_eq!(d.attrs.duid, Some(b"d1".to_vec()));
+        assert_eq!(d.attrs.duid(), Some(&b"d1"[..]));
         assert_eq!(notes.len(), 1);
         assert_eq!((notes[0].level, notes[0].func), (Level::Err, "ds_set_attrs"));
         let (d, _) = prepare_dest(&raw("sip:1.2.3.4", 0, ""), true, 1, &mut f).expect("ok");

@@ -135,7 +135,7 @@ proptest! {
             for (r, d) in v.dests.iter().zip(&s.dests) {
                 prop_assert_eq!(r.uri.bytes(), &d.uri[..]);
                 prop_assert_eq!((r.priority, r.cfg_flags), (d.priority, d.flags));
-                prop_assert_eq!(r.duid.get(), d.attrs.duid.as_deref());
+                prop_assert_eq!(r.duid.get(), d.attrs.duid());
                 prop_assert_eq!(r.ip_addr(), d.ip);
                 flat.push((s.id, d.uri.clone(), d.ip));
             }

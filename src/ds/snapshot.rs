@@ -916,12 +916,12 @@ fn dest_strings(d: &crate::ds::dest::Dest) -> [Option<&[u8]>; 9] {
         Some(&d.uri),
         Some(&d.host),
         body,
-        a.duid.as_deref(),
-        a.socket.as_deref(),
-        a.sockname.as_deref(),
-        a.ping_from.as_deref(),
-        a.obproxy.as_deref(),
-        a.ping_socket.as_deref(),
+        a.duid(),
+        a.socket(),
+        a.sockname(),
+        a.ping_from(),
+        a.obproxy(),
+        a.ping_socket(),
     ]
 }
 
@@ -1114,6 +1114,10 @@ pub fn reset_reloaded_set(v: &SetView<'_>, rng: &mut dyn FnMut() -> u32) {
 fn weight_note_possible(a: &crate::ds::attrs::Attrs) -> bool {
     let b = &a.body;
     (0..b.len().saturating_sub(5)).any(|i| {
+        // cheap first-byte test before the 6-byte comparison (runs over every attrs body)
+        if b.get(i).is_none_or(|c| (c | 0x20) != b'w') {
+            return false;
+        }
         let Some(w) = b.get(i..i + 6) else { return false };
         if !w.eq_ignore_ascii_case(b"weight") {
             return false;
@@ -1470,6 +1474,9 @@ pub fn build_set_src(
         sc.weights.clear();
         sc.weights.extend(s.iter().map(|d| d.attrs.weight));
         let weights = &sc.weights;
+        // the set's shuffles draw from a generator seeded once per set from `rng` (inlined,
+        // no division: ~300 draws per set with weights)
+        let rng = &mut crate::ds::weights::SetRng::new((rng() as u64) << 32 | rng() as u64);
         let wlist = crate::ds::weights::weight_table(weights, rng);
         sc.rweights.clear();
         sc.rweights.extend(s.iter().map(|d| d.attrs.rweight));

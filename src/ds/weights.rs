@@ -2,10 +2,48 @@
 //! weight; Kamailio master), built as the C module builds them (spec §6.2 G-09/G-11,
 //! devel-delta §3.2), then shuffled with a Fisher-Yates pass.
 
+/// The random draws of the tables' shuffles: `below(n)` is in `0..n` (`n >= 1`).
+pub trait Draw {
+    fn below(&mut self, n: u32) -> u32;
+}
+
+/// A `u32` source (`kam_rand`, a test generator): `rng() % n`, as the C module draws.
+impl<F: FnMut() -> u32 + ?Sized> Draw for F {
+    #[inline]
+    fn below(&mut self, n: u32) -> u32 {
+        self() % n.max(1)
+    }
+}
+
+/// The generator of one set's shuffles while a list is built (xorshift64, seeded from the
+/// build's generator): full 32-bit draws scaled by a multiply and a shift instead of a
+/// division (a list of many small sets draws ~300 times per set at start-up).
+pub struct SetRng(u64);
+
+impl SetRng {
+    pub fn new(seed: u64) -> SetRng {
+        SetRng(seed | 1)
+    }
+    #[inline]
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 32) as u32
+    }
+}
+
+impl Draw for SetRng {
+    #[inline]
+    fn below(&mut self, n: u32) -> u32 {
+        ((u64::from(self.next()) * u64::from(n)) >> 32) as u32
+    }
+}
+
 /// Fisher-Yates over 100 slots with `rng()` (the C module uses `kam_rand() % (100 - j)`).
-pub fn shuffle100(arr: &mut [u32; 100], rng: &mut dyn FnMut() -> u32) {
+pub fn shuffle100<R: Draw + ?Sized>(arr: &mut [u32; 100], rng: &mut R) {
     for j in 0..100usize {
-        let k = j + (rng() as usize) % (100 - j);
+        let k = j + rng.below((100 - j) as u32) as usize;
         arr.swap(j, k);
     }
 }
@@ -13,7 +51,7 @@ pub fn shuffle100(arr: &mut [u32; 100], rng: &mut dyn FnMut() -> u32) {
 /// Weight table: only when the first destination has a weight; each index `weight` times in
 /// array order (stopping at 100), the rest filled with the last index, then shuffled.
 /// All zeros when the first weight is 0.
-pub fn weight_table(weights: &[i32], rng: &mut dyn FnMut() -> u32) -> [u32; 100] {
+pub fn weight_table<R: Draw + ?Sized>(weights: &[i32], rng: &mut R) -> [u32; 100] {
     let mut t = [0u32; 100];
     if weights.first().copied().unwrap_or(0) == 0 {
         return t;
@@ -38,7 +76,7 @@ pub fn weight_table(weights: &[i32], rng: &mut dyn FnMut() -> u32) -> [u32; 100]
 
 /// Relative-weight table over the usable destinations; `None` means "leave the table as it
 /// is" (fewer than 2 destinations, or the usable rweights sum to 0).
-pub fn rweight_table(rweights: &[i32], usable: &[bool], rng: &mut dyn FnMut() -> u32) -> Option<[u32; 100]> {
+pub fn rweight_table<R: Draw + ?Sized>(rweights: &[i32], usable: &[bool], rng: &mut R) -> Option<[u32; 100]> {
     let nr = rweights.len();
     if nr < 2 {
         return None;
@@ -81,7 +119,7 @@ pub fn rweight_table(rweights: &[i32], usable: &[bool], rng: &mut dyn FnMut() ->
 ///    index written (index 0 when none was written, e.g. more than 100 destinations of weight
 ///    1; the C module re-uses the table's stale slot 0 there);
 /// 6. then the table is shuffled like the other 100-slot tables.
-pub fn pw_table(prios: &[i32], weights: &[i32], usable: &[bool], rng: &mut dyn FnMut() -> u32) -> [u32; 100] {
+pub fn pw_table<R: Draw + ?Sized>(prios: &[i32], weights: &[i32], usable: &[bool], rng: &mut R) -> [u32; 100] {
     let mut t = [0u32; 100];
     let ok = |j: usize| usable.get(j).copied().unwrap_or(false);
     let n = prios.len();
@@ -128,7 +166,7 @@ pub fn pw_table(prios: &[i32], weights: &[i32], usable: &[bool], rng: &mut dyn F
 }
 
 /// Overload-control table (alg 64): `rate` skip marks (0) among 100, shuffled.
-pub fn oc_table(rate: i32, rng: &mut dyn FnMut() -> u32) -> [u8; 100] {
+pub fn oc_table<R: Draw + ?Sized>(rate: i32, rng: &mut R) -> [u8; 100] {
     let r = rate.clamp(0, 100) as usize;
     let mut t = [1u8; 100];
     if r == 0 {
@@ -139,7 +177,7 @@ pub fn oc_table(rate: i32, rng: &mut dyn FnMut() -> u32) -> [u8; 100] {
         *slot = 0;
     }
     for j in 0..100usize {
-        let k = j + (rng() as usize) % (100 - j);
+        let k = j + rng.below((100 - j) as u32) as usize;
         t.swap(j, k);
     }
     t
@@ -169,6 +207,27 @@ mod tests {
             s = s.wrapping_mul(1103515245).wrapping_add(12345);
             s >> 1
         }
+    }
+
+    #[test]
+    fn set_rng_draws_in_range_and_shuffles() {
+        let mut r = SetRng::new(42);
+        for n in 1..=100u32 {
+            for _ in 0..50 {
+                assert!(r.below(n) < n);
+            }
+        }
+        // every slot reachable: 100 draws below 100 over many rounds hit every value
+        let mut seen = [false; 100];
+        for _ in 0..100 {
+            for _ in 0..100 {
+                seen[r.below(100) as usize] = true;
+            }
+        }
+        assert!(seen.iter().all(|&b| b));
+        let t = weight_table(&[50, 30, 20], &mut SetRng::new(7));
+        assert_eq!(counts(&t, 3), vec![50, 30, 20]);
+        assert_ne!(t[..50], [0u32; 50]);
     }
 
     #[test]
