@@ -2672,7 +2672,7 @@ mod edit_bench {
             // minimum of 7 (the machine is shared)
             let min7 = |f: &mut dyn FnMut()| (0..7).map(|_| { let t = std::time::Instant::now(); f(); t.elapsed() }).min().unwrap_or_default();
             let post = crate::ds::order::avl_order(&order);
-            eprintln!("  avl_order {:?} (min of 7; without the finger: {:?})",
+            eprintln!("  avl_order {:?} (min of 7; the reference avl_postorder: {:?})",
                 min7(&mut || { std::hint::black_box(crate::ds::order::avl_order(&order)); }),
                 min7(&mut || { std::hint::black_box(crate::ds::order::avl_postorder(&order)); }));
             let mut s5 = DestSet { id: 5, dests: sets[4].dests.clone() };
