@@ -540,7 +540,9 @@ pub fn order_sets(dests: &[Dest], pos: &[u32], shared: &[(u32, i32)]) -> (Vec<u3
     // set ids in order of first appearance
     groups.sort_unstable_by_key(|x| (x.0, x.1));
     let first_seen: Vec<i32> = groups.iter().map(|x| x.1).collect();
-    let post = avl_order(&first_seen).ids;
+    // a load or reload: a scratch tree for this call only (the one `avl_order` keeps is for
+    // the edits, which come one after another; nothing stays allocated after start-up)
+    let post = OrderScratch::default().order(&first_seen).ids;
     groups.sort_unstable_by_key(|x| x.1);
     let order: Vec<u32> = keys.iter().map(|k| k.2 .0).collect();
     let spans = post
