@@ -2679,9 +2679,10 @@ mod edit_bench {
             // minimum of 7 (the machine is shared)
             let min7 = |f: &mut dyn FnMut()| (0..7).map(|_| { let t = std::time::Instant::now(); f(); t.elapsed() }).min().unwrap_or_default();
             let post = crate::ds::order::avl_order(&order);
-            eprintln!("  avl_order {:?} (min of 7; without the finger: {:?})",
+            eprintln!("  avl_order {:?} (min of 7; the reference avl_postorder: {:?})",
                 min7(&mut || { std::hint::black_box(crate::ds::order::avl_order(&order)); }),
                 min7(&mut || { std::hint::black_box(crate::ds::order::avl_postorder(&order)); }));
+            eprintln!("  dests_before {:?} (min of 7)", min7(&mut || { std::hint::black_box(snap.dests_before(&post.ids, &post.by_id, 5)); }));
             let mut s5 = DestSet { id: 5, dests: sets[4].dests.clone() };
             let mut nd = s5.dests[0].clone();
             nd.uri = b"sip:10.9.9.1:5060".to_vec();
