@@ -110,6 +110,9 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(kam_ge_6_0)");
     println!("cargo:rustc-check-cfg=cfg(kam_ge_6_1)");
     println!("cargo:rerun-if-env-changed=KAMAILIO_PREFIX");
+    // `make` requires the bindings: a pure-core build cached by a plain `cargo build` before the
+    // headers were fetched must not be reused by it
+    println!("cargo:rerun-if-env-changed=DS_REQUIRE_KAMAILIO");
 
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     // KAMAILIO_PREFIX: a Kamailio built by `make kamailio` (kamailio-headers/build-kamailio.sh);
@@ -143,6 +146,8 @@ fn main() {
         },
     };
     if !ksrc.join("core/sr_module.h").exists() {
+        // a missing file counts as changed: the next build looks again
+        println!("cargo:rerun-if-changed={}", ksrc.join("core/sr_module.h").display());
         if env::var("DS_REQUIRE_KAMAILIO").is_ok() {
             panic!("Kamailio headers not found in {} (run kamailio-headers/fetch.sh)", ksrc.display());
         }
