@@ -273,6 +273,19 @@ pub fn pw_take(set: &SetRec) -> u32 {
     set.pwlist.get(k as usize % 100).map(|a| a.load(Ordering::Relaxed)).unwrap_or(0)
 }
 
+/// Rebuilds the alg-11 table of a set from its destinations' runtime rweights and current
+/// state (`dp_init_relative_weights`). When no destination has a usable rweight the table is
+/// left as it is (a state change), or cleared with `clear` (what a build makes of it). The
+/// caller serialises concurrent rebuilds of a running set.
+pub fn rw_rebuild(set: &SetView<'_>, rng: &mut dyn FnMut() -> u32, clear: bool) {
+    let rw: Vec<i32> = set.dests.iter().map(|d| d.rweight_rt.load(Ordering::Relaxed)).collect();
+    let us: Vec<bool> = set.dests.iter().map(|d| d.usable()).collect();
+    let Some(t) = weights::rweight_table(&rw, &us, rng).or(clear.then_some([0u32; 100])) else { return };
+    for (slot, v) in set.rec.rwlist.iter().zip(t.iter()) {
+        slot.store(*v, Ordering::Relaxed);
+    }
+}
+
 /// Rebuilds the alg-15 table of a set from the current state of its destinations
 /// (`dp_init_priority_weights`; the C module takes no lock either).
 pub fn pw_rebuild(set: &SetView<'_>, rng: &mut dyn FnMut() -> u32) {

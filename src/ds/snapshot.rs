@@ -1038,8 +1038,8 @@ pub fn build_sharing<'o>(
         Some((h, p4, p6)) => {
             // SAFETY: `write_header` reserved room for exactly these entries.
             unsafe {
-                merge_sorted(o4, &keep4, &v4, std::slice::from_raw_parts_mut(p4, n4));
-                merge_sorted(o6, &keep6, &v6, std::slice::from_raw_parts_mut(p6, n6));
+                merge_sorted(o4, keep4, &v4, std::slice::from_raw_parts_mut(p4, n4));
+                merge_sorted(o6, keep6, &v6, std::slice::from_raw_parts_mut(p6, n6));
             }
             for (&b, _) in blks.iter().zip(&fresh).filter(|(_, &f)| !f) {
                 // SAFETY: a block of `old`, live.
@@ -1058,29 +1058,30 @@ pub fn build_sharing<'o>(
 
 /// Writes into `dst` (exactly its size) the entries of `old` that `keep` selects merged with
 /// `add` (both sorted).
-fn merge_sorted<E: Copy + Ord>(old: &[E], keep: &dyn Fn(&E) -> bool, add: &[E], dst: &mut [E]) {
+fn merge_sorted<E: Copy + Ord>(old: &[E], keep: impl Fn(&E) -> bool, add: &[E], dst: &mut [E]) {
     if add.is_empty() && old.len() == dst.len() {
         dst.copy_from_slice(old);
         return;
     }
-    let mut a = add.iter().peekable();
     let mut out = dst.iter_mut();
-    for e in old.iter().filter(|e| keep(e)) {
-        while let Some(&&x) = a.peek().filter(|&&&x| x < *e) {
-            if let Some(d) = out.next() {
-                *d = x;
-            }
-            a.next();
-        }
+    merge_kept(old, keep, add, |e| {
         if let Some(d) = out.next() {
-            *d = *e;
+            *d = e;
         }
-    }
-    for &x in a {
-        if let Some(d) = out.next() {
-            *d = x;
+    });
+}
+
+/// The entries of `old` that `keep` selects merged with `add` (both sorted; on a tie the one
+/// of `old` first), in order, to `out`.
+fn merge_kept<E: Copy + Ord>(old: &[E], keep: impl Fn(&E) -> bool, add: &[E], mut out: impl FnMut(E)) {
+    let mut a = add.iter().copied().peekable();
+    for &e in old.iter().filter(|e| keep(e)) {
+        while let Some(x) = a.next_if(|x| *x < e) {
+            out(x);
         }
+        out(e);
     }
+    a.for_each(out);
 }
 
 /// What a reload resets on a set it shares with the running list, as building it again
@@ -1091,12 +1092,7 @@ fn merge_sorted<E: Copy + Ord>(old: &[E], keep: &dyn Fn(&E) -> bool, add: &[E], 
 /// The state a reload keeps (`ds_reload_keep_state` 1) is left as it is.
 pub fn reset_reloaded_set(v: &SetView<'_>, rng: &mut dyn FnMut() -> u32) {
     reset_shared_set(v, false);
-    let rw: Vec<i32> = v.dests.iter().map(|d| d.rweight_rt.load(Ordering::Relaxed)).collect();
-    let us: Vec<bool> = v.dests.iter().map(|d| d.usable()).collect();
-    let t = crate::ds::weights::rweight_table(&rw, &us, rng).unwrap_or([0u32; 100]);
-    for (slot, x) in v.rec.rwlist.iter().zip(t.iter()) {
-        slot.store(*x, Ordering::Relaxed);
-    }
+    crate::ds::select::rw_rebuild(v, rng, true);
     crate::ds::select::pw_rebuild(v, rng);
     crate::ds::algs::exact::rebuild(v);
     for d in v.dests {
@@ -1342,7 +1338,7 @@ unsafe fn write_header_ex(
 }
 
 /// Builds the block of one set whose first destination sits at position `first_di` of the
-/// list (only used for new internal ids). The block starts with one reference.
+/// list (only used for new internal ids).
 pub fn build_set(
     s: &DestSet,
     generation: u64,
@@ -1900,18 +1896,7 @@ fn finish_derived(h: *mut Header, old: Snap<'_>, generation: u64, reset: Option<
 /// A new base index: the entries of `base` but those of the `dead` sets, with `delta`.
 fn rebased<E: IdxEnt>(base: &[E], dead: &[i32], delta: &[E]) -> Vec<E> {
     let mut out = Vec::with_capacity(base.len() + delta.len());
-    let mut live = base.iter().copied().filter(|e| dead.binary_search(&e.set()).is_err()).peekable();
-    let mut d = delta.iter().copied().peekable();
-    loop {
-        let take_base = match (live.peek(), d.peek()) {
-            (Some(a), Some(b)) => a <= b,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        let next = if take_base { live.next() } else { d.next() };
-        out.extend(next);
-    }
+    merge_kept(base, |e| dead.binary_search(&e.set()).is_err(), delta, |e| out.push(e));
     out
 }
 

@@ -9,7 +9,6 @@ use once_cell::sync::OnceCell;
 use crate::ds::compat;
 use crate::ds::health::{cfg_marks_immediate, dsg_counts, dsg_percent, next_state, transition_event, usable};
 use crate::ds::snapshot::{states_all, DestRec, SetView};
-use crate::ds::weights::rweight_table;
 use crate::kam::event;
 use crate::kam::mem::ShmLock;
 use crate::kam::msg::Msg;
@@ -44,13 +43,7 @@ pub fn init() -> Result<(), String> {
 pub fn rebuild_rweights(set: &SetView<'_>) {
     let Some(l) = RW_LOCK.get() else { return };
     let _g = l.lock();
-    let rw: Vec<i32> = set.dests.iter().map(|d| d.rweight_rt.load(Ordering::Relaxed)).collect();
-    let us: Vec<bool> = set.dests.iter().map(|d| d.usable()).collect();
-    if let Some(t) = rweight_table(&rw, &us, &mut kam_rand) {
-        for (slot, v) in set.rec.rwlist.iter().zip(t.iter()) {
-            slot.store(*v, Ordering::Relaxed);
-        }
-    }
+    crate::ds::select::rw_rebuild(set, &mut kam_rand, false);
     // algs 41/43 (exact weights) follow the same state and rweights
     crate::ds::algs::exact::rebuild(set);
 }

@@ -440,15 +440,7 @@ fn install_sharing(
             }
             // SAFETY: the records carried from belong to `old`, kept by the writer lock.
             unsafe { snapshot::link_set_successors(&v, undo) };
-            for d in v.dests {
-                if let Some(o) = old_index.find(v.rec.id, d.uri.bytes()) {
-                    if undo {
-                        o.ctr.uncarry(&d.ctr);
-                    } else {
-                        o.ctr.carry_into(&d.ctr);
-                    }
-                }
-            }
+            crate::module::track::carry_set_counters(&old_index, &v, undo);
         }
     };
     // the old list then frees only the set blocks the new one did not take
@@ -582,15 +574,7 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::Set
         if let Some(v) = new_set {
             // SAFETY: the records carried from belong to `cur`, kept by the writer lock.
             unsafe { snapshot::link_set_successors(&v, undo) };
-            for d in v.dests {
-                if let Some(o) = idx.find(v.rec.id, d.uri.bytes()) {
-                    if undo {
-                        o.ctr.uncarry(&d.ctr);
-                    } else {
-                        o.ctr.carry_into(&d.ctr);
-                    }
-                }
-            }
+            crate::module::track::carry_set_counters(&idx, &v, undo);
         }
     };
     carry(false);

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use once_cell::sync::OnceCell;
 
 use crate::ds::counters::{passive_fail, passive_ok, FailCodes};
-use crate::ds::snapshot::{CarryIndex, DestRec, Snap, DS_INACTIVE, DS_PROBING};
+use crate::ds::snapshot::{CarryIndex, DestRec, SetView, Snap, DS_INACTIVE, DS_PROBING};
 use crate::kam::msg::Msg;
 use crate::kam::tm;
 use crate::module::{guard, health, state};
@@ -269,21 +269,22 @@ pub fn ping_result(setid: i32, uri: &[u8], alive: bool) {
 /// before the new list is published); what is counted on the old records afterwards is
 /// forwarded when the old list is freed (`forward_counters`).
 pub fn carry_counters(old: &CarryIndex<'_>, new: Snap<'_>) {
-    for set in new.sets() {
-        for d in set.dests {
-            if let Some(o) = old.find(set.rec.id, d.uri.bytes()) {
-                o.ctr.carry_into(&d.ctr);
-            }
-        }
-    }
+    new.sets().for_each(|set| carry_set_counters(old, &set, false));
 }
 
 /// Undoes `carry_counters` for a list that is not published.
 pub fn uncarry_counters(old: &CarryIndex<'_>, new: Snap<'_>) {
-    for set in new.sets() {
-        for d in set.dests {
-            if let Some(o) = old.find(set.rec.id, d.uri.bytes()) {
+    new.sets().for_each(|set| carry_set_counters(old, &set, true));
+}
+
+/// `carry_counters` (or with `undo` its undoing) for one set of the new list.
+pub fn carry_set_counters(old: &CarryIndex<'_>, set: &SetView<'_>, undo: bool) {
+    for d in set.dests {
+        if let Some(o) = old.find(set.rec.id, d.uri.bytes()) {
+            if undo {
                 o.ctr.uncarry(&d.ctr);
+            } else {
+                o.ctr.carry_into(&d.ctr);
             }
         }
     }
