@@ -12,8 +12,9 @@ signals).
     bench/bench.py sink ...        (internal: the UDP sink of the keepalive benchmark)
 
 Environment (all optional):
-    BENCH                    which benchmarks: select, ping, lists, scale, icount, counters
-                             (comma, | or space separated; default all)
+    BENCH                    which benchmarks: select, ping, lists, scale, icount, counters,
+                             traffic (comma, | or space separated; default all = all but
+                             traffic, which is opt-in: bench/traffic.py)
     BENCH_COUNTERS_ALGS      counters benchmark: algorithms (default 0,4,10)
     BENCH_COUNTERS_K         counters benchmark: loop count (default 200000)
     BENCH_COUNTERS_FLAGS     counters benchmark: dispatcher "flags" (default 0)
@@ -1450,6 +1451,14 @@ def bench_icount(ctx):
     return icount.bench_icount(ctx)
 
 
+def bench_traffic(ctx):
+    """Benchmark 6 (issue 14, opt-in: not part of `all`), in bench/traffic.py."""
+    sys.path.insert(0, BENCH_DIR)
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import traffic
+    return traffic.bench_traffic(ctx)
+
+
 # ---------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------
@@ -1480,8 +1489,8 @@ def run_main(args):
     if "all" in which:
         which = ["select", "ping", "lists", "counters", "scale", "icount"]
     for w in which:
-        if w not in ("select", "ping", "lists", "counters", "scale", "icount"):
-            sys.exit(f"bench: unknown benchmark {w!r} (select, ping, lists, counters, scale, icount, all)")
+        if w not in ("select", "ping", "lists", "counters", "scale", "icount", "traffic"):
+            sys.exit(f"bench: unknown benchmark {w!r} (select, ping, lists, counters, scale, icount, traffic, all)")
     mods = [m for m in re.split(r"[,\s|]+", os.environ.get("BENCH_MODULES", "c,rust")) if m]
     for m in mods:
         if m not in ("c", "rust"):
@@ -1520,7 +1529,7 @@ def run_main(args):
         dst = os.path.join(dst_dir, "dispatcher.so")
         shutil.copy2(src, dst)
         ctx.modules[m] = dst
-    for b in (KAMAILIO, KAMCMD) + ((SIPP,) if "ping" in which else ()):
+    for b in (KAMAILIO, KAMCMD) + ((SIPP,) if "ping" in which or "traffic" in which else ()):
         if not os.access(b, os.X_OK):
             sys.exit(f"bench: {b} not found (run `make setup`)")
 
@@ -1544,7 +1553,7 @@ def run_main(args):
         for w in which:
             log(f"=== benchmark: {w}")
             fn = {"select": bench_select, "ping": bench_ping, "lists": bench_lists, "counters": bench_counters,
-                  "scale": bench_scale, "icount": bench_icount}[w]
+                  "scale": bench_scale, "icount": bench_icount, "traffic": bench_traffic}[w]
             try:
                 text, s = fn(ctx)
             except (KamDied, RuntimeError, OSError) as e:
