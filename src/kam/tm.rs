@@ -168,7 +168,7 @@ pub const CB_ON_FAILURE: i32 = sys::TMCB_ON_FAILURE as i32;
 #[allow(clippy::unnecessary_cast)]
 pub const CB_DESTROY: i32 = sys::TMCB_DESTROY as i32;
 #[allow(clippy::unnecessary_cast)]
-pub const CB_REQUEST_FWDED: i32 = sys::TMCB_REQUEST_FWDED as i32;
+pub const CB_REQUEST_SENT: i32 = sys::TMCB_REQUEST_SENT as i32;
 
 /// A transaction callback.
 pub type TransCb = unsafe extern "C" fn(*mut sys::cell, c_int, *mut sys::tmcb_params);
@@ -229,6 +229,22 @@ pub unsafe fn branch_last_received(t: *mut sys::cell, b: i32) -> i32 {
             return 0;
         }
         (*(*t).uac.add(b as usize)).last_received
+    }
+}
+
+/// The branch whose own request a `TMCB_REQUEST_SENT` callback reports as sent (first send or
+/// TM's retransmission); None for a locally generated CANCEL or ACK.
+///
+/// # Safety
+/// Arguments of a TM `TMCB_REQUEST_SENT` callback.
+pub unsafe fn sent_branch(ps: *mut sys::tmcb_params) -> Option<i32> {
+    // SAFETY: guaranteed by the caller; TM passes the branch's retransmission buffer.
+    unsafe {
+        #[allow(clippy::unnecessary_cast)]
+        if ps.is_null() || (*ps).t_rbuf.is_null() || ((*ps).flags as i32 & sys::TMCB_LOCAL_F as i32) != 0 {
+            return None;
+        }
+        Some((*(*ps).t_rbuf).branch as i32)
     }
 }
 

@@ -11,8 +11,12 @@
 //!   it), replies to a local CANCEL ignored;
 //! - `TMCB_ON_FAILURE`: all branches failed: the branch's last code (TM's local 408 too);
 //! - `TMCB_DESTROY`: whatever is left (a branch ended without us seeing it);
-//! - `TMCB_REQUEST_FWDED`: the request is forwarded, the branch counts in `INFLIGHT` (so a
-//!   request selected but answered statelessly never does);
+//! - `TMCB_REQUEST_SENT`: the branch's request was sent, the branch counts in `INFLIGHT` (so
+//!   a request selected but answered statelessly, or whose send failed, never does). Not
+//!   `TMCB_REQUEST_FWDED`: with such a callback on a transaction TM copies the R-URI and the
+//!   destination URI of every new branch into pkg memory (two allocations and frees per
+//!   branch, for callbacks that may change them), which the C module's requests never cost;
+//!   a `TMCB_REQUEST_SENT` callback costs TM no allocation;
 //! - the release function: a forwarded branch dropped without an outcome ends its `INFLIGHT`.
 //!
 //! Counting is a few relaxed atomics on the destination record; no lock.
@@ -71,7 +75,7 @@ fn conf() -> Option<&'static Conf> {
 }
 
 const DONE: usize = 1 << 62;
-/// Set when TM forwards the request (`TMCB_REQUEST_FWDED`): the branch counts in `INFLIGHT`.
+/// Set when TM sent the branch's request (`TMCB_REQUEST_SENT`): the branch counts in `INFLIGHT`.
 const SENT: usize = 1 << 60;
 const MARK: usize = 1 << 61;
 const IUID_MASK: usize = (1 << 48) - 1;
@@ -134,7 +138,7 @@ pub fn on_select(m: Msg, d: &DestRec, failover: bool) {
 #[cold]
 fn register(m: Msg, iuid: u64, branch: i32, idb: u64, tkey: usize) {
     let Some(p) = pack(iuid, branch) else { return };
-    let types = tm::CB_REQUEST_FWDED | tm::CB_RESPONSE_IN | tm::CB_ON_FAILURE | tm::CB_DESTROY;
+    let types = tm::CB_REQUEST_SENT | tm::CB_RESPONSE_IN | tm::CB_ON_FAILURE | tm::CB_DESTROY;
     // SAFETY: m is the message of the running route.
     if unsafe { tm::register_cb(m.0, types, on_tm, p, Some(on_release)) } {
         LAST_ID_BRANCH.store(idb, Ordering::Relaxed);
@@ -215,9 +219,15 @@ unsafe extern "C" fn on_tm(t: *mut sys::cell, ty: c_int, ps: *mut sys::tmcb_para
             return;
         }
         let b = p_branch(p);
-        if ty & tm::CB_REQUEST_FWDED != 0 {
-            // the request goes out: the branch is in flight until its final outcome
-            if p & SENT == 0 && cell.compare_exchange(p, p | SENT, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if ty & tm::CB_REQUEST_SENT != 0 {
+            // the branch's request went out: in flight until its final outcome (a reply that
+            // another process counted first set DONE: then it never is). TM calls this for
+            // every send of every branch, retransmissions included: once, for our branch.
+            // SAFETY: arguments of this TMCB_REQUEST_SENT callback.
+            if p & SENT == 0
+                && unsafe { tm::sent_branch(ps) } == Some(b)
+                && cell.compare_exchange(p, p | SENT, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
                 with_dest(p_iuid(p), |_, d| d.ctr.inflight.fetch_add(1, Ordering::Relaxed));
             }
         } else if ty & tm::CB_RESPONSE_IN != 0 {
