@@ -21,9 +21,11 @@ From the worker's dumps also: the inclusive cost of the module's selection funct
 (C `ds_select_dst_limit`, Rust `cmds::select_dst`: the same work below the fixup wrapper) and of
 the shm allocator's entry points (`*_shm_malloc`, `*_shm_free`, ...), per call.
 
-Instruction counts do not depend on the machine's load, but tm's retransmissions do (a message
+Instruction counts do not depend on the machine's load, but retransmissions do (a message
 SIPp sends again because the worker under valgrind answered late is processed twice): the
-table shows SIPp's retransmission count of each phase; keep the rate low enough that it is 0.
+SIPp scenarios (copies of the tests' uac.xml / uas_200.xml) start their retransmission timer at
+BENCH_TRAFFIC_RETRANS_MS (default 4000 instead of 500; loopback loses nothing) and the table
+shows SIPp's retransmission count of each phase: it should be 0.
 
 Environment: BENCH_TRAFFIC_MEM (memory managers, default `qm,tlsf,fm`; `qm` = Kamailio's
 default), BENCH_TRAFFIC_PHASES (calls per phase, default 500,1500,500), BENCH_TRAFFIC_RATE
@@ -144,9 +146,21 @@ def sipp_stats(path):
     return col("SuccessfulCall(C)"), col("FailedCall(C)"), col("Retransmissions(C)")
 
 
-def run_uac(ctx, d, name, kam_port, calls, rate):
+def scenario(d, src, retrans_ms):
+    """A copy of a test scenario in the run dir whose SIPp retransmission timer starts at
+    `retrans_ms` (loopback loses nothing: a retransmission only means that the worker under
+    valgrind answered late, and it would be one more message to count)."""
+    with open(src) as f:
+        text = f.read()
+    dst = os.path.join(d, os.path.basename(src))
+    with open(dst, "w") as f:
+        f.write(re.sub(r'retrans="\d+"', f'retrans="{retrans_ms}"', text))
+    return dst
+
+
+def run_uac(ctx, d, name, kam_port, calls, rate, uac_xml):
     stat = os.path.join(d, f"{name}.stat.csv")
-    argv = [B.SIPP, "-sf", UAC_XML, "-s", "ds", f"127.0.0.1:{kam_port}", "-i", "127.0.0.1", "-bind_local",
+    argv = [B.SIPP, "-sf", uac_xml, "-s", "ds", f"127.0.0.1:{kam_port}", "-i", "127.0.0.1", "-bind_local",
             "-p", str(B.free_port()), "-cp", str(B.free_port()), "-m", str(calls), "-r", str(rate), "-l", "500",
             "-nostdin", "-timeout", f"{int(calls / rate) + 120}s", "-timeout_error", "-trace_stat", "-stf", stat,
             "-fd", "1", "-trace_err", "-error_file", os.path.join(d, f"{name}.errors.log")]
@@ -160,17 +174,18 @@ def run_uac(ctx, d, name, kam_port, calls, rate):
     return ok, failed, retr, p.returncode
 
 
-def run_once(ctx, d, tag, m, extra, mem, phases, rate, flags, alg, n_be, shm_mb, pkg_mb):
+def run_once(ctx, d, tag, m, extra, mem, phases, rate, flags, alg, n_be, shm_mb, pkg_mb, retrans_ms):
     """One Kamailio instance: [(phase calls, worker instr, select instr, alloc instr, ok, failed, retr)],
     timer process instructions for the whole run."""
     procs = []
+    uac_xml, uas_xml = scenario(d, UAC_XML, retrans_ms), scenario(d, UAS_XML, retrans_ms)
     lst = os.path.join(d, f"{tag}.list")
     with open(lst, "w") as f:
         for j in range(n_be):
             port = B.free_port()
             f.write(f"1 sip:127.0.0.1:{port} 0 0\n")
             procs.append(ctx.procs.start(
-                f"{tag}-uas{j}", [B.SIPP, "-sf", UAS_XML, "-i", "127.0.0.1", "-bind_local", "-p", str(port), "-cp",
+                f"{tag}-uas{j}", [B.SIPP, "-sf", uas_xml, "-i", "127.0.0.1", "-bind_local", "-p", str(port), "-cp",
                                   str(B.free_port()), "-nostdin", "-trace_err", "-error_file",
                                   os.path.join(d, f"{tag}-uas{j}.errors.log")],
                 os.path.join(d, f"{tag}-uas{j}.out")))
@@ -197,7 +212,7 @@ def run_once(ctx, d, tag, m, extra, mem, phases, rate, flags, alg, n_be, shm_mb,
         time.sleep(1.0)
         mark(kam, sock, cg_dir, pid, "start")
         for i, n in enumerate(phases):
-            ok, failed, retr, rc = run_uac(ctx, d, f"{tag}-uac{i}", kam.port, n, rate)
+            ok, failed, retr, rc = run_uac(ctx, d, f"{tag}-uac{i}", kam.port, n, rate, uac_xml)
             time.sleep(1.0)
             f = mark(kam, sock, cg_dir, pid, f"phase{i}")
             inc = inclusive(f)
@@ -232,6 +247,7 @@ def bench_traffic(ctx):
     n_be = B.env_int("BENCH_TRAFFIC_BACKENDS", 3)
     shm_mb = B.env_int("BENCH_TRAFFIC_SHM_MB", 64)
     pkg_mb = B.env_int("BENCH_TRAFFIC_PKG_MB", 8)
+    retrans_ms = B.env_int("BENCH_TRAFFIC_RETRANS_MS", 4000)
     if not os.access("/usr/bin/valgrind", os.X_OK) or not os.access(B.SIPP, os.X_OK):
         return "### 6. Real SIP traffic\n\nskipped: valgrind or sipp not installed", []
     t_begin = time.monotonic()
@@ -261,7 +277,7 @@ def bench_traffic(ctx):
                 tag = f"traffic-{mem}-{key}-r{rep}"
                 try:
                     r = run_once(ctx, d, tag, m, extra, None if mem == "qm" else mem, phases, rate, flags, alg,
-                                 n_be, shm_mb, pkg_mb)
+                                 n_be, shm_mb, pkg_mb, retrans_ms)
                     R.setdefault((mem, key), []).append(r)
                 except (B.KamDied, RuntimeError, OSError) as e:
                     B.log(f"{tag}: {e}")
@@ -317,7 +333,7 @@ def bench_traffic(ctx):
         f"Kamailio 5.6.3 under `valgrind --tool=callgrind`, `children=1`, `-m {shm_mb} -M {pkg_mb}`, cfg "
         f"`traffic.cfg.tmpl` (tm, rr, record_route, `ds_select_dst(\"1\", \"{alg}\")` + `t_relay`, failure_route "
         f"with `ds_next_dst`), dispatcher `flags` {flags}, {n_be} SIPp UAS backends (`uas_200.xml`); a SIPp UAC "
-        f"(`uac.xml`: INVITE/100/200/ACK/BYE/200, Record-Route) at {rate} calls/s, phases of {', '.join(f'{n:,}' for n in phases)} calls "
+        f"(`uac.xml`: INVITE/100/200/ACK/BYE/200, Record-Route; SIPp retransmissions after {retrans_ms} ms) at {rate} calls/s, phases of {', '.join(f'{n:,}' for n in phases)} calls "
         "in one instance (a marker request dumps the worker's counters between phases). Counted: `receive_msg` "
         "(every SIP message) in the worker per phase, tm's `wait_handler` (frees finished transactions and "
         "their xavps) in the timer process over the whole run. ds_select_dst = inclusive cost of C "
