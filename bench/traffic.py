@@ -14,8 +14,11 @@ transaction, the module call, the xavps) and tm's `wait_handler` (the timer that
 finished transaction, and with it the `_dsdst_`/`_dsctx_` xavps tm moved into it). The driver
 sends a marker request between phases; the cfg's only `xlog()` runs for it and callgrind dumps
 the worker's counters right after it (`--dump-after=xl_print_log`): every phase of
-BENCH_TRAFFIC_PHASES calls is counted separately in the same instance (e.g. the first 500 calls
-on a fresh heap, then the calls after 2,000 calls of traffic). The timer process writes its
+BENCH_TRAFFIC_PHASES calls is counted separately in the same instance (default 100,300,1600: at
+20 calls/s the first 100 calls end before tm frees its first transaction, 5 s after it ended,
+so that phase runs on a fresh heap and its counts repeat exactly from run to run; in the later
+phases the timer process frees transactions concurrently, the heap's layout depends on that
+timing and the counts vary between identical runs, under qm by up to ±30 %). The timer process writes its
 count when Kamailio exits (after the last transactions' wait timers ran): one figure per run.
 From the worker's dumps also: the inclusive cost of the module's selection function
 (C `ds_select_dst_limit`, Rust `cmds::select_dst`: the same work below the fixup wrapper) and of
@@ -28,7 +31,7 @@ BENCH_TRAFFIC_RETRANS_MS (default 4000 instead of 500; loopback loses nothing) a
 shows SIPp's retransmission count of each phase: it should be 0.
 
 Environment: BENCH_TRAFFIC_MEM (memory managers, default `qm,tlsf,fm`; `qm` = Kamailio's
-default), BENCH_TRAFFIC_PHASES (calls per phase, default 500,1500,500), BENCH_TRAFFIC_RATE
+default), BENCH_TRAFFIC_PHASES (calls per phase, default 100,300,1600), BENCH_TRAFFIC_RATE
 (calls per second, default 20), BENCH_TRAFFIC_FLAGS (dispatcher `flags`, default 2: failover
 records on, what `ds_next_dst` needs), BENCH_TRAFFIC_ALG (default 4, round-robin),
 BENCH_TRAFFIC_BACKENDS (default 3), BENCH_TRAFFIC_SHM_MB / BENCH_TRAFFIC_PKG_MB (`-m`/`-M`,
@@ -240,7 +243,7 @@ def run_once(ctx, d, tag, m, extra, mem, phases, rate, flags, alg, n_be, shm_mb,
 
 def bench_traffic(ctx):
     mems = [m for m in re.split(r"[,\s]+", os.environ.get("BENCH_TRAFFIC_MEM", "qm,tlsf,fm")) if m]
-    phases = B.env_list("BENCH_TRAFFIC_PHASES", [500, 1500, 500])
+    phases = B.env_list("BENCH_TRAFFIC_PHASES", [100, 300, 1600])
     rate = B.env_int("BENCH_TRAFFIC_RATE", 20)
     flags = B.env_int("BENCH_TRAFFIC_FLAGS", 2)
     alg = B.env_int("BENCH_TRAFFIC_ALG", 4)
