@@ -20,6 +20,9 @@ use crate::ds::dest::Dest;
 use crate::ds::latency::LatencyStats;
 use crate::ds::order::DestSet;
 
+#[path = "setedit.rs"]
+pub mod setedit;
+
 /// Destination state bits (spec §4.2).
 pub const DS_INACTIVE: i32 = 1;
 pub const DS_TRYING: i32 = 2;
@@ -363,7 +366,11 @@ pub struct DestRec {
     pub scheme: u8,
     /// 0: no address, 4: IPv4, 6: IPv6.
     pub af: u8,
-    _pad: [u8; 3],
+    /// The configured `rweight` and `ocrate` attrs (both 0..=100): an edit copies the record
+    /// without parsing its attrs again (`rweight_rt` and `oc_rate` change at run time).
+    rweight_cfg: u8,
+    ocrate_cfg: u8,
+    _pad: u8,
     pub ip: [u8; 16],
     /// Further resolved addresses (`ds_dns_match_all`; the first one is `ip`).
     extra_addrs: *const AddrRec,
@@ -1108,7 +1115,11 @@ pub fn reset_reloaded_set(v: &SetView<'_>, rng: &mut dyn FnMut() -> u32) {
 /// Whether parsing these attrs again may log a note (an out-of-range `weight` or `rweight`,
 /// see `attrs::parse_attrs`); conservative.
 fn weight_note_possible(a: &crate::ds::attrs::Attrs) -> bool {
-    let b = &a.body;
+    weight_note_in(&a.body, a.weight, a.rweight)
+}
+
+/// [`weight_note_possible`] of an attrs body and its parsed `weight` and `rweight`.
+fn weight_note_in(b: &[u8], weight: i32, rweight: i32) -> bool {
     (0..b.len().saturating_sub(5)).any(|i| {
         // cheap first-byte test before the 6-byte comparison (runs over every attrs body)
         if b.get(i).is_none_or(|c| (c | 0x20) != b'w') {
@@ -1120,9 +1131,9 @@ fn weight_note_possible(a: &crate::ds::attrs::Attrs) -> bool {
         }
         let r = i > 0 && b.get(i - 1).is_some_and(|c| c.eq_ignore_ascii_case(&b'r'));
         if r {
-            a.rweight == 0
+            rweight == 0
         } else {
-            a.weight == 0
+            weight == 0
         }
     })
 }
@@ -1444,19 +1455,7 @@ pub fn build_set_src(
         let xw_ptr = base.add(off_xw) as *mut XwSlot;
         let cw_ptr = base.add(off_cw) as *mut CwEnt;
         let mut ai = 0usize;
-        let mut sp = base.add(off_str);
-        let mut put = |v: Option<&[u8]>| -> ShStr {
-            match v {
-                None => ShStr::NULL,
-                Some(b) => {
-                    std::ptr::copy_nonoverlapping(b.as_ptr(), sp, b.len());
-                    *sp.add(b.len()) = 0;
-                    let s = ShStr { ptr: sp, len: b.len() as u32 };
-                    sp = sp.add(b.len() + 1);
-                    s
-                }
-            }
-        };
+        let mut strs = StrOut(base.add(off_str));
         // the state carried for each destination of the set (one lookup per destination)
         // per-set arrays in buffers reused from set to set (no allocation per set)
         let mut sc = SCRATCH.with(|c| c.take()).unwrap_or_default();
@@ -1464,68 +1463,26 @@ pub fn build_set_src(
         sc.carried.extend(s.iter().map(|d| carry(s.id, &d.uri, d.flags)));
         let carried_set = &sc.carried;
         let maybe_notes = s.iter().any(|d| weight_note_possible(&d.attrs));
-        let mut di = 0usize;
-        let cw_ptr_set = cw_ptr;
-        let xw_ptr_set = xw_ptr;
+        for (k, d) in s.iter().enumerate() {
+            cw_ptr.add(k).write(CwEnt {
+                seed: crate::ds::algs::consistent::dest_seed(&d.uri),
+                w: crate::ds::algs::consistent::score_weight(d.attrs.weight),
+            });
+        }
         sc.weights.clear();
         sc.weights.extend(s.iter().map(|d| d.attrs.weight));
-        let weights = &sc.weights;
-        // the set's shuffles draw from a generator seeded once per set from `rng` (inlined,
-        // no division: ~300 draws per set with weights)
-        let rng = &mut crate::ds::weights::SetRng::new((rng() as u64) << 32 | rng() as u64);
-        let wlist = crate::ds::weights::weight_table(weights, rng);
         sc.rweights.clear();
         sc.rweights.extend(s.iter().map(|d| d.attrs.rweight));
         sc.usable.clear();
         sc.usable.extend(s.iter().zip(carried_set).map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0));
-        let usable = &sc.usable;
-        let rw = crate::ds::weights::rweight_table(&sc.rweights, usable, rng).unwrap_or([0u32; 100]);
         sc.prios.clear();
         sc.prios.extend(s.iter().map(|d| d.priority));
-        let pw = crate::ds::weights::pw_table(&sc.prios, weights, usable, rng);
-        let rec = SetRec {
-            id: s.id,
-            nr: s.len() as u32,
-            dests: dest_ptr,
-            last: AtomicU32::new(0),
-            wlast: AtomicU32::new(0),
-            rwlast: AtomicU32::new(0),
-            wlist,
-            rwlist: rw.map(AtomicU32::new),
-            rrserial: s.iter().next().is_some_and(|f| f.priority > 0 && s.iter().all(|d| d.priority == f.priority)),
-            pwlist: pw.map(AtomicU32::new),
-            pwlast: AtomicU32::new(0),
-            cw_uniform: crate::ds::algs::consistent::uniform_weights(weights),
-            cw: {
-                let p = cw_ptr_set;
-                for (k, d) in s.iter().enumerate() {
-                    p.add(k).write(CwEnt {
-                        seed: crate::ds::algs::consistent::dest_seed(&d.uri),
-                        w: crate::ds::algs::consistent::score_weight(d.attrs.weight),
-                    });
-                }
-                p
-            },
-            xw: [0usize, 1].map(|t| {
-                let sl = xw_ptr_set.add(t * s.len());
-                for k in 0..s.len() {
-                    sl.add(k).write(XwSlot { end: AtomicU64::new(0), idx: AtomicU32::new(0) });
-                }
-                XwHdr { slots: sl, n: AtomicU32::new(0), total: AtomicU64::new(0), ctr: AtomicU64::new(0) }
-            }),
-        };
+        // the set's shuffles draw from a generator seeded once per set from `rng` (inlined,
+        // no division: ~300 draws per set with weights)
+        let rng = &mut crate::ds::weights::SetRng::new((rng() as u64) << 32 | rng() as u64);
+        let rec = set_rec(s.id, dest_ptr, ndests, cw_ptr, xw_ptr, &sc.weights, &sc.rweights, &sc.usable, &sc.prios, rng);
         blk.write(SetBlk { fresh: AtomicU64::new(generation), reused_by: AtomicU64::new(0), maybe_notes, nip4: 0, nip6: 0, size: total, rec });
-        for (d, &carried) in s.iter().zip(carried_set.iter()) {
-            let st = dest_strings(d);
-            let (af, ip) = match d.ip {
-                Some(IpAddr::V4(v4)) => {
-                    let mut ip = [0u8; 16];
-                    ip[..4].copy_from_slice(&v4.octets());
-                    (4u8, ip)
-                }
-                Some(IpAddr::V6(v6)) => (6u8, v6.octets()),
-                None => (0u8, [0u8; 16]),
-            };
+        for (di, (d, &carried)) in s.iter().zip(carried_set.iter()).enumerate() {
             let extra_first = ai;
             if d.ip.is_some() {
                 for more in d.more_ips.iter() {
@@ -1534,84 +1491,252 @@ pub fn build_set_src(
                     ai += 1;
                 }
             }
-            let a = &d.attrs;
             let lat0 = carried
                 .and_then(|c| c.lat)
-                .or_else(|| a.latency_init().map(|v| LatencyStats::init(v, 10000)))
+                .or_else(|| d.attrs.latency_init().map(|v| LatencyStats::init(v, 10000)))
                 .unwrap_or_default();
-            dest_ptr.add(di).write(DestRec {
-                uri: put(st[0]),
-                host: put(st[1]),
-                attrs_body: put(st[2]),
-                duid: put(st[3]),
-                socket: put(st[4]),
-                sockname: put(st[5]),
-                ping_from: put(st[6]),
-                obproxy: put(st[7]),
-                ping_socket: put(st[8]),
-                iuid: carried.map(|c| c.iuid).filter(|&i| i != 0).unwrap_or((generation << 24) | ((first_di + di) as u64 + 1)),
-                flags: AtomicI32::new(carried.map(|c| c.flags).unwrap_or(d.flags)),
-                cfg_flags: d.flags,
-                priority: d.priority,
-                maxload: a.maxload,
-                weight: a.weight,
-                cc: a.cc,
-                ocmin: a.ocmin,
-                ocmax: a.ocmax,
-                fail_cnt: AtomicI32::new(carried.map(|c| c.fail_cnt).unwrap_or(0)),
-                dload: AtomicI32::new(carried.map(|c| c.dload).unwrap_or(0)),
-                port: d.port,
-                proto: d.proto as u8,
-                scheme: d.scheme as u8,
-                af,
-                _pad: [0; 3],
-                ip,
-                extra_addrs: if ai > extra_first { addr_ptr.add(extra_first) } else { std::ptr::null() },
-                n_extra: (ai - extra_first) as u32,
-                sock: d.sock,
-                dnstime_sec: if af != 0 { now.0 } else { 0 },
-                dnstime_usec: if af != 0 { now.1 } else { 0 },
-                lat_avg: AtomicU64::new(lat0.average.to_bits()),
-                lat_est: AtomicU64::new(lat0.estimate.to_bits()),
-                lat: std::cell::UnsafeCell::new(lat0),
-                ping_start_us: AtomicU64::new(0),
-                rweight_rt: AtomicI32::new(a.rweight),
-                oc_rate: AtomicI32::new(a.ocrate),
-                oc_seq: AtomicI32::new(0),
-                oc_time_us: AtomicU64::new(0),
-                oc_idx: AtomicU32::new(0),
-                carried_from: carried.map(|c| c.src).unwrap_or(std::ptr::null()),
-                successor: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-                dload_copied: AtomicI32::new(0),
-                ctr: Default::default(),
-                oc_dist: {
-                    // rate 0 (the common case): every slot says "use", no table to shuffle
-                    let b = if a.ocrate <= 0 {
-                        [u64::MAX, (1u64 << 36) - 1]
-                    } else {
-                        crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(a.ocrate, rng))
-                    };
-                    [AtomicU64::new(b[0]), AtomicU64::new(b[1])]
-                },
-            });
-            di += 1;
+            let extra = if ai > extra_first { addr_ptr.add(extra_first) as *const AddrRec } else { std::ptr::null() };
+            let new_iuid = (generation << 24) | ((first_di + di) as u64 + 1);
+            write_dest(dest_ptr.add(di), &DestCfg::of(d), &mut strs, carried, new_iuid, now, lat0, (extra, (ai - extra_first) as u32), rng);
         }
-        let v = (*blk).view();
-        let (mut n4, mut n6) = (0u32, 0u32);
-        set_ip_each(&v, &mut |ip, _| match ip {
-            IpAddr::V4(_) => n4 += 1,
-            IpAddr::V6(_) => n6 += 1,
-        });
-        (*blk).nip4 = n4;
-        (*blk).nip6 = n6;
+        finish_set(blk);
         // keep the buffers unless a big set made them big (the main process forks after this)
         if sc.carried.capacity() <= 4096 {
             SCRATCH.with(|c| c.set(Some(sc)));
         }
-        // the exact-weight tables of algs 41/43, from the (carried) state just written
-        crate::ds::algs::exact::rebuild(&v);
         Ok(blk)
     }
+}
+
+/// The string area of a block being written.
+struct StrOut(*mut u8);
+
+impl StrOut {
+    /// Appends `v` (NUL-terminated) and returns its reference.
+    ///
+    /// # Safety
+    /// The area has room for `v` and its NUL.
+    unsafe fn put(&mut self, v: Option<&[u8]>) -> ShStr {
+        match v {
+            None => ShStr::NULL,
+            Some(b) => {
+                // SAFETY: guaranteed by the caller.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(b.as_ptr(), self.0, b.len());
+                    *self.0.add(b.len()) = 0;
+                    let s = ShStr { ptr: self.0, len: b.len() as u32 };
+                    self.0 = self.0.add(b.len() + 1);
+                    s
+                }
+            }
+        }
+    }
+}
+
+/// The configured values a destination record is written from: a parsed [`Dest`], or the
+/// record of an older block that an edit copies (see `setedit`).
+struct DestCfg<'s> {
+    strs: [Option<&'s [u8]>; 9],
+    cfg_flags: i32,
+    priority: i32,
+    maxload: i32,
+    weight: i32,
+    rweight: i32,
+    cc: i32,
+    ocmin: i32,
+    ocmax: i32,
+    ocrate: i32,
+    port: u16,
+    proto: u8,
+    scheme: u8,
+    af: u8,
+    ip: [u8; 16],
+    sock: usize,
+}
+
+impl<'s> DestCfg<'s> {
+    fn of(d: &'s Dest) -> DestCfg<'s> {
+        let (af, ip) = match d.ip {
+            Some(IpAddr::V4(v4)) => {
+                let mut ip = [0u8; 16];
+                ip[..4].copy_from_slice(&v4.octets());
+                (4u8, ip)
+            }
+            Some(IpAddr::V6(v6)) => (6u8, v6.octets()),
+            None => (0u8, [0u8; 16]),
+        };
+        let a = &d.attrs;
+        DestCfg {
+            strs: dest_strings(d),
+            cfg_flags: d.flags,
+            priority: d.priority,
+            maxload: a.maxload,
+            weight: a.weight,
+            rweight: a.rweight,
+            cc: a.cc,
+            ocmin: a.ocmin,
+            ocmax: a.ocmax,
+            ocrate: a.ocrate,
+            port: d.port,
+            proto: d.proto as u8,
+            scheme: d.scheme as u8,
+            af,
+            ip,
+            sock: d.sock,
+        }
+    }
+}
+
+/// Writes the record of one destination at `p`: configured values from `c`, runtime state
+/// from `carried` (or the configured start values), `new_iuid` unless an id is carried, the
+/// overload-control table drawn from `rng` when `ocrate` > 0.
+///
+/// # Safety
+/// `p` is valid for writing a `DestRec`; `strs` has room for `c.strs`; `extra` points to
+/// `extra.1` address records inside the same block (or is null).
+#[allow(clippy::too_many_arguments)]
+unsafe fn write_dest(
+    p: *mut DestRec,
+    c: &DestCfg<'_>,
+    strs: &mut StrOut,
+    carried: Option<CarriedState>,
+    new_iuid: u64,
+    now: (u64, u64),
+    lat0: LatencyStats,
+    extra: (*const AddrRec, u32),
+    rng: &mut crate::ds::weights::SetRng,
+) {
+    let st = &c.strs;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        p.write(DestRec {
+            uri: strs.put(st[0]),
+            host: strs.put(st[1]),
+            attrs_body: strs.put(st[2]),
+            duid: strs.put(st[3]),
+            socket: strs.put(st[4]),
+            sockname: strs.put(st[5]),
+            ping_from: strs.put(st[6]),
+            obproxy: strs.put(st[7]),
+            ping_socket: strs.put(st[8]),
+            iuid: carried.map(|c| c.iuid).filter(|&i| i != 0).unwrap_or(new_iuid),
+            flags: AtomicI32::new(carried.map(|c| c.flags).unwrap_or(c.cfg_flags)),
+            cfg_flags: c.cfg_flags,
+            priority: c.priority,
+            maxload: c.maxload,
+            weight: c.weight,
+            cc: c.cc,
+            ocmin: c.ocmin,
+            ocmax: c.ocmax,
+            fail_cnt: AtomicI32::new(carried.map(|c| c.fail_cnt).unwrap_or(0)),
+            dload: AtomicI32::new(carried.map(|c| c.dload).unwrap_or(0)),
+            port: c.port,
+            proto: c.proto,
+            scheme: c.scheme,
+            af: c.af,
+            rweight_cfg: c.rweight.clamp(0, 255) as u8,
+            ocrate_cfg: c.ocrate.clamp(0, 255) as u8,
+            _pad: 0,
+            ip: c.ip,
+            extra_addrs: extra.0,
+            n_extra: extra.1,
+            sock: c.sock,
+            dnstime_sec: if c.af != 0 { now.0 } else { 0 },
+            dnstime_usec: if c.af != 0 { now.1 } else { 0 },
+            lat_avg: AtomicU64::new(lat0.average.to_bits()),
+            lat_est: AtomicU64::new(lat0.estimate.to_bits()),
+            lat: std::cell::UnsafeCell::new(lat0),
+            ping_start_us: AtomicU64::new(0),
+            rweight_rt: AtomicI32::new(c.rweight),
+            oc_rate: AtomicI32::new(c.ocrate),
+            oc_seq: AtomicI32::new(0),
+            oc_time_us: AtomicU64::new(0),
+            oc_idx: AtomicU32::new(0),
+            carried_from: carried.map(|c| c.src).unwrap_or(std::ptr::null()),
+            successor: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            dload_copied: AtomicI32::new(0),
+            ctr: Default::default(),
+            oc_dist: {
+                // rate 0 (the common case): every slot says "use", no table to shuffle
+                let b = if c.ocrate <= 0 {
+                    [u64::MAX, (1u64 << 36) - 1]
+                } else {
+                    crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(c.ocrate, rng))
+                };
+                [AtomicU64::new(b[0]), AtomicU64::new(b[1])]
+            },
+        });
+    }
+}
+
+/// The set record over `n` destination records at `dests`, with the alg 9/11/15 tables
+/// drawn from `rng` (in that order) from the destinations' weights, rweights, usability and
+/// priorities, the consistent-hashing entries already written at `cw`, and empty
+/// exact-weight tables of `n` slots each at `xw` (filled by `finish_set`).
+///
+/// # Safety
+/// `xw` is valid for writing `2 n` slots; `cw` holds `n` entries.
+#[allow(clippy::too_many_arguments)]
+unsafe fn set_rec(
+    id: i32,
+    dests: *const DestRec,
+    n: usize,
+    cw: *const CwEnt,
+    xw: *mut XwSlot,
+    weights: &[i32],
+    rweights: &[i32],
+    usable: &[bool],
+    prios: &[i32],
+    rng: &mut crate::ds::weights::SetRng,
+) -> SetRec {
+    let wlist = crate::ds::weights::weight_table(weights, rng);
+    let rw = crate::ds::weights::rweight_table(rweights, usable, rng).unwrap_or([0u32; 100]);
+    let pw = crate::ds::weights::pw_table(prios, weights, usable, rng);
+    SetRec {
+        id,
+        nr: n as u32,
+        dests,
+        last: AtomicU32::new(0),
+        wlast: AtomicU32::new(0),
+        rwlast: AtomicU32::new(0),
+        wlist,
+        rwlist: rw.map(AtomicU32::new),
+        rrserial: prios.first().is_some_and(|&f| f > 0 && prios.iter().all(|&p| p == f)),
+        pwlist: pw.map(AtomicU32::new),
+        pwlast: AtomicU32::new(0),
+        cw_uniform: crate::ds::algs::consistent::uniform_weights(weights),
+        cw,
+        xw: [0usize, 1].map(|t| {
+            // SAFETY: guaranteed by the caller.
+            let sl = unsafe { xw.add(t * n) };
+            for k in 0..n {
+                // SAFETY: as above.
+                unsafe { sl.add(k).write(XwSlot { end: AtomicU64::new(0), idx: AtomicU32::new(0) }) };
+            }
+            XwHdr { slots: sl, n: AtomicU32::new(0), total: AtomicU64::new(0), ctr: AtomicU64::new(0) }
+        }),
+    }
+}
+
+/// Completes a set block whose records are written: its address counts and the
+/// exact-weight tables of algs 41/43 (from the carried state just written).
+///
+/// # Safety
+/// `blk` is a block whose set record and destination records are initialised.
+unsafe fn finish_set(blk: *mut SetBlk) {
+    // SAFETY: guaranteed by the caller.
+    let v = unsafe { (*blk).view() };
+    let (mut n4, mut n6) = (0u32, 0u32);
+    set_ip_each(&v, &mut |ip, _| match ip {
+        IpAddr::V4(_) => n4 += 1,
+        IpAddr::V6(_) => n6 += 1,
+    });
+    // SAFETY: as above (the writer owns the block until it is published).
+    unsafe {
+        (*blk).nip4 = n4;
+        (*blk).nip6 = n6;
+    }
+    crate::ds::algs::exact::rebuild(&v);
 }
 
 /// Frees a list: the header, and every set block no other list holds any more (after
@@ -2676,6 +2801,22 @@ mod edit_bench {
             let t = std::time::Instant::now();
             let b = build_set(&s5, 2, 0, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
             eprintln!("  build_set {:?}", t.elapsed());
+            {
+                // the same edit by copy from the set's block (what dispatcher.add does)
+                let v = snap.set(5).expect("set 5");
+                let blk5 = snap.set_pos(5).and_then(|i| snap.blk(i));
+                let mut srcs: Vec<setedit::Src<'_>> = vec![setedit::Src::New(&s5.dests[0])];
+                srcs.extend(v.dests.iter().enumerate().map(|(i, d)| setedit::Src::Old(d, i)));
+                let idx = CarryIndex::for_set(Some(snap), 5);
+                eprintln!("  build_edited (copy) {:?} (min of 7)", min7(&mut || {
+                    let b = setedit::build_edited(5, blk5, &srcs, 2, 0, (0, 0), &mut |id, u, f| idx.carry(id, u, f, false), &mut testutil::heap_alloc, &mut || 7).expect("copy");
+                    testutil::heap_free(std::hint::black_box(b) as *mut u8, unsafe { (*b).size });
+                }));
+                eprintln!("  build_set with carry {:?} (min of 7)", min7(&mut || {
+                    let b = build_set(&s5, 2, 0, (0, 0), &mut |id, u, f| idx.carry(id, u, f, false), &mut testutil::heap_alloc, &mut || 7).expect("set");
+                    testutil::heap_free(std::hint::black_box(b) as *mut u8, unsafe { (*b).size });
+                }));
+            }
             eprintln!("  build_set + derive {:?} (min of 7)", min7(&mut || {
                 let b = build_set(&s5, 2, 0, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
                 let p = unsafe { derive_ordered(snap, &post.ids, Some(&post.by_id), Some((5, Some(b))), 2, Some(true), &mut testutil::heap_alloc) }.expect("derive");
