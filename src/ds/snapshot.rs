@@ -44,31 +44,47 @@ pub fn states_all() -> i32 {
 
 const MAGIC: u32 = 0x4453_4e50; // "DSNP"
 
-/// A string stored in the block's string area. `ptr` is null for "not set".
+/// A string stored in the block's string area: its place as a byte offset from this
+/// reference itself (0: not set) and its length. Self-relative, so 8 bytes instead of a
+/// pointer and a length, and readers need no base address; hence neither `Clone` nor `Copy`
+/// (a moved reference would point elsewhere): it is only set in place, by [`ShStr::point`].
 #[repr(C)]
-#[derive(Clone, Copy)]
 pub struct ShStr {
-    ptr: *const u8,
+    off: i32,
     len: u32,
 }
 
 impl ShStr {
-    const NULL: ShStr = ShStr { ptr: std::ptr::null(), len: 0 };
+    const NULL: ShStr = ShStr { off: 0, len: 0 };
     /// The bytes, or `None` when the value is not set.
     pub fn get(&self) -> Option<&[u8]> {
-        if self.ptr.is_null() {
+        if self.off == 0 {
             None
         } else {
-            // SAFETY: ptr/len were written by `build` and point into the same immutable block,
-            // which outlives every reader (see `rcu`).
-            Some(unsafe { std::slice::from_raw_parts(self.ptr, self.len as usize) })
+            // SAFETY: off/len were written by `point` and designate bytes of the same
+            // immutable block, which outlives every reader (see `rcu`).
+            Some(unsafe { std::slice::from_raw_parts((self as *const ShStr as *const u8).offset(self.off as isize), self.len as usize) })
         }
     }
     /// The bytes, empty when not set.
     pub fn bytes(&self) -> &[u8] {
         self.get().unwrap_or(&[])
     }
+    /// Points this reference, in its final place, at `s` (a string of the same block, less
+    /// than 2 GiB away: blocks are smaller, see `MAX_BLOCK`), or at nothing.
+    fn point(&mut self, s: StrRef) {
+        *self = match s {
+            None => ShStr::NULL,
+            Some((p, len)) => ShStr { off: (p as isize - self as *const ShStr as isize) as i32, len },
+        };
+    }
 }
+
+/// A string written in a block's string area (see [`StrOut`]), before a record refers to it.
+type StrRef = Option<(*const u8, u32)>;
+
+/// Blocks stay below this size: self-relative references are 32-bit.
+const MAX_BLOCK: usize = i32::MAX as usize;
 
 #[repr(C)]
 pub struct Header {
@@ -331,9 +347,38 @@ impl SetRec {
     }
 }
 
-/// One destination: the configured values plus its shared runtime state.
+/// One destination: the configured values plus its shared runtime state. (Fields grouped by
+/// alignment: no padding inside.)
 #[repr(C)]
 pub struct DestRec {
+    /// Internal unique id (Kamailio 6.1 `IUID`): assigned when the destination first enters a
+    /// list (`(generation << 24) | (index + 1)`, unique for the module's lifetime) and kept
+    /// while it stays; rendered by `iuid_text`.
+    pub iuid: u64,
+    /// Opaque sending socket handle (a `socket_info*` in the module), 0 = none.
+    pub sock: usize,
+    /// Latency average / estimate (ms, f64 bits) used by alg 13; from the `latency` attr
+    /// until keepalive statistics exist.
+    pub lat_avg: AtomicU64,
+    pub lat_est: AtomicU64,
+    /// Full latency statistics; written only under the module's latency lock.
+    pub lat: std::cell::UnsafeCell<LatencyStats>,
+    /// When the last keepalive was sent (µs since the epoch).
+    pub ping_start_us: AtomicU64,
+    /// Overload control (alg 64, Kamailio 6.0): validity end of the rate (µs since the epoch);
+    /// the 100-slot table as bits (bit i set = slot i says "use"); see also `oc_rate`.
+    pub oc_time_us: AtomicU64,
+    pub oc_dist: [AtomicU64; 2],
+    /// The record of the previous list this one carried its state from (null: new). Only the
+    /// writer that built this block reads it, right after the build (see `link_successors`).
+    carried_from: *const DestRec,
+    /// Set when a newer list carried this record's state: the record there, and the call load
+    /// copied into it. Calls that end on this record after the copy (a process still reading
+    /// the old list) are forwarded to the successor when this block is freed
+    /// (`forward_counters`), so the call load never drifts across reloads.
+    successor: std::sync::atomic::AtomicPtr<DestRec>,
+    /// Counters of issue 12 (selections, replies, keepalives), carried across reloads.
+    pub ctr: crate::ds::counters::DestCounters,
     pub uri: ShStr,
     pub host: ShStr,
     pub attrs_body: ShStr,
@@ -343,10 +388,6 @@ pub struct DestRec {
     pub ping_from: ShStr,
     pub obproxy: ShStr,
     pub ping_socket: ShStr,
-    /// Internal unique id (Kamailio 6.1 `IUID`): assigned when the destination first enters a
-    /// list (`(generation << 24) | (index + 1)`, unique for the module's lifetime) and kept
-    /// while it stays; rendered by `iuid_text`.
-    pub iuid: u64,
     /// Runtime state bits (spec §4.2), shared by all processes.
     pub flags: AtomicI32,
     /// The flags as configured in the file/DB.
@@ -361,6 +402,21 @@ pub struct DestRec {
     pub fail_cnt: AtomicI32,
     /// Active calls (alg 10).
     pub dload: AtomicI32,
+    dload_copied: AtomicI32,
+    /// Relative weight in use (alg 11): `rweight`, or what congestion control computed.
+    pub rweight_rt: AtomicI32,
+    /// Overload control (alg 64): rate, sequence, table cursor.
+    pub oc_rate: AtomicI32,
+    pub oc_seq: AtomicI32,
+    pub oc_idx: AtomicU32,
+    /// Further resolved addresses (`ds_dns_match_all`; the first one is `ip`): byte offset
+    /// from this field (0: none) and count.
+    extra_off: i32,
+    n_extra: u32,
+    /// When the address was resolved (0: no address or not shown).
+    pub dnstime_sec: u32,
+    pub dnstime_usec: u32,
+    pub ip: [u8; 16],
     pub port: u16,
     pub proto: u8,
     pub scheme: u8,
@@ -371,43 +427,6 @@ pub struct DestRec {
     rweight_cfg: u8,
     ocrate_cfg: u8,
     _pad: u8,
-    pub ip: [u8; 16],
-    /// Further resolved addresses (`ds_dns_match_all`; the first one is `ip`).
-    extra_addrs: *const AddrRec,
-    n_extra: u32,
-    /// Opaque sending socket handle (a `socket_info*` in the module), 0 = none.
-    pub sock: usize,
-    pub dnstime_sec: u64,
-    pub dnstime_usec: u64,
-    /// Latency average / estimate (ms, f64 bits) used by alg 13; from the `latency` attr
-    /// until keepalive statistics exist.
-    pub lat_avg: AtomicU64,
-    pub lat_est: AtomicU64,
-    /// Full latency statistics; written only under the module's latency lock.
-    pub lat: std::cell::UnsafeCell<LatencyStats>,
-    /// When the last keepalive was sent (µs since the epoch).
-    pub ping_start_us: AtomicU64,
-    /// Relative weight in use (alg 11): `rweight`, or what congestion control computed.
-    pub rweight_rt: AtomicI32,
-    /// Overload control (alg 64, Kamailio 6.0): rate, sequence, validity end (µs since the
-    /// epoch), table cursor and the 100-slot table (0 = skip, 1 = use).
-    pub oc_rate: AtomicI32,
-    pub oc_seq: AtomicI32,
-    pub oc_time_us: AtomicU64,
-    pub oc_idx: AtomicU32,
-    /// The 100-slot table as bits (bit i set = slot i says "use").
-    pub oc_dist: [AtomicU64; 2],
-    /// The record of the previous list this one carried its state from (null: new). Only the
-    /// writer that built this block reads it, right after the build (see `link_successors`).
-    carried_from: *const DestRec,
-    /// Set when a newer list carried this record's state: the record there, and the call load
-    /// copied into it. Calls that end on this record after the copy (a process still reading
-    /// the old list) are forwarded to the successor when this block is freed
-    /// (`forward_counters`), so the call load never drifts across reloads.
-    successor: std::sync::atomic::AtomicPtr<DestRec>,
-    dload_copied: AtomicI32,
-    /// Counters of issue 12 (selections, replies, keepalives), carried across reloads.
-    pub ctr: crate::ds::counters::DestCounters,
 }
 
 impl DestRec {
@@ -469,11 +488,15 @@ impl DestRec {
     }
     /// The further resolved addresses (`ds_dns_match_all`), without the first one.
     pub fn extra_addrs(&self) -> &[AddrRec] {
-        if self.extra_addrs.is_null() || self.n_extra == 0 {
+        if self.extra_off == 0 || self.n_extra == 0 {
             return &[];
         }
-        // SAFETY: written by `build`: `n_extra` records inside the same immutable block.
-        unsafe { std::slice::from_raw_parts(self.extra_addrs, self.n_extra as usize) }
+        // SAFETY: written by `write_dest`: `n_extra` records inside the same immutable block,
+        // `extra_off` bytes from the field.
+        unsafe {
+            let p = (&self.extra_off as *const i32 as *const u8).offset(self.extra_off as isize) as *const AddrRec;
+            std::slice::from_raw_parts(p, self.n_extra as usize)
+        }
     }
     /// Every stored address: the first one, then the further ones.
     pub fn addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
@@ -1441,6 +1464,9 @@ pub fn build_set_src(
     let off_addr = align_up(off_cw + ndests * size_of::<CwEnt>(), align_of::<AddrRec>());
     let off_str = off_addr + nextra * size_of::<AddrRec>();
     let total = align_up(off_str + strbytes, 16);
+    if total > MAX_BLOCK {
+        return Err(BuildError::TooLarge);
+    }
 
     let base = alloc(total);
     if base.is_null() {
@@ -1516,19 +1542,15 @@ impl StrOut {
     ///
     /// # Safety
     /// The area has room for `v` and its NUL.
-    unsafe fn put(&mut self, v: Option<&[u8]>) -> ShStr {
-        match v {
-            None => ShStr::NULL,
-            Some(b) => {
-                // SAFETY: guaranteed by the caller.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(b.as_ptr(), self.0, b.len());
-                    *self.0.add(b.len()) = 0;
-                    let s = ShStr { ptr: self.0, len: b.len() as u32 };
-                    self.0 = self.0.add(b.len() + 1);
-                    s
-                }
-            }
+    unsafe fn put(&mut self, v: Option<&[u8]>) -> StrRef {
+        let b = v?;
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), self.0, b.len());
+            *self.0.add(b.len()) = 0;
+            let s = (self.0 as *const u8, b.len() as u32);
+            self.0 = self.0.add(b.len() + 1);
+            Some(s)
         }
     }
 }
@@ -1606,19 +1628,20 @@ unsafe fn write_dest(
     extra: (*const AddrRec, u32),
     rng: &mut crate::ds::weights::SetRng,
 ) {
-    let st = &c.strs;
+    // SAFETY: guaranteed by the caller.
+    let st = c.strs.map(|v| unsafe { strs.put(v) });
     // SAFETY: guaranteed by the caller.
     unsafe {
         p.write(DestRec {
-            uri: strs.put(st[0]),
-            host: strs.put(st[1]),
-            attrs_body: strs.put(st[2]),
-            duid: strs.put(st[3]),
-            socket: strs.put(st[4]),
-            sockname: strs.put(st[5]),
-            ping_from: strs.put(st[6]),
-            obproxy: strs.put(st[7]),
-            ping_socket: strs.put(st[8]),
+            uri: ShStr::NULL,
+            host: ShStr::NULL,
+            attrs_body: ShStr::NULL,
+            duid: ShStr::NULL,
+            socket: ShStr::NULL,
+            sockname: ShStr::NULL,
+            ping_from: ShStr::NULL,
+            obproxy: ShStr::NULL,
+            ping_socket: ShStr::NULL,
             iuid: carried.map(|c| c.iuid).filter(|&i| i != 0).unwrap_or(new_iuid),
             flags: AtomicI32::new(carried.map(|c| c.flags).unwrap_or(c.cfg_flags)),
             cfg_flags: c.cfg_flags,
@@ -1638,11 +1661,11 @@ unsafe fn write_dest(
             ocrate_cfg: c.ocrate.clamp(0, 255) as u8,
             _pad: 0,
             ip: c.ip,
-            extra_addrs: extra.0,
+            extra_off: 0,
             n_extra: extra.1,
             sock: c.sock,
-            dnstime_sec: if c.af != 0 { now.0 } else { 0 },
-            dnstime_usec: if c.af != 0 { now.1 } else { 0 },
+            dnstime_sec: if c.af != 0 { now.0 as u32 } else { 0 },
+            dnstime_usec: if c.af != 0 { now.1 as u32 } else { 0 },
             lat_avg: AtomicU64::new(lat0.average.to_bits()),
             lat_est: AtomicU64::new(lat0.estimate.to_bits()),
             lat: std::cell::UnsafeCell::new(lat0),
@@ -1666,12 +1689,33 @@ unsafe fn write_dest(
                 [AtomicU64::new(b[0]), AtomicU64::new(b[1])]
             },
         });
+        // the block-relative references, in place
+        let d = &mut *p;
+        for (f, v) in [
+            &mut d.uri,
+            &mut d.host,
+            &mut d.attrs_body,
+            &mut d.duid,
+            &mut d.socket,
+            &mut d.sockname,
+            &mut d.ping_from,
+            &mut d.obproxy,
+            &mut d.ping_socket,
+        ]
+        .into_iter()
+        .zip(st)
+        {
+            f.point(v);
+        }
+        if !extra.0.is_null() && extra.1 > 0 {
+            d.extra_off = (extra.0 as isize - &d.extra_off as *const i32 as isize) as i32;
+        }
     }
 }
 
 /// The set record over `n` destination records at `dests`, with the alg 9/11/15 tables
 /// drawn from `rng` (in that order) from the destinations' weights, rweights, usability and
-/// priorities, the consistent-hashing entries already written at `cw`, and empty
+/// priorities, the consistent-hashing entries at `cw` (written by the caller), and empty
 /// exact-weight tables of `n` slots each at `xw` (filled by `finish_set`).
 ///
 /// # Safety
@@ -2767,6 +2811,7 @@ mod edit_bench {
     #[test]
     #[ignore]
     fn edit_timing() {
+        eprintln!("DestRec {} B, SetRec {} B, SetBlk {} B, DestCounters {} B", size_of::<DestRec>(), size_of::<SetRec>(), size_of::<SetBlk>(), size_of::<crate::ds::counters::DestCounters>());
         for (nsets, per) in [(30000usize, 10usize), (100, 3000)] {
             let mut sets = Vec::new();
             let mut k = 0u32;
@@ -2809,7 +2854,7 @@ mod edit_bench {
                 srcs.extend(v.dests.iter().enumerate().map(|(i, d)| setedit::Src::Old(d, i)));
                 let idx = CarryIndex::for_set(Some(snap), 5);
                 eprintln!("  build_edited (copy) {:?} (min of 7)", min7(&mut || {
-                    let b = setedit::build_edited(5, blk5, &srcs, 2, 0, (0, 0), &mut |id, u, f| idx.carry(id, u, f, false), &mut testutil::heap_alloc, &mut || 7).expect("copy");
+                    let b = setedit::build_edited(5, blk5, &srcs, 2, 0, (0, 0), &mut |id, u, f| idx.carry(id, u, f, false), &mut testutil::heap_alloc, &mut || 7, false).expect("copy");
                     testutil::heap_free(std::hint::black_box(b) as *mut u8, unsafe { (*b).size });
                 }));
                 eprintln!("  build_set with carry {:?} (min of 7)", min7(&mut || {

@@ -547,7 +547,7 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::Set
             // the records that stay are copied from the set's block
             Touched::Copy { id, srcs } => {
                 let old = cur.set_pos(*id).and_then(|i| cur.blk(i));
-                setedit::build_edited(*id, old, srcs, gen, first_di, (0, 0), carry, &mut |size| shm_alloc(size), &mut rng)
+                setedit::build_edited(*id, old, srcs, gen, first_di, (0, 0), carry, &mut |size| shm_alloc(size), &mut rng, cfg.attrs_none)
             }
         }
         .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
@@ -663,27 +663,6 @@ impl Touched<'_> {
     }
 }
 
-/// The records of a set that an edit cannot copy as they are (`setedit::copyable`), as
-/// entries, by index (usually none).
-fn uncopyable(set: Option<crate::ds::snapshot::SetView<'_>>) -> Vec<(usize, crate::ds::dest::Dest)> {
-    let attrs_none = cfg().attrs_none;
-    let Some(v) = set else { return Vec::new() };
-    v.dests
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| !setedit::copyable(d, attrs_none))
-        .map(|(i, d)| (i, setedit::rec_dest(v.rec.id, d, attrs_none, &mut |_| {})))
-        .collect()
-}
-
-/// Record `i` of `dests` as a source of the edited set (`conv`: see `uncopyable`).
-fn src_at<'a>(dests: &'a [crate::ds::snapshot::DestRec], conv: &'a [(usize, crate::ds::dest::Dest)], i: usize) -> setedit::Src<'a> {
-    match conv.binary_search_by_key(&i, |c| c.0) {
-        Ok(k) => setedit::Src::New(&conv[k].1),
-        Err(_) => setedit::Src::Old(&dests[i], i),
-    }
-}
-
 /// Applies a live edit: rebuilds the list from the current one, keeping the order of the other
 /// destinations and their runtime state. Rate-limited like a reload.
 pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
@@ -715,12 +694,12 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                     // order of the others does not change
                     let old = cur.and_then(|c| c.set(setid));
                     let dests = old.map_or(&[][..], |v| v.dests);
-                    let conv = uncopyable(old);
                     let pos = dests.iter().position(|x| x.priority <= d.priority).unwrap_or(dests.len());
+                    let old_src = |i: usize| setedit::Src::Old(&dests[i], i);
                     let mut srcs = Vec::with_capacity(dests.len() + 1);
-                    srcs.extend((0..pos).map(|i| src_at(dests, &conv, i)));
+                    srcs.extend((0..pos).map(old_src));
                     srcs.push(setedit::Src::New(&d));
-                    srcs.extend((pos..dests.len()).map(|i| src_at(dests, &conv, i)));
+                    srcs.extend((pos..dests.len()).map(old_src));
                     let post = crate::ds::order::avl_order(&order);
                     install_edit(ctl, cur, &post, Some(Touched::Copy { id: setid, srcs }))
                 }
@@ -746,8 +725,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             log_edit_notes(cur);
             let old = cur.and_then(|c| c.set(setid));
             let dests = old.map_or(&[][..], |v| v.dests);
-            let conv = uncopyable(old);
-            let srcs: Vec<_> = (0..dests.len()).filter(|&i| dests[i].uri.bytes() != d.uri.as_slice()).map(|i| src_at(dests, &conv, i)).collect();
+            let srcs: Vec<_> = (0..dests.len()).filter(|&i| dests[i].uri.bytes() != d.uri.as_slice()).map(|i| setedit::Src::Old(&dests[i], i)).collect();
             let order: Vec<i32> = cur_order.iter().copied().filter(|&id| id != setid || !srcs.is_empty()).collect();
             let post = crate::ds::order::avl_order(&order);
             install_edit(ctl, cur, &post, Some(Touched::Copy { id: setid, srcs }))
