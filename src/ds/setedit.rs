@@ -149,26 +149,10 @@ pub fn build_edited(
     let old_cw = old_view.map_or(&[][..], |v| v.rec.cw());
     let old_notes = old.is_some_and(|b| b.maybe_notes());
     let ndests = srcs.len();
-    // the records whose attrs change when parsed again, as entries (usually none)
-    let conv: Vec<(usize, Dest)> = srcs
-        .iter()
-        .enumerate()
-        .filter_map(|(k, s)| match s {
-            Src::Old(d, _) if !copyable(d, attrs_none) => Some((k, rec_dest(id, d, attrs_none, &mut |_| {}))),
-            _ => None,
-        })
-        .collect();
-    let mut ci = conv.iter().peekable();
-    let srcs: Vec<Src<'_>> = srcs
-        .iter()
-        .enumerate()
-        .map(|(k, s)| match ci.next_if(|c| c.0 == k) {
-            Some(c) => Src::New(&c.1),
-            None => *s,
-        })
-        .collect();
     // one pass over the sources: sizes, the state carried for each destination in order (as
-    // `build_set` asks for it), what the set's tables are drawn from
+    // `build_set` asks for it), what the set's tables are drawn from; the records whose attrs
+    // change when parsed again are turned into entries (`conv`, by position; usually none)
+    let mut conv: Vec<(usize, Dest)> = Vec::new();
     let mut strbytes = 0usize;
     let mut nextra = 0usize;
     let mut carried = Vec::with_capacity(ndests);
@@ -177,7 +161,19 @@ pub fn build_edited(
     let mut usable = Vec::with_capacity(ndests);
     let mut prios = Vec::with_capacity(ndests);
     let mut maybe_notes = false;
-    for s in &srcs {
+    for (k, s) in srcs.iter().enumerate() {
+        let conv_d;
+        let s = match s {
+            Src::Old(d, _) if !copyable(d, attrs_none) => {
+                conv.push((k, rec_dest(id, d, attrs_none, &mut |_| {})));
+                conv_d = conv.last().map(|c| &c.1);
+                match conv_d {
+                    Some(d) => Src::New(d),
+                    None => *s,
+                }
+            }
+            _ => *s,
+        };
         let (st, extra, c, w, rw, fl, pr) = match s {
             Src::Old(d, _) => {
                 maybe_notes |= old_notes && weight_note_in(d.attrs_body.bytes(), d.weight, d.rweight_cfg as i32);
@@ -230,7 +226,12 @@ pub fn build_edited(
         let rec = set_rec(id, dest_ptr, ndests, cw_ptr, xw_ptr, &weights, &rweights, &usable, &prios, rng);
         blk.write(SetBlk { fresh: AtomicU64::new(generation), reused_by: AtomicU64::new(0), maybe_notes, nip4: 0, nip6: 0, size: total, rec });
         let mut ai = 0usize;
+        let mut ci = conv.iter().peekable();
         for (di, (s, &c)) in srcs.iter().zip(&carried).enumerate() {
+            let s = &match ci.next_if(|c| c.0 == di) {
+                Some(c) => Src::New(&c.1),
+                None => *s,
+            };
             cw_ptr.add(di).write(match s {
                 Src::Old(_, i) if *i < old_cw.len() => old_cw[*i],
                 Src::Old(d, _) => CwEnt {

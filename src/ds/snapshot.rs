@@ -1630,6 +1630,12 @@ unsafe fn write_dest(
 ) {
     // SAFETY: guaranteed by the caller.
     let st = c.strs.map(|v| unsafe { strs.put(v) });
+    // rate 0 (the common case): every slot says "use", no table to shuffle
+    let oc = if c.ocrate <= 0 {
+        [u64::MAX, (1u64 << 36) - 1]
+    } else {
+        crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(c.ocrate, rng))
+    };
     // SAFETY: guaranteed by the caller.
     unsafe {
         p.write(DestRec {
@@ -1679,15 +1685,7 @@ unsafe fn write_dest(
             successor: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             dload_copied: AtomicI32::new(0),
             ctr: Default::default(),
-            oc_dist: {
-                // rate 0 (the common case): every slot says "use", no table to shuffle
-                let b = if c.ocrate <= 0 {
-                    [u64::MAX, (1u64 << 36) - 1]
-                } else {
-                    crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(c.ocrate, rng))
-                };
-                [AtomicU64::new(b[0]), AtomicU64::new(b[1])]
-            },
+            oc_dist: [AtomicU64::new(oc[0]), AtomicU64::new(oc[1])],
         });
         // the block-relative references, in place
         let d = &mut *p;

@@ -534,22 +534,27 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::Set
         return install(ctl, sets, Rebuild::Edit);
     };
     let gen = ctl.generation.load(Ordering::Relaxed) + 1;
-    let tid = touched.as_ref().map(|t| t.id());
+    let tid = touched.as_ref().map(|t| t.id);
     let mut blk = None;
     let idx = snapshot::CarryIndex::for_set(Some(cur), tid.unwrap_or(0));
-    if let Some(t) = touched.as_ref().filter(|t| !t.is_empty()) {
+    if let Some(t) = touched.as_ref().filter(|t| !t.srcs.is_empty()) {
         // new internal ids from the set's position in the new list
-        let first_di = cur.dests_before(order, &so.by_id, t.id());
+        let first_di = cur.dests_before(order, &so.by_id, t.id);
         let mut rng = build_rng();
-        let carry = &mut |id, uri: &[u8], fl| carry_state(&idx, Rebuild::Edit, id, uri, fl);
-        let b = match t {
-            Touched::Set(t) => snapshot::build_set(t, gen, first_di, (0, 0), carry, &mut |size| shm_alloc(size), &mut rng),
-            // the records that stay are copied from the set's block
-            Touched::Copy { id, srcs } => {
-                let old = cur.set_pos(*id).and_then(|i| cur.blk(i));
-                setedit::build_edited(*id, old, srcs, gen, first_di, (0, 0), carry, &mut |size| shm_alloc(size), &mut rng, cfg.attrs_none)
-            }
-        }
+        // the records that stay are copied from the set's block
+        let old = cur.set_pos(t.id).and_then(|i| cur.blk(i));
+        let b = setedit::build_edited(
+            t.id,
+            old,
+            &t.srcs,
+            gen,
+            first_di,
+            (0, 0),
+            &mut |id, uri, fl| carry_state(&idx, Rebuild::Edit, id, uri, fl),
+            &mut |size| shm_alloc(size),
+            &mut rng,
+            cfg.attrs_none,
+        )
         .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
         blk = Some(b);
     }
@@ -623,43 +628,27 @@ fn proto_from(v: u8) -> Proto {
     setedit::proto_from(v)
 }
 
-/// The edited set of `dispatcher.add` / `remove` / `update` for `install_edit`.
-enum Touched<'a> {
-    /// Its new destinations as entries.
-    Set(crate::ds::order::DestSet),
-    /// Its new destinations as records of its current block (copied) and entries.
-    Copy { id: i32, srcs: Vec<setedit::Src<'a>> },
+/// The edited set of `dispatcher.add` / `remove` / `update` for `install_edit`: its new
+/// destinations as records of its current block (copied) and entries.
+struct Touched<'a> {
+    id: i32,
+    srcs: Vec<setedit::Src<'a>>,
 }
 
 impl Touched<'_> {
-    fn id(&self) -> i32 {
-        match self {
-            Touched::Set(s) => s.id,
-            Touched::Copy { id, .. } => *id,
-        }
-    }
-    fn is_empty(&self) -> bool {
-        match self {
-            Touched::Set(s) => s.dests.is_empty(),
-            Touched::Copy { srcs, .. } => srcs.is_empty(),
-        }
-    }
     /// As entries (a full rebuild).
     fn into_set(self) -> crate::ds::order::DestSet {
-        match self {
-            Touched::Set(s) => s,
-            Touched::Copy { id, srcs } => {
-                let attrs_none = cfg().attrs_none;
-                let dests = srcs
-                    .iter()
-                    .map(|s| match s {
-                        setedit::Src::Old(d, _) => setedit::rec_dest(id, d, attrs_none, &mut |_| {}),
-                        setedit::Src::New(d) => (*d).clone(),
-                    })
-                    .collect();
-                crate::ds::order::DestSet { id, dests }
-            }
-        }
+        let attrs_none = cfg().attrs_none;
+        let id = self.id;
+        let dests = self
+            .srcs
+            .iter()
+            .map(|s| match s {
+                setedit::Src::Old(d, _) => setedit::rec_dest(id, d, attrs_none, &mut |_| {}),
+                setedit::Src::New(d) => (*d).clone(),
+            })
+            .collect();
+        crate::ds::order::DestSet { id, dests }
     }
 }
 
@@ -701,7 +690,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                     srcs.push(setedit::Src::New(&d));
                     srcs.extend((pos..dests.len()).map(old_src));
                     let post = crate::ds::order::avl_order(&order);
-                    install_edit(ctl, cur, &post, Some(Touched::Copy { id: setid, srcs }))
+                    install_edit(ctl, cur, &post, Some(Touched { id: setid, srcs }))
                 }
                 Err(err) => {
                     // the fault (ERROR in pack_dest), then the destination not added, as in C
@@ -728,7 +717,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             let srcs: Vec<_> = (0..dests.len()).filter(|&i| dests[i].uri.bytes() != d.uri.as_slice()).map(|i| setedit::Src::Old(&dests[i], i)).collect();
             let order: Vec<i32> = cur_order.iter().copied().filter(|&id| id != setid || !srcs.is_empty()).collect();
             let post = crate::ds::order::avl_order(&order);
-            install_edit(ctl, cur, &post, Some(Touched::Copy { id: setid, srcs }))
+            install_edit(ctl, cur, &post, Some(Touched { id: setid, srcs }))
         }
     }
 }
@@ -924,23 +913,27 @@ pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u
     let raw = no_probing_without_tm(raw, cfg);
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
     let (d, _notes) = prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env).map_err(|e| bad(format!("invalid destination: {}", e.msg)))?;
-    let mut s = crate::ds::order::DestSet { id: setid, dests: set_dests(set, false) };
+    // the set's records copied, the updated destination written from its new entry
+    let dests = set.dests;
+    let mut srcs: Vec<setedit::Src<'_>> = dests.iter().enumerate().map(|(i, x)| setedit::Src::Old(x, i)).collect();
     let order: Vec<i32> = cur.map(|c| c.ids().to_vec()).unwrap_or_default();
-    {
-        if let Some(i) = s.dests.iter().position(|x| x.uri == stored_uri) {
-            if s.dests[i].priority == d.priority {
-                s.dests[i] = d;
-            } else {
-                // a new priority takes the place a reload would give it
-                s.dests.remove(i);
-                let pos = s.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(s.dests.len());
-                s.dests.insert(pos, d);
-            }
+    if let Some(i) = dests.iter().position(|x| x.uri.bytes() == stored_uri.as_slice()) {
+        if dests[i].priority == d.priority {
+            srcs[i] = setedit::Src::New(&d);
+        } else {
+            // a new priority takes the place a reload would give it
+            srcs.remove(i);
+            let prio = |s: &setedit::Src<'_>| match s {
+                setedit::Src::Old(x, _) => x.priority,
+                setedit::Src::New(x) => x.priority,
+            };
+            let pos = srcs.iter().position(|x| prio(x) <= d.priority).unwrap_or(srcs.len());
+            srcs.insert(pos, setedit::Src::New(&d));
         }
     }
     let post = crate::ds::order::avl_order(&order);
     UPDATE_KEEP.with(|k| *k.borrow_mut() = Some((setid, stored_uri, old_flags)));
-    let r = install_edit(ctl, cur, &post, Some(Touched::Set(s)));
+    let r = install_edit(ctl, cur, &post, Some(Touched { id: setid, srcs }));
     UPDATE_KEEP.with(|k| *k.borrow_mut() = None);
     r?;
     ctl.last_rebuild.store(now().0 as i64, Ordering::Relaxed);
