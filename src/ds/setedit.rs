@@ -12,7 +12,7 @@
 use std::mem::{align_of, size_of};
 
 use super::{
-    align_up, finish_set, ip_key, set_rec, weight_note_in, weight_note_possible, write_dest, AddrRec, BuildError, CarryFn,
+    align_up, finish_set, ip_key, rec_ip_counts, rec_span, set_rec, Strs, weight_note_in, weight_note_possible, write_dest, AddrRec, BuildError, CarryFn,
     CwEnt, DestCfg, DestRec, SetBlk, SetView, StrOut, XwSlot, DS_DISABLED, DS_INACTIVE,
 };
 use crate::ds::attrs::Attrs;
@@ -79,26 +79,11 @@ pub fn proto_from(v: u8) -> Proto {
         .unwrap_or(Proto::None)
 }
 
-/// The strings of record `d`, as [`super::dest_strings`] gives them for its load entry.
-fn rec_strings(d: &DestRec) -> [Option<&[u8]>; 9] {
-    [
-        d.uri.get().or(Some(&[])),
-        d.host.get().or(Some(&[])),
-        d.attrs_body.get().filter(|b| !b.is_empty()),
-        d.duid.get(),
-        d.socket.get(),
-        d.sockname.get(),
-        d.ping_from.get(),
-        d.obproxy.get(),
-        d.ping_socket.get(),
-    ]
-}
-
 impl<'s> DestCfg<'s> {
     /// The configured values of a copyable record (see [`copyable`]).
     fn of_rec(d: &'s DestRec) -> DestCfg<'s> {
         DestCfg {
-            strs: rec_strings(d),
+            strs: Strs::Rec(d),
             cfg_flags: d.cfg_flags,
             priority: d.priority,
             maxload: d.maxload,
@@ -174,24 +159,26 @@ pub fn build_edited(
             }
             _ => *s,
         };
-        let (st, extra, c, w, rw, fl, pr) = match s {
+        let (extra, c, w, rw, fl, pr) = match s {
             Src::Old(d, _) => {
                 maybe_notes |= old_notes && weight_note_in(d.attrs_body.bytes(), d.weight, d.rweight_cfg as i32);
                 let extra = if d.af != 0 { d.extra_addrs().len() } else { 0 };
-                (rec_strings(d), extra, carry(id, d.uri.bytes(), d.cfg_flags), d.weight, d.rweight_cfg as i32, d.cfg_flags, d.priority)
+                // its strings are copied as one span
+                strbytes += rec_span(d).map_or(0, |s| s.1);
+                (extra, carry(id, d.uri.bytes(), d.cfg_flags), d.weight, d.rweight_cfg as i32, d.cfg_flags, d.priority)
             }
             Src::New(d) => {
                 maybe_notes |= weight_note_possible(&d.attrs);
                 let extra = if d.ip.is_some() { d.more_ips.len() } else { 0 };
-                (super::dest_strings(d), extra, carry(id, &d.uri, d.flags), d.attrs.weight, d.attrs.rweight, d.flags, d.priority)
+                for v in super::dest_strings(d).iter().flatten() {
+                    if v.len() > u32::MAX as usize {
+                        return Err(BuildError::TooLarge);
+                    }
+                    strbytes += v.len() + 1;
+                }
+                (extra, carry(id, &d.uri, d.flags), d.attrs.weight, d.attrs.rweight, d.flags, d.priority)
             }
         };
-        for v in st.iter().flatten() {
-            if v.len() > u32::MAX as usize {
-                return Err(BuildError::TooLarge);
-            }
-            strbytes += v.len() + 1;
-        }
         nextra += extra;
         carried.push(c);
         weights.push(w);
@@ -227,6 +214,7 @@ pub fn build_edited(
         blk.write(SetBlk { fresh: AtomicU64::new(generation), reused_by: AtomicU64::new(0), maybe_notes, nip4: 0, nip6: 0, size: total, rec });
         let mut ai = 0usize;
         let mut ci = conv.iter().peekable();
+        let mut nip = (0u32, 0u32);
         for (di, (s, &c)) in srcs.iter().zip(&carried).enumerate() {
             let s = &match ci.next_if(|c| c.0 == di) {
                 Some(c) => Src::New(&c.1),
@@ -278,8 +266,10 @@ pub fn build_edited(
             let extra = if ai > extra_first { addr_ptr.add(extra_first) as *const AddrRec } else { std::ptr::null() };
             let new_iuid = (generation << 24) | ((first_di + di) as u64 + 1);
             write_dest(dest_ptr.add(di), &cfg, &mut strs, c, new_iuid, now, lat0, (extra, (ai - extra_first) as u32), rng);
+            let n = rec_ip_counts(&*dest_ptr.add(di));
+            nip = (nip.0 + n.0, nip.1 + n.1);
         }
-        finish_set(blk);
+        finish_set(blk, Some(nip));
         Ok(blk)
     }
 }

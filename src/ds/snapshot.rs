@@ -70,6 +70,10 @@ impl ShStr {
     pub fn bytes(&self) -> &[u8] {
         self.get().unwrap_or(&[])
     }
+    /// Where the string is (None: not set).
+    fn raw(&self) -> StrRef {
+        self.get().map(|b| (b.as_ptr(), b.len() as u32))
+    }
     /// Points this reference, in its final place, at `s` (a string of the same block, less
     /// than 2 GiB away: blocks are smaller, see `MAX_BLOCK`), or at nothing.
     fn point(&mut self, s: StrRef) {
@@ -1187,18 +1191,32 @@ fn set_ip_entries(v: &SetView<'_>, v4: &mut Vec<Ip4Ent>, v6: &mut Vec<Ip6Ent>) {
 /// Calls `f(address, index in the set)` for every address index entry of a set.
 fn set_ip_each(v: &SetView<'_>, f: &mut dyn FnMut(IpAddr, u32)) {
     for (local, d) in v.dests.iter().enumerate() {
-        let Some(first) = d.ip_addr() else { continue };
-        let mut push = |ip: IpAddr| f(ip, local as u32);
-        push(first);
-        let extra = d.extra_addrs();
-        for (k, more) in extra.iter().enumerate() {
-            let Some(ip) = more.ip_addr() else { continue };
-            // one index entry per distinct address of this destination
-            if ip != first && !extra[..k].iter().any(|m| m.ip_addr() == Some(ip)) {
-                push(ip);
-            }
+        rec_ip_each(d, &mut |ip| f(ip, local as u32));
+    }
+}
+
+/// Calls `f(address)` for every address index entry of one destination.
+fn rec_ip_each(d: &DestRec, f: &mut dyn FnMut(IpAddr)) {
+    let Some(first) = d.ip_addr() else { return };
+    f(first);
+    let extra = d.extra_addrs();
+    for (k, more) in extra.iter().enumerate() {
+        let Some(ip) = more.ip_addr() else { continue };
+        // one index entry per distinct address of this destination
+        if ip != first && !extra[..k].iter().any(|m| m.ip_addr() == Some(ip)) {
+            f(ip);
         }
     }
+}
+
+/// The number of IPv4 and IPv6 address index entries of one destination.
+fn rec_ip_counts(d: &DestRec) -> (u32, u32) {
+    let mut n = (0u32, 0u32);
+    rec_ip_each(d, &mut |ip| match ip {
+        IpAddr::V4(_) => n.0 += 1,
+        IpAddr::V6(_) => n.1 += 1,
+    });
+    n
 }
 
 /// What a derived header takes from the previous one instead of reading every set block.
@@ -1525,7 +1543,7 @@ pub fn build_set_src(
             let new_iuid = (generation << 24) | ((first_di + di) as u64 + 1);
             write_dest(dest_ptr.add(di), &DestCfg::of(d), &mut strs, carried, new_iuid, now, lat0, (extra, (ai - extra_first) as u32), rng);
         }
-        finish_set(blk);
+        finish_set(blk, None);
         // keep the buffers unless a big set made them big (the main process forks after this)
         if sc.carried.capacity() <= 4096 {
             SCRATCH.with(|c| c.set(Some(sc)));
@@ -1538,6 +1556,19 @@ pub fn build_set_src(
 struct StrOut(*mut u8);
 
 impl StrOut {
+    /// Appends the `n` bytes at `p` as they are; returns where they start.
+    ///
+    /// # Safety
+    /// The area has room for them; `p` is valid for reading `n` bytes.
+    unsafe fn put_span(&mut self, p: *const u8, n: usize) -> *mut u8 {
+        let at = self.0;
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, at, n);
+            self.0 = at.add(n);
+        }
+        at
+    }
     /// Appends `v` (NUL-terminated) and returns its reference.
     ///
     /// # Safety
@@ -1555,10 +1586,35 @@ impl StrOut {
     }
 }
 
+/// The strings of a record to write: a list (in `DestRec` order), or those of an older record
+/// (copied as one span, see [`rec_span`]).
+enum Strs<'s> {
+    List([Option<&'s [u8]>; 9]),
+    Rec(&'s DestRec),
+}
+
+/// The string references of a record, in field order.
+fn rec_refs(d: &DestRec) -> [&ShStr; 9] {
+    [&d.uri, &d.host, &d.attrs_body, &d.duid, &d.socket, &d.sockname, &d.ping_from, &d.obproxy, &d.ping_socket]
+}
+
+/// The span of a record's block that holds all its strings (with their NULs): `write_dest`
+/// writes them one after the other, so it is exactly as long as they are.
+fn rec_span(d: &DestRec) -> Option<(*const u8, usize)> {
+    let (mut lo, mut hi) = (usize::MAX, 0usize);
+    for r in rec_refs(d) {
+        if let Some((p, n)) = r.raw() {
+            lo = lo.min(p as usize);
+            hi = hi.max(p as usize + n as usize + 1);
+        }
+    }
+    (hi > lo).then_some((lo as *const u8, hi - lo))
+}
+
 /// The configured values a destination record is written from: a parsed [`Dest`], or the
 /// record of an older block that an edit copies (see `setedit`).
 struct DestCfg<'s> {
-    strs: [Option<&'s [u8]>; 9],
+    strs: Strs<'s>,
     cfg_flags: i32,
     priority: i32,
     maxload: i32,
@@ -1589,7 +1645,7 @@ impl<'s> DestCfg<'s> {
         };
         let a = &d.attrs;
         DestCfg {
-            strs: dest_strings(d),
+            strs: Strs::List(dest_strings(d)),
             cfg_flags: d.flags,
             priority: d.priority,
             maxload: a.maxload,
@@ -1628,8 +1684,19 @@ unsafe fn write_dest(
     extra: (*const AddrRec, u32),
     rng: &mut crate::ds::weights::SetRng,
 ) {
-    // SAFETY: guaranteed by the caller.
-    let st = c.strs.map(|v| unsafe { strs.put(v) });
+    let st = match &c.strs {
+        // SAFETY: guaranteed by the caller.
+        Strs::List(l) => l.map(|v| unsafe { strs.put(v) }),
+        Strs::Rec(d) => match rec_span(d) {
+            None => [None; 9],
+            Some((lo, n)) => {
+                // SAFETY: guaranteed by the caller (room for the span); the span lies in the
+                // live block of `d`.
+                let to = unsafe { strs.put_span(lo, n) };
+                rec_refs(d).map(|r| r.raw().map(|(p, len)| (to.wrapping_add(p as usize - lo as usize) as *const u8, len)))
+            }
+        },
+    };
     // rate 0 (the common case): every slot says "use", no table to shuffle
     let oc = if c.ocrate <= 0 {
         [u64::MAX, (1u64 << 36) - 1]
@@ -1760,18 +1827,17 @@ unsafe fn set_rec(
     }
 }
 
-/// Completes a set block whose records are written: its address counts and the
+/// Completes a set block whose records are written: its address counts (given, or counted
+/// here) and the
 /// exact-weight tables of algs 41/43 (from the carried state just written).
 ///
 /// # Safety
 /// `blk` is a block whose set record and destination records are initialised.
-unsafe fn finish_set(blk: *mut SetBlk) {
+unsafe fn finish_set(blk: *mut SetBlk, counts: Option<(u32, u32)>) {
     // SAFETY: guaranteed by the caller.
     let v = unsafe { (*blk).view() };
-    let (mut n4, mut n6) = (0u32, 0u32);
-    set_ip_each(&v, &mut |ip, _| match ip {
-        IpAddr::V4(_) => n4 += 1,
-        IpAddr::V6(_) => n6 += 1,
+    let (n4, n6) = counts.unwrap_or_else(|| {
+        v.dests.iter().map(rec_ip_counts).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
     });
     // SAFETY: as above (the writer owns the block until it is published).
     unsafe {
