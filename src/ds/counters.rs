@@ -124,11 +124,16 @@ impl DestCounters {
             a(c, *x);
         }
         a(&self.timeouts, v.timeouts);
-        self.inflight.fetch_add(v.inflight, Ordering::Relaxed);
+        // (adding 0 is skipped: no locked instruction per untouched counter on an edit)
+        if v.inflight != 0 {
+            self.inflight.fetch_add(v.inflight, Ordering::Relaxed);
+        }
         a(&self.pings_sent, v.pings_sent);
         a(&self.pings_ok, v.pings_ok);
         a(&self.pings_failed, v.pings_failed);
-        self.passive_fails.fetch_add(v.passive_fails, Ordering::Relaxed);
+        if v.passive_fails != 0 {
+            self.passive_fails.fetch_add(v.passive_fails, Ordering::Relaxed);
+        }
     }
     /// Counts a final outcome of a transaction branch: `code` of a received reply
     /// (`local` false) or of a local timeout / local reply (`local` true).

@@ -20,6 +20,9 @@ use crate::ds::dest::Dest;
 use crate::ds::latency::LatencyStats;
 use crate::ds::order::DestSet;
 
+#[path = "setedit.rs"]
+pub mod setedit;
+
 /// Destination state bits (spec §4.2).
 pub const DS_INACTIVE: i32 = 1;
 pub const DS_TRYING: i32 = 2;
@@ -41,31 +44,51 @@ pub fn states_all() -> i32 {
 
 const MAGIC: u32 = 0x4453_4e50; // "DSNP"
 
-/// A string stored in the block's string area. `ptr` is null for "not set".
+/// A string stored in the block's string area: its place as a byte offset from this
+/// reference itself (0: not set) and its length. Self-relative, so 8 bytes instead of a
+/// pointer and a length, and readers need no base address; hence neither `Clone` nor `Copy`
+/// (a moved reference would point elsewhere): it is only set in place, by [`ShStr::point`].
 #[repr(C)]
-#[derive(Clone, Copy)]
 pub struct ShStr {
-    ptr: *const u8,
+    off: i32,
     len: u32,
 }
 
 impl ShStr {
-    const NULL: ShStr = ShStr { ptr: std::ptr::null(), len: 0 };
+    const NULL: ShStr = ShStr { off: 0, len: 0 };
     /// The bytes, or `None` when the value is not set.
     pub fn get(&self) -> Option<&[u8]> {
-        if self.ptr.is_null() {
+        if self.off == 0 {
             None
         } else {
-            // SAFETY: ptr/len were written by `build` and point into the same immutable block,
-            // which outlives every reader (see `rcu`).
-            Some(unsafe { std::slice::from_raw_parts(self.ptr, self.len as usize) })
+            // SAFETY: off/len were written by `point` and designate bytes of the same
+            // immutable block, which outlives every reader (see `rcu`).
+            Some(unsafe { std::slice::from_raw_parts((self as *const ShStr as *const u8).offset(self.off as isize), self.len as usize) })
         }
     }
     /// The bytes, empty when not set.
     pub fn bytes(&self) -> &[u8] {
         self.get().unwrap_or(&[])
     }
+    /// Where the string is (None: not set).
+    fn raw(&self) -> StrRef {
+        self.get().map(|b| (b.as_ptr(), b.len() as u32))
+    }
+    /// Points this reference, in its final place, at `s` (a string of the same block, less
+    /// than 2 GiB away: blocks are smaller, see `MAX_BLOCK`), or at nothing.
+    fn point(&mut self, s: StrRef) {
+        *self = match s {
+            None => ShStr::NULL,
+            Some((p, len)) => ShStr { off: (p as isize - self as *const ShStr as isize) as i32, len },
+        };
+    }
 }
+
+/// A string written in a block's string area (see [`StrOut`]), before a record refers to it.
+type StrRef = Option<(*const u8, u32)>;
+
+/// Blocks stay below this size: self-relative references are 32-bit.
+const MAX_BLOCK: usize = i32::MAX as usize;
 
 #[repr(C)]
 pub struct Header {
@@ -328,9 +351,38 @@ impl SetRec {
     }
 }
 
-/// One destination: the configured values plus its shared runtime state.
+/// One destination: the configured values plus its shared runtime state. (Fields grouped by
+/// alignment: no padding inside.)
 #[repr(C)]
 pub struct DestRec {
+    /// Internal unique id (Kamailio 6.1 `IUID`): assigned when the destination first enters a
+    /// list (`(generation << 24) | (index + 1)`, unique for the module's lifetime) and kept
+    /// while it stays; rendered by `iuid_text`.
+    pub iuid: u64,
+    /// Opaque sending socket handle (a `socket_info*` in the module), 0 = none.
+    pub sock: usize,
+    /// Latency average / estimate (ms, f64 bits) used by alg 13; from the `latency` attr
+    /// until keepalive statistics exist.
+    pub lat_avg: AtomicU64,
+    pub lat_est: AtomicU64,
+    /// Full latency statistics; written only under the module's latency lock.
+    pub lat: std::cell::UnsafeCell<LatencyStats>,
+    /// When the last keepalive was sent (µs since the epoch).
+    pub ping_start_us: AtomicU64,
+    /// Overload control (alg 64, Kamailio 6.0): validity end of the rate (µs since the epoch);
+    /// the 100-slot table as bits (bit i set = slot i says "use"); see also `oc_rate`.
+    pub oc_time_us: AtomicU64,
+    pub oc_dist: [AtomicU64; 2],
+    /// The record of the previous list this one carried its state from (null: new). Only the
+    /// writer that built this block reads it, right after the build (see `link_successors`).
+    carried_from: *const DestRec,
+    /// Set when a newer list carried this record's state: the record there, and the call load
+    /// copied into it. Calls that end on this record after the copy (a process still reading
+    /// the old list) are forwarded to the successor when this block is freed
+    /// (`forward_counters`), so the call load never drifts across reloads.
+    successor: std::sync::atomic::AtomicPtr<DestRec>,
+    /// Counters of issue 12 (selections, replies, keepalives), carried across reloads.
+    pub ctr: crate::ds::counters::DestCounters,
     pub uri: ShStr,
     pub host: ShStr,
     pub attrs_body: ShStr,
@@ -340,10 +392,6 @@ pub struct DestRec {
     pub ping_from: ShStr,
     pub obproxy: ShStr,
     pub ping_socket: ShStr,
-    /// Internal unique id (Kamailio 6.1 `IUID`): assigned when the destination first enters a
-    /// list (`(generation << 24) | (index + 1)`, unique for the module's lifetime) and kept
-    /// while it stays; rendered by `iuid_text`.
-    pub iuid: u64,
     /// Runtime state bits (spec §4.2), shared by all processes.
     pub flags: AtomicI32,
     /// The flags as configured in the file/DB.
@@ -358,49 +406,31 @@ pub struct DestRec {
     pub fail_cnt: AtomicI32,
     /// Active calls (alg 10).
     pub dload: AtomicI32,
+    dload_copied: AtomicI32,
+    /// Relative weight in use (alg 11): `rweight`, or what congestion control computed.
+    pub rweight_rt: AtomicI32,
+    /// Overload control (alg 64): rate, sequence, table cursor.
+    pub oc_rate: AtomicI32,
+    pub oc_seq: AtomicI32,
+    pub oc_idx: AtomicU32,
+    /// Further resolved addresses (`ds_dns_match_all`; the first one is `ip`): byte offset
+    /// from this field (0: none) and count.
+    extra_off: i32,
+    n_extra: u32,
+    /// When the address was resolved (0: no address or not shown).
+    pub dnstime_sec: u32,
+    pub dnstime_usec: u32,
+    pub ip: [u8; 16],
     pub port: u16,
     pub proto: u8,
     pub scheme: u8,
     /// 0: no address, 4: IPv4, 6: IPv6.
     pub af: u8,
-    _pad: [u8; 3],
-    pub ip: [u8; 16],
-    /// Further resolved addresses (`ds_dns_match_all`; the first one is `ip`).
-    extra_addrs: *const AddrRec,
-    n_extra: u32,
-    /// Opaque sending socket handle (a `socket_info*` in the module), 0 = none.
-    pub sock: usize,
-    pub dnstime_sec: u64,
-    pub dnstime_usec: u64,
-    /// Latency average / estimate (ms, f64 bits) used by alg 13; from the `latency` attr
-    /// until keepalive statistics exist.
-    pub lat_avg: AtomicU64,
-    pub lat_est: AtomicU64,
-    /// Full latency statistics; written only under the module's latency lock.
-    pub lat: std::cell::UnsafeCell<LatencyStats>,
-    /// When the last keepalive was sent (µs since the epoch).
-    pub ping_start_us: AtomicU64,
-    /// Relative weight in use (alg 11): `rweight`, or what congestion control computed.
-    pub rweight_rt: AtomicI32,
-    /// Overload control (alg 64, Kamailio 6.0): rate, sequence, validity end (µs since the
-    /// epoch), table cursor and the 100-slot table (0 = skip, 1 = use).
-    pub oc_rate: AtomicI32,
-    pub oc_seq: AtomicI32,
-    pub oc_time_us: AtomicU64,
-    pub oc_idx: AtomicU32,
-    /// The 100-slot table as bits (bit i set = slot i says "use").
-    pub oc_dist: [AtomicU64; 2],
-    /// The record of the previous list this one carried its state from (null: new). Only the
-    /// writer that built this block reads it, right after the build (see `link_successors`).
-    carried_from: *const DestRec,
-    /// Set when a newer list carried this record's state: the record there, and the call load
-    /// copied into it. Calls that end on this record after the copy (a process still reading
-    /// the old list) are forwarded to the successor when this block is freed
-    /// (`forward_counters`), so the call load never drifts across reloads.
-    successor: std::sync::atomic::AtomicPtr<DestRec>,
-    dload_copied: AtomicI32,
-    /// Counters of issue 12 (selections, replies, keepalives), carried across reloads.
-    pub ctr: crate::ds::counters::DestCounters,
+    /// The configured `rweight` and `ocrate` attrs (both 0..=100): an edit copies the record
+    /// without parsing its attrs again (`rweight_rt` and `oc_rate` change at run time).
+    rweight_cfg: u8,
+    ocrate_cfg: u8,
+    _pad: u8,
 }
 
 impl DestRec {
@@ -462,11 +492,15 @@ impl DestRec {
     }
     /// The further resolved addresses (`ds_dns_match_all`), without the first one.
     pub fn extra_addrs(&self) -> &[AddrRec] {
-        if self.extra_addrs.is_null() || self.n_extra == 0 {
+        if self.extra_off == 0 || self.n_extra == 0 {
             return &[];
         }
-        // SAFETY: written by `build`: `n_extra` records inside the same immutable block.
-        unsafe { std::slice::from_raw_parts(self.extra_addrs, self.n_extra as usize) }
+        // SAFETY: written by `write_dest`: `n_extra` records inside the same immutable block,
+        // `extra_off` bytes from the field.
+        unsafe {
+            let p = (&self.extra_off as *const i32 as *const u8).offset(self.extra_off as isize) as *const AddrRec;
+            std::slice::from_raw_parts(p, self.n_extra as usize)
+        }
     }
     /// Every stored address: the first one, then the further ones.
     pub fn addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
@@ -1108,7 +1142,11 @@ pub fn reset_reloaded_set(v: &SetView<'_>, rng: &mut dyn FnMut() -> u32) {
 /// Whether parsing these attrs again may log a note (an out-of-range `weight` or `rweight`,
 /// see `attrs::parse_attrs`); conservative.
 fn weight_note_possible(a: &crate::ds::attrs::Attrs) -> bool {
-    let b = &a.body;
+    weight_note_in(&a.body, a.weight, a.rweight)
+}
+
+/// [`weight_note_possible`] of an attrs body and its parsed `weight` and `rweight`.
+fn weight_note_in(b: &[u8], weight: i32, rweight: i32) -> bool {
     (0..b.len().saturating_sub(5)).any(|i| {
         // cheap first-byte test before the 6-byte comparison (runs over every attrs body)
         if b.get(i).is_none_or(|c| (c | 0x20) != b'w') {
@@ -1120,9 +1158,9 @@ fn weight_note_possible(a: &crate::ds::attrs::Attrs) -> bool {
         }
         let r = i > 0 && b.get(i - 1).is_some_and(|c| c.eq_ignore_ascii_case(&b'r'));
         if r {
-            a.rweight == 0
+            rweight == 0
         } else {
-            a.weight == 0
+            weight == 0
         }
     })
 }
@@ -1153,18 +1191,32 @@ fn set_ip_entries(v: &SetView<'_>, v4: &mut Vec<Ip4Ent>, v6: &mut Vec<Ip6Ent>) {
 /// Calls `f(address, index in the set)` for every address index entry of a set.
 fn set_ip_each(v: &SetView<'_>, f: &mut dyn FnMut(IpAddr, u32)) {
     for (local, d) in v.dests.iter().enumerate() {
-        let Some(first) = d.ip_addr() else { continue };
-        let mut push = |ip: IpAddr| f(ip, local as u32);
-        push(first);
-        let extra = d.extra_addrs();
-        for (k, more) in extra.iter().enumerate() {
-            let Some(ip) = more.ip_addr() else { continue };
-            // one index entry per distinct address of this destination
-            if ip != first && !extra[..k].iter().any(|m| m.ip_addr() == Some(ip)) {
-                push(ip);
-            }
+        rec_ip_each(d, &mut |ip| f(ip, local as u32));
+    }
+}
+
+/// Calls `f(address)` for every address index entry of one destination.
+fn rec_ip_each(d: &DestRec, f: &mut dyn FnMut(IpAddr)) {
+    let Some(first) = d.ip_addr() else { return };
+    f(first);
+    let extra = d.extra_addrs();
+    for (k, more) in extra.iter().enumerate() {
+        let Some(ip) = more.ip_addr() else { continue };
+        // one index entry per distinct address of this destination
+        if ip != first && !extra[..k].iter().any(|m| m.ip_addr() == Some(ip)) {
+            f(ip);
         }
     }
+}
+
+/// The number of IPv4 and IPv6 address index entries of one destination.
+fn rec_ip_counts(d: &DestRec) -> (u32, u32) {
+    let mut n = (0u32, 0u32);
+    rec_ip_each(d, &mut |ip| match ip {
+        IpAddr::V4(_) => n.0 += 1,
+        IpAddr::V6(_) => n.1 += 1,
+    });
+    n
 }
 
 /// What a derived header takes from the previous one instead of reading every set block.
@@ -1430,6 +1482,9 @@ pub fn build_set_src(
     let off_addr = align_up(off_cw + ndests * size_of::<CwEnt>(), align_of::<AddrRec>());
     let off_str = off_addr + nextra * size_of::<AddrRec>();
     let total = align_up(off_str + strbytes, 16);
+    if total > MAX_BLOCK {
+        return Err(BuildError::TooLarge);
+    }
 
     let base = alloc(total);
     if base.is_null() {
@@ -1444,19 +1499,7 @@ pub fn build_set_src(
         let xw_ptr = base.add(off_xw) as *mut XwSlot;
         let cw_ptr = base.add(off_cw) as *mut CwEnt;
         let mut ai = 0usize;
-        let mut sp = base.add(off_str);
-        let mut put = |v: Option<&[u8]>| -> ShStr {
-            match v {
-                None => ShStr::NULL,
-                Some(b) => {
-                    std::ptr::copy_nonoverlapping(b.as_ptr(), sp, b.len());
-                    *sp.add(b.len()) = 0;
-                    let s = ShStr { ptr: sp, len: b.len() as u32 };
-                    sp = sp.add(b.len() + 1);
-                    s
-                }
-            }
-        };
+        let mut strs = StrOut(base.add(off_str));
         // the state carried for each destination of the set (one lookup per destination)
         // per-set arrays in buffers reused from set to set (no allocation per set)
         let mut sc = SCRATCH.with(|c| c.take()).unwrap_or_default();
@@ -1464,68 +1507,26 @@ pub fn build_set_src(
         sc.carried.extend(s.iter().map(|d| carry(s.id, &d.uri, d.flags)));
         let carried_set = &sc.carried;
         let maybe_notes = s.iter().any(|d| weight_note_possible(&d.attrs));
-        let mut di = 0usize;
-        let cw_ptr_set = cw_ptr;
-        let xw_ptr_set = xw_ptr;
+        for (k, d) in s.iter().enumerate() {
+            cw_ptr.add(k).write(CwEnt {
+                seed: crate::ds::algs::consistent::dest_seed(&d.uri),
+                w: crate::ds::algs::consistent::score_weight(d.attrs.weight),
+            });
+        }
         sc.weights.clear();
         sc.weights.extend(s.iter().map(|d| d.attrs.weight));
-        let weights = &sc.weights;
-        // the set's shuffles draw from a generator seeded once per set from `rng` (inlined,
-        // no division: ~300 draws per set with weights)
-        let rng = &mut crate::ds::weights::SetRng::new((rng() as u64) << 32 | rng() as u64);
-        let wlist = crate::ds::weights::weight_table(weights, rng);
         sc.rweights.clear();
         sc.rweights.extend(s.iter().map(|d| d.attrs.rweight));
         sc.usable.clear();
         sc.usable.extend(s.iter().zip(carried_set).map(|(d, c)| c.map_or(d.flags, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0));
-        let usable = &sc.usable;
-        let rw = crate::ds::weights::rweight_table(&sc.rweights, usable, rng).unwrap_or([0u32; 100]);
         sc.prios.clear();
         sc.prios.extend(s.iter().map(|d| d.priority));
-        let pw = crate::ds::weights::pw_table(&sc.prios, weights, usable, rng);
-        let rec = SetRec {
-            id: s.id,
-            nr: s.len() as u32,
-            dests: dest_ptr,
-            last: AtomicU32::new(0),
-            wlast: AtomicU32::new(0),
-            rwlast: AtomicU32::new(0),
-            wlist,
-            rwlist: rw.map(AtomicU32::new),
-            rrserial: s.iter().next().is_some_and(|f| f.priority > 0 && s.iter().all(|d| d.priority == f.priority)),
-            pwlist: pw.map(AtomicU32::new),
-            pwlast: AtomicU32::new(0),
-            cw_uniform: crate::ds::algs::consistent::uniform_weights(weights),
-            cw: {
-                let p = cw_ptr_set;
-                for (k, d) in s.iter().enumerate() {
-                    p.add(k).write(CwEnt {
-                        seed: crate::ds::algs::consistent::dest_seed(&d.uri),
-                        w: crate::ds::algs::consistent::score_weight(d.attrs.weight),
-                    });
-                }
-                p
-            },
-            xw: [0usize, 1].map(|t| {
-                let sl = xw_ptr_set.add(t * s.len());
-                for k in 0..s.len() {
-                    sl.add(k).write(XwSlot { end: AtomicU64::new(0), idx: AtomicU32::new(0) });
-                }
-                XwHdr { slots: sl, n: AtomicU32::new(0), total: AtomicU64::new(0), ctr: AtomicU64::new(0) }
-            }),
-        };
+        // the set's shuffles draw from a generator seeded once per set from `rng` (inlined,
+        // no division: ~300 draws per set with weights)
+        let rng = &mut crate::ds::weights::SetRng::new((rng() as u64) << 32 | rng() as u64);
+        let rec = set_rec(s.id, dest_ptr, ndests, cw_ptr, xw_ptr, &sc.weights, &sc.rweights, &sc.usable, &sc.prios, rng);
         blk.write(SetBlk { fresh: AtomicU64::new(generation), reused_by: AtomicU64::new(0), maybe_notes, nip4: 0, nip6: 0, size: total, rec });
-        for (d, &carried) in s.iter().zip(carried_set.iter()) {
-            let st = dest_strings(d);
-            let (af, ip) = match d.ip {
-                Some(IpAddr::V4(v4)) => {
-                    let mut ip = [0u8; 16];
-                    ip[..4].copy_from_slice(&v4.octets());
-                    (4u8, ip)
-                }
-                Some(IpAddr::V6(v6)) => (6u8, v6.octets()),
-                None => (0u8, [0u8; 16]),
-            };
+        for (di, (d, &carried)) in s.iter().zip(carried_set.iter()).enumerate() {
             let extra_first = ai;
             if d.ip.is_some() {
                 for more in d.more_ips.iter() {
@@ -1534,84 +1535,316 @@ pub fn build_set_src(
                     ai += 1;
                 }
             }
-            let a = &d.attrs;
             let lat0 = carried
                 .and_then(|c| c.lat)
-                .or_else(|| a.latency_init().map(|v| LatencyStats::init(v, 10000)))
+                .or_else(|| d.attrs.latency_init().map(|v| LatencyStats::init(v, 10000)))
                 .unwrap_or_default();
-            dest_ptr.add(di).write(DestRec {
-                uri: put(st[0]),
-                host: put(st[1]),
-                attrs_body: put(st[2]),
-                duid: put(st[3]),
-                socket: put(st[4]),
-                sockname: put(st[5]),
-                ping_from: put(st[6]),
-                obproxy: put(st[7]),
-                ping_socket: put(st[8]),
-                iuid: carried.map(|c| c.iuid).filter(|&i| i != 0).unwrap_or((generation << 24) | ((first_di + di) as u64 + 1)),
-                flags: AtomicI32::new(carried.map(|c| c.flags).unwrap_or(d.flags)),
-                cfg_flags: d.flags,
-                priority: d.priority,
-                maxload: a.maxload,
-                weight: a.weight,
-                cc: a.cc,
-                ocmin: a.ocmin,
-                ocmax: a.ocmax,
-                fail_cnt: AtomicI32::new(carried.map(|c| c.fail_cnt).unwrap_or(0)),
-                dload: AtomicI32::new(carried.map(|c| c.dload).unwrap_or(0)),
-                port: d.port,
-                proto: d.proto as u8,
-                scheme: d.scheme as u8,
-                af,
-                _pad: [0; 3],
-                ip,
-                extra_addrs: if ai > extra_first { addr_ptr.add(extra_first) } else { std::ptr::null() },
-                n_extra: (ai - extra_first) as u32,
-                sock: d.sock,
-                dnstime_sec: if af != 0 { now.0 } else { 0 },
-                dnstime_usec: if af != 0 { now.1 } else { 0 },
-                lat_avg: AtomicU64::new(lat0.average.to_bits()),
-                lat_est: AtomicU64::new(lat0.estimate.to_bits()),
-                lat: std::cell::UnsafeCell::new(lat0),
-                ping_start_us: AtomicU64::new(0),
-                rweight_rt: AtomicI32::new(a.rweight),
-                oc_rate: AtomicI32::new(a.ocrate),
-                oc_seq: AtomicI32::new(0),
-                oc_time_us: AtomicU64::new(0),
-                oc_idx: AtomicU32::new(0),
-                carried_from: carried.map(|c| c.src).unwrap_or(std::ptr::null()),
-                successor: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-                dload_copied: AtomicI32::new(0),
-                ctr: Default::default(),
-                oc_dist: {
-                    // rate 0 (the common case): every slot says "use", no table to shuffle
-                    let b = if a.ocrate <= 0 {
-                        [u64::MAX, (1u64 << 36) - 1]
-                    } else {
-                        crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(a.ocrate, rng))
-                    };
-                    [AtomicU64::new(b[0]), AtomicU64::new(b[1])]
-                },
-            });
-            di += 1;
+            let extra = if ai > extra_first { addr_ptr.add(extra_first) as *const AddrRec } else { std::ptr::null() };
+            let new_iuid = (generation << 24) | ((first_di + di) as u64 + 1);
+            write_dest(dest_ptr.add(di), &DestCfg::of(d), &mut strs, carried, new_iuid, now, lat0, (extra, (ai - extra_first) as u32), rng);
         }
-        let v = (*blk).view();
-        let (mut n4, mut n6) = (0u32, 0u32);
-        set_ip_each(&v, &mut |ip, _| match ip {
-            IpAddr::V4(_) => n4 += 1,
-            IpAddr::V6(_) => n6 += 1,
-        });
-        (*blk).nip4 = n4;
-        (*blk).nip6 = n6;
+        finish_set(blk, None);
         // keep the buffers unless a big set made them big (the main process forks after this)
         if sc.carried.capacity() <= 4096 {
             SCRATCH.with(|c| c.set(Some(sc)));
         }
-        // the exact-weight tables of algs 41/43, from the (carried) state just written
-        crate::ds::algs::exact::rebuild(&v);
         Ok(blk)
     }
+}
+
+/// The string area of a block being written.
+struct StrOut(*mut u8);
+
+impl StrOut {
+    /// Appends the `n` bytes at `p` as they are; returns where they start.
+    ///
+    /// # Safety
+    /// The area has room for them; `p` is valid for reading `n` bytes.
+    unsafe fn put_span(&mut self, p: *const u8, n: usize) -> *mut u8 {
+        let at = self.0;
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, at, n);
+            self.0 = at.add(n);
+        }
+        at
+    }
+    /// Appends `v` (NUL-terminated) and returns its reference.
+    ///
+    /// # Safety
+    /// The area has room for `v` and its NUL.
+    unsafe fn put(&mut self, v: Option<&[u8]>) -> StrRef {
+        let b = v?;
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), self.0, b.len());
+            *self.0.add(b.len()) = 0;
+            let s = (self.0 as *const u8, b.len() as u32);
+            self.0 = self.0.add(b.len() + 1);
+            Some(s)
+        }
+    }
+}
+
+/// The strings of a record to write: a list (in `DestRec` order), or those of an older record
+/// (copied as one span, see [`rec_span`]).
+enum Strs<'s> {
+    List([Option<&'s [u8]>; 9]),
+    Rec(&'s DestRec),
+}
+
+/// The string references of a record, in field order.
+fn rec_refs(d: &DestRec) -> [&ShStr; 9] {
+    [&d.uri, &d.host, &d.attrs_body, &d.duid, &d.socket, &d.sockname, &d.ping_from, &d.obproxy, &d.ping_socket]
+}
+
+/// The span of a record's block that holds all its strings (with their NULs): `write_dest`
+/// writes them one after the other, so it is exactly as long as they are.
+fn rec_span(d: &DestRec) -> Option<(*const u8, usize)> {
+    let (mut lo, mut hi) = (usize::MAX, 0usize);
+    for r in rec_refs(d) {
+        if let Some((p, n)) = r.raw() {
+            lo = lo.min(p as usize);
+            hi = hi.max(p as usize + n as usize + 1);
+        }
+    }
+    (hi > lo).then_some((lo as *const u8, hi - lo))
+}
+
+/// The configured values a destination record is written from: a parsed [`Dest`], or the
+/// record of an older block that an edit copies (see `setedit`).
+struct DestCfg<'s> {
+    strs: Strs<'s>,
+    cfg_flags: i32,
+    priority: i32,
+    maxload: i32,
+    weight: i32,
+    rweight: i32,
+    cc: i32,
+    ocmin: i32,
+    ocmax: i32,
+    ocrate: i32,
+    port: u16,
+    proto: u8,
+    scheme: u8,
+    af: u8,
+    ip: [u8; 16],
+    sock: usize,
+}
+
+impl<'s> DestCfg<'s> {
+    fn of(d: &'s Dest) -> DestCfg<'s> {
+        let (af, ip) = match d.ip {
+            Some(IpAddr::V4(v4)) => {
+                let mut ip = [0u8; 16];
+                ip[..4].copy_from_slice(&v4.octets());
+                (4u8, ip)
+            }
+            Some(IpAddr::V6(v6)) => (6u8, v6.octets()),
+            None => (0u8, [0u8; 16]),
+        };
+        let a = &d.attrs;
+        DestCfg {
+            strs: Strs::List(dest_strings(d)),
+            cfg_flags: d.flags,
+            priority: d.priority,
+            maxload: a.maxload,
+            weight: a.weight,
+            rweight: a.rweight,
+            cc: a.cc,
+            ocmin: a.ocmin,
+            ocmax: a.ocmax,
+            ocrate: a.ocrate,
+            port: d.port,
+            proto: d.proto as u8,
+            scheme: d.scheme as u8,
+            af,
+            ip,
+            sock: d.sock,
+        }
+    }
+}
+
+/// Writes the record of one destination at `p`: configured values from `c`, runtime state
+/// from `carried` (or the configured start values), `new_iuid` unless an id is carried, the
+/// overload-control table drawn from `rng` when `ocrate` > 0.
+///
+/// # Safety
+/// `p` is valid for writing a `DestRec`; `strs` has room for `c.strs`; `extra` points to
+/// `extra.1` address records inside the same block (or is null).
+#[allow(clippy::too_many_arguments)]
+unsafe fn write_dest(
+    p: *mut DestRec,
+    c: &DestCfg<'_>,
+    strs: &mut StrOut,
+    carried: Option<CarriedState>,
+    new_iuid: u64,
+    now: (u64, u64),
+    lat0: LatencyStats,
+    extra: (*const AddrRec, u32),
+    rng: &mut crate::ds::weights::SetRng,
+) {
+    let st = match &c.strs {
+        // SAFETY: guaranteed by the caller.
+        Strs::List(l) => l.map(|v| unsafe { strs.put(v) }),
+        Strs::Rec(d) => match rec_span(d) {
+            None => [None; 9],
+            Some((lo, n)) => {
+                // SAFETY: guaranteed by the caller (room for the span); the span lies in the
+                // live block of `d`.
+                let to = unsafe { strs.put_span(lo, n) };
+                rec_refs(d).map(|r| r.raw().map(|(p, len)| (to.wrapping_add(p as usize - lo as usize) as *const u8, len)))
+            }
+        },
+    };
+    // rate 0 (the common case): every slot says "use", no table to shuffle
+    let oc = if c.ocrate <= 0 {
+        [u64::MAX, (1u64 << 36) - 1]
+    } else {
+        crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(c.ocrate, rng))
+    };
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        p.write(DestRec {
+            uri: ShStr::NULL,
+            host: ShStr::NULL,
+            attrs_body: ShStr::NULL,
+            duid: ShStr::NULL,
+            socket: ShStr::NULL,
+            sockname: ShStr::NULL,
+            ping_from: ShStr::NULL,
+            obproxy: ShStr::NULL,
+            ping_socket: ShStr::NULL,
+            iuid: carried.map(|c| c.iuid).filter(|&i| i != 0).unwrap_or(new_iuid),
+            flags: AtomicI32::new(carried.map(|c| c.flags).unwrap_or(c.cfg_flags)),
+            cfg_flags: c.cfg_flags,
+            priority: c.priority,
+            maxload: c.maxload,
+            weight: c.weight,
+            cc: c.cc,
+            ocmin: c.ocmin,
+            ocmax: c.ocmax,
+            fail_cnt: AtomicI32::new(carried.map(|c| c.fail_cnt).unwrap_or(0)),
+            dload: AtomicI32::new(carried.map(|c| c.dload).unwrap_or(0)),
+            port: c.port,
+            proto: c.proto,
+            scheme: c.scheme,
+            af: c.af,
+            rweight_cfg: c.rweight.clamp(0, 255) as u8,
+            ocrate_cfg: c.ocrate.clamp(0, 255) as u8,
+            _pad: 0,
+            ip: c.ip,
+            extra_off: 0,
+            n_extra: extra.1,
+            sock: c.sock,
+            dnstime_sec: if c.af != 0 { now.0 as u32 } else { 0 },
+            dnstime_usec: if c.af != 0 { now.1 as u32 } else { 0 },
+            lat_avg: AtomicU64::new(lat0.average.to_bits()),
+            lat_est: AtomicU64::new(lat0.estimate.to_bits()),
+            lat: std::cell::UnsafeCell::new(lat0),
+            ping_start_us: AtomicU64::new(0),
+            rweight_rt: AtomicI32::new(c.rweight),
+            oc_rate: AtomicI32::new(c.ocrate),
+            oc_seq: AtomicI32::new(0),
+            oc_time_us: AtomicU64::new(0),
+            oc_idx: AtomicU32::new(0),
+            carried_from: carried.map(|c| c.src).unwrap_or(std::ptr::null()),
+            successor: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            dload_copied: AtomicI32::new(0),
+            ctr: Default::default(),
+            oc_dist: [AtomicU64::new(oc[0]), AtomicU64::new(oc[1])],
+        });
+        // the block-relative references, in place
+        let d = &mut *p;
+        for (f, v) in [
+            &mut d.uri,
+            &mut d.host,
+            &mut d.attrs_body,
+            &mut d.duid,
+            &mut d.socket,
+            &mut d.sockname,
+            &mut d.ping_from,
+            &mut d.obproxy,
+            &mut d.ping_socket,
+        ]
+        .into_iter()
+        .zip(st)
+        {
+            f.point(v);
+        }
+        if !extra.0.is_null() && extra.1 > 0 {
+            d.extra_off = (extra.0 as isize - &d.extra_off as *const i32 as isize) as i32;
+        }
+    }
+}
+
+/// The set record over `n` destination records at `dests`, with the alg 9/11/15 tables
+/// drawn from `rng` (in that order) from the destinations' weights, rweights, usability and
+/// priorities, the consistent-hashing entries at `cw` (written by the caller), and empty
+/// exact-weight tables of `n` slots each at `xw` (filled by `finish_set`).
+///
+/// # Safety
+/// `xw` is valid for writing `2 n` slots; `cw` holds `n` entries.
+#[allow(clippy::too_many_arguments)]
+unsafe fn set_rec(
+    id: i32,
+    dests: *const DestRec,
+    n: usize,
+    cw: *const CwEnt,
+    xw: *mut XwSlot,
+    weights: &[i32],
+    rweights: &[i32],
+    usable: &[bool],
+    prios: &[i32],
+    rng: &mut crate::ds::weights::SetRng,
+) -> SetRec {
+    let wlist = crate::ds::weights::weight_table(weights, rng);
+    let rw = crate::ds::weights::rweight_table(rweights, usable, rng).unwrap_or([0u32; 100]);
+    let pw = crate::ds::weights::pw_table(prios, weights, usable, rng);
+    SetRec {
+        id,
+        nr: n as u32,
+        dests,
+        last: AtomicU32::new(0),
+        wlast: AtomicU32::new(0),
+        rwlast: AtomicU32::new(0),
+        wlist,
+        rwlist: rw.map(AtomicU32::new),
+        rrserial: prios.first().is_some_and(|&f| f > 0 && prios.iter().all(|&p| p == f)),
+        pwlist: pw.map(AtomicU32::new),
+        pwlast: AtomicU32::new(0),
+        cw_uniform: crate::ds::algs::consistent::uniform_weights(weights),
+        cw,
+        xw: [0usize, 1].map(|t| {
+            // SAFETY: guaranteed by the caller.
+            let sl = unsafe { xw.add(t * n) };
+            for k in 0..n {
+                // SAFETY: as above.
+                unsafe { sl.add(k).write(XwSlot { end: AtomicU64::new(0), idx: AtomicU32::new(0) }) };
+            }
+            XwHdr { slots: sl, n: AtomicU32::new(0), total: AtomicU64::new(0), ctr: AtomicU64::new(0) }
+        }),
+    }
+}
+
+/// Completes a set block whose records are written: its address counts (given, or counted
+/// here) and the
+/// exact-weight tables of algs 41/43 (from the carried state just written).
+///
+/// # Safety
+/// `blk` is a block whose set record and destination records are initialised.
+unsafe fn finish_set(blk: *mut SetBlk, counts: Option<(u32, u32)>) {
+    // SAFETY: guaranteed by the caller.
+    let v = unsafe { (*blk).view() };
+    let (n4, n6) = counts.unwrap_or_else(|| {
+        v.dests.iter().map(rec_ip_counts).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
+    });
+    // SAFETY: as above (the writer owns the block until it is published).
+    unsafe {
+        (*blk).nip4 = n4;
+        (*blk).nip6 = n6;
+    }
+    crate::ds::algs::exact::rebuild(&v);
 }
 
 /// Frees a list: the header, and every set block no other list holds any more (after
@@ -2642,6 +2875,7 @@ mod edit_bench {
     #[test]
     #[ignore]
     fn edit_timing() {
+        eprintln!("DestRec {} B, SetRec {} B, SetBlk {} B, DestCounters {} B", size_of::<DestRec>(), size_of::<SetRec>(), size_of::<SetBlk>(), size_of::<crate::ds::counters::DestCounters>());
         for (nsets, per) in [(30000usize, 10usize), (100, 3000)] {
             let mut sets = Vec::new();
             let mut k = 0u32;
@@ -2676,6 +2910,22 @@ mod edit_bench {
             let t = std::time::Instant::now();
             let b = build_set(&s5, 2, 0, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
             eprintln!("  build_set {:?}", t.elapsed());
+            {
+                // the same edit by copy from the set's block (what dispatcher.add does)
+                let v = snap.set(5).expect("set 5");
+                let blk5 = snap.set_pos(5).and_then(|i| snap.blk(i));
+                let mut srcs: Vec<setedit::Src<'_>> = vec![setedit::Src::New(&s5.dests[0])];
+                srcs.extend(v.dests.iter().enumerate().map(|(i, d)| setedit::Src::Old(d, i)));
+                let idx = CarryIndex::for_set(Some(snap), 5);
+                eprintln!("  build_edited (copy) {:?} (min of 7)", min7(&mut || {
+                    let b = setedit::build_edited(5, blk5, &srcs, 2, 0, (0, 0), &mut |id, u, f| idx.carry(id, u, f, false), &mut testutil::heap_alloc, &mut || 7, false).expect("copy");
+                    testutil::heap_free(std::hint::black_box(b) as *mut u8, unsafe { (*b).size });
+                }));
+                eprintln!("  build_set with carry {:?} (min of 7)", min7(&mut || {
+                    let b = build_set(&s5, 2, 0, (0, 0), &mut |id, u, f| idx.carry(id, u, f, false), &mut testutil::heap_alloc, &mut || 7).expect("set");
+                    testutil::heap_free(std::hint::black_box(b) as *mut u8, unsafe { (*b).size });
+                }));
+            }
             eprintln!("  build_set + derive {:?} (min of 7)", min7(&mut || {
                 let b = build_set(&s5, 2, 0, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
                 let p = unsafe { derive_ordered(snap, &post.ids, Some(&post.by_id), Some((5, Some(b))), 2, Some(true), &mut testutil::heap_alloc) }.expect("derive");

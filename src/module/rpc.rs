@@ -119,8 +119,8 @@ fn list_sets(snap: Snap<'_>, recs: RpcStruct, mode: ListMode) -> Result<(), &'st
                 vh.cstring("IPADDR", &ip).map_err(|_| e)?;
                 vh.int("PORT", d.port as i32).map_err(|_| e)?;
                 vh.int("PROTOID", d.proto as i32).map_err(|_| e)?;
-                vh.ulong("DNSTIME_SEC", d.dnstime_sec).map_err(|_| e)?;
-                vh.ulong("DNSTIME_USEC", d.dnstime_usec).map_err(|_| e)?;
+                vh.ulong("DNSTIME_SEC", d.dnstime_sec.into()).map_err(|_| e)?;
+                vh.ulong("DNSTIME_USEC", d.dnstime_usec.into()).map_err(|_| e)?;
                 if oc_fields {
                     // Kamailio 6.0 fields
                     let t = d.oc_time_us.load(Ordering::Relaxed);

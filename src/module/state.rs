@@ -9,7 +9,7 @@ use crate::ds::dest::{prepare_dest, LoadEnv};
 use crate::ds::listfile::parse_list;
 use crate::ds::order::build_sets;
 use crate::ds::rcu::{Control, ReadGuard};
-use crate::ds::snapshot::{self, Header, Snap};
+use crate::ds::snapshot::{self, setedit, Header, Snap};
 use crate::ds::uri::{Proto, Scheme};
 use crate::kam::mem::{shm_alloc, shm_free, ShmLock};
 use crate::kam::{log, msg};
@@ -515,13 +515,13 @@ fn edit_rebuilds_all() -> bool {
 /// edited; an empty set is removed). Only that set is built; every other set is shared with
 /// the running list (its cursors restarted and, unless `ds_reload_keep_state`, its failure
 /// counters reset, as the full rebuild of the C module does). Caller holds the writer lock.
-fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::SetOrder, touched: Option<crate::ds::order::DestSet>) -> Result<(), ReloadError> {
+fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::SetOrder, touched: Option<Touched<'_>>) -> Result<(), ReloadError> {
     let cfg = cfg();
     let order = so.ids.as_slice();
     let Some(cur) = cur.filter(|_| !edit_rebuilds_all()) else {
         // the full rebuild of every set
         let mut sets = snapshot_sets(cur, false);
-        if let Some(t) = touched {
+        if let Some(t) = touched.map(Touched::into_set) {
             match sets.iter_mut().find(|s| s.id == t.id) {
                 Some(s) => *s = t,
                 None => sets.push(t),
@@ -537,18 +537,23 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::Set
     let tid = touched.as_ref().map(|t| t.id);
     let mut blk = None;
     let idx = snapshot::CarryIndex::for_set(Some(cur), tid.unwrap_or(0));
-    if let Some(t) = touched.as_ref().filter(|t| !t.dests.is_empty()) {
+    if let Some(t) = touched.as_ref().filter(|t| !t.srcs.is_empty()) {
         // new internal ids from the set's position in the new list
         let first_di = cur.dests_before(order, &so.by_id, t.id);
         let mut rng = build_rng();
-        let b = snapshot::build_set(
-            t,
+        // the records that stay are copied from the set's block
+        let old = cur.set_pos(t.id).and_then(|i| cur.blk(i));
+        let b = setedit::build_edited(
+            t.id,
+            old,
+            &t.srcs,
             gen,
             first_di,
             (0, 0),
             &mut |id, uri, fl| carry_state(&idx, Rebuild::Edit, id, uri, fl),
             &mut |size| shm_alloc(size),
             &mut rng,
+            cfg.attrs_none,
         )
         .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
         blk = Some(b);
@@ -611,46 +616,40 @@ fn snapshot_sets(snap: Option<Snap<'_>>, log_notes: bool) -> Vec<crate::ds::orde
 /// The destinations of one set as load entries (see `snapshot_sets`).
 fn set_dests(set: crate::ds::snapshot::SetView<'_>, log_notes: bool) -> Vec<crate::ds::dest::Dest> {
     let cfg = cfg();
-    set.dests
-        .iter()
-        .map(|d| {
-            let attrs = match crate::ds::attrs::parse_attrs(d.attrs_body.bytes(), cfg.attrs_none) {
-                Ok((a, notes)) => {
-                    if log_notes {
-                        notes.iter().for_each(|n| log::note(n, ""));
-                    }
-                    a
-                }
-                Err(_) => Default::default(),
-            };
-            crate::ds::dest::Dest {
-                setid: set.rec.id,
-                uri: d.uri.bytes().to_vec(),
-                flags: d.cfg_flags,
-                priority: d.priority,
-                attrs,
-                scheme: scheme_from(d.scheme),
-                host: d.host.bytes().to_vec(),
-                port: d.port,
-                proto: proto_from(d.proto),
-                ip: d.ip_addr(),
-                more_ips: d.extra_addrs().iter().filter_map(|a| a.ip_addr()).collect(),
-                sock: d.sock,
-                line: 0,
-                col: 0,
-            }
-        })
-        .collect()
+    let mut note = |n: &crate::ds::logfmt::Note| {
+        if log_notes {
+            log::note(n, "")
+        }
+    };
+    set.dests.iter().map(|d| setedit::rec_dest(set.rec.id, d, cfg.attrs_none, &mut note)).collect()
 }
 
-fn scheme_from(v: u8) -> Scheme {
-    [Scheme::Sip, Scheme::Sips, Scheme::Tel, Scheme::Tels, Scheme::Urn].into_iter().find(|s| *s as u8 == v).unwrap_or(Scheme::Sip)
-}
 fn proto_from(v: u8) -> Proto {
-    [Proto::None, Proto::Udp, Proto::Tcp, Proto::Tls, Proto::Sctp, Proto::Ws, Proto::Wss, Proto::Other]
-        .into_iter()
-        .find(|p| *p as u8 == v)
-        .unwrap_or(Proto::None)
+    setedit::proto_from(v)
+}
+
+/// The edited set of `dispatcher.add` / `remove` / `update` for `install_edit`: its new
+/// destinations as records of its current block (copied) and entries.
+struct Touched<'a> {
+    id: i32,
+    srcs: Vec<setedit::Src<'a>>,
+}
+
+impl Touched<'_> {
+    /// As entries (a full rebuild).
+    fn into_set(self) -> crate::ds::order::DestSet {
+        let attrs_none = cfg().attrs_none;
+        let id = self.id;
+        let dests = self
+            .srcs
+            .iter()
+            .map(|s| match s {
+                setedit::Src::Old(d, _) => setedit::rec_dest(id, d, attrs_none, &mut |_| {}),
+                setedit::Src::New(d) => (*d).clone(),
+            })
+            .collect();
+        crate::ds::order::DestSet { id, dests }
+    }
 }
 
 /// Applies a live edit: rebuilds the list from the current one, keeping the order of the other
@@ -673,7 +672,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
         Edit::Add { setid, uri, flags, priority, attrs } => {
             // as the C module: the destinations that stay first, then the new one (the C
             // module adds every destination again and logs their attrs notes again)
-            let mut set = edited_set(cur, setid);
+            log_edit_notes(cur);
             let raw = crate::ds::listfile::RawEntry { setid, uri, flags, priority, attrs, line: 0, col: 0 };
             let raw = no_probing_without_tm(raw, cfg);
             match prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env) {
@@ -682,10 +681,16 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                     let order: Vec<i32> = cur_order.iter().copied().chain(std::iter::once(setid)).collect();
                     // first among equal priorities (as a later file line would be); the
                     // order of the others does not change
-                    let pos = set.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(set.dests.len());
-                    set.dests.insert(pos, d);
+                    let old = cur.and_then(|c| c.set(setid));
+                    let dests = old.map_or(&[][..], |v| v.dests);
+                    let pos = dests.iter().position(|x| x.priority <= d.priority).unwrap_or(dests.len());
+                    let old_src = |i: usize| setedit::Src::Old(&dests[i], i);
+                    let mut srcs = Vec::with_capacity(dests.len() + 1);
+                    srcs.extend((0..pos).map(old_src));
+                    srcs.push(setedit::Src::New(&d));
+                    srcs.extend((pos..dests.len()).map(old_src));
                     let post = crate::ds::order::avl_order(&order);
-                    install_edit(ctl, cur, &post, Some(set))
+                    install_edit(ctl, cur, &post, Some(Touched { id: setid, srcs }))
                 }
                 Err(err) => {
                     // the fault (ERROR in pack_dest), then the destination not added, as in C
@@ -706,33 +711,28 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                 crate::ds_log!(log::level(err.level), fn err.func; "{}", err.msg);
                 failed("ds_remove_dst", format!("failed to pack address: {setid} {}", String::from_utf8_lossy(&raw.uri)))
             })?;
-            let mut set = edited_set(cur, setid);
-            set.dests.retain(|x| x.uri != d.uri);
-            let order: Vec<i32> = cur_order.iter().copied().filter(|&id| id != setid || !set.dests.is_empty()).collect();
+            log_edit_notes(cur);
+            let old = cur.and_then(|c| c.set(setid));
+            let dests = old.map_or(&[][..], |v| v.dests);
+            let srcs: Vec<_> = (0..dests.len()).filter(|&i| dests[i].uri.bytes() != d.uri.as_slice()).map(|i| setedit::Src::Old(&dests[i], i)).collect();
+            let order: Vec<i32> = cur_order.iter().copied().filter(|&id| id != setid || !srcs.is_empty()).collect();
             let post = crate::ds::order::avl_order(&order);
-            install_edit(ctl, cur, &post, Some(set))
+            install_edit(ctl, cur, &post, Some(Touched { id: setid, srcs }))
         }
     }
 }
 
-/// The destinations of set `setid` of the running list as load entries (empty when there is
-/// no such set), after logging again, in iteration order, the attrs notes of every
-/// destination (the C module adds them all again on an edit); only the sets that may have
-/// notes are parsed again.
-fn edited_set(cur: Option<Snap<'_>>, setid: i32) -> crate::ds::order::DestSet {
-    let mut out = crate::ds::order::DestSet { id: setid, dests: Vec::new() };
-    let Some(cur) = cur else { return out };
-    let cfg = cfg();
+/// Logs again, in iteration order, the attrs notes of every destination of the running list
+/// whose set may have some (the C module adds them all again on an edit of a set); only
+/// the sets that may have notes are parsed again.
+fn log_edit_notes(cur: Option<Snap<'_>>) {
+    let Some(cur) = cur else { return };
     if cur.header().nnotes == 0 {
-        if let Some(v) = cur.set(setid) {
-            out.dests = set_dests(v, true);
-        }
-        return out;
+        return;
     }
+    let cfg = cfg();
     for (i, v) in cur.sets().enumerate() {
-        if v.rec.id == setid {
-            out.dests = set_dests(v, true);
-        } else if cur.blk(i).is_some_and(|b| b.maybe_notes()) {
+        if cur.blk(i).is_some_and(|b| b.maybe_notes()) {
             for d in v.dests {
                 if let Ok((_, notes)) = crate::ds::attrs::parse_attrs(d.attrs_body.bytes(), cfg.attrs_none) {
                     notes.iter().for_each(|n| log::note(n, ""));
@@ -740,7 +740,6 @@ fn edited_set(cur: Option<Snap<'_>>, setid: i32) -> crate::ds::order::DestSet {
             }
         }
     }
-    out
 }
 
 /// DNS refresh (`ds_dns_mode` bit 4): re-resolves every destination host and publishes a new
@@ -914,23 +913,27 @@ pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u
     let raw = no_probing_without_tm(raw, cfg);
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
     let (d, _notes) = prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env).map_err(|e| bad(format!("invalid destination: {}", e.msg)))?;
-    let mut s = crate::ds::order::DestSet { id: setid, dests: set_dests(set, false) };
+    // the set's records copied, the updated destination written from its new entry
+    let dests = set.dests;
+    let mut srcs: Vec<setedit::Src<'_>> = dests.iter().enumerate().map(|(i, x)| setedit::Src::Old(x, i)).collect();
     let order: Vec<i32> = cur.map(|c| c.ids().to_vec()).unwrap_or_default();
-    {
-        if let Some(i) = s.dests.iter().position(|x| x.uri == stored_uri) {
-            if s.dests[i].priority == d.priority {
-                s.dests[i] = d;
-            } else {
-                // a new priority takes the place a reload would give it
-                s.dests.remove(i);
-                let pos = s.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(s.dests.len());
-                s.dests.insert(pos, d);
-            }
+    if let Some(i) = dests.iter().position(|x| x.uri.bytes() == stored_uri.as_slice()) {
+        if dests[i].priority == d.priority {
+            srcs[i] = setedit::Src::New(&d);
+        } else {
+            // a new priority takes the place a reload would give it
+            srcs.remove(i);
+            let prio = |s: &setedit::Src<'_>| match s {
+                setedit::Src::Old(x, _) => x.priority,
+                setedit::Src::New(x) => x.priority,
+            };
+            let pos = srcs.iter().position(|x| prio(x) <= d.priority).unwrap_or(srcs.len());
+            srcs.insert(pos, setedit::Src::New(&d));
         }
     }
     let post = crate::ds::order::avl_order(&order);
     UPDATE_KEEP.with(|k| *k.borrow_mut() = Some((setid, stored_uri, old_flags)));
-    let r = install_edit(ctl, cur, &post, Some(s));
+    let r = install_edit(ctl, cur, &post, Some(Touched { id: setid, srcs }));
     UPDATE_KEEP.with(|k| *k.borrow_mut() = None);
     r?;
     ctl.last_rebuild.store(now().0 as i64, Ordering::Relaxed);
