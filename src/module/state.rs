@@ -537,9 +537,13 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::Set
     let tid = touched.as_ref().map(|t| t.id);
     let mut blk = None;
     let idx = snapshot::CarryIndex::for_set(Some(cur), tid.unwrap_or(0));
+    // where every set of the new order comes from in the running list (one walk of both id
+    // indexes), and where the edited set starts in the new list
+    let builds = touched.as_ref().is_some_and(|t| !t.dests.is_empty());
+    let plan = snapshot::plan_edit(cur, order, Some(&so.by_id), tid, builds).map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
     if let Some(t) = touched.as_ref().filter(|t| !t.dests.is_empty()) {
         // new internal ids from the set's position in the new list
-        let first_di = cur.dests_before(order, &so.by_id, t.id);
+        let first_di = plan.first_di();
         let mut rng = build_rng();
         let b = snapshot::build_set(
             t,
@@ -557,7 +561,7 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::Set
     // the shared sets' cursors (and failure counters) restart when they are first read
     // through the new list
     let reset = Some(!cfg.keep_state);
-    let block = match unsafe { snapshot::derive_ordered(cur, order, Some(&so.by_id), tid.map(|id| (id, blk)), gen, reset, &mut |size| shm_alloc(size)) } {
+    let block = match unsafe { snapshot::derive_planned(cur, &plan, order, Some(&so.by_id), blk, gen, reset, &mut |size| shm_alloc(size)) } {
         Ok(b) => b,
         Err(e) => {
             if let Some(b) = blk {
