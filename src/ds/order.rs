@@ -257,15 +257,33 @@ pub struct SetOrder {
 /// for both orders). An edit calls it on the previous order, 30,000 ids in well under a
 /// millisecond.
 pub fn avl_order(ids_in_first_appearance_order: &[i32]) -> SetOrder {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<OrderScratch> = std::cell::RefCell::new(OrderScratch::default());
-    }
+    with_scratch(|s| s.order(ids_in_first_appearance_order))
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<OrderScratch> = std::cell::RefCell::new(OrderScratch::default());
+}
+
+/// Runs `f` on this thread's scratch tree (a fresh one if it is busy or gone).
+fn with_scratch(f: impl Fn(&mut OrderScratch) -> SetOrder) -> SetOrder {
     SCRATCH
         .try_with(|s| match s.try_borrow_mut() {
-            Ok(mut s) => s.order(ids_in_first_appearance_order),
-            Err(_) => OrderScratch::default().order(ids_in_first_appearance_order),
+            Ok(mut s) => f(&mut s),
+            Err(_) => f(&mut OrderScratch::default()),
         })
-        .unwrap_or_else(|_| OrderScratch::default().order(ids_in_first_appearance_order))
+        .unwrap_or_else(|_| f(&mut OrderScratch::default()))
+}
+
+/// [`avl_order`] of the order an edit rebuilds from the running list's order `prev`: `prev`
+/// without the id `drop` (a set that is gone), then `add` (the edited set, inserted last;
+/// nothing when it is there already), without copying `prev`.
+pub fn avl_order_edit(prev: &[i32], add: Option<i32>, drop: Option<i32>) -> SetOrder {
+    let ids = prev.iter().copied().filter(move |&id| Some(id) != drop).chain(add);
+    let cap = prev.len() + usize::from(add.is_some());
+    with_scratch(|s| {
+        let root = s.build_from(ids.clone(), cap);
+        s.walk(root)
+    })
 }
 
 /// A node of the arena tree of [`avl_order`] (12 bytes).
@@ -304,10 +322,15 @@ impl OrderScratch {
     /// whose subtree can hold the id. Returns the root (`FNIL` when empty); the tree is
     /// `self.nodes`.
     fn build(&mut self, ids: &[i32]) -> u32 {
+        self.build_from(ids.iter().copied(), ids.len())
+    }
+
+    /// [`Self::build`] over the ids of an iterator of at most `cap` ids.
+    fn build_from(&mut self, ids: impl Iterator<Item = i32>, cap: usize) -> u32 {
         self.nodes.clear();
-        self.nodes.resize(ids.len(), FNode { id: 0, kids: [FNIL, FNIL] });
+        self.nodes.resize(cap, FNode { id: 0, kids: [FNIL, FNIL] });
         self.bal.clear();
-        self.bal.resize(ids.len(), 0);
+        self.bal.resize(cap, 0);
         let nodes = self.nodes.as_mut_slice();
         let bal = self.bal.as_mut_slice();
         // the search path from the root (an AVL tree of 2^32 nodes is less than 48 high)
@@ -315,7 +338,7 @@ impl OrderScratch {
         let mut depth = 0usize;
         let mut count = 0u32;
         let mut root = FNIL;
-        for &id in ids {
+        for id in ids.take(cap) {
             let v = i64::from(id);
             while let Some(e) = depth.checked_sub(1).and_then(|i| path.get(i)) {
                 if v > e.lo && v < e.hi {
@@ -393,6 +416,11 @@ impl OrderScratch {
     /// The post-order of the tree of `ids` and its index by id.
     fn order(&mut self, ids: &[i32]) -> SetOrder {
         let root = self.build(ids);
+        self.walk(root)
+    }
+
+    /// The post-order of the tree at `root` (just built) and its index by id.
+    fn walk(&self, root: u32) -> SetOrder {
         let nodes = self.nodes.as_slice();
         let n = nodes.len();
         let mut out = SetOrder { ids: vec![0; n], by_id: vec![0; n] };
@@ -802,5 +830,55 @@ mod tests {
         }
         check_order(&[]);
         check_order(&[7]);
+    }
+
+    /// `avl_order_edit` = `avl_order` of the order it stands for (the previous order without
+    /// the dropped id, then the added one), over chains of random edits.
+    #[test]
+    fn avl_order_edit_matches_the_copied_order() {
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        let mut rnd = |m: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        for round in 0..300u64 {
+            let n = rnd(if round % 10 == 0 { 3000 } else { 100 }) as i32;
+            let mut prev = avl_order(&(0..n).map(|i| i * 3).collect::<Vec<_>>()).ids;
+            for _ in 0..6 {
+                let add = (rnd(3) != 0).then(|| rnd(3 * n as u64 + 10) as i32);
+                let drop = (rnd(3) == 0).then(|| prev.get(rnd(prev.len() as u64 + 1) as usize).copied().unwrap_or(-5));
+                let copied: Vec<i32> = prev.iter().copied().filter(|&id| Some(id) != drop).chain(add).collect();
+                let o = avl_order_edit(&prev, add, drop);
+                assert_eq!(o, avl_order(&copied), "round {round}");
+                assert_eq!(o.ids, avl_postorder(&copied));
+                prev = o.ids;
+            }
+        }
+        assert_eq!(avl_order_edit(&[], None, None), SetOrder::default());
+        assert_eq!(avl_order_edit(&[], Some(4), Some(4)).ids, vec![4]);
+    }
+}
+
+#[cfg(test)]
+mod order_bench {
+    use super::*;
+
+    /// `cargo test --release --lib order_timing -- --ignored --nocapture`: `avl_order` on the
+    /// order an edit of 30,000 sets rebuilds (the previous order plus one new id).
+    #[test]
+    #[ignore]
+    fn order_timing() {
+        let mut x: Vec<i32> = avl_postorder(&(1..=30_000).collect::<Vec<_>>());
+        for k in 0..12 {
+            x.push(40_000 + k);
+            x = avl_order(&x).ids;
+        }
+        let reps: usize = std::env::var("ORDER_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+        let min = |f: &mut dyn FnMut()| (0..reps).map(|_| { let t = std::time::Instant::now(); f(); t.elapsed() }).min().unwrap_or_default();
+        let mut sc = OrderScratch::default();
+        eprintln!("30,000 sets: build {:?}, build + walk {:?}, avl_order {:?} (min of {reps})",
+            min(&mut || { std::hint::black_box(sc.build(&x)); }),
+            min(&mut || { std::hint::black_box(sc.order(&x)); }),
+            min(&mut || { std::hint::black_box(avl_order(&x)); }));
     }
 }

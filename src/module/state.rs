@@ -672,7 +672,8 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
     // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
     let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
-    let cur_order: Vec<i32> = cur.map(|c| c.ids().to_vec()).unwrap_or_default();
+    // the running list's set order (the new order is rebuilt from it without a copy)
+    let cur_order: &[i32] = cur.map(|c| c.ids()).unwrap_or_default();
     match e {
         Edit::Add { setid, uri, flags, priority, attrs } => {
             // as the C module: the destinations that stay first, then the new one (the C
@@ -683,12 +684,11 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             match prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env) {
                 Ok((d, notes)) => {
                     notes.iter().for_each(|n| log::note(n, ""));
-                    let order: Vec<i32> = cur_order.iter().copied().chain(std::iter::once(setid)).collect();
                     // first among equal priorities (as a later file line would be); the
                     // order of the others does not change
                     let pos = set.dests.iter().position(|x| x.priority <= d.priority).unwrap_or(set.dests.len());
                     set.dests.insert(pos, d);
-                    let post = crate::ds::order::avl_order(&order);
+                    let post = crate::ds::order::avl_order_edit(cur_order, Some(setid), None);
                     install_edit(ctl, cur, &post, Some(set))
                 }
                 Err(err) => {
@@ -699,7 +699,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                         return Err(ReloadError::Failed(err.msg));
                     }
                     // the list is rebuilt anyway (as in C, this re-balances the set tree)
-                    let post = crate::ds::order::avl_order(&cur_order);
+                    let post = crate::ds::order::avl_order_edit(cur_order, None, None);
                     install_edit(ctl, cur, &post, None)
                 }
             }
@@ -712,8 +712,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             })?;
             let mut set = edited_set(cur, setid);
             set.dests.retain(|x| x.uri != d.uri);
-            let order: Vec<i32> = cur_order.iter().copied().filter(|&id| id != setid || !set.dests.is_empty()).collect();
-            let post = crate::ds::order::avl_order(&order);
+            let post = crate::ds::order::avl_order_edit(cur_order, None, set.dests.is_empty().then_some(setid));
             install_edit(ctl, cur, &post, Some(set))
         }
     }
