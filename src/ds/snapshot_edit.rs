@@ -134,6 +134,14 @@ pub unsafe fn derive_planned(
     if by_id.len() != n || plan.op_of.len() != n || new_blk.is_some() != plan.new_pos.is_some() {
         return Err(BuildError::Inconsistent);
     }
+    let (ob, of) = (old.blks(), old.firsts());
+    // every position has its block before anything is allocated
+    for (np, &op) in plan.op_of.iter().enumerate() {
+        let ok = if op == NEW { plan.new_pos == Some(np) } else { (op as usize) < ob.len() && (op as usize) + 1 < of.len() };
+        if !ok {
+            return Err(BuildError::Inconsistent);
+        }
+    }
     let tid = plan.tid;
     let mut nnotes = old.h.nnotes;
     if let Some(b) = plan.old_t.and_then(|p| old.blk(p)) {
@@ -169,27 +177,30 @@ pub unsafe fn derive_planned(
         }
         d
     };
+    // a new base is merged in buffers kept from one rebase to the next (the base of a large
+    // list is megabytes: no allocation and no page faults on every rebase)
+    let mut bufs = if rebase { REBASE.try_with(|b| b.take()).ok().flatten().unwrap_or_default() } else { Box::default() };
     let (room, merged) = if rebase {
         let mut d4 = vec![Ip4Ent { ip: 0, set: 0, local: 0 }; n4];
         merge_delta(od4, tid, &a4, &mut d4);
         let mut d6 = vec![Ip6Ent { ip: [0; 16], set: 0, local: 0 }; n6];
         merge_delta(od6, tid, &a6, &mut d6);
         let dead = dead_list();
-        let m4 = rebased(b4, &dead, &d4);
-        let m6 = rebased(b6, &dead, &d6);
-        (Room { new_base: Some((m4.len(), m6.len())), ..Room::default() }, Some((m4, m6)))
+        rebased_into(&mut bufs.0, b4, &dead, &d4);
+        rebased_into(&mut bufs.1, b6, &dead, &d6);
+        (Room { new_base: Some((bufs.0.len(), bufs.1.len())), ..Room::default() }, true)
     } else {
-        (Room { ndead, d4: n4, d6: n6, new_base: None, old_base: std::ptr::NonNull::new(old.h.base) }, None)
+        (Room { ndead, d4: n4, d6: n6, new_base: None, old_base: std::ptr::NonNull::new(old.h.base) }, false)
     };
-    let (ob, of) = (old.blks(), old.firsts());
-    // every position has its block before anything is allocated
-    for (np, &op) in plan.op_of.iter().enumerate() {
-        let ok = if op == NEW { plan.new_pos == Some(np) } else { (op as usize) < ob.len() && (op as usize) + 1 < of.len() };
-        if !ok {
-            return Err(BuildError::Inconsistent);
+    let keep_bufs = |b: Box<RebaseBufs>| {
+        if rebase {
+            let _ = REBASE.try_with(|c| c.set(Some(b)));
         }
-    }
-    let o = alloc_header(n, generation, room, alloc).ok_or(BuildError::NoMemory(0))?;
+    };
+    let Some(o) = alloc_header(n, generation, room, alloc) else {
+        keep_bufs(bufs);
+        return Err(BuildError::NoMemory(0));
+    };
     // SAFETY: `alloc_header` reserved `n` entries (`n + 1` firsts) at these pointers, and the
     // room for the delta, the dead ids or the new base written below; every block is live
     // (the old ones held by `old`, the new one by the caller); every `op` was checked above.
@@ -212,31 +223,43 @@ pub unsafe fn derive_planned(
         std::ptr::copy_nonoverlapping(by_id.as_ptr(), o.ids_sorted, n);
         (*o.h).ndests = di;
         (*o.h).nnotes = nnotes;
-        match merged {
-            Some((m4, m6)) => {
-                std::ptr::copy_nonoverlapping(m4.as_ptr(), o.b4, m4.len());
-                std::ptr::copy_nonoverlapping(m6.as_ptr(), o.b6, m6.len());
+        if merged {
+            std::ptr::copy_nonoverlapping(bufs.0.as_ptr(), o.b4, bufs.0.len());
+            std::ptr::copy_nonoverlapping(bufs.1.as_ptr(), o.b6, bufs.1.len());
+        } else {
+            if let Some(b) = old.base() {
+                b.refs.fetch_add(1, Ordering::AcqRel);
             }
-            None => {
-                if let Some(b) = old.base() {
-                    b.refs.fetch_add(1, Ordering::AcqRel);
+            let dead = std::slice::from_raw_parts_mut(o.dead, ndead);
+            match dead_ins {
+                Some((p, t)) => {
+                    dead[..p].copy_from_slice(&odead[..p]);
+                    dead[p] = t;
+                    dead[p + 1..].copy_from_slice(&odead[p..]);
                 }
-                let dead = std::slice::from_raw_parts_mut(o.dead, ndead);
-                match dead_ins {
-                    Some((p, t)) => {
-                        dead[..p].copy_from_slice(&odead[..p]);
-                        dead[p] = t;
-                        dead[p + 1..].copy_from_slice(&odead[p..]);
-                    }
-                    None => dead.copy_from_slice(odead),
-                }
-                merge_delta(od4, tid, &a4, std::slice::from_raw_parts_mut(o.d4, n4));
-                merge_delta(od6, tid, &a6, std::slice::from_raw_parts_mut(o.d6, n6));
+                None => dead.copy_from_slice(odead),
             }
+            merge_delta(od4, tid, &a4, std::slice::from_raw_parts_mut(o.d4, n4));
+            merge_delta(od6, tid, &a6, std::slice::from_raw_parts_mut(o.d6, n6));
         }
     }
+    keep_bufs(bufs);
     finish_derived(o.h, old, generation, reset, new_blk);
     Ok(o.h)
+}
+
+/// The buffers of a rebase (see `derive_planned`).
+type RebaseBufs = (Vec<Ip4Ent>, Vec<Ip6Ent>);
+
+thread_local! {
+    static REBASE: std::cell::Cell<Option<Box<RebaseBufs>>> = const { std::cell::Cell::new(None) };
+}
+
+/// [`rebased`] into `out` (cleared first; its capacity is reused).
+fn rebased_into<E: IdxEnt + Copy + Ord>(out: &mut Vec<E>, base: &[E], dead: &[i32], delta: &[E]) {
+    out.clear();
+    out.reserve(base.len() + delta.len());
+    merge_kept(base, |e| dead.binary_search(&e.set()).is_err(), delta, |e| out.push(e));
 }
 
 /// Writes into `dst` the entries of the sorted delta `old` but those of set `tid`, with the
