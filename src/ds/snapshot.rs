@@ -2596,3 +2596,62 @@ mod edit_bench {
         }
     }
 }
+
+#[cfg(test)]
+mod edit_ir {
+    use super::*;
+    use crate::ds::attrs::Attrs;
+    use crate::ds::dest::Dest;
+    use crate::ds::uri::{Proto, Scheme};
+
+    fn list(nsets: usize, per: usize) -> Vec<DestSet> {
+        let mut k = 0u32;
+        (0..nsets)
+            .map(|s| DestSet {
+                id: s as i32 + 1,
+                dests: (0..per)
+                    .map(|_| {
+                        k += 1;
+                        let ip: IpAddr = std::net::Ipv4Addr::from(0x7f00_0000u32 + k).into();
+                        Dest { setid: s as i32 + 1, uri: format!("sip:{ip}:5060").into_bytes(), flags: 0, priority: 0,
+                            attrs: Attrs { body: b"duid=x;weight=1".to_vec(), weight: 1, ..Default::default() },
+                            scheme: Scheme::Sip, host: ip.to_string().into_bytes(), port: 5060, proto: Proto::None, ip: Some(ip), more_ips: vec![], sock: 0, line: 1, col: 1 }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// `valgrind --tool=callgrind --toggle-collect='*edit_ir_loop*' <test binary> edit_ir --ignored`:
+    /// the instructions of 20 edits (adds spread over the sets, as bench/scale.py's edit loop),
+    /// order, placement, set block and header, at 30,000 sets of 10 and 100 sets of 3,000.
+    #[test]
+    #[ignore]
+    fn edit_ir() {
+        let shape = std::env::var("EDIT_IR_SHAPE").unwrap_or_default();
+        let (nsets, per) = if shape == "a" { (100, 3000) } else { (30000, 10) };
+        let sets = list(nsets, per);
+        let mut p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
+        let mut snap_sets = sets;
+        p = edit_ir_loop(p, &mut snap_sets, nsets);
+        std::hint::black_box(p);
+    }
+    #[inline(never)]
+    fn edit_ir_loop(mut p: *mut Header, sets: &mut [DestSet], nsets: usize) -> *mut Header {
+        for i in 0..20usize {
+            let cur = unsafe { Snap::from_ptr(p) }.expect("snap");
+            let setid = 1 + ((i * 7919) % nsets) as i32;
+            let s = &mut sets[setid as usize - 1];
+            let mut nd = s.dests[0].clone();
+            nd.uri = format!("sip:10.1.0.{}:5060", i + 1).into_bytes();
+            nd.ip = Some(std::net::Ipv4Addr::new(10, 1, 0, i as u8 + 1).into());
+            s.dests.insert(0, nd);
+            let so = crate::ds::order::avl_order_edit(cur.ids(), Some(setid), None);
+            let plan = plan_edit(cur, &so.ids, Some(&so.by_id), Some(setid), true).expect("plan");
+            let b = build_set(s, 2 + i as u64, plan.first_di(), (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
+            p = unsafe { derive_planned(cur, &plan, &so.ids, Some(&so.by_id), Some(b), 2 + i as u64, Some(true), &mut testutil::heap_alloc) }.expect("derive");
+            unsafe { hand_over(cur, Snap::from_ptr(p).expect("snap"), Some(setid), false) };
+        }
+        p
+    }
+}
