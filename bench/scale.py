@@ -32,6 +32,8 @@ BENCH_SCALE_EDITS / BENCH_SCALE_EDIT_S (edit rate, above), BENCH_SCALE_LIST=0 sk
 import json
 import os
 import re
+import signal
+import subprocess
 import time
 
 import bench as B
@@ -118,6 +120,14 @@ def edit_rate(kam, n_sets, rep, add):
     uris = []
     for what in ("add", "remove"):
         times = []
+        # BENCH_SCALE_PERF=1: `perf record -g` of the process serving the FIFO during each
+        # edit loop of the Rust module (profile files in the run dir)
+        perf = None
+        if os.environ.get("BENCH_SCALE_PERF") == "1" and kam.module == "rust" and fifo_pid:
+            out = os.path.join(kam.ctx.run, f"{kam.name}-{what}.perf.data")
+            perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", out, "-p", str(fifo_pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
         c0 = cpu_s(fifo_pid) if fifo_pid else None
         t0 = time.monotonic()
         items = range(kmax) if what == "add" else list(uris)
@@ -140,6 +150,13 @@ def edit_rate(kam, n_sets, rep, add):
                 break
         total = time.monotonic() - t0
         c1 = cpu_s(fifo_pid) if fifo_pid else None
+        if perf is not None:
+            perf.send_signal(signal.SIGINT)
+            try:
+                perf.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                perf.kill()
+                perf.wait()
         if times and c0 is not None and c1 is not None:
             add(f"{what}_cpu", (c1 - c0) / len(times))
         if times:

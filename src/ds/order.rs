@@ -257,15 +257,41 @@ pub struct SetOrder {
 /// for both orders). An edit calls it on the previous order, 30,000 ids in well under a
 /// millisecond.
 pub fn avl_order(ids_in_first_appearance_order: &[i32]) -> SetOrder {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<OrderScratch> = std::cell::RefCell::new(OrderScratch::default());
-    }
+    with_scratch(|s| s.order(ids_in_first_appearance_order))
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<OrderScratch> = std::cell::RefCell::new(OrderScratch::default());
+}
+
+/// Runs `f` on this thread's scratch tree (a fresh one if it is busy or gone).
+fn with_scratch(f: impl Fn(&mut OrderScratch) -> SetOrder) -> SetOrder {
     SCRATCH
         .try_with(|s| match s.try_borrow_mut() {
-            Ok(mut s) => s.order(ids_in_first_appearance_order),
-            Err(_) => OrderScratch::default().order(ids_in_first_appearance_order),
+            Ok(mut s) => f(&mut s),
+            Err(_) => f(&mut OrderScratch::default()),
         })
-        .unwrap_or_else(|_| OrderScratch::default().order(ids_in_first_appearance_order))
+        .unwrap_or_else(|_| f(&mut OrderScratch::default()))
+}
+
+/// [`avl_order`] of the order an edit rebuilds from the running list's order `prev`: `prev`
+/// without the id `drop` (a set that is gone), then `add` (the edited set, inserted last;
+/// nothing when it is there already), without copying `prev`.
+pub fn avl_order_edit(prev: &[i32], add: Option<i32>, drop: Option<i32>) -> SetOrder {
+    with_scratch(|s| {
+        // the ids into a buffer kept with the tree (a copy is cheaper than feeding the tree
+        // through an iterator adapter)
+        let mut ids = std::mem::take(&mut s.input);
+        ids.clear();
+        match drop {
+            Some(d) => ids.extend(prev.iter().copied().filter(|&id| id != d)),
+            None => ids.extend_from_slice(prev),
+        }
+        ids.extend(add);
+        let out = s.order(&ids);
+        s.input = ids;
+        out
+    })
 }
 
 /// A node of the arena tree of [`avl_order`] (12 bytes).
@@ -295,6 +321,8 @@ struct OrderScratch {
     nodes: Vec<FNode>,
     /// balance (height of the right subtree - height of the left one) of each node
     bal: Vec<i8>,
+    /// the ids of an edit's order (see [`avl_order_edit`])
+    input: Vec<i32>,
 }
 
 impl OrderScratch {
@@ -393,6 +421,11 @@ impl OrderScratch {
     /// The post-order of the tree of `ids` and its index by id.
     fn order(&mut self, ids: &[i32]) -> SetOrder {
         let root = self.build(ids);
+        self.walk(root)
+    }
+
+    /// The post-order of the tree at `root` (just built) and its index by id.
+    fn walk(&self, root: u32) -> SetOrder {
         let nodes = self.nodes.as_slice();
         let n = nodes.len();
         let mut out = SetOrder { ids: vec![0; n], by_id: vec![0; n] };
@@ -802,5 +835,60 @@ mod tests {
         }
         check_order(&[]);
         check_order(&[7]);
+    }
+
+    /// `avl_order_edit` = `avl_order` of the order it stands for (the previous order without
+    /// the dropped id, then the added one), over chains of random edits.
+    #[test]
+    fn avl_order_edit_matches_the_copied_order() {
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        let mut rnd = |m: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        for round in 0..300u64 {
+            let n = rnd(if round % 10 == 0 { 3000 } else { 100 }) as i32;
+            let mut prev = avl_order(&(0..n).map(|i| i * 3).collect::<Vec<_>>()).ids;
+            for _ in 0..6 {
+                let add = (rnd(3) != 0).then(|| rnd(3 * n as u64 + 10) as i32);
+                let drop = (rnd(3) == 0).then(|| prev.get(rnd(prev.len() as u64 + 1) as usize).copied().unwrap_or(-5));
+                let copied: Vec<i32> = prev.iter().copied().filter(|&id| Some(id) != drop).chain(add).collect();
+                let o = avl_order_edit(&prev, add, drop);
+                assert_eq!(o, avl_order(&copied), "round {round}");
+                assert_eq!(o.ids, avl_postorder(&copied));
+                prev = o.ids;
+            }
+        }
+        assert_eq!(avl_order_edit(&[], None, None), SetOrder::default());
+        assert_eq!(avl_order_edit(&[], Some(4), Some(4)).ids, vec![4]);
+    }
+}
+
+#[cfg(test)]
+mod order_bench {
+    use super::*;
+
+    /// `cargo test --release --lib order_timing -- --ignored --nocapture`: `avl_order` on the
+    /// order an edit of 30,000 sets rebuilds (the previous order plus one new id).
+    #[test]
+    #[ignore]
+    fn order_timing() {
+        let mut x: Vec<i32> = avl_postorder(&(1..=30_000).collect::<Vec<_>>());
+        for k in 0..12 {
+            x.push(40_000 + k);
+            x = avl_order(&x).ids;
+        }
+        let reps: usize = std::env::var("ORDER_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+        let min = |f: &mut dyn FnMut()| (0..reps).map(|_| { let t = std::time::Instant::now(); f(); t.elapsed() }).min().unwrap_or_default();
+        let mut sc = OrderScratch::default();
+        eprintln!("30,000 sets: build {:?}, build + walk {:?}, avl_order {:?} (min of {reps})",
+            min(&mut || { std::hint::black_box(sc.build(&x)); }),
+            min(&mut || { std::hint::black_box(sc.order(&x)); }),
+            min(&mut || { std::hint::black_box(avl_order(&x)); }));
+        let prev = &x[..x.len() - 1];
+        let last = x.last().copied();
+        eprintln!("  avl_order_edit {:?}, avl_order of the copy {:?} (min of {reps})",
+            min(&mut || { std::hint::black_box(avl_order_edit(prev, last, None)); }),
+            min(&mut || { let c: Vec<i32> = prev.iter().copied().chain(last).collect(); std::hint::black_box(avl_order(&c)); }));
     }
 }

@@ -1261,6 +1261,10 @@ struct Room {
 /// Where the caller writes what `Room` reserved.
 struct HdrOut {
     h: *mut Header,
+    sets: *mut *mut SetBlk,
+    firsts: *mut u32,
+    ids_sorted: *mut u32,
+    idv: *mut i32,
     dead: *mut i32,
     d4: *mut Ip4Ent,
     d6: *mut Ip6Ent,
@@ -1281,29 +1285,12 @@ unsafe fn write_header_ex(
 ) -> Option<HdrOut> {
     let nsets = blks.len();
     let ids_sorted = known.as_ref().map(|k| k.ids_sorted);
-    let (n4, n6) = room.new_base.unwrap_or((0, 0));
-    let off_sets = align_up(size_of::<Header>(), 8);
-    let off_firsts = align_up(off_sets + std::mem::size_of_val(blks), 8);
-    let off_ids = align_up(off_firsts + (nsets + 1) * size_of::<u32>(), 8);
-    let off_idv = align_up(off_ids + nsets * size_of::<u32>(), 8);
-    let off_dead = align_up(off_idv + nsets * size_of::<i32>(), 8);
-    let off_d4 = align_up(off_dead + room.ndead * size_of::<i32>(), align_of::<Ip4Ent>().max(8));
-    let off_d6 = align_up(off_d4 + room.d4 * size_of::<Ip4Ent>(), align_of::<Ip6Ent>().max(8));
-    let off_idx = align_up(off_d6 + room.d6 * size_of::<Ip6Ent>(), align_of::<IdxBlk>().max(8));
-    let off_ip4 = align_up(off_idx + size_of::<IdxBlk>(), align_of::<Ip4Ent>().max(8));
-    let off_ip6 = align_up(off_ip4 + n4 * size_of::<Ip4Ent>(), align_of::<Ip6Ent>().max(8));
-    let total = if room.new_base.is_some() { align_up(off_ip6 + n6 * size_of::<Ip6Ent>(), 16) } else { align_up(off_idx, 16) };
-    let base = alloc(total);
-    if base.is_null() {
-        return None;
-    }
-    // SAFETY: fresh allocation of `total` bytes; every write stays inside it; the blocks are
-    // live (caller).
+    let o = alloc_header(nsets, generation, room, alloc)?;
+    // SAFETY: `alloc_header` reserved `nsets` (+1 for `firsts`) entries at these pointers;
+    // the blocks are live (caller).
     unsafe {
-        let sets_ptr = base.add(off_sets) as *mut *mut SetBlk;
-        std::ptr::copy_nonoverlapping(blks.as_ptr(), sets_ptr, nsets);
-        let firsts = base.add(off_firsts) as *mut u32;
-        let idv = base.add(off_idv) as *mut i32;
+        std::ptr::copy_nonoverlapping(blks.as_ptr(), o.sets, nsets);
+        let (firsts, idv) = (o.firsts, o.idv);
         let mut di = 0u32;
         let mut nnotes = 0u32;
         match &known {
@@ -1325,7 +1312,7 @@ unsafe fn write_header_ex(
             }
         }
         firsts.add(nsets).write(di);
-        let ids_ptr = base.add(off_ids) as *mut u32;
+        let ids_ptr = o.ids_sorted;
         match ids_sorted {
             Some(ids) if ids.len() == nsets => std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_ptr, nsets),
             _ => {
@@ -1336,6 +1323,38 @@ unsafe fn write_header_ex(
                 }
             }
         }
+        (*o.h).ndests = di;
+        (*o.h).nnotes = nnotes;
+    }
+    Some(o)
+}
+
+/// Allocates a header for `nsets` sets with what `room` reserves and writes its fields; the
+/// caller fills the set arrays (`sets`, `firsts`: `nsets + 1` values, `ids_sorted`, `idv`)
+/// and `ndests`/`nnotes` before anyone reads it.
+fn alloc_header(nsets: usize, generation: u64, room: Room, alloc: &mut dyn FnMut(usize) -> *mut u8) -> Option<HdrOut> {
+    let (n4, n6) = room.new_base.unwrap_or((0, 0));
+    let off_sets = align_up(size_of::<Header>(), 8);
+    let off_firsts = align_up(off_sets + nsets * size_of::<*mut SetBlk>(), 8);
+    let off_ids = align_up(off_firsts + (nsets + 1) * size_of::<u32>(), 8);
+    let off_idv = align_up(off_ids + nsets * size_of::<u32>(), 8);
+    let off_dead = align_up(off_idv + nsets * size_of::<i32>(), 8);
+    let off_d4 = align_up(off_dead + room.ndead * size_of::<i32>(), align_of::<Ip4Ent>().max(8));
+    let off_d6 = align_up(off_d4 + room.d4 * size_of::<Ip4Ent>(), align_of::<Ip6Ent>().max(8));
+    let off_idx = align_up(off_d6 + room.d6 * size_of::<Ip6Ent>(), align_of::<IdxBlk>().max(8));
+    let off_ip4 = align_up(off_idx + size_of::<IdxBlk>(), align_of::<Ip4Ent>().max(8));
+    let off_ip6 = align_up(off_ip4 + n4 * size_of::<Ip4Ent>(), align_of::<Ip6Ent>().max(8));
+    let total = if room.new_base.is_some() { align_up(off_ip6 + n6 * size_of::<Ip6Ent>(), 16) } else { align_up(off_idx, 16) };
+    let base = alloc(total);
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: fresh allocation of `total` bytes; every write stays inside it.
+    unsafe {
+        let sets_ptr = base.add(off_sets) as *mut *mut SetBlk;
+        let firsts = base.add(off_firsts) as *mut u32;
+        let idv = base.add(off_idv) as *mut i32;
+        let ids_ptr = base.add(off_ids) as *mut u32;
         let idx = match (room.new_base, room.old_base) {
             (Some(_), _) => {
                 let b = base.add(off_idx) as *mut IdxBlk;
@@ -1356,7 +1375,7 @@ unsafe fn write_header_ex(
         hdr.write(Header {
             magic: MAGIC,
             nsets: nsets as u32,
-            ndests: di,
+            ndests: 0,
             _pad: 0,
             total_size: total,
             generation,
@@ -1364,7 +1383,7 @@ unsafe fn write_header_ex(
             firsts,
             ids_sorted: ids_ptr,
             ids: idv,
-            nnotes,
+            nnotes: 0,
             ip4: base.add(off_d4) as *const Ip4Ent,
             nip4: room.d4 as u32,
             nip6: room.d6 as u32,
@@ -1380,6 +1399,10 @@ unsafe fn write_header_ex(
         });
         Some(HdrOut {
             h: hdr,
+            sets: sets_ptr,
+            firsts,
+            ids_sorted: ids_ptr,
+            idv,
             dead: base.add(off_dead) as *mut i32,
             d4: base.add(off_d4) as *mut Ip4Ent,
             d6: base.add(off_d6) as *mut Ip6Ent,
@@ -1953,6 +1976,10 @@ pub unsafe fn hand_over(old: Snap<'_>, new: Snap<'_>, tid: Option<i32>, undo: bo
     }
 }
 
+#[path = "snapshot_edit.rs"]
+mod edit;
+pub use edit::{derive_planned, plan_edit, EditPlan};
+
 /// A new version of `old` whose sets come in `order` (set ids in iteration order): set
 /// `touched.0` takes the block `touched.1` (built by [`build_set`]; None: the set is gone),
 /// every other set shares its block with `old` (no block of `old` is read or written). O(sets)
@@ -1989,130 +2016,10 @@ pub unsafe fn derive_ordered(
     reset: Option<bool>,
     alloc: &mut dyn FnMut(usize) -> *mut u8,
 ) -> Result<*mut Header, BuildError> {
-    let tid = touched.map(|t| t.0);
     let new_blk = touched.and_then(|t| t.1);
-    let mut blks: Vec<*mut SetBlk> = Vec::with_capacity(order.len());
-    let mut nrs: Vec<u32> = Vec::with_capacity(order.len());
-    let mut idv: Vec<i32> = Vec::with_capacity(order.len());
-    let mut new_pos = None;
-    let of = old.firsts();
-    let ob = old.blks();
-    let mut nnotes = old.h.nnotes;
-    let old_t = tid.and_then(|id| old.set_pos(id));
-    if let Some(b) = old_t.and_then(|p| old.blk(p)) {
-        nnotes -= b.maybe_notes as u32;
-    }
-    // the sets of the new list; the old position of each, found by one walk of the old id
-    // index with the new ids sorted (no search per set)
-    let ord: Vec<i32> = order.iter().copied().filter(|&id| Some(id) != tid || new_blk.is_some()).collect();
-    let given: Option<Vec<(i32, u32)>> = by_id_pos.filter(|p| p.len() == ord.len() && ord.len() == order.len()).and_then(|p| {
-        let v: Option<Vec<(i32, u32)>> = p.iter().map(|&k| ord.get(k as usize).map(|&id| (id, k))).collect();
-        v.filter(|v| v.windows(2).all(|w| w[0].0 < w[1].0))
-    });
-    let by_id = match given {
-        Some(v) => v,
-        None => {
-            let mut v: Vec<(i32, u32)> = ord.iter().enumerate().map(|(p, &id)| (id, p as u32)).collect();
-            v.sort_unstable();
-            v
-        }
-    };
-    let (oids, oidv) = (old.ids_sorted(), old.ids());
-    let mut op_of: Vec<u32> = vec![u32::MAX; ord.len()];
-    let mut j = 0usize;
-    for &(id, np) in &by_id {
-        if Some(id) == tid {
-            continue;
-        }
-        loop {
-            let op = *oids.get(j).ok_or(BuildError::Inconsistent)?;
-            let oid = *oidv.get(op as usize).ok_or(BuildError::Inconsistent)?;
-            j += 1;
-            if oid == id {
-                *op_of.get_mut(np as usize).ok_or(BuildError::Inconsistent)? = op;
-                break;
-            }
-            if oid > id {
-                return Err(BuildError::Inconsistent);
-            }
-        }
-    }
-    let ids: Vec<u32> = by_id.iter().map(|&(_, np)| np).collect();
-    for (np, (&id, &op)) in ord.iter().zip(&op_of).enumerate() {
-        if op == u32::MAX {
-            let b = new_blk.filter(|_| Some(id) == tid).ok_or(BuildError::Inconsistent)?;
-            new_pos = Some(np as u32);
-            blks.push(b);
-            // SAFETY: a live block (caller).
-            let r = unsafe { &*b };
-            nrs.push(r.rec.nr);
-            nnotes += r.maybe_notes as u32;
-        } else {
-            let op = op as usize;
-            blks.push(*ob.get(op).ok_or(BuildError::Inconsistent)?);
-            nrs.push(of.get(op + 1).zip(of.get(op)).map(|(e, s)| e - s).ok_or(BuildError::Inconsistent)?);
-        }
-        idv.push(id);
-    }
-    if new_blk.is_some() && new_pos.is_none() {
-        return Err(BuildError::Inconsistent);
-    }
-    // the address index: the edited set's entries go to the delta (its base entries are
-    // ignored from now on); once the delta outgrows a fraction of the base, one merge
-    let (mut a4, mut a6) = (Vec::new(), Vec::new());
-    if let Some(b) = new_blk {
-        // SAFETY: a live block (caller).
-        set_ip_entries(&unsafe { &*b }.view(), &mut a4, &mut a6);
-        a4.sort_unstable();
-        a6.sort_unstable();
-    }
-    let (od4, od6) = (old.ip4(), old.ip6());
-    let rm4: Vec<Ip4Ent> = od4.iter().copied().filter(|e| Some(e.set) == tid).collect();
-    let rm6: Vec<Ip6Ent> = od6.iter().copied().filter(|e| Some(e.set) == tid).collect();
-    let n4 = (od4.len() + a4.len()).checked_sub(rm4.len()).ok_or(BuildError::Inconsistent)?;
-    let n6 = (od6.len() + a6.len()).checked_sub(rm6.len()).ok_or(BuildError::Inconsistent)?;
-    let mut dead: Vec<i32> = old.dead().to_vec();
-    if let Some(t) = tid {
-        if let Err(p) = dead.binary_search(&t) {
-            dead.insert(p, t);
-        }
-    }
-    let (b4, b6) = (old.base4(), old.base6());
-    let rebase = n4 + n6 + dead.len() > DELTA_MIN.max((b4.len() + b6.len()) / DELTA_DIV);
-    let known = Known { ids_sorted: &ids, ids: &idv, nrs: &nrs, nnotes };
-    if rebase {
-        let mut d4 = vec![Ip4Ent { ip: 0, set: 0, local: 0 }; n4];
-        merge_index(od4, &rm4, &a4, &mut d4);
-        let mut d6 = vec![Ip6Ent { ip: [0; 16], set: 0, local: 0 }; n6];
-        merge_index(od6, &rm6, &a6, &mut d6);
-        let m4 = rebased(b4, &dead, &d4);
-        let m6 = rebased(b6, &dead, &d6);
-        let room = Room { new_base: Some((m4.len(), m6.len())), ..Room::default() };
-        // SAFETY: every block is live: the old ones held by `old`, the new one by the caller.
-        let o = unsafe { write_header_ex(&blks, generation, Some(known), room, alloc) }.ok_or(BuildError::NoMemory(0))?;
-        // SAFETY: `write_header_ex` reserved room for exactly these entries.
-        unsafe {
-            std::ptr::copy_nonoverlapping(m4.as_ptr(), o.b4, m4.len());
-            std::ptr::copy_nonoverlapping(m6.as_ptr(), o.b6, m6.len());
-        }
-        finish_derived(o.h, old, generation, reset, new_blk);
-        return Ok(o.h);
-    }
-    let room = Room { ndead: dead.len(), d4: n4, d6: n6, new_base: None, old_base: std::ptr::NonNull::new(old.h.base) };
-    // SAFETY: every block is live: the old ones held by `old`, the new one by the caller;
-    // the base index is held by `old`.
-    let o = unsafe { write_header_ex(&blks, generation, Some(known), room, alloc) }.ok_or(BuildError::NoMemory(0))?;
-    if let Some(b) = old.base() {
-        b.refs.fetch_add(1, Ordering::AcqRel);
-    }
-    // SAFETY: `write_header_ex` reserved `ndead`, `n4` and `n6` entries at these pointers.
-    unsafe {
-        std::ptr::copy_nonoverlapping(dead.as_ptr(), o.dead, dead.len());
-        merge_index(od4, &rm4, &a4, std::slice::from_raw_parts_mut(o.d4, n4));
-        merge_index(od6, &rm6, &a6, std::slice::from_raw_parts_mut(o.d6, n6));
-    }
-    finish_derived(o.h, old, generation, reset, new_blk);
-    Ok(o.h)
+    let plan = plan_edit(old, order, by_id_pos, touched.map(|t| t.0), new_blk.is_some())?;
+    // SAFETY: as for this function.
+    unsafe { derive_planned(old, &plan, order, by_id_pos, new_blk, generation, reset, alloc) }
 }
 
 /// The lazy reset and the ownership of a header just derived from `old` (see `derive`).
@@ -2131,45 +2038,6 @@ fn rebased<E: IdxEnt>(base: &[E], dead: &[i32], delta: &[E]) -> Vec<E> {
     let mut out = Vec::with_capacity(base.len() + delta.len());
     merge_kept(base, |e| dead.binary_search(&e.set()).is_err(), delta, |e| out.push(e));
     out
-}
-
-/// Writes into `dst` the entries of `old` without the sorted `rm` (the entries of the old
-/// block of the edited set), with the sorted `add` (those of its new block) merged in: the
-/// runs between the edit points are block copies, found by binary search (O(edit log N)
-/// plus one memcpy of the index).
-fn merge_index<E: Copy + Ord>(old: &[E], rm: &[E], add: &[E], dst: &mut [E]) {
-    // edit points in old-index order: (position, kind 0 = insert add[i] / 1 = skip old[pos])
-    let mut ev: Vec<(usize, u8, usize)> = Vec::with_capacity(rm.len() + add.len());
-    for (i, a) in add.iter().enumerate() {
-        ev.push((old.partition_point(|e| e < a), 0, i));
-    }
-    for r in rm {
-        if let Ok(p) = old.binary_search(r) {
-            ev.push((p, 1, 0));
-        }
-    }
-    ev.sort_unstable();
-    let mut cur = 0usize;
-    let mut k = 0usize;
-    fn copy<E: Copy>(old: &[E], dst: &mut [E], from: usize, to: usize, k: &mut usize) {
-        if let (Some(src), Some(d)) = (old.get(from..to), dst.get_mut(*k..*k + to.saturating_sub(from))) {
-            d.copy_from_slice(src);
-            *k += src.len();
-        }
-    }
-    for (p, kind, i) in ev {
-        copy(old, dst, cur, p.max(cur), &mut k);
-        cur = cur.max(p);
-        if kind == 0 {
-            if let (Some(&a), Some(slot)) = (add.get(i), dst.get_mut(k)) {
-                *slot = a;
-                k += 1;
-            }
-        } else {
-            cur = p + 1;
-        }
-    }
-    copy(old, dst, cur, old.len(), &mut k);
 }
 
 /// What an edit resets on the sets it shares with the previous list, as rebuilding the
@@ -2712,8 +2580,38 @@ mod tests {
                 let naive: usize = order.iter().take_while(|&&i| i != id).map(|&i| cur.set_pos(i).map_or(0, |p| cur.set_len(p))).sum();
                 assert_eq!(cur.dests_before(&order, &so.by_id, id), if order.contains(&id) { naive } else { 0 });
                 let b = (!s.dests.is_empty()).then(|| build_set(&s, 2 + step, 0, (0, 0), &mut |_, _, _| None, &mut |n| pool.alloc(n), &mut || 7).expect("set"));
-                let np = unsafe { derive(cur, &order, Some((id, b)), 2 + step, Some(true), &mut |n| pool.alloc(n)) }.expect("derive");
+                let np = if step % 2 == 0 {
+                    // a vanished set may still be named in the order: it is left out
+                    let mut named = order.clone();
+                    if b.is_none() && step % 4 == 0 {
+                        named.insert(rnd(named.len() as u64 + 1) as usize, id);
+                    }
+                    unsafe { derive(cur, &named, Some((id, b)), 2 + step, Some(true), &mut |n| pool.alloc(n)) }.expect("derive")
+                } else if b.is_none() && step % 4 == 1 {
+                    let mut named = order.clone();
+                    named.push(id);
+                    let mut by_id: Vec<u32> = (0..named.len() as u32).collect();
+                    by_id.sort_by_key(|&p| named[p as usize]);
+                    let plan = plan_edit(cur, &named, Some(&by_id), Some(id), false).expect("plan");
+                    unsafe { derive_planned(cur, &plan, &named, Some(&by_id), None, 2 + step, Some(true), &mut |n| pool.alloc(n)) }.expect("derive")
+                } else {
+                    // the edit path: the plan (with the new order's index by id), then the header
+                    let plan = plan_edit(cur, &order, Some(&so.by_id), Some(id), b.is_some()).expect("plan");
+                    if b.is_some() {
+                        assert_eq!(plan.first_di(), naive, "round {round} step {step}");
+                    }
+                    unsafe { derive_planned(cur, &plan, &order, Some(&so.by_id), b, 2 + step, Some(true), &mut |n| pool.alloc(n)) }.expect("derive")
+                };
                 let new = unsafe { Snap::from_ptr(np) }.expect("snap");
+                // the header's arrays against its set blocks
+                let mut di = 0usize;
+                for (i, &sid) in new.ids().iter().enumerate() {
+                    let v = new.blk(i).expect("blk").view();
+                    assert_eq!((v.rec.id, new.set_pos(sid), new.set_len(i)), (sid, Some(i), v.dests.len()), "round {round} step {step}");
+                    assert_eq!(new.firsts()[i] as usize, di);
+                    di += v.dests.len();
+                }
+                assert_eq!((new.header().ndests as usize, new.header().nnotes), (di, (0..new.nsets()).filter(|&i| new.blk(i).is_some_and(|b| b.maybe_notes())).count() as u32));
                 if rnd(6) == 0 {
                     // not published: freeing it frees only what it built
                     unsafe { release(np, &mut |_| {}, &mut |b| pool.free(b)) };
@@ -2812,7 +2710,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_index_equals_filter_and_sort() {
+    fn merge_delta_equals_filter_and_sort() {
         let mut seed = 0x1234_5678_9abc_def1u64;
         let mut rnd = |m: u64| {
             seed ^= seed << 13;
@@ -2820,22 +2718,23 @@ mod tests {
             seed ^= seed << 17;
             seed % m
         };
-        for round in 0..300 {
-            let n = rnd(60) as usize;
+        for round in 0..3000 {
+            // small and large deltas, few and many entries of the edited set
+            let (n, na, nip) = if round % 10 == 0 { (rnd(3000) as usize, rnd(800), 200) } else { (rnd(60) as usize, rnd(8), 8) };
             let mut old: Vec<Ip4Ent> =
-                (0..n).map(|_| Ip4Ent { ip: rnd(8) as u32, set: rnd(5) as i32, local: rnd(6) as u32 }).collect();
+                (0..n).map(|_| Ip4Ent { ip: rnd(nip) as u32, set: rnd(5) as i32, local: rnd(6) as u32 }).collect();
             old.sort_unstable();
             old.dedup();
-            let t = rnd(5) as i32;
-            let rm: Vec<Ip4Ent> = old.iter().copied().filter(|e| e.set == t).collect();
+            let t = rnd(6) as i32;
             let mut add: Vec<Ip4Ent> =
-                (0..rnd(8)).map(|_| Ip4Ent { ip: rnd(8) as u32, set: t, local: rnd(6) as u32 }).collect();
+                (0..na).map(|_| Ip4Ent { ip: rnd(nip) as u32, set: t, local: rnd(6) as u32 }).collect();
             add.sort_unstable();
             add.dedup();
-            let mut want: Vec<Ip4Ent> = old.iter().copied().filter(|e| e.set != t).chain(add.iter().copied()).collect();
+            let tid = (round % 7 != 3).then_some(t);
+            let mut want: Vec<Ip4Ent> = old.iter().copied().filter(|e| Some(e.set) != tid).chain(add.iter().copied()).collect();
             want.sort_unstable();
-            let mut got = vec![Ip4Ent { ip: 0, set: 0, local: 0 }; want.len()];
-            merge_index(&old, &rm, &add, &mut got);
+            let mut got = vec![Ip4Ent { ip: 0, set: -1, local: 0 }; want.len()];
+            edit::merge_delta(&old, tid, &add, &mut got);
             assert_eq!(got, want, "round {round}");
         }
     }
@@ -2902,6 +2801,7 @@ mod edit_bench {
                 min7(&mut || { std::hint::black_box(crate::ds::order::avl_order(&order)); }),
                 min7(&mut || { std::hint::black_box(crate::ds::order::avl_postorder(&order)); }));
             eprintln!("  dests_before {:?} (min of 7)", min7(&mut || { std::hint::black_box(snap.dests_before(&post.ids, &post.by_id, 5)); }));
+            eprintln!("  plan_edit {:?} (min of 7)", min7(&mut || { std::hint::black_box(plan_edit(snap, &post.ids, Some(&post.by_id), Some(5), true).expect("plan")); }));
             let mut s5 = DestSet { id: 5, dests: sets[4].dests.clone() };
             let mut nd = s5.dests[0].clone();
             nd.uri = b"sip:10.9.9.1:5060".to_vec();
@@ -2944,5 +2844,64 @@ mod edit_bench {
             eprintln!("  reset cursors+fail_cnt {:?}", t.elapsed());
             assert_eq!(s2.by_ip("10.9.9.1".parse().unwrap()).count(), 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod edit_ir {
+    use super::*;
+    use crate::ds::attrs::Attrs;
+    use crate::ds::dest::Dest;
+    use crate::ds::uri::{Proto, Scheme};
+
+    fn list(nsets: usize, per: usize) -> Vec<DestSet> {
+        let mut k = 0u32;
+        (0..nsets)
+            .map(|s| DestSet {
+                id: s as i32 + 1,
+                dests: (0..per)
+                    .map(|_| {
+                        k += 1;
+                        let ip: IpAddr = std::net::Ipv4Addr::from(0x7f00_0000u32 + k).into();
+                        Dest { setid: s as i32 + 1, uri: format!("sip:{ip}:5060").into_bytes(), flags: 0, priority: 0,
+                            attrs: Attrs { body: b"duid=x;weight=1".to_vec(), weight: 1, ..Default::default() },
+                            scheme: Scheme::Sip, host: ip.to_string().into_bytes(), port: 5060, proto: Proto::None, ip: Some(ip), more_ips: vec![], sock: 0, line: 1, col: 1 }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// `valgrind --tool=callgrind --toggle-collect='*edit_ir_loop*' <test binary> edit_ir --ignored`:
+    /// the instructions of 20 edits (adds spread over the sets, as bench/scale.py's edit loop),
+    /// order, placement, set block and header, at 30,000 sets of 10 and 100 sets of 3,000.
+    #[test]
+    #[ignore]
+    fn edit_ir() {
+        let shape = std::env::var("EDIT_IR_SHAPE").unwrap_or_default();
+        let (nsets, per) = if shape == "a" { (100, 3000) } else { (30000, 10) };
+        let sets = list(nsets, per);
+        let mut p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
+        let mut snap_sets = sets;
+        p = edit_ir_loop(p, &mut snap_sets, nsets);
+        std::hint::black_box(p);
+    }
+    #[inline(never)]
+    fn edit_ir_loop(mut p: *mut Header, sets: &mut [DestSet], nsets: usize) -> *mut Header {
+        for i in 0..20usize {
+            let cur = unsafe { Snap::from_ptr(p) }.expect("snap");
+            let setid = 1 + ((i * 7919) % nsets) as i32;
+            let s = &mut sets[setid as usize - 1];
+            let mut nd = s.dests[0].clone();
+            nd.uri = format!("sip:10.1.0.{}:5060", i + 1).into_bytes();
+            nd.ip = Some(std::net::Ipv4Addr::new(10, 1, 0, i as u8 + 1).into());
+            s.dests.insert(0, nd);
+            let so = crate::ds::order::avl_order_edit(cur.ids(), Some(setid), None);
+            let plan = plan_edit(cur, &so.ids, Some(&so.by_id), Some(setid), true).expect("plan");
+            let b = build_set(s, 2 + i as u64, plan.first_di(), (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("set");
+            p = unsafe { derive_planned(cur, &plan, &so.ids, Some(&so.by_id), Some(b), 2 + i as u64, Some(true), &mut testutil::heap_alloc) }.expect("derive");
+            unsafe { hand_over(cur, Snap::from_ptr(p).expect("snap"), Some(setid), false) };
+        }
+        p
     }
 }

@@ -537,9 +537,13 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::Set
     let tid = touched.as_ref().map(|t| t.id);
     let mut blk = None;
     let idx = snapshot::CarryIndex::for_set(Some(cur), tid.unwrap_or(0));
+    // where every set of the new order comes from in the running list (one walk of both id
+    // indexes), and where the edited set starts in the new list
+    let builds = touched.as_ref().is_some_and(|t| !t.srcs.is_empty());
+    let plan = snapshot::plan_edit(cur, order, Some(&so.by_id), tid, builds).map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
     if let Some(t) = touched.as_ref().filter(|t| !t.srcs.is_empty()) {
         // new internal ids from the set's position in the new list
-        let first_di = cur.dests_before(order, &so.by_id, t.id);
+        let first_di = plan.first_di();
         let mut rng = build_rng();
         // the records that stay are copied from the set's block
         let old = cur.set_pos(t.id).and_then(|i| cur.blk(i));
@@ -562,7 +566,7 @@ fn install_edit(ctl: &Control, cur: Option<Snap<'_>>, so: &crate::ds::order::Set
     // the shared sets' cursors (and failure counters) restart when they are first read
     // through the new list
     let reset = Some(!cfg.keep_state);
-    let block = match unsafe { snapshot::derive_ordered(cur, order, Some(&so.by_id), tid.map(|id| (id, blk)), gen, reset, &mut |size| shm_alloc(size)) } {
+    let block = match unsafe { snapshot::derive_planned(cur, &plan, order, Some(&so.by_id), blk, gen, reset, &mut |size| shm_alloc(size)) } {
         Ok(b) => b,
         Err(e) => {
             if let Some(b) = blk {
@@ -667,7 +671,8 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
     // SAFETY: writers are serialised by WLOCK, so the current block stays alive.
     let cur = unsafe { Snap::from_ptr(ctl.current_ptr()) };
     let mut env = KamEnv { default_sock: DEFAULT_SOCK.get().copied().unwrap_or(0), match_all: cfg.dns_match_all };
-    let cur_order: Vec<i32> = cur.map(|c| c.ids().to_vec()).unwrap_or_default();
+    // the running list's set order (the new order is rebuilt from it without a copy)
+    let cur_order: &[i32] = cur.map(|c| c.ids()).unwrap_or_default();
     match e {
         Edit::Add { setid, uri, flags, priority, attrs } => {
             // as the C module: the destinations that stay first, then the new one (the C
@@ -678,7 +683,6 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             match prepare_dest(&raw, cfg.attrs_none, cfg.dns_mode, &mut env) {
                 Ok((d, notes)) => {
                     notes.iter().for_each(|n| log::note(n, ""));
-                    let order: Vec<i32> = cur_order.iter().copied().chain(std::iter::once(setid)).collect();
                     // first among equal priorities (as a later file line would be); the
                     // order of the others does not change
                     let old = cur.and_then(|c| c.set(setid));
@@ -689,7 +693,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                     srcs.extend((0..pos).map(old_src));
                     srcs.push(setedit::Src::New(&d));
                     srcs.extend((pos..dests.len()).map(old_src));
-                    let post = crate::ds::order::avl_order(&order);
+                    let post = crate::ds::order::avl_order_edit(cur_order, Some(setid), None);
                     install_edit(ctl, cur, &post, Some(Touched { id: setid, srcs }))
                 }
                 Err(err) => {
@@ -700,7 +704,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
                         return Err(ReloadError::Failed(err.msg));
                     }
                     // the list is rebuilt anyway (as in C, this re-balances the set tree)
-                    let post = crate::ds::order::avl_order(&cur_order);
+                    let post = crate::ds::order::avl_order_edit(cur_order, None, None);
                     install_edit(ctl, cur, &post, None)
                 }
             }
@@ -715,8 +719,7 @@ pub fn edit_list(e: Edit) -> Result<(), ReloadError> {
             let old = cur.and_then(|c| c.set(setid));
             let dests = old.map_or(&[][..], |v| v.dests);
             let srcs: Vec<_> = (0..dests.len()).filter(|&i| dests[i].uri.bytes() != d.uri.as_slice()).map(|i| setedit::Src::Old(&dests[i], i)).collect();
-            let order: Vec<i32> = cur_order.iter().copied().filter(|&id| id != setid || !srcs.is_empty()).collect();
-            let post = crate::ds::order::avl_order(&order);
+            let post = crate::ds::order::avl_order_edit(cur_order, None, srcs.is_empty().then_some(setid));
             install_edit(ctl, cur, &post, Some(Touched { id: setid, srcs }))
         }
     }
@@ -916,7 +919,6 @@ pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u
     // the set's records copied, the updated destination written from its new entry
     let dests = set.dests;
     let mut srcs: Vec<setedit::Src<'_>> = dests.iter().enumerate().map(|(i, x)| setedit::Src::Old(x, i)).collect();
-    let order: Vec<i32> = cur.map(|c| c.ids().to_vec()).unwrap_or_default();
     if let Some(i) = dests.iter().position(|x| x.uri.bytes() == stored_uri.as_slice()) {
         if dests[i].priority == d.priority {
             srcs[i] = setedit::Src::New(&d);
@@ -931,7 +933,7 @@ pub fn update_dest(setid: i32, uri: &[u8], flags: i32, priority: i32, attrs: &[u
             srcs.insert(pos, setedit::Src::New(&d));
         }
     }
-    let post = crate::ds::order::avl_order(&order);
+    let post = crate::ds::order::avl_order_edit(cur.map(|c| c.ids()).unwrap_or_default(), None, None);
     UPDATE_KEEP.with(|k| *k.borrow_mut() = Some((setid, stored_uri, old_flags)));
     let r = install_edit(ctl, cur, &post, Some(Touched { id: setid, srcs }));
     UPDATE_KEEP.with(|k| *k.borrow_mut() = None);
