@@ -55,12 +55,23 @@ pub fn probe_with(dests: &[DestRec], hash: u32, use_default: bool, skip: &mut im
         return None;
     }
     let n = span(nr, use_default);
-    probe_span(dests, (hash as usize) % n, n, use_default, skip)
+    probe_span(dests, (hash as usize) % n, n, use_default, skip).map(|(i, _)| i)
 }
 
-/// [`probe`] from the first destination (algs 8 and 12: `0 % N` is 0).
+/// [`probe`], with the destination chosen.
 #[inline]
-pub fn probe_first(dests: &[DestRec], use_default: bool) -> Option<usize> {
+pub fn probe_dest(dests: &[DestRec], hash: u32, use_default: bool) -> Option<(usize, &DestRec)> {
+    let nr = dests.len();
+    if nr == 0 {
+        return None;
+    }
+    let n = span(nr, use_default);
+    probe_span(dests, (hash as usize) % n, n, use_default, &mut |_| false)
+}
+
+/// [`probe_dest`] from the first destination (algs 8 and 12: `0 % N` is 0).
+#[inline]
+pub fn probe_first(dests: &[DestRec], use_default: bool) -> Option<(usize, &DestRec)> {
     let nr = dests.len();
     if nr == 0 {
         return None;
@@ -70,18 +81,20 @@ pub fn probe_first(dests: &[DestRec], use_default: bool) -> Option<usize> {
 
 /// The probe from `start` (< `n`) over the first `n` destinations ([`span`]).
 #[inline(always)]
-fn probe_span(dests: &[DestRec], start: usize, n: usize, use_default: bool, skip: &mut impl FnMut(usize) -> bool) -> Option<usize> {
+fn probe_span<'a>(dests: &'a [DestRec], start: usize, n: usize, use_default: bool, skip: &mut impl FnMut(usize) -> bool) -> Option<(usize, &'a DestRec)> {
     let nr = dests.len();
     let mut i = start;
     loop {
-        if dests.get(i)?.usable() && !skip(i) {
-            return Some(i);
+        let d = dests.get(i)?;
+        if d.usable() && !skip(i) {
+            return Some((i, d));
         }
         i = (i + 1) % n;
         if i == start {
             if use_default {
-                let d = nr - 1;
-                return if dests.get(d)?.usable() && !skip(d) { Some(d) } else { None };
+                let j = nr - 1;
+                let d = dests.get(j)?;
+                return if d.usable() && !skip(j) { Some((j, d)) } else { None };
             }
             return None;
         }

@@ -472,8 +472,8 @@ fn select_in_inl(cfg: &crate::module::params::Config, snap: Option<Snap<'_>>, m:
     let (h, rr) = match valg {
         // serial / parallel (algs 8, 12): the first usable destination
         select::ALG_SERIAL | select::ALG_PARALLEL => {
-            let Some(i) = select::probe_first(set.dests, cfg.use_default) else { return -1 };
-            return apply(cfg, m, &set, setid, alg, alg, i, algs::serial::take() as u64, None, false, None, st, mode);
+            let Some((i, d)) = select::probe_first(set.dests, cfg.use_default) else { return -1 };
+            return apply(cfg, m, &set, setid, alg, alg, i, d, algs::serial::take() as u64, None, false, None, st, mode);
         }
         // round-robin (alg 4)
         select::ALG_RR => {
@@ -493,8 +493,8 @@ fn select_in_inl(cfg: &crate::module::params::Config, snap: Option<Snap<'_>>, m:
         },
         _ => return select_other(cfg, m, &set, setid, alg, valg, None, st, mode),
     };
-    let Some(i) = select::probe(set.dests, h, cfg.use_default) else { return -1 };
-    apply(cfg, m, &set, setid, alg, alg, i, h as u64, rr, false, None, st, mode)
+    let Some((i, d)) = select::probe_dest(set.dests, h, cfg.use_default) else { return -1 };
+    apply(cfg, m, &set, setid, alg, alg, i, d, h as u64, rr, false, None, st, mode)
 }
 
 /// [`select_in_inl`] for the other families (and unknown algorithms), with `key` when the
@@ -551,7 +551,8 @@ fn select_other(cfg: &crate::module::params::Config, m: Msg, set: &SetView<'_>, 
             st.cnt += 1;
         }
     }
-    apply(cfg, m, set, setid, alg, alg_rec, i, hash, rr, ranked.is_some(), order, st, mode)
+    let Some(d) = set.dests.get(i) else { return -1 };
+    apply(cfg, m, set, setid, alg, alg_rec, i, d, hash, rr, ranked.is_some(), order, st, mode)
 }
 
 /// Applies the choice `i` of a selection: `$du`/R-URI (or only the records), reply
@@ -566,6 +567,7 @@ fn apply(
     alg: i32,
     alg_rec: i32,
     i: usize,
+    d: &DestRec,
     hash: u64,
     rr: Option<u32>,
     ranked: bool,
@@ -573,7 +575,6 @@ fn apply(
     st: &mut SelState<'_>,
     mode: SetOp,
 ) -> i32 {
-    let Some(d) = set.dests.get(i) else { return -1 };
     if mode != SetOp::Xavp {
         if !push_dst(m, d.uri.bytes(), d.sock, mode) {
             ds_err!(fn "ds_select_dst_limit"; "cannot set next hop address with: {}", String::from_utf8_lossy(d.uri.bytes()));
