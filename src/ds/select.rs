@@ -55,17 +55,46 @@ pub fn probe_with(dests: &[DestRec], hash: u32, use_default: bool, skip: &mut im
         return None;
     }
     let n = span(nr, use_default);
-    let start = (hash as usize) % n;
+    probe_span(dests, (hash as usize) % n, n, use_default, skip).map(|(i, _)| i)
+}
+
+/// [`probe`], with the destination chosen.
+#[inline]
+pub fn probe_dest(dests: &[DestRec], hash: u32, use_default: bool) -> Option<(usize, &DestRec)> {
+    let nr = dests.len();
+    if nr == 0 {
+        return None;
+    }
+    let n = span(nr, use_default);
+    probe_span(dests, (hash as usize) % n, n, use_default, &mut |_| false)
+}
+
+/// [`probe_dest`] from the first destination (algs 8 and 12: `0 % N` is 0).
+#[inline]
+pub fn probe_first(dests: &[DestRec], use_default: bool) -> Option<(usize, &DestRec)> {
+    let nr = dests.len();
+    if nr == 0 {
+        return None;
+    }
+    probe_span(dests, 0, span(nr, use_default), use_default, &mut |_| false)
+}
+
+/// The probe from `start` (< `n`) over the first `n` destinations ([`span`]).
+#[inline(always)]
+fn probe_span<'a>(dests: &'a [DestRec], start: usize, n: usize, use_default: bool, skip: &mut impl FnMut(usize) -> bool) -> Option<(usize, &'a DestRec)> {
+    let nr = dests.len();
     let mut i = start;
     loop {
-        if dests.get(i)?.usable() && !skip(i) {
-            return Some(i);
+        let d = dests.get(i)?;
+        if d.usable() && !skip(i) {
+            return Some((i, d));
         }
         i = (i + 1) % n;
         if i == start {
             if use_default {
-                let d = nr - 1;
-                return if dests.get(d)?.usable() && !skip(d) { Some(d) } else { None };
+                let j = nr - 1;
+                let d = dests.get(j)?;
+                return if d.usable() && !skip(j) { Some((j, d)) } else { None };
             }
             return None;
         }
@@ -99,9 +128,15 @@ pub fn rr_take(set: &SetRec) -> (u32, u32) {
 
 /// After probing, continue the sequence after the destination actually used, unless another
 /// process moved the cursor in the meantime.
+#[inline(always)]
 pub fn rr_commit(set: &SetRec, vlast: u32, chosen: usize) {
     let nr = set.nr.max(1);
-    let _ = set.last.compare_exchange(vlast, (chosen as u32 + 1) % nr, Ordering::AcqRel, Ordering::Relaxed);
+    let next = (chosen as u32).wrapping_add(1) % nr;
+    // the common case (the destination at the cursor was usable): the cursor already holds
+    // `next`; a successful exchange would store the same value, a failed one nothing
+    if next != vlast {
+        let _ = set.last.compare_exchange(vlast, next, Ordering::AcqRel, Ordering::Relaxed);
+    }
 }
 
 /// Indexes of the failover records after selecting `selected` (spec §6.3): the selected one,

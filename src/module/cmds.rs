@@ -115,8 +115,7 @@ pub struct SelState<'a> {
 }
 
 #[inline(always)]
-fn add_ctx_cnt(cnt: i32) -> bool {
-    let cfg = state::cfg();
+fn add_ctx_cnt(cfg: &crate::module::params::Config, cnt: i32) -> bool {
     if cfg.xavp_ctx_mode & 1 == 0 && !cfg.xavp_ctx.is_empty() && !xavp::add_ctx_int(&cfg.xavp_ctx, b"cnt", cnt) {
         ds_err!(fn "ds_select_dst_limit"; "failed to add cnt value to xavp");
         return false;
@@ -128,11 +127,11 @@ fn add_ctx_cnt(cnt: i32) -> bool {
 pub fn select_dst(m: Msg, setid: i32, alg: i32, limit: u32, mode: SetOp) -> i32 {
     let cfg = state::cfg();
     let mut st = SelState { cnt: 0, limit: if limit == 0 { u32::MAX } else { limit }, w: RecordWriter::new(&cfg.xavp_dst), emode: false };
-    let rc = state::with_snap(|snap| select_in_inl(snap, m, setid, alg, &mut st, mode));
+    let rc = state::with_snap(|snap| select_in_inl(cfg, snap, m, setid, alg, &mut st, mode));
     if rc < 0 {
         return rc;
     }
-    if !add_ctx_cnt(st.cnt) {
+    if !add_ctx_cnt(cfg, st.cnt) {
         return -1;
     }
     rc
@@ -185,7 +184,7 @@ pub fn select_routes(m: Msg, rules: &[u8], umode: &[u8], limit: u32) -> i32 {
     if gret < 0 {
         return vret;
     }
-    if !add_ctx_cnt(st.cnt) {
+    if !add_ctx_cnt(cfg, st.cnt) {
         return -1;
     }
     gret
@@ -441,13 +440,15 @@ fn add_branches(m: Msg, dests: &[DestRec], sel: usize, mode: SetOp) -> bool {
 
 /// [`select_in_inl`] as a function of its own (`ds_select_routes`).
 fn select_in(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelState<'_>, mode: SetOp) -> i32 {
-    select_in_inl(snap, m, setid, alg, st, mode)
+    select_in_inl(state::cfg(), snap, m, setid, alg, st, mode)
 }
 
-/// One selection in the current list (`ds_manage_routes`), inlined into `select_dst`.
+/// One selection in the current list (`ds_manage_routes`), inlined into `select_dst`. The
+/// most used families (hash with its key, round-robin, serial) are chosen and applied here;
+/// the others go out of line ([`select_other`]), so that their state (rankings, orders,
+/// call load) takes no room on the common path.
 #[inline(always)]
-fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelState<'_>, mode: SetOp) -> i32 {
-    let cfg = state::cfg();
+fn select_in_inl(cfg: &crate::module::params::Config, snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut SelState<'_>, mode: SetOp) -> i32 {
     let Some(snap) = snap.filter(|s| s.nsets() > 0) else {
         ds_err!(fn "ds_manage_routes"; "no destination sets");
         return -1;
@@ -460,16 +461,52 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
         ds_err!(fn "ds_manage_routes"; "destination set [{setid}] not found");
         return -1;
     };
-    let nr = set.dests.len();
-    if nr == 0 {
+    if set.dests.is_empty() {
         ds_err!(fn "ds_manage_routes"; "destination set [{setid}] is empty");
         return -1;
     }
+    // the key from the message, the choice by the algorithm's family (ds::algs), then apply
+    let valg = algs::effective(&set, alg);
+    // the choice; None: no usable destination (-1, nothing written). The most used families
+    // map their value here, as algs::choose does it, without building a Choice.
+    let (h, rr) = match valg {
+        // serial / parallel (algs 8, 12): the first usable destination
+        select::ALG_SERIAL | select::ALG_PARALLEL => {
+            let Some((i, d)) = select::probe_first(set.dests, cfg.use_default) else { return -1 };
+            return apply(cfg, m, &set, setid, alg, alg, i, d, algs::serial::take() as u64, None, false, None, st, mode);
+        }
+        // round-robin (alg 4)
+        select::ALG_RR => {
+            let (h, v) = algs::rr::take(set.rec, false);
+            (h, Some(v))
+        }
+        // the hash family (algs 0-3, 5-7) reads its key from the message
+        _ if algs::family(valg) == Some(algs::Family::Hash) => match selkey::key(m, valg) {
+            None => return -1,
+            Some(algs::Key::Hash(h)) => (h, None),
+            // alg 5 without a username: round-robin
+            Some(algs::Key::None) => {
+                let (h, v) = algs::rr::take(set.rec, false);
+                (h, Some(v))
+            }
+            Some(key) => return select_other(cfg, m, &set, setid, alg, valg, Some(key), st, mode),
+        },
+        _ => return select_other(cfg, m, &set, setid, alg, valg, None, st, mode),
+    };
+    let Some((i, d)) = select::probe_dest(set.dests, h, cfg.use_default) else { return -1 };
+    apply(cfg, m, &set, setid, alg, alg, i, d, h as u64, rr, false, None, st, mode)
+}
+
+/// [`select_in_inl`] for the other families (and unknown algorithms), with `key` when the
+/// caller already read it.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn select_other(cfg: &crate::module::params::Config, m: Msg, set: &SetView<'_>, setid: i32, alg: i32, valg: i32, key: Option<algs::Key>, st: &mut SelState<'_>, mode: SetOp) -> i32 {
+    let nr = set.dests.len();
     let failover = cfg.flags & 2 != 0 && !cfg.xavp_dst.is_empty();
     let limit = st.limit;
     let mut alg_rec = alg; // the algorithm the records are built for (10 may fall back to 0)
-    // the key from the message, the choice by the algorithm's family (ds::algs), then apply
-    let mut valg = algs::effective(&set, alg);
+    let mut valg = valg;
     if algs::family(valg).is_none() {
         ds_warn!(fn "ds_manage_routes"; "algo {alg} not implemented - using first entry...");
     }
@@ -482,39 +519,17 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
     }
     let fam = algs::family(valg);
     // only the hash families read a key from the message
-    let key = if matches!(fam, Some(algs::Family::Hash | algs::Family::Consistent)) {
-        let Some(key) = selkey::key(m, valg) else { return -1 };
-        key
-    } else {
-        algs::Key::None
+    let key = match key {
+        Some(k) => k,
+        None if matches!(fam, Some(algs::Family::Hash | algs::Family::Consistent)) => {
+            let Some(key) = selkey::key(m, valg) else { return -1 };
+            key
+        }
+        None => algs::Key::None,
     };
-    // the choice; None: no usable destination (-1, nothing written). The most used families
-    // map their value here, as algs::choose does it, without building a Choice.
-    let (i, hash, rr, ranked, order) = match (fam, key) {
-        // the hash family with its key (algs 0-3, 5-7)
-        (Some(algs::Family::Hash), algs::Key::Hash(h)) => {
-            let Some(idx) = select::probe(set.dests, h, cfg.use_default) else { return -1 };
-            (idx, h as u64, None, None, None)
-        }
-        // round-robin (alg 4; alg 5 without a username)
-        (Some(algs::Family::RoundRobin | algs::Family::Hash), algs::Key::None) => {
-            let (h, v) = algs::rr::take(set.rec, false);
-            let Some(idx) = select::probe(set.dests, h, cfg.use_default) else { return -1 };
-            (idx, h as u64, Some(v), None, None)
-        }
-        // serial / parallel (algs 8, 12): the first usable destination
-        (Some(algs::Family::Serial), _) => {
-            let h = algs::serial::take();
-            let Some(idx) = select::probe(set.dests, h, cfg.use_default) else { return -1 };
-            (idx, h as u64, None, None, None)
-        }
-        _ => {
-            let opts = algs::Opts { use_default: cfg.use_default, now_us: if alg == select::ALG_OVERLOAD { now_us() } else { 0 }, peek: false, records: failover };
-            let Some(c) = algs::choose(&set, valg, key, &opts) else { return -1 };
-            let algs::Choice { idx, hash, rr, ranked, order } = c;
-            (idx, hash, rr, ranked, order)
-        }
-    };
+    let opts = algs::Opts { use_default: cfg.use_default, now_us: if alg == select::ALG_OVERLOAD { now_us() } else { 0 }, peek: false, records: failover };
+    let Some(c) = algs::choose(set, valg, key, &opts) else { return -1 };
+    let algs::Choice { idx: i, hash, rr, ranked, order } = c;
     if valg == select::ALG_CALLLOAD && !load_add(m, set.dests.get(hash as usize), setid) {
         ds_err!(fn "ds_manage_routes"; "unable to update destination load - classic dispatching");
         alg_rec = 0;
@@ -537,6 +552,29 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
         }
     }
     let Some(d) = set.dests.get(i) else { return -1 };
+    apply(cfg, m, set, setid, alg, alg_rec, i, d, hash, rr, ranked.is_some(), order, st, mode)
+}
+
+/// Applies the choice `i` of a selection: `$du`/R-URI (or only the records), reply
+/// tracking, the round-robin cursor, alg 12's branches, the failover records.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    cfg: &crate::module::params::Config,
+    m: Msg,
+    set: &SetView<'_>,
+    setid: i32,
+    alg: i32,
+    alg_rec: i32,
+    i: usize,
+    d: &DestRec,
+    hash: u64,
+    rr: Option<u32>,
+    ranked: bool,
+    order: Option<Vec<usize>>,
+    st: &mut SelState<'_>,
+    mode: SetOp,
+) -> i32 {
     if mode != SetOp::Xavp {
         if !push_dst(m, d.uri.bytes(), d.sock, mode) {
             ds_err!(fn "ds_select_dst_limit"; "cannot set next hop address with: {}", String::from_utf8_lossy(d.uri.bytes()));
@@ -560,17 +598,19 @@ fn select_in_inl(snap: Option<Snap<'_>>, m: Msg, setid: i32, alg: i32, st: &mut 
         }
         return 1;
     }
-    if !failover {
+    if cfg.flags & 2 == 0 || cfg.xavp_dst.is_empty() {
         return 1;
     }
+    let nr = set.dests.len();
+    let limit = st.limit;
     let rf = RecFlags { mode: cfg.xavp_dst_mode, dstidx: crate::ds::compat::ge(6, 1, 0) };
-    if ranked.is_none() {
+    if !ranked {
         // the selected destination is always recorded, even past the limit (as in C)
         let remaining = limit.saturating_sub(st.cnt.max(0) as u32).max(1);
         if order.is_some() {
             // consistent hashing: the usable destinations by score
             let c = algs::Choice { idx: i, hash, rr, ranked: None, order };
-            for idx in algs::consistent::failover(&set, &c, cfg.use_default, remaining) {
+            for idx in algs::consistent::failover(set, &c, cfg.use_default, remaining) {
                 let Some(d) = set.dests.get(idx) else { continue };
                 if !add_record(&mut st.w, d, idx, setid, alg_rec, rf) {
                     ds_err!(fn "ds_select_dst_limit"; "failed to add destination in the xavp ({idx}/{setid})");

@@ -63,6 +63,28 @@ mod tests {
     }
 
     #[test]
+    fn commit_moves_only_a_cursor_nobody_else_moved() {
+        let o = mk(&[(0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0)]);
+        let s = o.snap();
+        let set = s.set(1).expect("set");
+        // the destination at the cursor was used: the cursor stays after it
+        assert_eq!(take(set.rec, false), (0, 1));
+        commit(set.rec, 1, 0);
+        assert_eq!(set.rec.last.load(Ordering::Relaxed), 1);
+        // probing went past the cursor (1 -> 2): the cursor continues after 2, i.e. at 0
+        assert_eq!(take(set.rec, false), (1, 2));
+        commit(set.rec, 2, 2);
+        assert_eq!(set.rec.last.load(Ordering::Relaxed), 0);
+        // another process moved the cursor in between: left as it is
+        assert_eq!(take(set.rec, false), (0, 1));
+        set.rec.last.store(2, Ordering::Relaxed);
+        commit(set.rec, 1, 1);
+        assert_eq!(set.rec.last.load(Ordering::Relaxed), 2);
+        commit(set.rec, 1, 0);
+        assert_eq!(set.rec.last.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
     fn overload_skips_while_valid() {
         let o = mk(&[(0, 0, 0, 0), (0, 0, 0, 0)]);
         let s = o.snap();

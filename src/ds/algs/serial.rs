@@ -14,6 +14,36 @@ mod tests {
     use crate::ds::snapshot::DS_INACTIVE;
 
     #[test]
+    fn probe_first_is_the_probe_from_zero() {
+        use crate::ds::select::{probe, probe_first};
+        use crate::ds::snapshot::DS_DISABLED;
+        let specs: [&[(i32, i32, i32, i32)]; 5] = [
+            &[(0, 0, 0, 0)],
+            &[(DS_INACTIVE, 0, 0, 0)],
+            &[(DS_INACTIVE, 0, 0, 0), (DS_DISABLED, 0, 0, 0), (0, 0, 0, 0)],
+            &[(DS_INACTIVE, 0, 0, 0), (DS_INACTIVE, 0, 0, 0), (0, 0, 0, 0)],
+            &[(DS_INACTIVE, 0, 0, 0), (DS_INACTIVE, 0, 0, 0), (DS_INACTIVE, 0, 0, 0)],
+        ];
+        for spec in specs {
+            let o = mk(spec);
+            let s = o.snap();
+            let d = s.set(1).expect("set").dests;
+            for ud in [false, true] {
+                assert_eq!(probe_first(d, ud).map(|(i, _)| i), probe(d, 0, ud), "{spec:?} {ud}");
+            }
+        }
+        // the default destination (last) only with use_default, when the others are down
+        let o = mk(specs[3]);
+        let s = o.snap();
+        let d = s.set(1).expect("set").dests;
+        assert_eq!(probe_first(d, true).map(|(i, _)| i), Some(2));
+        assert_eq!(probe_first(d, false).map(|(i, _)| i), Some(2));
+        let o = mk(specs[4]);
+        let s = o.snap();
+        assert!(probe_first(s.set(1).expect("set").dests, true).is_none());
+    }
+
+    #[test]
     fn first_usable() {
         let o = mk(&[(DS_INACTIVE, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0)]);
         let s = o.snap();
