@@ -9,11 +9,9 @@
 //!
 //! A child module of `snapshot` (it writes the records' private fields).
 
-use std::mem::{align_of, size_of};
-
 use super::{
-    align_up, finish_set, ip_key, rec_ip_counts, rec_span, set_rec, Strs, weight_note_in, weight_note_possible, write_dest, AddrRec, BuildError, CarryFn,
-    CwEnt, DestCfg, DestRec, SetBlk, SetView, StrOut, XwSlot, DS_DISABLED, DS_INACTIVE,
+    finish_set, ip_key, rec_ip_counts, rec_span, set_rec, Strs, weight_note_in, weight_note_possible, write_dest, AddrRec, BuildError, CarryFn,
+    CwEnt, DestCfg, DestRec, SetBlk, SetParts, SetView, StrOut, DS_DISABLED, DS_INACTIVE,
 };
 use crate::ds::attrs::Attrs;
 use crate::ds::dest::Dest;
@@ -186,29 +184,12 @@ pub fn build_edited(
         usable.push(c.map_or(fl, |c| c.flags) & (DS_INACTIVE | DS_DISABLED) == 0);
         prios.push(pr);
     }
-    let off_dests = align_up(size_of::<SetBlk>(), align_of::<DestRec>().max(8));
-    let off_xw = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<XwSlot>().max(8));
-    let off_cw = align_up(off_xw + 2 * ndests * size_of::<XwSlot>(), align_of::<CwEnt>().max(8));
-    let off_addr = align_up(off_cw + ndests * size_of::<CwEnt>(), align_of::<AddrRec>());
-    let off_str = off_addr + nextra * size_of::<AddrRec>();
-    let total = align_up(off_str + strbytes, 16);
-    if total > super::MAX_BLOCK {
-        return Err(BuildError::TooLarge);
-    }
-    let base = alloc(total);
-    if base.is_null() {
-        return Err(BuildError::NoMemory(total));
-    }
-    // SAFETY: `base` is a fresh allocation of `total` bytes, 16-aligned; every write below stays
-    // inside it (offsets computed above) and uses properly aligned typed pointers; the `Old`
+    let SetParts { total, blk, dest_ptr, addr_ptr, xw_ptr, cw_ptr, strs } = super::alloc_set_block(ndests, nextra, strbytes, alloc)?;
+    // SAFETY: the parts are inside one fresh allocation of `total` bytes, 16-aligned; every
+    // write below stays inside its part and uses properly aligned typed pointers; the `Old`
     // records are live (the caller holds the list they belong to).
     unsafe {
-        let blk = base as *mut SetBlk;
-        let dest_ptr = base.add(off_dests) as *mut DestRec;
-        let addr_ptr = base.add(off_addr) as *mut AddrRec;
-        let xw_ptr = base.add(off_xw) as *mut XwSlot;
-        let cw_ptr = base.add(off_cw) as *mut CwEnt;
-        let mut strs = StrOut(base.add(off_str));
+        let mut strs = StrOut(strs);
         let rng = &mut crate::ds::weights::SetRng::new((rng() as u64) << 32 | rng() as u64);
         let rec = set_rec(id, dest_ptr, ndests, cw_ptr, xw_ptr, &weights, &rweights, &usable, &prios, rng);
         blk.write(SetBlk { fresh: AtomicU64::new(generation), reused_by: AtomicU64::new(0), maybe_notes, nip4: 0, nip6: 0, size: total, rec });

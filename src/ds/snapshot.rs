@@ -1478,6 +1478,48 @@ impl<'d> Iterator for SrcIter<'d> {
 }
 
 /// [`build_set`] of a [`SetSrc`].
+/// The parts of a freshly allocated set block (see [`SetBlk`] for the layout).
+pub(crate) struct SetParts {
+    pub total: usize,
+    pub blk: *mut SetBlk,
+    pub dest_ptr: *mut DestRec,
+    pub addr_ptr: *mut AddrRec,
+    pub xw_ptr: *mut XwSlot,
+    pub cw_ptr: *mut CwEnt,
+    pub strs: *mut u8,
+}
+
+/// Lays out and allocates a set block of `ndests` records (with their two exact-weight slots,
+/// algs 41/43, and hashing entry each), `nextra` further addresses and `strbytes` of strings:
+/// the one layout of full builds and of edits by copy.
+pub(crate) fn alloc_set_block(ndests: usize, nextra: usize, strbytes: usize, alloc: &mut dyn FnMut(usize) -> *mut u8) -> Result<SetParts, BuildError> {
+    let off_dests = align_up(size_of::<SetBlk>(), align_of::<DestRec>().max(8));
+    let off_xw = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<XwSlot>().max(8));
+    let off_cw = align_up(off_xw + 2 * ndests * size_of::<XwSlot>(), align_of::<CwEnt>().max(8));
+    let off_addr = align_up(off_cw + ndests * size_of::<CwEnt>(), align_of::<AddrRec>());
+    let off_str = off_addr + nextra * size_of::<AddrRec>();
+    let total = align_up(off_str + strbytes, 16);
+    if total > MAX_BLOCK {
+        return Err(BuildError::TooLarge);
+    }
+    let base = alloc(total);
+    if base.is_null() {
+        return Err(BuildError::NoMemory(total));
+    }
+    // SAFETY: every offset was computed above to lie within the `total` bytes just allocated.
+    unsafe {
+        Ok(SetParts {
+            total,
+            blk: base as *mut SetBlk,
+            dest_ptr: base.add(off_dests) as *mut DestRec,
+            addr_ptr: base.add(off_addr) as *mut AddrRec,
+            xw_ptr: base.add(off_xw) as *mut XwSlot,
+            cw_ptr: base.add(off_cw) as *mut CwEnt,
+            strs: base.add(off_str),
+        })
+    }
+}
+
 pub fn build_set_src(
     s: &SetSrc<'_>,
     generation: u64,
@@ -1498,31 +1540,12 @@ pub fn build_set_src(
         }
     }
     let nextra: usize = s.iter().filter(|d| d.ip.is_some()).map(|d| d.more_ips.len()).sum();
-    let off_dests = align_up(size_of::<SetBlk>(), align_of::<DestRec>().max(8));
-    // two exact-weight tables (algs 41, 43) of one slot per destination
-    let off_xw = align_up(off_dests + ndests * size_of::<DestRec>(), align_of::<XwSlot>().max(8));
-    let off_cw = align_up(off_xw + 2 * ndests * size_of::<XwSlot>(), align_of::<CwEnt>().max(8));
-    let off_addr = align_up(off_cw + ndests * size_of::<CwEnt>(), align_of::<AddrRec>());
-    let off_str = off_addr + nextra * size_of::<AddrRec>();
-    let total = align_up(off_str + strbytes, 16);
-    if total > MAX_BLOCK {
-        return Err(BuildError::TooLarge);
-    }
-
-    let base = alloc(total);
-    if base.is_null() {
-        return Err(BuildError::NoMemory(total));
-    }
-    // SAFETY: `base` is a fresh allocation of `total` bytes, 16-aligned; every write below stays
-    // inside it (offsets computed above) and uses properly aligned typed pointers.
+    let SetParts { total, blk, dest_ptr, addr_ptr, xw_ptr, cw_ptr, strs } = alloc_set_block(ndests, nextra, strbytes, alloc)?;
+    // SAFETY: the parts are inside one fresh allocation of `total` bytes, 16-aligned; every
+    // write below stays inside its part and uses properly aligned typed pointers.
     unsafe {
-        let blk = base as *mut SetBlk;
-        let dest_ptr = base.add(off_dests) as *mut DestRec;
-        let addr_ptr = base.add(off_addr) as *mut AddrRec;
-        let xw_ptr = base.add(off_xw) as *mut XwSlot;
-        let cw_ptr = base.add(off_cw) as *mut CwEnt;
         let mut ai = 0usize;
-        let mut strs = StrOut(base.add(off_str));
+        let mut strs = StrOut(strs);
         // the state carried for each destination of the set (one lookup per destination)
         // per-set arrays in buffers reused from set to set (no allocation per set)
         let mut sc = SCRATCH.with(|c| c.take()).unwrap_or_default();
