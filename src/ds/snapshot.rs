@@ -743,31 +743,6 @@ impl<'a> Snap<'a> {
         unsafe { std::slice::from_raw_parts(self.h.ids_sorted, self.h.nsets as usize) }
     }
 
-    /// Number of destinations of this list in the sets that come before set `id` in a new
-    /// order (`ids`, `by_id` as `order::SetOrder`): where the set starts in the new list.
-    /// One walk of both id indexes (no search per set).
-    pub fn dests_before(&self, ids: &[i32], by_id: &[u32], id: i32) -> usize {
-        let Some(at) = ids.iter().position(|&x| x == id) else { return 0 };
-        let (oids, oidv) = (self.ids_sorted(), self.ids());
-        let mut n = 0usize;
-        let mut j = 0usize;
-        for &np in by_id {
-            let Some(&nid) = ids.get(np as usize) else { continue };
-            // the old position of `nid` (ids ascending in both indexes)
-            while let Some(&op) = oids.get(j) {
-                let oid = oidv.get(op as usize).copied().unwrap_or(i32::MAX);
-                if oid >= nid {
-                    if oid == nid && (np as usize) < at {
-                        n += self.set_len(op as usize);
-                    }
-                    break;
-                }
-                j += 1;
-            }
-        }
-        n
-    }
-
     /// Look a set up by id (binary search over the sorted id index).
     #[inline]
     pub fn set(&self, id: i32) -> Option<SetView<'a>> {
@@ -2601,7 +2576,10 @@ mod tests {
                 let so = crate::ds::order::avl_order(&ids);
                 let order = so.ids.clone();
                 let naive: usize = order.iter().take_while(|&&i| i != id).map(|&i| cur.set_pos(i).map_or(0, |p| cur.set_len(p))).sum();
-                assert_eq!(cur.dests_before(&order, &so.by_id, id), if order.contains(&id) { naive } else { 0 });
+                if order.contains(&id) {
+                    let plan = plan_edit(cur, &order, Some(&so.by_id), Some(id), true).expect("plan");
+                    assert_eq!(plan.first_di(), naive);
+                }
                 let b = (!s.dests.is_empty()).then(|| build_set(&s, 2 + step, 0, (0, 0), &mut |_, _, _| None, &mut |n| pool.alloc(n), &mut || 7).expect("set"));
                 let np = if step % 2 == 0 {
                     // a vanished set may still be named in the order: it is left out
@@ -2823,7 +2801,6 @@ mod edit_bench {
             eprintln!("  avl_order {:?} (min of 7; the reference avl_postorder: {:?})",
                 min7(&mut || { std::hint::black_box(crate::ds::order::avl_order(&order)); }),
                 min7(&mut || { std::hint::black_box(crate::ds::order::avl_postorder(&order)); }));
-            eprintln!("  dests_before {:?} (min of 7)", min7(&mut || { std::hint::black_box(snap.dests_before(&post.ids, &post.by_id, 5)); }));
             eprintln!("  plan_edit {:?} (min of 7)", min7(&mut || { std::hint::black_box(plan_edit(snap, &post.ids, Some(&post.by_id), Some(5), true).expect("plan")); }));
             let mut s5 = DestSet { id: 5, dests: sets[4].dests.clone() };
             let mut nd = s5.dests[0].clone();
