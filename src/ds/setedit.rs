@@ -10,7 +10,7 @@
 //! A child module of `snapshot` (it writes the records' private fields).
 
 use super::{
-    finish_set, ip_key, rec_ip_counts, rec_span, set_rec, Strs, weight_note_in, weight_note_possible, write_dest, AddrRec, BuildError, CarryFn,
+    finish_set, ip_key, rec_ip_counts, rec_span, set_rec, weight_note_in, weight_note_possible, write_dest, AddrRec, BuildError, CarryFn,
     CwEnt, DestCfg, DestRec, SetBlk, SetParts, SetView, StrOut, DS_DISABLED, DS_INACTIVE,
 };
 use crate::ds::attrs::Attrs;
@@ -18,7 +18,7 @@ use crate::ds::dest::Dest;
 use crate::ds::latency::LatencyStats;
 use crate::ds::logfmt::Note;
 use crate::ds::uri::{Proto, Scheme};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 /// One destination of the edited set, in its new order.
 #[derive(Clone, Copy)]
@@ -77,30 +77,6 @@ pub fn proto_from(v: u8) -> Proto {
         .unwrap_or(Proto::None)
 }
 
-impl<'s> DestCfg<'s> {
-    /// The configured values of a copyable record (see [`copyable`]).
-    fn of_rec(d: &'s DestRec) -> DestCfg<'s> {
-        DestCfg {
-            strs: Strs::Rec(d),
-            cfg_flags: d.cfg_flags,
-            priority: d.priority,
-            maxload: d.maxload,
-            weight: d.weight,
-            rweight: d.rweight_cfg as i32,
-            cc: d.cc,
-            ocmin: d.ocmin,
-            ocmax: d.ocmax,
-            ocrate: d.ocrate_cfg as i32,
-            port: d.port,
-            proto: d.proto,
-            scheme: d.scheme,
-            af: d.af,
-            ip: d.ip,
-            sock: d.sock,
-        }
-    }
-}
-
 /// `Attrs::latency_init` of a stored attrs body (parsed only when it names `latency`).
 fn latency_init_of(body: &[u8]) -> Option<i32> {
     // most bodies have no `l` at all: one vectorised pass instead of the window scan
@@ -108,6 +84,89 @@ fn latency_init_of(body: &[u8]) -> Option<i32> {
         return None;
     }
     Attrs { body: body.to_vec(), ..Default::default() }.latency_init()
+}
+
+/// What `write_dest(p, &DestCfg::of_rec(d), ..)` writes, for a copyable record `d` of the
+/// set's current block: `d` is copied as it is, its strings as the one span `span` (see
+/// [`rec_span`]; their references keep their places in it), and what a record written anew
+/// has differently is written over the copy: the runtime state (carried, or the start
+/// values), the internal id, the further addresses at `extra`, the DNS time, the latency
+/// start `lat0`, the overload-control table (drawn from `rng` as `write_dest` draws it), the
+/// counters and the links to other lists (none). The test `copy_equals_rebuild` compares
+/// both ways field by field.
+///
+/// # Safety
+/// As for `write_dest`; `span` is `rec_span(d)` and `strs` has room for it.
+#[allow(clippy::too_many_arguments)]
+unsafe fn copy_rec(
+    p: *mut DestRec,
+    d: &DestRec,
+    span: Option<(*const u8, usize)>,
+    strs: &mut StrOut,
+    carried: Option<super::CarriedState>,
+    new_iuid: u64,
+    now: (u64, u64),
+    lat0: LatencyStats,
+    extra: (*const AddrRec, u32),
+    rng: &mut crate::ds::weights::SetRng,
+) {
+    // SAFETY: guaranteed by the caller: `p` is valid for a `DestRec` and does not overlap
+    // `d` (another block); the span lies in `d`'s live block and `strs` has room for it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(d as *const DestRec, p, 1);
+        let n = &mut *p;
+        if let Some((lo, len)) = span {
+            let to = strs.put_span(lo, len);
+            // a reference is an offset from its field: the field moved with the record, the
+            // bytes with the span (both inside the new block, so the result fits an i32)
+            let shift = (to as isize - lo as isize) - (p as isize - d as *const DestRec as isize);
+            for r in [
+                &mut n.uri,
+                &mut n.host,
+                &mut n.attrs_body,
+                &mut n.duid,
+                &mut n.socket,
+                &mut n.sockname,
+                &mut n.ping_from,
+                &mut n.obproxy,
+                &mut n.ping_socket,
+            ] {
+                if r.off != 0 {
+                    r.off = (r.off as isize + shift) as i32;
+                }
+            }
+        }
+        n.iuid = carried.map(|c| c.iuid).filter(|&i| i != 0).unwrap_or(new_iuid);
+        n.flags = AtomicI32::new(carried.map_or(d.cfg_flags, |c| c.flags));
+        n.fail_cnt = AtomicI32::new(carried.map_or(0, |c| c.fail_cnt));
+        n.dload = AtomicI32::new(carried.map_or(0, |c| c.dload));
+        n.dload_copied = AtomicI32::new(0);
+        n.n_extra = extra.1;
+        n.extra_off = 0;
+        if !extra.0.is_null() && extra.1 > 0 {
+            n.extra_off = (extra.0 as isize - &n.extra_off as *const i32 as isize) as i32;
+        }
+        (n.dnstime_sec, n.dnstime_usec) = if d.af != 0 { (now.0 as u32, now.1 as u32) } else { (0, 0) };
+        n.lat_avg = AtomicU64::new(lat0.average.to_bits());
+        n.lat_est = AtomicU64::new(lat0.estimate.to_bits());
+        n.lat = std::cell::UnsafeCell::new(lat0);
+        n.ping_start_us = AtomicU64::new(0);
+        n.rweight_rt = AtomicI32::new(d.rweight_cfg as i32);
+        let ocrate = d.ocrate_cfg as i32;
+        n.oc_rate = AtomicI32::new(ocrate);
+        n.oc_seq = AtomicI32::new(0);
+        n.oc_time_us = AtomicU64::new(0);
+        n.oc_idx = AtomicU32::new(0);
+        let oc = if ocrate <= 0 {
+            [u64::MAX, (1u64 << 36) - 1]
+        } else {
+            crate::ds::weights::oc_bits(&crate::ds::weights::oc_table(ocrate, rng))
+        };
+        n.oc_dist = [AtomicU64::new(oc[0]), AtomicU64::new(oc[1])];
+        n.carried_from = carried.map_or(std::ptr::null(), |c| c.src);
+        n.successor = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+        std::ptr::write(&mut n.ctr, Default::default());
+    }
 }
 
 /// Builds the block of set `id` from `srcs` (its destinations in their new order; `Old`
@@ -143,6 +202,8 @@ pub fn build_edited(
     let mut rweights = Vec::with_capacity(ndests);
     let mut usable = Vec::with_capacity(ndests);
     let mut prios = Vec::with_capacity(ndests);
+    // the strings of each copied record, as one span (None: a written one, or no strings)
+    let mut spans: Vec<Option<(*const u8, usize)>> = Vec::with_capacity(ndests);
     let mut maybe_notes = false;
     for (k, s) in srcs.iter().enumerate() {
         let conv_d;
@@ -162,10 +223,13 @@ pub fn build_edited(
                 maybe_notes |= old_notes && weight_note_in(d.attrs_body.bytes(), d.weight, d.rweight_cfg as i32);
                 let extra = if d.af != 0 { d.extra_addrs().len() } else { 0 };
                 // its strings are copied as one span
-                strbytes += rec_span(d).map_or(0, |s| s.1);
+                let span = rec_span(d);
+                strbytes += span.map_or(0, |s| s.1);
+                spans.push(span);
                 (extra, carry(id, d.uri.bytes(), d.cfg_flags), d.weight, d.rweight_cfg as i32, d.cfg_flags, d.priority)
             }
             Src::New(d) => {
+                spans.push(None);
                 maybe_notes |= weight_note_possible(&d.attrs);
                 let extra = if d.ip.is_some() { d.more_ips.len() } else { 0 };
                 for v in super::dest_strings(d).iter().flatten() {
@@ -213,7 +277,11 @@ pub fn build_edited(
                 },
             });
             let extra_first = ai;
-            let cfg = match s {
+            let lat0 = |c: Option<super::CarriedState>, init: &dyn Fn() -> Option<i32>| {
+                c.and_then(|c| c.lat).or_else(|| init().map(|v| LatencyStats::init(v, 10000))).unwrap_or_default()
+            };
+            let new_iuid = (generation << 24) | ((first_di + di) as u64 + 1);
+            match s {
                 Src::Old(d, _) => {
                     if d.af != 0 {
                         for a in d.extra_addrs() {
@@ -221,7 +289,10 @@ pub fn build_edited(
                             ai += 1;
                         }
                     }
-                    DestCfg::of_rec(d)
+                    let extra = if ai > extra_first { addr_ptr.add(extra_first) as *const AddrRec } else { std::ptr::null() };
+                    let lat0 = lat0(c, &|| latency_init_of(d.attrs_body.bytes()));
+                    let span = spans.get(di).copied().flatten();
+                    copy_rec(dest_ptr.add(di), d, span, &mut strs, c, new_iuid, now, lat0, (extra, (ai - extra_first) as u32), rng);
                 }
                 Src::New(d) => {
                     if d.ip.is_some() {
@@ -231,22 +302,11 @@ pub fn build_edited(
                             ai += 1;
                         }
                     }
-                    DestCfg::of(d)
+                    let extra = if ai > extra_first { addr_ptr.add(extra_first) as *const AddrRec } else { std::ptr::null() };
+                    let lat0 = lat0(c, &|| d.attrs.latency_init());
+                    write_dest(dest_ptr.add(di), &DestCfg::of(d), &mut strs, c, new_iuid, now, lat0, (extra, (ai - extra_first) as u32), rng);
                 }
-            };
-            let lat0 = c
-                .and_then(|c| c.lat)
-                .or_else(|| {
-                    match s {
-                        Src::Old(d, _) => latency_init_of(d.attrs_body.bytes()),
-                        Src::New(d) => d.attrs.latency_init(),
-                    }
-                    .map(|v| LatencyStats::init(v, 10000))
-                })
-                .unwrap_or_default();
-            let extra = if ai > extra_first { addr_ptr.add(extra_first) as *const AddrRec } else { std::ptr::null() };
-            let new_iuid = (generation << 24) | ((first_di + di) as u64 + 1);
-            write_dest(dest_ptr.add(di), &cfg, &mut strs, c, new_iuid, now, lat0, (extra, (ai - extra_first) as u32), rng);
+            }
             let n = rec_ip_counts(&*dest_ptr.add(di));
             nip = (nip.0 + n.0, nip.1 + n.1);
         }
@@ -416,6 +476,22 @@ mod tests {
                     d.rweight_rt.store((x >> 16) as i32 % 50, Ordering::Relaxed);
                     d.oc_rate.store((x >> 20) as i32 % 90, Ordering::Relaxed);
                     d.ctr.selected.store(x as u64 % 1000, Ordering::Relaxed);
+                    // what a copy must not keep: keepalive, overload and latency state,
+                    // the links to other lists, the other counters
+                    let y = r.next() as u64 | 1;
+                    d.ping_start_us.store(y, Ordering::Relaxed);
+                    d.oc_seq.store(y as i32 & 0xff, Ordering::Relaxed);
+                    d.oc_time_us.store(y, Ordering::Relaxed);
+                    d.oc_idx.store(y as u32 % 100, Ordering::Relaxed);
+                    d.oc_dist[0].store(y, Ordering::Relaxed);
+                    d.oc_dist[1].store(y >> 3, Ordering::Relaxed);
+                    d.lat_avg.store(y, Ordering::Relaxed);
+                    d.lat_est.store(y >> 1, Ordering::Relaxed);
+                    d.dload_copied.store(3, Ordering::Relaxed);
+                    d.successor.store(d as *const DestRec as *mut DestRec, Ordering::Relaxed);
+                    d.ctr.failover.store(y % 77, Ordering::Relaxed);
+                    d.ctr.pings_sent.store(y % 99, Ordering::Relaxed);
+                    d.ctr.inflight.store(2, Ordering::Relaxed);
                     if x % 5 == 0 {
                         // SAFETY: no concurrent reader in the test.
                         unsafe { *d.lat.get() = LatencyStats::init((x % 300) as i32, 3) };
@@ -482,5 +558,173 @@ mod tests {
             testutil::heap_free(p as *mut u8, snap.header().total_size);
         }
         assert!(copied_some && uncopyable_some);
+    }
+}
+
+/// `cargo test --release --lib edit_a_timing -- --ignored --nocapture`: a sequence of edits as
+/// `dispatcher.add` / `remove` make them (state.rs `install_edit`: carry index, plan, copy,
+/// header, successor links, counter carry, hand-over, the old list freed), in shape a (100 sets
+/// of 3,000) and b (30,000 sets of 10); prints the median and mean time per edit. A timing
+/// harness, not a test (nothing asserted about time).
+#[cfg(test)]
+mod edit_timing_a {
+    use super::super::{build, derive_planned, hand_over, link_set_successors, plan_edit, release, CarryIndex, Snap};
+    use super::*;
+    use crate::ds::order::DestSet;
+    use crate::ds::uri::{Proto, Scheme};
+    use std::net::IpAddr;
+
+    /// An allocator that remembers the size (the release callback gets only the pointer).
+    fn alloc(n: usize) -> *mut u8 {
+        let l = std::alloc::Layout::from_size_align(n + 16, 16).expect("layout");
+        // SAFETY: non-zero size.
+        unsafe {
+            let p = std::alloc::alloc(l);
+            (p as *mut usize).write(n + 16);
+            p.add(16)
+        }
+    }
+    fn free(p: *mut u8) {
+        // SAFETY: `p` came from `alloc`.
+        unsafe {
+            let b = p.sub(16);
+            let n = (b as *const usize).read();
+            std::alloc::dealloc(b, std::alloc::Layout::from_size_align(n, 16).expect("layout"));
+        }
+    }
+
+    fn list(nsets: usize, per: usize) -> Vec<DestSet> {
+        let mut k = 0u32;
+        (0..nsets)
+            .map(|s| DestSet {
+                id: s as i32 + 1,
+                dests: (0..per)
+                    .map(|i| {
+                        k += 1;
+                        let ip: IpAddr = std::net::Ipv4Addr::from(0x7f00_0000u32 + k).into();
+                        let body = format!("duid=d{k};weight=1").into_bytes();
+                        Dest { setid: s as i32 + 1, uri: format!("sip:{ip}:5060").into_bytes(), flags: 0, priority: (i % 3) as i32,
+                            attrs: Attrs { body, weight: 1, ..Default::default() },
+                            scheme: Scheme::Sip, host: ip.to_string().into_bytes(), port: 5060, proto: Proto::None, ip: Some(ip), more_ips: vec![], sock: 0, line: 1, col: 1 }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// One edit of set `setid`: `add` puts `nd` first among its priority, else removes `uri`.
+    fn edit(p: *mut super::super::Header, setid: i32, add: Option<&Dest>, uri: &[u8], gen: u64) -> *mut super::super::Header {
+        let cur = unsafe { Snap::from_ptr(p) }.expect("snap");
+        let dests = cur.set(setid).map_or(&[][..], |v| v.dests);
+        let mut srcs = Vec::with_capacity(dests.len() + 1);
+        match add {
+            Some(d) => {
+                let pos = dests.iter().position(|x| x.priority <= d.priority).unwrap_or(dests.len());
+                srcs.extend((0..pos).map(|i| Src::Old(&dests[i], i)));
+                srcs.push(Src::New(d));
+                srcs.extend((pos..dests.len()).map(|i| Src::Old(&dests[i], i)));
+            }
+            None => srcs.extend((0..dests.len()).filter(|&i| dests[i].uri.bytes() != uri).map(|i| Src::Old(&dests[i], i))),
+        }
+        let so = crate::ds::order::avl_order_edit(cur.ids(), add.map(|_| setid), None);
+        let idx = CarryIndex::for_set(Some(cur), setid);
+        let plan = plan_edit(cur, &so.ids, Some(&so.by_id), Some(setid), true).expect("plan");
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ gen;
+        let mut rng = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 32) as u32
+        };
+        let t0 = std::time::Instant::now();
+        let b = build_edited(setid, cur.set_pos(setid).and_then(|i| cur.blk(i)), &srcs, gen, plan.first_di(), (0, 0), &mut |id, u, f| idx.carry(id, u, f, false), &mut alloc, &mut rng, false)
+            .expect("copy");
+        let t1 = std::time::Instant::now();
+        let np = unsafe { derive_planned(cur, &plan, &so.ids, Some(&so.by_id), Some(b), gen, Some(true), &mut alloc) }.expect("derive");
+        let new = unsafe { Snap::from_ptr(np) }.expect("snap");
+        let t2 = std::time::Instant::now();
+        let mut t3 = t2;
+        if let Some(v) = new.set(setid) {
+            unsafe { link_set_successors(&v, false) };
+            t3 = std::time::Instant::now();
+            for d in v.dests {
+                if let Some(o) = idx.find(setid, d.uri.bytes()) {
+                    o.ctr.carry_into(&d.ctr);
+                }
+            }
+        }
+        let t4 = std::time::Instant::now();
+        unsafe { hand_over(cur, new, Some(setid), false) };
+        let t5 = std::time::Instant::now();
+        unsafe {
+            release(
+                p,
+                &mut |set| {
+                    super::super::forward_set_counters(&set);
+                    for d in set.dests {
+                        d.ctr.forward();
+                    }
+                },
+                &mut free,
+            )
+        };
+        let t6 = std::time::Instant::now();
+        PARTS.with(|p| {
+            let mut p = p.borrow_mut();
+            for (k, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5].iter().enumerate() {
+                p[k] += d.as_secs_f64();
+            }
+        });
+        np
+    }
+    thread_local! { static PARTS: std::cell::RefCell<[f64; 6]> = const { std::cell::RefCell::new([0.0; 6]) }; }
+
+    #[test]
+    #[ignore]
+    fn edit_a_timing() {
+        let shapes = std::env::var("EDIT_SHAPES").unwrap_or_else(|_| "a,b".into());
+        for (shape, nsets, per) in [("a", 100usize, 3000usize), ("b", 30000, 10)] {
+            if !shapes.contains(shape) {
+                continue;
+            }
+            let sets = list(nsets, per);
+            let mut p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut alloc, &mut || 7).expect("build");
+            drop(sets);
+            let k = 200usize;
+            let mut gen = 2u64;
+            let mut times = Vec::new();
+            let mut added = Vec::new();
+            for what in ["add", "remove"] {
+                let mut ts = Vec::new();
+                for i in 0..k {
+                    let setid = 1 + ((i * 7919) % nsets) as i32;
+                    let uri = format!("sip:10.100.{}.{}:5060", i / 250, i % 250 + 1).into_bytes();
+                    let t = std::time::Instant::now();
+                    if what == "add" {
+                        let ip: IpAddr = std::net::Ipv4Addr::new(10, 100, (i / 250) as u8, (i % 250 + 1) as u8).into();
+                        let d = Dest { setid, uri: uri.clone(), flags: 0, priority: 0, attrs: Default::default(), scheme: Scheme::Sip,
+                            host: ip.to_string().into_bytes(), port: 5060, proto: Proto::None, ip: Some(ip), more_ips: vec![], sock: 0, line: 0, col: 0 };
+                        p = edit(p, setid, Some(&d), &uri, gen);
+                        added.push((setid, uri));
+                    } else {
+                        let (s, u) = &added[i];
+                        p = edit(p, *s, None, u, gen);
+                    }
+                    ts.push(t.elapsed().as_secs_f64() * 1e3);
+                    gen += 1;
+                }
+                let mean = ts.iter().sum::<f64>() / ts.len() as f64;
+                let mut s = ts.clone();
+                s.sort_by(|a, b| a.total_cmp(b));
+                PARTS.with(|p| {
+                    let mut p = p.borrow_mut();
+                    eprintln!("  per edit (ms): build_edited {:.3} derive {:.3} link {:.3} counters {:.3} hand_over {:.3} release {:.3}", p[0] * 1e3 / k as f64, p[1] * 1e3 / k as f64, p[2] * 1e3 / k as f64, p[3] * 1e3 / k as f64, p[4] * 1e3 / k as f64, p[5] * 1e3 / k as f64);
+                    *p = [0.0; 6];
+                });
+                eprintln!("shape {shape} {what}: median {:.3} ms, mean {mean:.3} ms, p90 {:.3} ms over {k}", s[k / 2], s[k * 9 / 10]);
+                times.push(mean);
+            }
+            let _ = times;
+        }
     }
 }

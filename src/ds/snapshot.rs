@@ -162,15 +162,26 @@ struct IdxBlk {
 /// The delta (and dead ids) may grow to this many entries, or to this fraction of the base,
 /// before an edit merges them into a new base (unit tests: early, to test the merge).
 const DELTA_MIN: usize = if cfg!(test) { 6 } else { 4096 };
-const DELTA_DIV: usize = 8;
+const DELTA_DIV: usize = 4;
 
 trait IdxEnt: Copy + Ord {
     type Key: Copy + Ord;
     fn key(&self) -> Self::Key;
     fn set(&self) -> i32;
     fn local(&self) -> u32;
+    /// `self <= other` in the derived order, without branches where the entry allows.
+    #[inline]
+    fn le_ent(&self, other: &Self) -> bool {
+        self <= other
+    }
 }
 impl IdxEnt for Ip4Ent {
+    #[inline]
+    fn le_ent(&self, o: &Self) -> bool {
+        // (ip, set, local) as one 128-bit number (the set's sign bit flipped keeps its order)
+        let k = |e: &Ip4Ent| (e.ip as u128) << 64 | ((e.set as u32 ^ 0x8000_0000) as u128) << 32 | e.local as u128;
+        k(self) <= k(o)
+    }
     type Key = u32;
     fn key(&self) -> u32 {
         self.ip
@@ -1607,11 +1618,10 @@ impl StrOut {
     }
 }
 
-/// The strings of a record to write: a list (in `DestRec` order), or those of an older record
-/// (copied as one span, see [`rec_span`]).
+/// The strings of a record to write (in `DestRec` order; an edit copies a record of an older
+/// block with its strings instead, `setedit::copy_rec`).
 enum Strs<'s> {
     List([Option<&'s [u8]>; 9]),
-    Rec(&'s DestRec),
 }
 
 /// The string references of a record, in field order.
@@ -1708,15 +1718,6 @@ unsafe fn write_dest(
     let st = match &c.strs {
         // SAFETY: guaranteed by the caller.
         Strs::List(l) => l.map(|v| unsafe { strs.put(v) }),
-        Strs::Rec(d) => match rec_span(d) {
-            None => [None; 9],
-            Some((lo, n)) => {
-                // SAFETY: guaranteed by the caller (room for the span); the span lies in the
-                // live block of `d`.
-                let to = unsafe { strs.put_span(lo, n) };
-                rec_refs(d).map(|r| r.raw().map(|(p, len)| (to.wrapping_add(p as usize - lo as usize) as *const u8, len)))
-            }
-        },
     };
     // rate 0 (the common case): every slot says "use", no table to shuffle
     let oc = if c.ocrate <= 0 {
@@ -2033,8 +2034,8 @@ fn finish_derived(h: *mut Header, old: Snap<'_>, generation: u64, reset: Option<
 
 /// A new base index: the entries of `base` but those of the `dead` sets, with `delta`.
 fn rebased<E: IdxEnt>(base: &[E], dead: &[i32], delta: &[E]) -> Vec<E> {
-    let mut out = Vec::with_capacity(base.len() + delta.len());
-    merge_kept(base, |e| dead.binary_search(&e.set()).is_err(), delta, |e| out.push(e));
+    let mut out = Vec::new();
+    edit::rebased_into(&mut out, base, dead, delta);
     out
 }
 
@@ -2144,7 +2145,13 @@ impl<'a> CarryIndex<'a> {
             Some((v, at)) if v.rec.id == setid => (v, at),
             _ => (old.set(setid)?, 0),
         };
-        if let Some(d) = set.dests.get(at).filter(|d| d.uri.bytes() == uri) {
+        // an edit looks up the records it copies with their own URI: the same bytes, no
+        // comparison needed
+        let same = |d: &DestRec| {
+            let b = d.uri.bytes();
+            (std::ptr::eq(b.as_ptr(), uri.as_ptr()) && b.len() == uri.len()) || b == uri
+        };
+        if let Some(d) = set.dests.get(at).filter(|d| same(d)) {
             self.cursor.set(Some((set, at + 1)));
             return Some(d);
         }

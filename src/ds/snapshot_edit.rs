@@ -255,11 +255,66 @@ thread_local! {
     static REBASE: std::cell::Cell<Option<Box<RebaseBufs>>> = const { std::cell::Cell::new(None) };
 }
 
-/// [`rebased`] into `out` (cleared first; its capacity is reused).
-fn rebased_into<E: IdxEnt + Copy + Ord>(out: &mut Vec<E>, base: &[E], dead: &[i32], delta: &[E]) {
+/// [`rebased`] into `out` (cleared first; its capacity is reused): the entries of `base`
+/// whose set is not in `dead` merged with `delta` (both sorted; on a tie the base entry
+/// first). One branch-free pass: every step writes the smaller head and advances the write
+/// position only when it is kept (a base of 300,000 entries in ~1 ms instead of ~3).
+pub(super) fn rebased_into<E: IdxEnt + Copy + Ord>(out: &mut Vec<E>, base: &[E], dead: &[i32], delta: &[E]) {
     out.clear();
-    out.reserve(base.len() + delta.len());
-    merge_kept(base, |e| dead.binary_search(&e.set()).is_err(), delta, |e| out.push(e));
+    let n = base.len() + delta.len();
+    out.reserve(n);
+    let dst = &mut out.spare_capacity_mut()[..n];
+    // the dead test is chosen once: a bitmap over the ids' range when it is small (one load
+    // per test), else a binary search
+    let (lo, hi) = (dead.iter().copied().min().unwrap_or(0), dead.iter().copied().max().unwrap_or(0));
+    let span = (hi as i64 - lo as i64) as u64 + 1;
+    let k = if span <= 1 << 22 {
+        let mut bits = vec![0u64; (span as usize).div_ceil(64)];
+        for &id in dead {
+            let o = (id as i64 - lo as i64) as usize;
+            if let Some(w) = bits.get_mut(o / 64) {
+                *w |= 1 << (o % 64);
+            }
+        }
+        let bits = &bits[..];
+        merge_live(dst, base, delta, |id| {
+            let o = (id as i64 - lo as i64) as u64;
+            bits.get((o / 64) as usize).is_some_and(|w| w >> (o % 64) & 1 != 0)
+        })
+    } else {
+        merge_live(dst, base, delta, |id| dead.binary_search(&id).is_ok())
+    };
+    // SAFETY: `merge_live` wrote `dst[..k]` (`k <= n`, inside the reserved capacity).
+    unsafe { out.set_len(k.min(n)) };
+}
+
+/// The merge of [`rebased_into`] into `dst` (room for `base` and `delta`): returns how many
+/// entries it wrote.
+#[inline(always)]
+fn merge_live<E: IdxEnt + Copy + Ord>(dst: &mut [std::mem::MaybeUninit<E>], base: &[E], delta: &[E], dead: impl Fn(i32) -> bool) -> usize {
+    let (mut i, mut j, mut k) = (0usize, 0usize, 0usize);
+    while let (Some(&a), Some(&b)) = (base.get(i), delta.get(j)) {
+        let from_base = a.le_ent(&b);
+        if let Some(d) = dst.get_mut(k) {
+            d.write(if from_base { a } else { b });
+        }
+        k += usize::from(!from_base || !dead(a.set()));
+        i += usize::from(from_base);
+        j += usize::from(!from_base);
+    }
+    for &a in base.get(i..).unwrap_or(&[]) {
+        if let Some(d) = dst.get_mut(k) {
+            d.write(a);
+        }
+        k += usize::from(!dead(a.set()));
+    }
+    for &b in delta.get(j..).unwrap_or(&[]) {
+        if let Some(d) = dst.get_mut(k) {
+            d.write(b);
+        }
+        k += 1;
+    }
+    k
 }
 
 /// Writes into `dst` the entries of the sorted delta `old` but those of set `tid`, with the
@@ -361,6 +416,42 @@ mod tests {
     /// A plan maps every new position to the old set with that id, finds where the edited set
     /// starts, and refuses an order or index that does not fit the list (before anything is
     /// allocated).
+    /// The branch-free rebase gives the naive merge (kept base entries and the delta, base
+    /// first on a tie), with the dead ids tested by bitmap and by binary search.
+    #[test]
+    fn rebased_into_is_the_naive_merge() {
+        let mut r = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            r % m
+        };
+        let mut out = Vec::new();
+        for round in 0..300 {
+            let wide = round % 3 == 0;
+            let id = |v: u64| if wide { [i32::MIN, -5, 3, 1 << 30, i32::MAX][(v % 5) as usize] } else { v as i32 - 3 };
+            let ent = |n: u64, next: &mut dyn FnMut(u64) -> u64| -> Vec<Ip4Ent> {
+                let mut v: Vec<Ip4Ent> = (0..n).map(|_| Ip4Ent { ip: next(20) as u32, set: id(next(8)), local: next(3) as u32 }).collect();
+                v.sort_unstable();
+                v
+            };
+            let (nb, nd) = (next(60), next(20));
+            let base = ent(nb, &mut next);
+            let delta = ent(nd, &mut next);
+            let mut dead: Vec<i32> = (0..next(4)).map(|_| id(next(8))).collect();
+            dead.sort_unstable();
+            dead.dedup();
+            let mut want: Vec<Ip4Ent> = base.iter().copied().filter(|e| !dead.contains(&e.set)).collect();
+            for &d in &delta {
+                let p = want.partition_point(|e| *e <= d);
+                want.insert(p, d);
+            }
+            rebased_into(&mut out, &base, &dead, &delta);
+            assert_eq!(out, want, "round {round}: base {base:?} dead {dead:?} delta {delta:?}");
+        }
+    }
+
     #[test]
     fn plans_follow_the_ids_and_refuse_bad_orders() {
         let p = build(&list(6), 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
@@ -403,5 +494,32 @@ mod tests {
         want.remove(2);
         assert_eq!(s4.ids(), want.as_slice());
         assert!(s4.set(old[2]).is_none() && s4.set(old[3]).is_some());
+    }
+}
+
+#[cfg(test)]
+mod rebase_timing {
+    use super::*;
+    /// `cargo test --release --lib rebase_timing -- --ignored --nocapture`: a rebase of a
+    /// 300,000-entry base with 12 dead sets of 100 and a 36,000-entry delta (shape a).
+    #[test]
+    #[ignore]
+    fn rebase_timing() {
+        let base: Vec<Ip4Ent> = (0..300_000u32).map(|k| Ip4Ent { ip: 0x7f00_0000 + k, set: (k / 3000) as i32 + 1, local: k % 3000 }).collect();
+        let dead: Vec<i32> = (0..12).map(|i| 1 + i * 7).collect();
+        let mut delta: Vec<Ip4Ent> = base.iter().filter(|e| dead.contains(&e.set)).map(|e| Ip4Ent { local: e.local + 1, ..*e }).collect();
+        delta.sort_unstable();
+        let mut out = Vec::new();
+        let min7 = |f: &mut dyn FnMut()| (0..7).map(|_| { let t = std::time::Instant::now(); f(); t.elapsed() }).min().unwrap_or_default();
+        let old = min7(&mut || {
+            out.clear();
+            merge_kept(&base, |e| dead.binary_search(&e.set).is_err(), &delta, |e| out.push(e));
+            std::hint::black_box(&out);
+        });
+        let new = min7(&mut || {
+            rebased_into(&mut out, &base, &dead, &delta);
+            std::hint::black_box(&out);
+        });
+        eprintln!("rebase of 300,000 + 36,000: merge_kept {old:?}, rebased_into {new:?}");
     }
 }
