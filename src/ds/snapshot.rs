@@ -1475,6 +1475,21 @@ pub(crate) struct SetParts {
     pub strs: *mut u8,
 }
 
+/// What a set block of `n` bytes allocates: `n` rounded to 16, and a block of 1 MiB or more
+/// (a set of thousands of destinations) to a multiple of 64 KiB, so that the block an edit
+/// frees fits the next edit of a set of about the same size: without it every `dispatcher.add`
+/// to a large set needs a block a few hundred bytes larger than any freed one and takes fresh
+/// shared memory (first-touch page faults: ~20 % of an add at 300,000 destinations in 100
+/// sets), and the freed blocks stay as holes. At most 64 KiB per block of 1 MiB or more
+/// (< 6 %).
+fn block_size(n: usize) -> usize {
+    if n >= 1 << 20 {
+        align_up(n, 1 << 16)
+    } else {
+        align_up(n, 16)
+    }
+}
+
 /// Lays out and allocates a set block of `ndests` records (with their two exact-weight slots,
 /// algs 41/43, and hashing entry each), `nextra` further addresses and `strbytes` of strings:
 /// the one layout of full builds and of edits by copy.
@@ -1484,7 +1499,7 @@ pub(crate) fn alloc_set_block(ndests: usize, nextra: usize, strbytes: usize, all
     let off_cw = align_up(off_xw + 2 * ndests * size_of::<XwSlot>(), align_of::<CwEnt>().max(8));
     let off_addr = align_up(off_cw + ndests * size_of::<CwEnt>(), align_of::<AddrRec>());
     let off_str = off_addr + nextra * size_of::<AddrRec>();
-    let total = align_up(off_str + strbytes, 16);
+    let total = block_size(off_str + strbytes);
     if total > MAX_BLOCK {
         return Err(BuildError::TooLarge);
     }
