@@ -66,9 +66,13 @@ impl ShStr {
             Some(unsafe { std::slice::from_raw_parts((self as *const ShStr as *const u8).offset(self.off as isize), self.len as usize) })
         }
     }
-    /// The bytes, empty when not set.
+    /// The bytes, empty when not set. Without a branch (the request path reads several per
+    /// call): an unset reference is `{0, 0}`, an empty slice at the reference itself.
     pub fn bytes(&self) -> &[u8] {
-        self.get().unwrap_or(&[])
+        // SAFETY: a set reference designates `len` bytes of the same immutable block (see
+        // `get`); an unset one has offset 0 and length 0: no byte is read, and the pointer
+        // (this reference) is valid and non-null.
+        unsafe { std::slice::from_raw_parts((self as *const ShStr as *const u8).offset(self.off as isize), self.len as usize) }
     }
     /// Where the string is (None: not set).
     fn raw(&self) -> StrRef {
