@@ -548,10 +548,17 @@ pub struct SetSpan {
 /// [`build_sets_sharing`] without moving the destinations: the positions in `dests` of every
 /// set's destinations in array order, and the sets in iteration order as ranges of them.
 pub fn order_sets(dests: &[Dest], pos: &[u32], shared: &[(u32, i32)]) -> (Vec<u32>, Vec<SetSpan>) {
+    order_sets_keyed(dests.iter().map(|d| (d.setid, d.priority)), pos, shared)
+}
+
+/// [`order_sets`] from the (set id, priority) of each destination: a destination's set id and
+/// priority are its entry's, so the order of a list can be found before any entry is prepared
+/// (`pos` empty: the destinations are the entries, position `i` is `i`).
+pub fn order_sets_keyed(setprio: impl Iterator<Item = (i32, i32)>, pos: &[u32], shared: &[(u32, i32)]) -> (Vec<u32>, Vec<SetSpan>) {
     // destinations sorted by (set id, priority descending, input position descending): each
     // set's run is in its array order (small keys sorted, no hashing)
     let mut keys: Vec<(i32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> =
-        dests.iter().enumerate().map(|(i, d)| (d.setid, std::cmp::Reverse(d.priority), std::cmp::Reverse(i as u32))).collect();
+        setprio.enumerate().map(|(i, (set, prio))| (set, std::cmp::Reverse(prio), std::cmp::Reverse(i as u32))).collect();
     keys.sort_unstable();
     // the sets: (position of the first entry, id, run in `keys`)
     let mut groups: Vec<(u32, i32, usize, usize)> = Vec::with_capacity(shared.len() + 16);
@@ -563,7 +570,7 @@ pub fn order_sets(dests: &[Dest], pos: &[u32], shared: &[(u32, i32)]) -> (Vec<u3
             if kid != id {
                 break;
             }
-            first = first.min(pos.get(i as usize).copied().unwrap_or(u32::MAX));
+            first = first.min(if pos.is_empty() { i } else { pos.get(i as usize).copied().unwrap_or(u32::MAX) });
             end += 1;
         }
         groups.push((first, id, g, end));

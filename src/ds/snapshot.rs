@@ -1978,6 +1978,10 @@ pub unsafe fn hand_over(old: Snap<'_>, new: Snap<'_>, tid: Option<i32>, undo: bo
 mod edit;
 pub use edit::{derive_planned, plan_edit, EditPlan};
 
+#[path = "snapshot_stream.rs"]
+mod stream;
+pub use stream::build_streamed;
+
 /// A new version of `old` whose sets come in `order` (set ids in iteration order): set
 /// `touched.0` takes the block `touched.1` (built by [`build_set`]; None: the set is gone),
 /// every other set shares its block with `old` (no block of `old` is read or written). O(sets)
