@@ -81,3 +81,177 @@ pub fn build_streamed(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ds::attrs::Attrs;
+    use crate::ds::order::DestSet;
+    use crate::ds::uri::{Proto, Scheme};
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 32) as u32
+        }
+        fn below(&mut self, n: u32) -> u32 {
+            self.next() % n.max(1)
+        }
+    }
+
+    fn dest(r: &mut Rng, setid: i32, k: u32) -> Dest {
+        let ip: Option<IpAddr> = match r.below(4) {
+            0 => None,
+            1 => Some(format!("2001:db8::{:x}", k + 1).parse().expect("ip6")),
+            _ => Some(IpAddr::from([10, (k >> 16) as u8, (k >> 8) as u8, k as u8])),
+        };
+        let attrs = match r.below(4) {
+            0 => String::new(),
+            1 => format!("duid=d{k};weight={}", r.below(120)),
+            2 => format!("weight={};rweight={};ocrate={}", r.below(100), r.below(100), r.below(100)),
+            _ => format!("latency={};cc=1", r.below(500)),
+        };
+        let (a, _) = crate::ds::attrs::parse_attrs(attrs.as_bytes(), false).unwrap_or((Attrs::default(), vec![]));
+        Dest {
+            setid,
+            uri: format!("sip:h{k}.example:5060").into_bytes(),
+            flags: [0, 1, 2, 8, 16][r.below(5) as usize],
+            priority: r.below(4) as i32,
+            attrs: a,
+            scheme: Scheme::Sip,
+            host: format!("h{k}.example").into_bytes(),
+            port: 5060,
+            proto: Proto::None,
+            more_ips: if ip.is_some() && r.below(5) == 0 { vec!["10.200.0.1".parse().expect("ip"), "::1".parse().expect("ip")] } else { vec![] },
+            ip,
+            sock: r.below(3) as usize,
+            line: k as usize + 1,
+            col: 1,
+        }
+    }
+
+    fn s(v: &ShStr) -> Vec<u8> {
+        v.bytes().to_vec()
+    }
+
+    fn same(a: Snap<'_>, b: Snap<'_>, ctx: &str) {
+        assert_eq!((a.nsets(), a.header().ndests), (b.nsets(), b.header().ndests), "{ctx}");
+        assert_eq!(a.ids_sorted(), b.ids_sorted(), "{ctx}");
+        assert_eq!((a.base4(), a.base6(), a.ip4(), a.ip6()), (b.base4(), b.base6(), b.ip4(), b.ip6()), "{ctx}");
+        for (x, y) in a.sets().zip(b.sets()) {
+            let (p, q) = (x.rec, y.rec);
+            assert_eq!((p.id, p.nr, p.wlist, p.rrserial, p.cw_uniform), (q.id, q.nr, q.wlist, q.rrserial, q.cw_uniform), "{ctx}");
+            let ld = |t: &[AtomicU32; 100]| t.iter().map(|v| v.load(Ordering::Relaxed)).collect::<Vec<_>>();
+            assert_eq!((ld(&p.rwlist), ld(&p.pwlist)), (ld(&q.rwlist), ld(&q.pwlist)), "{ctx}");
+            assert_eq!(
+                p.cw().iter().map(|c| (c.seed, c.w.to_bits())).collect::<Vec<_>>(),
+                q.cw().iter().map(|c| (c.seed, c.w.to_bits())).collect::<Vec<_>>(),
+                "{ctx}"
+            );
+            for t in 0..2 {
+                let (u, v) = (&p.xw[t], &q.xw[t]);
+                assert_eq!((u.n.load(Ordering::Relaxed), u.total.load(Ordering::Relaxed)), (v.n.load(Ordering::Relaxed), v.total.load(Ordering::Relaxed)), "{ctx}");
+                let sl = |h: &XwHdr| h.slots(p.nr as usize).iter().map(|z| (z.end.load(Ordering::Relaxed), z.idx.load(Ordering::Relaxed))).collect::<Vec<_>>();
+                assert_eq!(sl(u), sl(v), "{ctx}");
+            }
+            for (d, e) in x.dests.iter().zip(y.dests) {
+                let f = |d: &DestRec| {
+                    (
+                        (d.iuid, d.sock, d.flags.load(Ordering::Relaxed), d.cfg_flags, d.priority, d.maxload, d.weight, d.cc),
+                        (d.ocmin, d.ocmax, d.rweight_rt.load(Ordering::Relaxed), d.oc_rate.load(Ordering::Relaxed), d.dnstime_sec, d.dnstime_usec),
+                        (d.ip, d.port, d.proto, d.scheme, d.af, d.rweight_cfg, d.ocrate_cfg),
+                        (d.lat_avg.load(Ordering::Relaxed), d.lat_est.load(Ordering::Relaxed), d.oc_dist[0].load(Ordering::Relaxed), d.oc_dist[1].load(Ordering::Relaxed)),
+                        [s(&d.uri), s(&d.host), s(&d.attrs_body), s(&d.duid), s(&d.socket), s(&d.sockname), s(&d.ping_from), s(&d.obproxy), s(&d.ping_socket)],
+                        d.addrs().collect::<Vec<_>>(),
+                    )
+                };
+                assert_eq!(f(d), f(e), "{ctx}");
+            }
+        }
+    }
+
+    /// A list built set by set equals the list built from the prepared list (same blocks,
+    /// same random draws, same address index), and an abandoned build frees what it built.
+    #[test]
+    fn streamed_equals_build() {
+        let mut r = Rng(0x2545_f491_4f6c_dd1d);
+        for round in 0..200 {
+            let nsets = r.below(12) as usize;
+            let mut k = 0u32;
+            let sets: Vec<DestSet> = (0..nsets)
+                .map(|i| {
+                    let id = i as i32 * 3 + r.below(3) as i32 - 1;
+                    let big = r.below(4) == 0;
+                    let n = 1 + r.below(if big { 40 } else { 6 });
+                    let dests = (0..n)
+                        .map(|_| {
+                            k += 1;
+                            dest(&mut r, id, k)
+                        })
+                        .collect();
+                    DestSet { id, dests }
+                })
+                .filter(|s: &DestSet| !s.dests.is_empty())
+                .fold(Vec::new(), |mut v: Vec<DestSet>, s| {
+                    if !v.iter().any(|x| x.id == s.id) {
+                        v.push(s);
+                    }
+                    v
+                });
+            let seed = r.next() as u64 | 1;
+            let mut ra = Rng(seed);
+            let a = build(&sets, 5, (7, 8), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || ra.next()).expect("build");
+            let spans: Vec<(i32, usize)> = sets.iter().map(|s| (s.id, s.dests.len())).collect();
+            let mut rb = Rng(seed);
+            let mut fills = 0;
+            let b = build_streamed(
+                &spans,
+                &mut |i, buf| {
+                    fills += 1;
+                    buf.extend(sets[i].dests.iter().cloned());
+                    true
+                },
+                5,
+                (7, 8),
+                &mut |_, _, _| None,
+                &mut testutil::heap_alloc,
+                &mut |_| panic!("nothing to free"),
+                &mut || rb.next(),
+            )
+            .expect("streamed")
+            .expect("not abandoned");
+            assert_eq!(fills, sets.len());
+            // SAFETY: both just built.
+            let (sa, sb) = unsafe { (Snap::from_ptr(a).expect("a"), Snap::from_ptr(b).expect("b")) };
+            same(sa, sb, &format!("round {round}"));
+            // abandoned at a random set: every block built so far is freed, nothing else
+            if nsets > 0 {
+                let stop = r.below(sets.len() as u32) as usize;
+                let mut built = 0usize;
+                let mut freed = 0usize;
+                let got = build_streamed(
+                    &spans,
+                    &mut |i, buf| {
+                        buf.extend(sets[i].dests.iter().cloned());
+                        i != stop
+                    },
+                    6,
+                    (0, 0),
+                    &mut |_, _, _| None,
+                    &mut |n| {
+                        built += 1;
+                        testutil::heap_alloc(n)
+                    },
+                    &mut |_| freed += 1,
+                    &mut || 3,
+                )
+                .expect("no error");
+                assert!(got.is_none());
+                assert_eq!((built, freed), (stop, stop), "round {round}");
+            }
+        }
+    }
+}
