@@ -363,6 +363,12 @@ pub fn str2uint(s: &[u8]) -> (u32, bool) {
 /// Returns the attributes and the messages to log (out-of-range weights: ERROR for
 /// `weight`, WARNING for `rweight`, as the C module's `ds_set_attrs`).
 pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), AttrError> {
+    parse_attrs_in(raw, attrs_none, Vec::new())
+}
+
+/// [`parse_attrs`] writing the body into `buf` (cleared first): a list build reuses the
+/// buffers of the destinations it prepared before.
+pub fn parse_attrs_in(raw: &[u8], attrs_none: bool, mut buf: Vec<u8>) -> Result<(Attrs, Vec<Note>), AttrError> {
     let mut a = Attrs::default();
     let mut warnings = Vec::new();
     let src: &[u8] = if raw.is_empty() {
@@ -377,7 +383,9 @@ pub fn parse_attrs(raw: &[u8], attrs_none: bool) -> Result<(Attrs, Vec<Note>), A
         Some((b';', rest)) => rest,
         _ => src,
     };
-    a.body = body.to_vec();
+    buf.clear();
+    buf.extend_from_slice(body);
+    a.body = buf;
     // the parameters in a stack buffer (a heap list only past 8 of them)
     const EMPTY: Param<'static> = Param { name: b"", value: None };
     let mut small = [EMPTY; 8];

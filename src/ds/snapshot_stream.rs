@@ -14,8 +14,9 @@ use super::*;
 use crate::ds::dest::Dest;
 
 /// Builds a list of the sets `spans` (set id and number of destinations, in iteration order),
-/// nothing shared: `fill(i, buf)` appends the destinations of set `i` (in array order) to the
-/// empty `buf`, or returns false to abandon the build. Returns `Ok(None)` when `fill`
+/// nothing shared: `fill(i, buf)` replaces what `buf` holds (the previous set's destinations,
+/// whose buffers it may reuse) with the destinations of set `i` (in array order), or returns
+/// false to abandon the build. Returns `Ok(None)` when `fill`
 /// abandoned it (or gave another number of destinations than `spans` says); the blocks
 /// already built are then freed with `free`, as on an error. `generation`, `now`, `carry`,
 /// `alloc` and `rng` as for [`build_sharing`].
@@ -40,7 +41,6 @@ pub fn build_streamed(
     let mut buf: Vec<Dest> = Vec::new();
     let mut di = 0usize;
     for (i, &(id, len)) in spans.iter().enumerate() {
-        buf.clear();
         if !fill(i, &mut buf) || buf.len() != len {
             drop(buf);
             fail(&blks, free);
@@ -241,6 +241,7 @@ mod tests {
                 &spans,
                 &mut |i, buf| {
                     fills += 1;
+                    buf.clear();
                     buf.extend(sets[i].dests.iter().cloned());
                     true
                 },
@@ -265,6 +266,7 @@ mod tests {
                 let got = build_streamed(
                     &spans,
                     &mut |i, buf| {
+                        buf.clear();
                         buf.extend(sets[i].dests.iter().cloned());
                         i != stop
                     },

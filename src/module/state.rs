@@ -349,11 +349,14 @@ fn install_streamed(
     let (order, spans) = crate::ds::order::order_sets_keyed(entries.iter().map(|e| (e.setid, e.priority)), &[], &[]);
     let sizes: Vec<(i32, usize)> = spans.iter().map(|sp| (sp.id, sp.end - sp.start)).collect();
     let mut notes: Vec<(u32, crate::ds::logfmt::Note)> = Vec::new();
+    // the previous set's destinations: their buffers are reused (no allocation per entry)
+    let mut spare: Vec<crate::ds::dest::Dest> = Vec::new();
     let mut fill = |i: usize, buf: &mut Vec<crate::ds::dest::Dest>| {
+        spare.append(buf);
         let Some(sp) = spans.get(i) else { return false };
         for &k in order.get(sp.start..sp.end).unwrap_or_default() {
             let Some(e) = entries.get(k as usize) else { return false };
-            match crate::ds::dest::prepare_entry(e, cfg.attrs_none, cfg.dns_mode, env) {
+            match crate::ds::dest::prepare_entry_reusing(e, cfg.attrs_none, cfg.dns_mode, env, spare.pop()) {
                 Ok((d, ns)) => {
                     notes.extend(ns.into_iter().map(|n| (k, n)));
                     buf.push(d);
