@@ -369,16 +369,19 @@ fn install_streamed(
     let plan = crate::ds::reuse::Plan::none(0);
     let done = install_built(ctl, &[], Rebuild::Reload, old, &plan, &mut |gen, now, carry, alloc, free, rng| {
         snapshot::build_streamed(&sizes, &mut fill, gen, now, carry, alloc, free, rng)
-    })?;
-    if !done {
+    });
+    if matches!(done, Ok(false)) {
         return Ok(None);
     }
+    // the notes, in file order as the usual path logs them before it builds (when the build
+    // failed, e.g. out of shm, those of the entries prepared until then)
     notes.sort_by_key(|n| n.0);
     for (k, n) in &notes {
         if let Some(e) = entries.get(*k as usize) {
             log::note(n, &format!("{}:{}: ", file, e.line));
         }
     }
+    done?;
     Ok(Some(entries.len()))
 }
 
