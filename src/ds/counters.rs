@@ -22,13 +22,46 @@ pub struct DestCounters {
     pub pings_sent: AtomicU64,
     pub pings_ok: AtomicU64,
     pub pings_failed: AtomicU64,
-    /// Consecutive failed transactions (passive failure detection).
-    pub passive_fails: AtomicU32,
     /// Set when a newer list copied these counters (`carry_into`): the successor's counters.
     /// What is counted here after the copy is forwarded when this list is freed.
     succ: std::sync::atomic::AtomicPtr<DestCounters>,
-    /// The values copied into the successor (written by the list writer before `succ`).
-    copied: std::cell::UnsafeCell<CounterValues>,
+    /// The values copied into the successor (written by the list writer before `succ`), as
+    /// their low 32 bits (see [`Copied`]).
+    copied: std::cell::UnsafeCell<Copied>,
+    /// Consecutive failed transactions (passive failure detection).
+    pub passive_fails: AtomicU32,
+}
+
+/// What `forward` needs of the values `carry_into` copied: the low 32 bits of each counter
+/// (`passive_fails` is not forwarded). What an old list counts after the copy is far below
+/// 2^32, so `now - copied` taken modulo 2^32 is the exact amount: 52 bytes in every record
+/// instead of a full [`CounterValues`] (112), only read when an old list is freed.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Copied {
+    selected: u32,
+    failover: u32,
+    replies: [u32; 6],
+    timeouts: u32,
+    inflight: u32,
+    pings_sent: u32,
+    pings_ok: u32,
+    pings_failed: u32,
+}
+
+impl Copied {
+    fn of(v: &CounterValues) -> Copied {
+        Copied {
+            selected: v.selected as u32,
+            failover: v.failover as u32,
+            replies: v.replies.map(|x| x as u32),
+            timeouts: v.timeouts as u32,
+            inflight: v.inflight as u32,
+            pings_sent: v.pings_sent as u32,
+            pings_ok: v.pings_ok as u32,
+            pings_failed: v.pings_failed as u32,
+        }
+    }
 }
 
 /// A plain copy of [`DestCounters`].
@@ -53,7 +86,7 @@ impl DestCounters {
         new.add(&v);
         // SAFETY: only the list writer (serialised) writes `copied`, before publishing `succ`;
         // `forward` reads it after loading `succ` with Acquire.
-        unsafe { *self.copied.get() = v };
+        unsafe { *self.copied.get() = Copied::of(&v) };
         self.succ.store(new as *const DestCounters as *mut DestCounters, Ordering::Release);
     }
     /// Undoes `carry_into` when the new list is not published.
@@ -72,13 +105,15 @@ impl DestCounters {
         let now = self.values();
         // SAFETY: see `carry_into`.
         let was = unsafe { *self.copied.get() };
-        let d = |a: u64, b: u64| a.wrapping_sub(b);
+        // the amount counted since the copy: below 2^32, exact modulo 2^32
+        let d = |a: u64, b: u32| (a as u32).wrapping_sub(b) as u64;
         let mut delta = CounterValues {
             selected: d(now.selected, was.selected),
             failover: d(now.failover, was.failover),
             replies: [0; 6],
             timeouts: d(now.timeouts, was.timeouts),
-            inflight: now.inflight - was.inflight,
+            // may be negative (calls ended on the old list): sign-extended
+            inflight: (now.inflight as u32).wrapping_sub(was.inflight) as i32 as i64,
             pings_sent: d(now.pings_sent, was.pings_sent),
             pings_ok: d(now.pings_ok, was.pings_ok),
             pings_failed: d(now.pings_failed, was.pings_failed),
@@ -404,6 +439,33 @@ mod tests {
         // SAFETY: as above.
         unsafe { a.forward() };
         assert_eq!(b.values().selected, 0);
+    }
+
+    /// The copy keeps 32 bits per counter: what is forwarded stays exact across a wrap of the
+    /// low 32 bits, with counters above 2^32, and for a call load that went down.
+    #[test]
+    fn forwarded_exactly_with_big_counters() {
+        for base in [0u64, (1 << 32) - 3, 5 << 40, u64::MAX - 1] {
+            let (old, new) = (DestCounters::default(), DestCounters::default());
+            old.selected.store(base, Ordering::Relaxed);
+            old.replies[4].store(base / 3, Ordering::Relaxed);
+            old.pings_failed.store(base ^ 0xffff, Ordering::Relaxed);
+            old.inflight.store(base as i64 / 7, Ordering::Relaxed);
+            old.carry_into(&new);
+            old.selected.fetch_add(9, Ordering::Relaxed);
+            old.replies[4].fetch_add(4, Ordering::Relaxed);
+            old.inflight.fetch_sub(6, Ordering::Relaxed);
+            let before = new.values();
+            // SAFETY: both records are alive.
+            unsafe { old.forward() };
+            let after = new.values();
+            assert_eq!(after.selected, before.selected.wrapping_add(9), "{base}");
+            assert_eq!(after.replies[4], before.replies[4] + 4, "{base}");
+            assert_eq!(after.pings_failed, before.pings_failed, "{base}");
+            assert_eq!(after.inflight, before.inflight - 6, "{base}");
+        }
+        assert_eq!(std::mem::size_of::<Copied>(), 52);
+        assert_eq!(std::mem::size_of::<DestCounters>(), 168);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ds::logfmt::{Level, Note};
-use crate::ds::attrs::{parse_attrs, Attrs};
+use crate::ds::attrs::{parse_attrs_in, Attrs};
 use crate::ds::listfile::{EntryRef, RawEntry};
 use crate::ds::uri::{parse_uri, Proto, Scheme};
 
@@ -274,6 +274,23 @@ pub fn prepare_entry(
     dns_mode: i32,
     env: &mut dyn LoadEnv,
 ) -> Result<(Dest, Vec<Note>), DestError> {
+    prepare_entry_reusing(e, attrs_none, dns_mode, env, None)
+}
+
+/// [`prepare_entry`] that writes the URI, host and attrs body into the buffers of `spare`, a
+/// destination prepared before and no longer needed (a list built set by set: no allocation
+/// per destination once the first sets are built). The result does not depend on `spare`.
+pub fn prepare_entry_reusing(
+    e: &EntryRef<'_>,
+    attrs_none: bool,
+    dns_mode: i32,
+    env: &mut dyn LoadEnv,
+    spare: Option<Dest>,
+) -> Result<(Dest, Vec<Note>), DestError> {
+    let (mut uri_buf, mut host_buf, body_buf) = match spare {
+        Some(d) => (d.uri, d.host, d.attrs.body),
+        None => (Vec::new(), Vec::new(), Vec::new()),
+    };
     let fail = |msg: String| DestError {
         line: e.line,
         col: e.col,
@@ -285,7 +302,11 @@ pub fn prepare_entry(
 
     // 1. URI, with the "sip:" fix-up
     let (uri, parts) = match parse_uri(e.uri) {
-        Ok(p) => (e.uri.to_vec(), p),
+        Ok(p) => {
+            uri_buf.clear();
+            uri_buf.extend_from_slice(e.uri);
+            (uri_buf, p)
+        }
         Err(first) => {
             let n = e.uri.len();
             if n > 4 && !e.uri.starts_with(b"sip:") && n < 500 {
@@ -309,7 +330,9 @@ pub fn prepare_entry(
             }
         }
     };
-    let host = uri.get(parts.host.clone()).unwrap_or_default().to_vec();
+    host_buf.clear();
+    host_buf.extend_from_slice(uri.get(parts.host.clone()).unwrap_or_default());
+    let host = host_buf;
 
     // 2. host length
     if host.len() > MAX_HOST_LEN {
@@ -329,7 +352,7 @@ pub fn prepare_entry(
     }
 
     // 4. attrs
-    let (attrs, warnings) = parse_attrs(e.attrs, attrs_none).map_err(|ae| {
+    let (attrs, warnings) = parse_attrs_in(e.attrs, attrs_none, body_buf).map_err(|ae| {
         fail(format!(
             "cannot set attributes! [{}]: {}",
             show(e.attrs),
@@ -526,6 +549,28 @@ mod tests {
         attrs: &str,
     ) -> Result<(Dest, Vec<Note>), DestError> {
         prepare_dest(&raw(uri, flags, attrs), false, DS_DNS_MODE_INIT, f)
+    }
+
+    /// A destination prepared with the buffers of another one is the one prepared without
+    /// (long and short URIs, hosts and attrs, the `sip:` fix-up, no attrs, an error).
+    #[test]
+    fn reusing_buffers_changes_nothing() {
+        let cases = [
+            ("sip:127.0.0.1:5080;transport=tcp", 8, "weight=5;duid=abc"),
+            ("gw.example", 0, ""),
+            ("sip:[::1]:5060", 0, "socket=udp:192.168.0.125:5060;rweight=7;"),
+            ("sip:a-rather-long-host-name-that-needs-more-room.example.org:5061", 16, "x=1;y=2;latency=30;weight=200"),
+            ("sip:10.1.2.3", 0, "sockname=s1"),
+            ("sip:nowhere.invalid", 0, "weight=1"),
+        ];
+        for (ui, &(u, fl, a)) in cases.iter().enumerate() {
+            let want = prep(&mut env(), u, fl, a);
+            for &(su, sfl, sa) in &cases {
+                let Ok((spare, _)) = prep(&mut env(), su, sfl, sa) else { continue };
+                let got = prepare_entry_reusing(&raw(u, fl, a).view(), false, DS_DNS_MODE_INIT, &mut env(), Some(spare));
+                assert_eq!(got, want, "case {ui} with the buffers of {su}");
+            }
+        }
     }
 
     #[test]

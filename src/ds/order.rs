@@ -558,11 +558,23 @@ pub struct SetSpan {
 /// [`build_sets_sharing`] without moving the destinations: the positions in `dests` of every
 /// set's destinations in array order, and the sets in iteration order as ranges of them.
 pub fn order_sets(dests: &[Dest], pos: &[u32], shared: &[(u32, i32)]) -> (Vec<u32>, Vec<SetSpan>) {
+    order_sets_keyed(dests.iter().map(|d| (d.setid, d.priority)), pos, shared)
+}
+
+/// [`order_sets`] from the (set id, priority) of each destination: a destination's set id and
+/// priority are its entry's, so the order of a list can be found before any entry is prepared
+/// (`pos` empty: the destinations are the entries, position `i` is `i`).
+pub fn order_sets_keyed(setprio: impl Iterator<Item = (i32, i32)>, pos: &[u32], shared: &[(u32, i32)]) -> (Vec<u32>, Vec<SetSpan>) {
     // destinations sorted by (set id, priority descending, input position descending): each
     // set's run is in its array order (small keys sorted, no hashing)
-    let mut keys: Vec<(i32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> =
-        dests.iter().enumerate().map(|(i, d)| (d.setid, std::cmp::Reverse(d.priority), std::cmp::Reverse(i as u32))).collect();
-    keys.sort_unstable();
+    // (packed into one integer: the sort compares them in one or two instructions)
+    let flip = |v: i32| (v as u32 ^ 0x8000_0000) as u128;
+    let mut packed: Vec<u128> = setprio.enumerate().map(|(i, (set, prio))| flip(set) << 64 | (!flip(prio) & 0xffff_ffff) << 32 | !(i as u32) as u128).collect();
+    packed.sort_unstable();
+    let unflip = |v: u128| (v as u32 ^ 0x8000_0000) as i32;
+    let keys: Vec<(i32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> =
+        packed.iter().map(|&k| (unflip(k >> 64), std::cmp::Reverse(unflip(!(k >> 32))), std::cmp::Reverse(!(k as u32)))).collect();
+    drop(packed);
     // the sets: (position of the first entry, id, run in `keys`)
     let mut groups: Vec<(u32, i32, usize, usize)> = Vec::with_capacity(shared.len() + 16);
     let mut g = 0usize;
@@ -573,7 +585,7 @@ pub fn order_sets(dests: &[Dest], pos: &[u32], shared: &[(u32, i32)]) -> (Vec<u3
             if kid != id {
                 break;
             }
-            first = first.min(pos.get(i as usize).copied().unwrap_or(u32::MAX));
+            first = first.min(if pos.is_empty() { i } else { pos.get(i as usize).copied().unwrap_or(u32::MAX) });
             end += 1;
         }
         groups.push((first, id, g, end));
@@ -604,6 +616,33 @@ mod tests {
     use super::*;
     use crate::ds::attrs::Attrs;
     use crate::ds::uri::{Proto, Scheme};
+
+    /// The packed sort of `order_sets_keyed` orders as the (set, priority descending, position
+    /// descending) tuples it stands for, over random keys (negative and extreme values too).
+    #[test]
+    fn packed_keys_order_as_tuples() {
+        let mut x = 0x853c_49e6_748f_ea9bu64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..300 {
+            let n = (next() % 60) as usize;
+            let pick = |v: u64| [i32::MIN, -7, -1, 0, 1, 2, 5, i32::MAX][(v % 8) as usize];
+            let sp: Vec<(i32, i32)> = (0..n).map(|_| (pick(next()), pick(next() >> 8))).collect();
+            let (order, spans) = order_sets_keyed(sp.iter().copied(), &[], &[]);
+            let mut want: Vec<(i32, std::cmp::Reverse<i32>, std::cmp::Reverse<u32>)> =
+                sp.iter().enumerate().map(|(i, &(s, p))| (s, std::cmp::Reverse(p), std::cmp::Reverse(i as u32))).collect();
+            want.sort_unstable();
+            assert_eq!(order, want.iter().map(|k| k.2 .0).collect::<Vec<_>>(), "round {round}");
+            for sp_ in &spans {
+                assert!(order[sp_.start..sp_.end].iter().all(|&i| sp[i as usize].0 == sp_.id), "round {round}");
+            }
+            assert_eq!(spans.iter().map(|s| s.end - s.start).sum::<usize>(), n);
+        }
+    }
 
     fn d(setid: i32, name: &str, priority: i32) -> Dest {
         Dest {

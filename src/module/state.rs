@@ -278,6 +278,13 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
     } else {
         crate::ds::reuse::Plan::none(entries.len())
     };
+    // nothing shared (start-up, `ds_reload_keep_state` 0, another list): set by set
+    if plan.sets.is_empty() {
+        if let Some(n) = install_streamed(ctl, &entries, &file, &mut env, old)? {
+            ds_info!("loaded {} destinations from {}", n, file);
+            return Ok(n);
+        }
+    }
     let mut dests = Vec::with_capacity(entries.len() - plan.ndests);
     let mut pos = Vec::with_capacity(entries.len() - plan.ndests);
     for (i, e) in entries.iter().enumerate() {
@@ -321,6 +328,61 @@ pub fn load_and_install(rate_limit: bool) -> Result<usize, ReloadError> {
         }
     }
     Ok(n)
+}
+
+/// Builds and installs a list that shares nothing with the running one set by set (see
+/// `snapshot::build_streamed`): the set order comes from the entries (a destination's set id
+/// and priority are its entry's), and each set's entries are prepared right before its block
+/// is built, in a buffer reused from set to set, instead of the whole list first. The notes
+/// of the entries are logged afterwards in file order, as the usual path logs them. An entry
+/// that cannot be prepared (skipped or failing the load, and changing the set order) abandons
+/// this path before anything is logged or installed: `Ok(None)`, and the caller loads the
+/// list the usual way (the entries before it are prepared twice, once).
+fn install_streamed(
+    ctl: &Control,
+    entries: &[crate::ds::listfile::EntryRef<'_>],
+    file: &str,
+    env: &mut KamEnv,
+    old: Option<Snap<'_>>,
+) -> Result<Option<usize>, ReloadError> {
+    let cfg = cfg();
+    let (order, spans) = crate::ds::order::order_sets_keyed(entries.iter().map(|e| (e.setid, e.priority)), &[], &[]);
+    let sizes: Vec<(i32, usize)> = spans.iter().map(|sp| (sp.id, sp.end - sp.start)).collect();
+    let mut notes: Vec<(u32, crate::ds::logfmt::Note)> = Vec::new();
+    // the previous set's destinations: their buffers are reused (no allocation per entry)
+    let mut spare: Vec<crate::ds::dest::Dest> = Vec::new();
+    let mut fill = |i: usize, buf: &mut Vec<crate::ds::dest::Dest>| {
+        spare.append(buf);
+        let Some(sp) = spans.get(i) else { return false };
+        for &k in order.get(sp.start..sp.end).unwrap_or_default() {
+            let Some(e) = entries.get(k as usize) else { return false };
+            match crate::ds::dest::prepare_entry_reusing(e, cfg.attrs_none, cfg.dns_mode, env, spare.pop()) {
+                Ok((d, ns)) => {
+                    notes.extend(ns.into_iter().map(|n| (k, n)));
+                    buf.push(d);
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    let plan = crate::ds::reuse::Plan::none(0);
+    let done = install_built(ctl, &[], Rebuild::Reload, old, &plan, &mut |gen, now, carry, alloc, free, rng| {
+        snapshot::build_streamed(&sizes, &mut fill, gen, now, carry, alloc, free, rng)
+    });
+    if matches!(done, Ok(false)) {
+        return Ok(None);
+    }
+    // the notes, in file order as the usual path logs them before it builds (when the build
+    // failed, e.g. out of shm, those of the entries prepared until then)
+    notes.sort_by_key(|n| n.0);
+    for (k, n) in &notes {
+        if let Some(e) = entries.get(*k as usize) {
+            log::note(n, &format!("{}:{}: ", file, e.line));
+        }
+    }
+    done?;
+    Ok(Some(entries.len()))
 }
 
 /// Reads the destinations from the DB (`ds_load_db`): version check, columns by version,
@@ -393,15 +455,41 @@ fn install_sharing(
     old: Option<Snap<'_>>,
     plan: &crate::ds::reuse::Plan<'_>,
 ) -> Result<(), ReloadError> {
+    let is_shared = |id: i32, len: usize| if len == 0 { plan.block(id) } else { None };
+    install_built(ctl, sets, why, old, plan, &mut |gen, now, carry, alloc, free, rng| {
+        snapshot::build_sharing(sets, old, &mut |id, len| is_shared(id, len), gen, now, carry, alloc, free, rng).map(Some)
+    })
+    .map(|_| ())
+}
+
+/// The build step of [`install_built`]: (generation, DNS time, carry, alloc, free, rng) to a
+/// list, or `None` when the builder abandoned it (see `snapshot::build_streamed`).
+type Builder<'b> = dyn FnMut(
+        u64,
+        (u64, u64),
+        &mut snapshot::CarryFn<'_>,
+        &mut dyn FnMut(usize) -> *mut u8,
+        &mut dyn FnMut(*mut u8),
+        &mut dyn FnMut() -> u32,
+    ) -> Result<Option<*mut snapshot::Header>, snapshot::BuildError>
+    + 'b;
+
+/// [`install_sharing`] with the list built by `build`; `sets` only matters when `plan` shares
+/// sets. Ok(false): `build` abandoned the list, nothing changed.
+fn install_built(
+    ctl: &Control,
+    sets: &[snapshot::SetSrc<'_>],
+    why: Rebuild,
+    old: Option<Snap<'_>>,
+    plan: &crate::ds::reuse::Plan<'_>,
+    build: &mut Builder<'_>,
+) -> Result<bool, ReloadError> {
     let cfg = cfg();
     let gen = ctl.generation.load(Ordering::Relaxed) + 1;
     let old_index = snapshot::CarryIndex::new(old);
     let mut rng = build_rng();
     let is_shared = |id: i32, len: usize| if len == 0 { plan.block(id) } else { None };
-    let block = snapshot::build_sharing(
-        sets,
-        old,
-        &mut |id, len| is_shared(id, len),
+    let built = build(
         gen,
         // DNSTIME is shown only with the periodic DNS refresh (ds_dns_mode bit 4), as in C
         if cfg.dns_mode & 4 != 0 { now() } else { (0, 0) },
@@ -412,6 +500,7 @@ fn install_sharing(
         &mut rng,
     )
     .map_err(|e| failed("install", format!("cannot build the new list: {e}")))?;
+    let Some(block) = built else { return Ok(false) };
     // SAFETY: the block was just built from the current list, which the writer lock keeps.
     let new = unsafe { Snap::from_ptr(block) };
     // the records built here take over from the running ones (a shared set is the same)
@@ -465,7 +554,7 @@ fn install_sharing(
         }
         return Err(failed("install", "too many old lists still in use; try again".into()));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The weight tables' shuffles (100 draws per set with weights): a xorshift seeded from
