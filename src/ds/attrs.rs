@@ -157,7 +157,7 @@ pub struct Param<'a> {
 }
 
 /// Whether `b` contains `word` (lower case ASCII letters), ignoring case.
-fn has_ci(b: &[u8], word: &[u8]) -> bool {
+pub(crate) fn has_ci(b: &[u8], word: &[u8]) -> bool {
     let Some(&first) = word.first() else { return true };
     any_ci_at(b, first, |i| b.get(i..i + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word)))
 }

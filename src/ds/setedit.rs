@@ -79,14 +79,14 @@ pub fn proto_from(v: u8) -> Proto {
 
 /// `Attrs::latency_init` of a stored attrs body (parsed only when it names `latency`).
 fn latency_init_of(body: &[u8]) -> Option<i32> {
-    // most bodies have no `l` at all: one vectorised pass instead of the window scan
-    if !body.iter().fold(false, |f, &c| f | ((c | 0x20) == b'l')) || !body.windows(7).any(|w| w.eq_ignore_ascii_case(b"latency")) {
+    // (the test of `latency_init`, before the body is copied)
+    if !crate::ds::attrs::has_ci(body, b"latency") {
         return None;
     }
     Attrs { body: body.to_vec(), ..Default::default() }.latency_init()
 }
 
-/// What `write_dest(p, &DestCfg::of_rec(d), ..)` writes, for a copyable record `d` of the
+/// What `write_dest` writes for the configured values of a copyable record `d` of the
 /// set's current block: `d` is copied as it is, its strings as the one span `span` (see
 /// [`rec_span`]; their references keep their places in it), and what a record written anew
 /// has differently is written over the copy: the runtime state (carried, or the start
@@ -322,18 +322,7 @@ mod tests {
     use std::net::IpAddr;
     use std::sync::atomic::Ordering;
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 32) as u32
-        }
-        fn below(&mut self, n: u32) -> u32 {
-            self.next() % n.max(1)
-        }
-    }
+    use super::super::testutil::Rng;
 
     const ATTRS: &[&str] = &[
         "",
@@ -570,7 +559,6 @@ mod tests {
 mod edit_timing_a {
     use super::super::{build, derive_planned, hand_over, link_set_successors, plan_edit, release, CarryIndex, Snap};
     use super::*;
-    use crate::ds::order::DestSet;
     use crate::ds::uri::{Proto, Scheme};
     use std::net::IpAddr;
 
@@ -591,25 +579,6 @@ mod edit_timing_a {
             let n = (b as *const usize).read();
             std::alloc::dealloc(b, std::alloc::Layout::from_size_align(n, 16).expect("layout"));
         }
-    }
-
-    fn list(nsets: usize, per: usize) -> Vec<DestSet> {
-        let mut k = 0u32;
-        (0..nsets)
-            .map(|s| DestSet {
-                id: s as i32 + 1,
-                dests: (0..per)
-                    .map(|i| {
-                        k += 1;
-                        let ip: IpAddr = std::net::Ipv4Addr::from(0x7f00_0000u32 + k).into();
-                        let body = format!("duid=d{k};weight=1").into_bytes();
-                        Dest { setid: s as i32 + 1, uri: format!("sip:{ip}:5060").into_bytes(), flags: 0, priority: (i % 3) as i32,
-                            attrs: Attrs { body, weight: 1, ..Default::default() },
-                            scheme: Scheme::Sip, host: ip.to_string().into_bytes(), port: 5060, proto: Proto::None, ip: Some(ip), more_ips: vec![], sock: 0, line: 1, col: 1 }
-                    })
-                    .collect(),
-            })
-            .collect()
     }
 
     /// One edit of set `setid`: `add` puts `nd` first among its priority, else removes `uri`.
@@ -687,7 +656,7 @@ mod edit_timing_a {
             if !shapes.contains(shape) {
                 continue;
             }
-            let sets = list(nsets, per);
+            let sets = super::super::testutil::scale_list(nsets, per, true);
             let mut p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut alloc, &mut || 7).expect("build");
             drop(sets);
             let k = 200usize;

@@ -173,19 +173,8 @@ trait IdxEnt: Copy + Ord {
     fn key(&self) -> Self::Key;
     fn set(&self) -> i32;
     fn local(&self) -> u32;
-    /// `self <= other` in the derived order, without branches where the entry allows.
-    #[inline]
-    fn le_ent(&self, other: &Self) -> bool {
-        self <= other
-    }
 }
 impl IdxEnt for Ip4Ent {
-    #[inline]
-    fn le_ent(&self, o: &Self) -> bool {
-        // (ip, set, local) as one 128-bit number (the set's sign bit flipped keeps its order)
-        let k = |e: &Ip4Ent| (e.ip as u128) << 64 | ((e.set as u32 ^ 0x8000_0000) as u128) << 32 | e.local as u128;
-        k(self) <= k(o)
-    }
     type Key = u32;
     fn key(&self) -> u32 {
         self.ip
@@ -2262,6 +2251,58 @@ impl<'a> CarryIndex<'a> {
 #[cfg(test)]
 pub(crate) mod testutil {
     use std::alloc::{alloc, dealloc, Layout};
+
+    /// A xorshift for the randomised tests.
+    pub struct Rng(pub u64);
+    impl Rng {
+        pub fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 32) as u32
+        }
+        pub fn below(&mut self, n: u32) -> u32 {
+            self.next() % n.max(1)
+        }
+    }
+
+    /// The lists of the timing harnesses: `nsets` sets of `per` destinations, each with its own
+    /// IPv4 address; `varied`: priorities 0..2 in turn and a `duid` per destination (as
+    /// bench/scale.py writes them), else priority 0 and one `duid` for all.
+    pub fn scale_list(nsets: usize, per: usize, varied: bool) -> Vec<crate::ds::order::DestSet> {
+        use crate::ds::attrs::Attrs;
+        use crate::ds::dest::Dest;
+        use crate::ds::uri::{Proto, Scheme};
+        let mut k = 0u32;
+        (0..nsets)
+            .map(|s| crate::ds::order::DestSet {
+                id: s as i32 + 1,
+                dests: (0..per)
+                    .map(|i| {
+                        k += 1;
+                        let ip: std::net::IpAddr = std::net::Ipv4Addr::from(0x7f00_0000u32 + k).into();
+                        let (priority, body) = if varied { ((i % 3) as i32, format!("duid=d{k};weight=1")) } else { (0, "duid=x;weight=1".to_string()) };
+                        Dest {
+                            setid: s as i32 + 1,
+                            uri: format!("sip:{ip}:5060").into_bytes(),
+                            flags: 0,
+                            priority,
+                            attrs: Attrs { body: body.into_bytes(), weight: 1, ..Default::default() },
+                            scheme: Scheme::Sip,
+                            host: ip.to_string().into_bytes(),
+                            port: 5060,
+                            proto: Proto::None,
+                            ip: Some(ip),
+                            more_ips: vec![],
+                            sock: 0,
+                            line: 1,
+                            col: 1,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
     pub fn heap_alloc(n: usize) -> *mut u8 {
         // SAFETY: non-zero size with a valid alignment.
         unsafe { alloc(Layout::from_size_align(n.max(16), 16).expect("layout")) }
@@ -2861,27 +2902,12 @@ mod tests {
 #[cfg(test)]
 mod edit_bench {
     use super::*;
-    use crate::ds::attrs::Attrs;
-    use crate::ds::dest::Dest;
-    use crate::ds::uri::{Proto, Scheme};
     #[test]
     #[ignore]
     fn edit_timing() {
         eprintln!("DestRec {} B, SetRec {} B, SetBlk {} B, DestCounters {} B", size_of::<DestRec>(), size_of::<SetRec>(), size_of::<SetBlk>(), size_of::<crate::ds::counters::DestCounters>());
         for (nsets, per) in [(30000usize, 10usize), (100, 3000)] {
-            let mut sets = Vec::new();
-            let mut k = 0u32;
-            for s in 0..nsets {
-                let mut ds = Vec::new();
-                for _ in 0..per {
-                    k += 1;
-                    let ip: IpAddr = std::net::Ipv4Addr::from(0x7f00_0000u32 + k).into();
-                    ds.push(Dest { setid: s as i32 + 1, uri: format!("sip:{ip}:5060").into_bytes(), flags: 0, priority: 0,
-                        attrs: Attrs { body: b"duid=x;weight=1".to_vec(), weight: 1, ..Default::default() },
-                        scheme: Scheme::Sip, host: ip.to_string().into_bytes(), port: 5060, proto: Proto::None, ip: Some(ip), more_ips: vec![], sock: 0, line: 1, col: 1 });
-                }
-                sets.push(DestSet { id: s as i32 + 1, dests: ds });
-            }
+            let sets = testutil::scale_list(nsets, per, false);
             let t = std::time::Instant::now();
             let p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
             eprintln!("{nsets}x{per}: build {:?}", t.elapsed());
@@ -2942,27 +2968,6 @@ mod edit_bench {
 #[cfg(test)]
 mod edit_ir {
     use super::*;
-    use crate::ds::attrs::Attrs;
-    use crate::ds::dest::Dest;
-    use crate::ds::uri::{Proto, Scheme};
-
-    fn list(nsets: usize, per: usize) -> Vec<DestSet> {
-        let mut k = 0u32;
-        (0..nsets)
-            .map(|s| DestSet {
-                id: s as i32 + 1,
-                dests: (0..per)
-                    .map(|_| {
-                        k += 1;
-                        let ip: IpAddr = std::net::Ipv4Addr::from(0x7f00_0000u32 + k).into();
-                        Dest { setid: s as i32 + 1, uri: format!("sip:{ip}:5060").into_bytes(), flags: 0, priority: 0,
-                            attrs: Attrs { body: b"duid=x;weight=1".to_vec(), weight: 1, ..Default::default() },
-                            scheme: Scheme::Sip, host: ip.to_string().into_bytes(), port: 5060, proto: Proto::None, ip: Some(ip), more_ips: vec![], sock: 0, line: 1, col: 1 }
-                    })
-                    .collect(),
-            })
-            .collect()
-    }
 
     /// `valgrind --tool=callgrind --toggle-collect='*edit_ir_loop*' <test binary> edit_ir --ignored`:
     /// the instructions of 20 edits (adds spread over the sets, as bench/scale.py's edit loop),
@@ -2972,7 +2977,7 @@ mod edit_ir {
     fn edit_ir() {
         let shape = std::env::var("EDIT_IR_SHAPE").unwrap_or_default();
         let (nsets, per) = if shape == "a" { (100, 3000) } else { (30000, 10) };
-        let sets = list(nsets, per);
+        let sets = testutil::scale_list(nsets, per, false);
         let mut p = build(&sets, 1, (0, 0), &mut |_, _, _| None, &mut testutil::heap_alloc, &mut || 7).expect("build");
         let mut snap_sets = sets;
         p = edit_ir_loop(p, &mut snap_sets, nsets);

@@ -294,7 +294,7 @@ pub(super) fn rebased_into<E: IdxEnt + Copy + Ord>(out: &mut Vec<E>, base: &[E],
 fn merge_live<E: IdxEnt + Copy + Ord>(dst: &mut [std::mem::MaybeUninit<E>], base: &[E], delta: &[E], dead: impl Fn(i32) -> bool) -> usize {
     let (mut i, mut j, mut k) = (0usize, 0usize, 0usize);
     while let (Some(&a), Some(&b)) = (base.get(i), delta.get(j)) {
-        let from_base = a.le_ent(&b);
+        let from_base = a <= b;
         if let Some(d) = dst.get_mut(k) {
             d.write(if from_base { a } else { b });
         }

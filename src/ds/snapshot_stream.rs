@@ -99,18 +99,7 @@ mod tests {
     use crate::ds::order::DestSet;
     use crate::ds::uri::{Proto, Scheme};
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 32) as u32
-        }
-        fn below(&mut self, n: u32) -> u32 {
-            self.next() % n.max(1)
-        }
-    }
+    use super::super::testutil::Rng;
 
     fn dest(r: &mut Rng, setid: i32, k: u32) -> Dest {
         let ip: Option<IpAddr> = match r.below(4) {
